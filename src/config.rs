@@ -1,0 +1,204 @@
+//! Configuration: one typed tree from embedded defaults, an optional TOML file and the environment.
+//!
+//! Rules:
+//! - Precedence: defaults < file < `PORTCULLIS_*` environment variables.
+//! - Every key `section.key` is also `PORTCULLIS_SECTION_KEY`; top-level keys are `PORTCULLIS_KEY`.
+//! - Unknown keys and invalid values stop start-up with a message that names the key.
+//! - [`Config::load`] validates once; the rest of the program trusts the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with our prefix that are not configuration keys.
+const NOT_CONFIG: &[&str] = &["config", "log"];
+const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the TLS listener.
+    pub listen: SocketAddr,
+    /// Where the embedded defaults keep the database, blobs and generated keys.
+    pub data_dir: PathBuf,
+    /// The URL clients use to reach the registry; defaults to `https://<listen>`.
+    pub public_url: Option<String>,
+    /// `text` or `json` logs.
+    pub log_format: LogFormat,
+    pub tls: TlsConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub uploads: UploadsConfig,
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (server certificate first). Without it, a development CA is used.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the local blob store; defaults to `<data_dir>/blobs`.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// SQLite database file; defaults to `<data_dir>/portcullis.db`.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadsConfig {
+    /// Upload sessions idle this long are removed with their data.
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+    /// How often expired sessions are swept.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted; larger ones get 413.
+    pub max_manifest_bytes: usize,
+    /// Largest page of tags or repositories.
+    pub max_page: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5000".parse().expect("valid"),
+            data_dir: PathBuf::from("./data"),
+            public_url: None,
+            log_format: LogFormat::Text,
+            tls: TlsConfig::default(),
+            storage: StorageConfig::default(),
+            database: DatabaseConfig::default(),
+            uploads: UploadsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig { expiry: Duration::from_secs(24 * 3600), sweep_interval: Duration::from_secs(600) }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024, max_page: 10_000 }
+    }
+}
+
+/// Maps `PORTCULLIS_TLS_CERT` to `tls.cert` and `PORTCULLIS_DATA_DIR` to `data_dir`.
+fn env_key(key: &str) -> String {
+    let key = key.to_ascii_lowercase();
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then the environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(
+            Env::prefixed("PORTCULLIS_")
+                .filter(|k| !NOT_CONFIG.contains(&k.as_str().to_ascii_lowercase().as_str()))
+                .map(|k| env_key(k.as_str()).into()),
+        );
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            anyhow::bail!("invalid configuration: tls.cert and tls.key must be set together");
+        }
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("invalid configuration: public_url: {e}"))?;
+            if parsed.scheme() != "https" || parsed.host().is_none() {
+                anyhow::bail!("invalid configuration: public_url must be an https:// URL with a host");
+            }
+        }
+        if self.limits.max_manifest_bytes < 4 * 1024 * 1024 {
+            anyhow::bail!("invalid configuration: limits.max_manifest_bytes must be at least 4 MiB (the spec's minimum)");
+        }
+        if self.limits.max_page == 0 {
+            anyhow::bail!("invalid configuration: limits.max_page must be positive");
+        }
+        if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {
+            anyhow::bail!("invalid configuration: uploads.expiry and uploads.sweep_interval must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("https://{}", self.listen)).trim_end_matches('/').to_owned()
+    }
+    pub fn blob_dir(&self) -> PathBuf {
+        self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+    pub fn database_path(&self) -> PathBuf {
+        self.database.path.clone().unwrap_or_else(|| self.data_dir.join("portcullis.db"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_keys_map_to_sections() {
+        assert_eq!(env_key("DATA_DIR"), "data_dir");
+        assert_eq!(env_key("TLS_CERT"), "tls.cert");
+        assert_eq!(env_key("LIMITS_MAX_MANIFEST_BYTES"), "limits.max_manifest_bytes");
+        assert_eq!(env_key("PUBLIC_URL"), "public_url");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[tls]\ncertificate = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+}

@@ -1,0 +1,58 @@
+//! The domain's error type.
+//!
+//! Rule: each variant says what went wrong in registry terms; the HTTP layer maps variants to OCI
+//! codes and statuses in one table (`http::oci_error`). `Internal` carries detail for the log only.
+
+use super::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("{0}")]
+    TagInvalid(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload unknown to registry")]
+    UploadUnknown,
+    #[error("{0}")]
+    UploadInvalid(String),
+    /// A chunk does not start where the upload ends (out of order or repeated).
+    #[error("{0}")]
+    RangeInvalid(String),
+    /// A blob `Range` request that cannot be satisfied.
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest references unknown {kind} {digest}")]
+    ManifestBlobUnknown { kind: &'static str, digest: Digest },
+    #[error("manifest is larger than the limit of {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("{0}")]
+    PaginationInvalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    /// A backend is temporarily unable to serve (throttling, connection loss).
+    #[error("service unavailable")]
+    Unavailable(String),
+    /// Anything unexpected; the text goes to the log, never to the client.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        Error::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! The rules of the registry: repositories, blobs, uploads, manifests, tags and referrers.
+//!
+//! Rule: no HTTP types here. Handlers call [`Registry`] with parsed, validated values and get back
+//! domain values or an [`Error`]; storage and metadata are reached only through their traits.
+
+pub mod digest;
+mod error;
+pub mod manifest;
+mod manifests;
+pub mod names;
+mod registry;
+mod uploads;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use manifests::PutManifest;
+pub use names::{RepoName, Reference, Tag};
+pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};
+pub use uploads::UploadState;
+
+/// Seconds since the Unix epoch: the one clock for stored timestamps.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

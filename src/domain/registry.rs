@@ -1,0 +1,160 @@
+//! The registry service: blobs, listings and the wiring of storage and metadata.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Digest, Error, RepoName, Result};
+use crate::metadata::Metadata;
+use crate::storage::{BlobStore, ByteStream, StorageError};
+
+/// Limits that protect the registry from oversized input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_manifest_bytes: usize,
+    /// Upload sessions idle this long are removed with their parts.
+    pub upload_expiry: Duration,
+    /// Largest page for tag and catalog listings.
+    pub max_page: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_manifest_bytes: 4 * 1024 * 1024, upload_expiry: Duration::from_secs(24 * 3600), max_page: 10_000 }
+    }
+}
+
+/// The registry: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    pub(super) meta: Arc<dyn Metadata>,
+    pub(super) blobs: BlobStore,
+    pub(super) limits: Limits,
+}
+
+/// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ByteRange {
+    FromTo(u64, u64),
+    From(u64),
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// The half-open byte range this selects in a blob of `size` bytes.
+    pub fn resolve(self, size: u64) -> Result<Range<u64>> {
+        let range = match self {
+            ByteRange::FromTo(a, b) if a <= b && a < size => a..(b.saturating_add(1)).min(size),
+            ByteRange::From(a) if a < size => a..size,
+            ByteRange::Suffix(n) if n > 0 && size > 0 => size.saturating_sub(n)..size,
+            _ => return Err(Error::RangeNotSatisfiable { size }),
+        };
+        Ok(range)
+    }
+}
+
+/// A blob being read: its full size, the range served and the bytes.
+pub struct BlobRead {
+    pub size: u64,
+    pub range: Option<Range<u64>>,
+    pub body: ByteStream,
+}
+
+/// One page of a listing and whether there is more.
+#[derive(Debug, PartialEq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// The `last` value for the next page, when this page is full.
+    pub next: Option<String>,
+}
+
+pub(super) fn storage_err(e: StorageError) -> Error {
+    match e {
+        StorageError::Body(e) => Error::UploadInvalid(format!("request body could not be read: {e}")),
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+impl Registry {
+    pub fn new(meta: Arc<dyn Metadata>, blobs: BlobStore, limits: Limits) -> Self {
+        Registry { meta, blobs, limits }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Smallest chunk the storage backend accepts (except the last), if it has a minimum.
+    pub fn chunk_min_length(&self) -> Option<u64> {
+        Some(self.blobs.options().chunk_min_length).filter(|&n| n > 0)
+    }
+
+    /// Size of a blob readable in `repo`.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)
+    }
+
+    /// Opens a blob readable in `repo`, optionally a range of it.
+    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = range.map(|r| r.resolve(size)).transpose()?;
+        match self.blobs.read(digest, range.clone()).await {
+            Ok(body) => Ok(BlobRead { size, range, body }),
+            Err(StorageError::NotFound) => {
+                tracing::error!(%digest, "blob recorded in metadata is missing from storage");
+                Err(Error::BlobUnknown)
+            }
+            Err(e) => Err(storage_err(e)),
+        }
+    }
+
+    /// Removes a blob from a repository. The bytes stay until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown)
+        }
+    }
+
+    fn page_size(&self, n: Option<u32>) -> u32 {
+        n.unwrap_or(self.limits.max_page).min(self.limits.max_page)
+    }
+
+    /// A page of tags in lexical order.
+    pub async fn list_tags(&self, repo: &RepoName, n: Option<u32>, last: Option<&str>) -> Result<Page> {
+        if !self.meta.repository_exists(repo).await? {
+            return Err(Error::NameUnknown);
+        }
+        let limit = self.page_size(n);
+        let items = self.meta.list_tags(repo, last, limit).await?;
+        Ok(page(items, limit))
+    }
+
+    /// A page of repository names in lexical order.
+    pub async fn catalog(&self, n: Option<u32>, last: Option<&str>) -> Result<Page> {
+        let limit = self.page_size(n);
+        let items = self.meta.list_repositories(last, limit).await?;
+        Ok(page(items, limit))
+    }
+}
+
+fn page(items: Vec<String>, limit: u32) -> Page {
+    let next = (limit > 0 && items.len() as u32 == limit).then(|| items.last().cloned()).flatten();
+    Page { items, next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve() {
+        assert_eq!(ByteRange::FromTo(0, 9).resolve(5).unwrap(), 0..5);
+        assert_eq!(ByteRange::From(2).resolve(5).unwrap(), 2..5);
+        assert_eq!(ByteRange::Suffix(2).resolve(5).unwrap(), 3..5);
+        assert!(ByteRange::From(5).resolve(5).is_err());
+        assert!(ByteRange::FromTo(3, 2).resolve(5).is_err());
+        assert!(ByteRange::Suffix(0).resolve(5).is_err());
+    }
+}

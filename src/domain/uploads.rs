@@ -1,0 +1,155 @@
+//! Blob uploads: sessions, chunks, commit with digest verification, mounts and expiry.
+//!
+//! Rules: a chunk must start where the upload ends (else `RangeInvalid`, HTTP 416); a blob becomes
+//! visible only after its bytes are stored under their verified digest and the metadata commit
+//! links it; a failed verification removes the whole session.
+
+use super::registry::storage_err;
+use super::{now, Digest, Error, RepoName, Result};
+use crate::storage::{ByteStream, Commit, UploadId};
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadState {
+    pub id: UploadId,
+    pub size: u64,
+}
+
+impl super::Registry {
+    /// Opens an upload session.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
+        let id = UploadId::new();
+        self.meta.create_upload(&id, repo, now()).await?;
+        Ok(UploadState { id, size: 0 })
+    }
+
+    /// Links `digest` into `repo` from `from` if it is readable there. False means: upload it instead.
+    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
+        match self.meta.linked_blob(from, digest).await? {
+            Some(size) => {
+                self.meta.link_blob(repo, digest, size).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Current state of a session.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadState> {
+        let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
+        Ok(UploadState { id: upload.id, size: upload.size })
+    }
+
+    /// Appends a chunk. `range` is the inclusive `Content-Range` when the client sent one.
+    pub async fn append_chunk(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<UploadState> {
+        let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
+        if let Some((start, end)) = range {
+            if start != upload.size || end < start {
+                return Err(Error::RangeInvalid(format!(
+                    "chunk {start}-{end} does not continue the upload, which has {} bytes",
+                    upload.size
+                )));
+            }
+        }
+        let part = self.blobs.write_part(id, body).await.map_err(storage_err)?;
+        let expected = range.map(|(start, end)| end - start + 1);
+        let refusal = if expected.is_some_and(|n| n != part.size) {
+            Some(Error::UploadInvalid(format!(
+                "chunk has {} bytes but Content-Range says {}",
+                part.size,
+                expected.unwrap_or_default()
+            )))
+        } else if part.size == 0 {
+            None
+        } else if !self.meta.append_part(id, upload.size, &part, now()).await? {
+            Some(Error::RangeInvalid("the upload was extended by another request".into()))
+        } else {
+            return Ok(UploadState { id: id.clone(), size: upload.size + part.size });
+        };
+        // The part is not part of the upload: drop it (an empty chunk changes nothing).
+        if let Err(e) = self.blobs.delete_part(id, &part.part_id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete a refused chunk; the expiry sweep will");
+        }
+        match refusal {
+            Some(e) => Err(e),
+            None => Ok(UploadState { id: id.clone(), size: upload.size }),
+        }
+    }
+
+    /// Finishes an upload: an optional last chunk, then verification against `digest`.
+    pub async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        last_chunk: Option<(Option<(u64, u64)>, ByteStream)>,
+    ) -> Result<u64> {
+        if let Some((range, body)) = last_chunk {
+            self.append_chunk(repo, id, range, body).await?;
+        }
+        let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
+        match self.blobs.commit(id, &upload.parts, digest).await.map_err(storage_err)? {
+            Commit::Stored { size } => {
+                self.meta.complete_upload(id, repo, digest, size).await?;
+                self.discard_upload_objects(id).await;
+                Ok(size)
+            }
+            Commit::Mismatch { actual } => {
+                self.meta.delete_upload(id).await?;
+                self.discard_upload_objects(id).await;
+                Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")))
+            }
+        }
+    }
+
+    /// A whole blob in one request (`POST ?digest=`).
+    pub async fn upload_monolithic(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
+        let state = self.start_upload(repo).await?;
+        let result = self.complete_upload(repo, &state.id, digest, Some((None, body))).await;
+        if result.is_err() {
+            // The session was never shown to the client, so nothing may outlive the failure.
+            let _ = self.meta.delete_upload(&state.id).await;
+            self.discard_upload_objects(&state.id).await;
+        }
+        result
+    }
+
+    /// Cancels a session and deletes its parts.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
+        self.meta.delete_upload(id).await?;
+        self.discard_upload_objects(id).await;
+        Ok(())
+    }
+
+    /// Removes sessions idle past the expiry, and upload objects no session owns (a crash's leftovers).
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let cutoff = now() - self.limits.upload_expiry.as_secs() as i64;
+        let mut removed = 0;
+        for id in self.meta.stale_uploads(cutoff).await? {
+            self.meta.delete_upload(&id).await?;
+            self.discard_upload_objects(&id).await;
+            removed += 1;
+        }
+        for id in self.blobs.stored_uploads().await.map_err(storage_err)? {
+            if !self.meta.upload_exists(&id).await? {
+                self.discard_upload_objects(&id).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Best effort: a failure here leaves objects that the expiry sweep removes later.
+    async fn discard_upload_objects(&self, id: &UploadId) {
+        if let Err(e) = self.blobs.delete_upload(id).await {
+            tracing::warn!(upload = %id, error = %e, "could not delete upload objects; the expiry sweep will retry");
+        }
+    }
+}

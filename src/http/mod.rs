@@ -1,0 +1,50 @@
+//! HTTP: the axum router and the layers every response passes through.
+//!
+//! Rule: this layer knows axum, headers, status codes and JSON shapes; it reaches data only through
+//! the domain's [`Registry`].
+
+pub mod oci_error;
+pub mod v2;
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use axum::Router;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::domain::Registry;
+use oci_error::{Code, OciError};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+}
+
+/// One year, the usual HSTS lifetime; the registry never speaks plaintext anyway.
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(v2::handle))
+        .route("/v2/", any(v2::handle))
+        .route("/v2/{*rest}", any(v2::handle))
+        .fallback(|| async { OciError::new(Code::NotFound, "no such endpoint").into_response() })
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
+                .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                    tracing::debug!(status = res.status().as_u16(), ?latency, "response");
+                }),
+        )
+        .layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        ))
+        .with_state(state)
+}

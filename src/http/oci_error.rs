@@ -1,0 +1,150 @@
+//! The one table of OCI error codes and HTTP statuses, and the JSON error envelope.
+//!
+//! Rule: every error a `/v2` client sees is built here, from a [`Code`] whose status comes from
+//! [`Code::spec`]; no handler picks a status for an error itself. Internal errors answer with an
+//! opaque message and log their detail.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::Error;
+
+/// Error codes, each with one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    // Codes of CNCF distribution that clients know, for cases the OCI table leaves open.
+    TagInvalid,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unavailable,
+    Unknown,
+    /// `SIZE_INVALID` with 413: the body is over a limit (the spec asks for 413 here).
+    TooLarge,
+    /// No endpoint has this path.
+    NotFound,
+}
+
+impl Code {
+    /// The table: wire code, HTTP status, and the spec's short message.
+    pub const fn spec(self) -> (&'static str, StatusCode, &'static str) {
+        use StatusCode as S;
+        match self {
+            Code::BlobUnknown => ("BLOB_UNKNOWN", S::NOT_FOUND, "blob unknown to registry"),
+            Code::BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", S::BAD_REQUEST, "blob upload invalid"),
+            Code::BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", S::NOT_FOUND, "blob upload unknown to registry"),
+            Code::DigestInvalid => ("DIGEST_INVALID", S::BAD_REQUEST, "provided digest did not match uploaded content"),
+            Code::ManifestBlobUnknown => ("MANIFEST_BLOB_UNKNOWN", S::NOT_FOUND, "manifest references a manifest or blob unknown to registry"),
+            Code::ManifestInvalid => ("MANIFEST_INVALID", S::BAD_REQUEST, "manifest invalid"),
+            Code::ManifestUnknown => ("MANIFEST_UNKNOWN", S::NOT_FOUND, "manifest unknown to registry"),
+            Code::NameInvalid => ("NAME_INVALID", S::BAD_REQUEST, "invalid repository name"),
+            Code::NameUnknown => ("NAME_UNKNOWN", S::NOT_FOUND, "repository name not known to registry"),
+            Code::SizeInvalid => ("SIZE_INVALID", S::BAD_REQUEST, "provided length did not match content length"),
+            Code::Unauthorized => ("UNAUTHORIZED", S::UNAUTHORIZED, "authentication required"),
+            Code::Denied => ("DENIED", S::FORBIDDEN, "requested access to the resource is denied"),
+            Code::Unsupported => ("UNSUPPORTED", S::METHOD_NOT_ALLOWED, "the operation is unsupported"),
+            Code::TooManyRequests => ("TOOMANYREQUESTS", S::TOO_MANY_REQUESTS, "too many requests"),
+            Code::TagInvalid => ("TAG_INVALID", S::BAD_REQUEST, "manifest tag did not match URI"),
+            Code::RangeInvalid => ("RANGE_INVALID", S::RANGE_NOT_SATISFIABLE, "invalid content range"),
+            Code::PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", S::BAD_REQUEST, "invalid number of results requested"),
+            Code::Unavailable => ("UNAVAILABLE", S::SERVICE_UNAVAILABLE, "service unavailable"),
+            Code::Unknown => ("UNKNOWN", S::INTERNAL_SERVER_ERROR, "unknown error"),
+            Code::TooLarge => ("SIZE_INVALID", S::PAYLOAD_TOO_LARGE, "content is larger than the registry accepts"),
+            Code::NotFound => ("NOT_FOUND", S::NOT_FOUND, "no such endpoint"),
+        }
+    }
+}
+
+/// An error answer: code, message, and extra headers some codes need.
+#[derive(Debug)]
+pub struct OciError {
+    pub code: Code,
+    pub message: String,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl OciError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        OciError { code, message: message.into(), headers: Vec::new() }
+    }
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl From<Error> for OciError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        let code = match e {
+            Error::NameInvalid(_) => Code::NameInvalid,
+            Error::NameUnknown => Code::NameUnknown,
+            Error::TagInvalid(_) => Code::TagInvalid,
+            Error::DigestInvalid(_) => Code::DigestInvalid,
+            Error::BlobUnknown => Code::BlobUnknown,
+            Error::UploadUnknown => Code::BlobUploadUnknown,
+            Error::UploadInvalid(_) => Code::BlobUploadInvalid,
+            Error::RangeInvalid(_) => Code::RangeInvalid,
+            Error::RangeNotSatisfiable { size } => {
+                return OciError::new(Code::RangeInvalid, message).with_header(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+                )
+            }
+            Error::SizeInvalid(_) => Code::SizeInvalid,
+            Error::ManifestUnknown => Code::ManifestUnknown,
+            Error::ManifestInvalid(_) => Code::ManifestInvalid,
+            Error::ManifestBlobUnknown { .. } => Code::ManifestBlobUnknown,
+            Error::ManifestTooLarge { .. } => Code::TooLarge,
+            Error::PaginationInvalid(_) => Code::PaginationNumberInvalid,
+            Error::Unsupported(_) => Code::Unsupported,
+            Error::Unavailable(detail) => {
+                tracing::warn!(%detail, "backend unavailable");
+                Code::Unavailable
+            }
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Code::Unknown
+            }
+        };
+        OciError::new(code, message)
+    }
+}
+
+impl IntoResponse for OciError {
+    fn into_response(self) -> Response {
+        let (code, status, _) = self.code.spec();
+        let body = json!({"errors": [{"code": code, "message": self.message, "detail": null}]});
+        let mut response = (status, axum::Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_stays_out_of_the_body() {
+        let e = OciError::from(Error::Internal("secret path /var/lib/x".into()));
+        assert_eq!(e.code, Code::Unknown);
+        assert!(!e.message.contains("/var/lib"));
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{headers, HandlerResult, Request};
+use crate::domain::{Digest, RepoName};
+use crate::domain::Registry;
+
+fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
+        h.insert("Docker-Content-Digest", v.clone());
+        if let Ok(etag) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+            h.insert(header::ETAG, etag);
+        }
+    }
+}
+
+pub async fn get(registry: &Registry, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
+    if req.method == Method::HEAD {
+        let size = registry.stat_blob(repo, digest).await?;
+        let mut response = StatusCode::OK.into_response();
+        blob_headers(&mut response, digest, size);
+        return Ok(response);
+    }
+    let range = headers::byte_range(&req.headers)?;
+    let read = registry.read_blob(repo, digest, range).await?;
+    let (status, length) = match &read.range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
+        None => (StatusCode::OK, read.size),
+    };
+    let mut response = (status, Body::from_stream(read.body)).into_response();
+    blob_headers(&mut response, digest, length);
+    if let Some(r) = read.range {
+        let value = format!("bytes {}-{}/{}", r.start, r.end - 1, read.size);
+        response.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+    }
+    Ok(response)
+}
+
+pub async fn delete(registry: &Registry, repo: &RepoName, digest: &Digest) -> HandlerResult {
+    registry.delete_blob(repo, digest).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}

@@ -1,0 +1,72 @@
+//! Listings: `_catalog`, `tags/list` (both paged with `n`, `last` and `Link`), and referrers.
+
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::{HandlerResult, Request};
+use crate::domain::manifest::OCI_INDEX;
+use crate::domain::{Digest, Error, Page, Registry, RepoName};
+
+fn paging(req: &Request) -> Result<(Option<u32>, Option<&str>), Error> {
+    let n = req
+        .query
+        .get("n")
+        .map(|n| n.parse::<u32>().map_err(|_| Error::PaginationInvalid(format!("invalid page size {n:?}"))))
+        .transpose()?;
+    Ok((n, req.query.get("last")))
+}
+
+/// Adds `Link: <path?n=N&last=X>; rel="next"` when a next page may exist.
+fn with_link(mut response: Response, path: &str, n: Option<u32>, page: &Page) -> Response {
+    if let (Some(next), Some(n)) = (&page.next, n) {
+        let last: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let link = format!("<{path}?n={n}&last={last}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
+pub async fn catalog(registry: &Registry, req: &Request) -> HandlerResult {
+    let (n, last) = paging(req)?;
+    let page = registry.catalog(n, last).await?;
+    let body = axum::Json(json!({ "repositories": page.items })).into_response();
+    Ok(with_link(body, "/v2/_catalog", n.or(Some(registry.limits().max_page)), &page))
+}
+
+pub async fn tags(registry: &Registry, repo: &RepoName, req: &Request) -> HandlerResult {
+    let (n, last) = paging(req)?;
+    let page = registry.list_tags(repo, n, last).await?;
+    let body = axum::Json(json!({ "name": repo.as_str(), "tags": page.items })).into_response();
+    Ok(with_link(body, &format!("/v2/{repo}/tags/list"), n.or(Some(registry.limits().max_page)), &page))
+}
+
+pub async fn referrers(registry: &Registry, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
+    let filter = req.query.get("artifactType").filter(|s| !s.is_empty());
+    let found = registry.referrers(repo, digest, filter).await?;
+    let manifests: Vec<Value> = found
+        .into_iter()
+        .map(|r| {
+            let mut d = Map::new();
+            d.insert("mediaType".into(), r.media_type.into());
+            d.insert("digest".into(), r.digest.to_string().into());
+            d.insert("size".into(), r.size.into());
+            if let Some(t) = r.artifact_type {
+                d.insert("artifactType".into(), t.into());
+            }
+            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+                d.insert("annotations".into(), a);
+            }
+            Value::Object(d)
+        })
+        .collect();
+    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+    if filter.is_some() {
+        response.headers_mut().insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+    }
+    Ok(response)
+}

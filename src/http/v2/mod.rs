@@ -1,0 +1,97 @@
+//! The OCI Distribution API under `/v2`.
+//!
+//! Rule: one axum route catches every `/v2` path; [`route::V2Route::parse`] decides what it is, and
+//! [`dispatch`] hands it to the one handler for that resource and method. Handlers translate HTTP
+//! to domain calls and back; they hold no SQL and no storage paths.
+
+mod blobs;
+mod headers;
+mod listings;
+mod manifests;
+pub mod route;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+
+use self::route::{RouteError, V2Route};
+use super::oci_error::{Code, OciError};
+use super::AppState;
+
+pub type HandlerResult = Result<Response, OciError>;
+
+/// Parsed query parameters, in order (a key may repeat).
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(uri: &Uri) -> Self {
+        Query(url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect())
+    }
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a handler may need from the request besides its body (kept apart: a body is not `Sync`).
+pub struct Request {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: Query,
+}
+
+pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let route = match V2Route::parse(uri.path()) {
+        Ok(r) => r,
+        Err(RouteError::Invalid(e)) => return with_api_version(OciError::from(e).into_response()),
+        Err(RouteError::NotFound) => {
+            return with_api_version(OciError::new(Code::NotFound, "no such endpoint").into_response())
+        }
+    };
+    let req = Request { method, headers, query: Query::parse(&uri) };
+    let response = match dispatch(&state, route, &req, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    with_api_version(response)
+}
+
+async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -> HandlerResult {
+    let registry = &state.registry;
+    match (route, req.method.clone()) {
+        (V2Route::Base, Method::GET | Method::HEAD) => Ok(axum::Json(serde_json::json!({})).into_response()),
+        (V2Route::Catalog, Method::GET) => listings::catalog(registry, req).await,
+        (V2Route::Tags(repo), Method::GET) => listings::tags(registry, &repo, req).await,
+        (V2Route::Referrers(repo, digest), Method::GET) => listings::referrers(registry, &repo, &digest, req).await,
+        (V2Route::Manifest(repo, reference), Method::GET | Method::HEAD) => {
+            manifests::get(registry, &repo, &reference, req).await
+        }
+        (V2Route::Manifest(repo, reference), Method::PUT) => manifests::put(registry, &repo, &reference, req, body).await,
+        (V2Route::Manifest(repo, reference), Method::DELETE) => manifests::delete(registry, &repo, &reference).await,
+        (V2Route::Blob(repo, digest), Method::GET | Method::HEAD) => blobs::get(registry, &repo, &digest, req).await,
+        (V2Route::Blob(repo, digest), Method::DELETE) => blobs::delete(registry, &repo, &digest).await,
+        (V2Route::UploadStart(repo), Method::POST) => uploads::start(registry, &repo, req, body).await,
+        (V2Route::Upload(repo, id), Method::GET) => uploads::status(registry, &repo, &id).await,
+        (V2Route::Upload(repo, id), Method::PATCH) => uploads::patch(registry, &repo, &id, req, body).await,
+        (V2Route::Upload(repo, id), Method::PUT) => uploads::put(registry, &repo, &id, req, body).await,
+        (V2Route::Upload(repo, id), Method::DELETE) => uploads::cancel(registry, &repo, &id).await,
+        (_, method) => Err(OciError::new(Code::Unsupported, format!("{method} is not supported on this endpoint"))),
+    }
+}
+
+fn with_api_version(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response
+}
+
+/// A path-only URL for `Location` headers (clients resolve it against the URL they used).
+fn location(path: String) -> HeaderValue {
+    HeaderValue::from_str(&path).unwrap_or_else(|_| HeaderValue::from_static("/v2/"))
+}
+
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

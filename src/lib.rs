@@ -1,0 +1,74 @@
+//! Portcullis: a hardened private OCI container registry.
+//!
+//! Layers point one way: `http` → `domain` → `storage` (blob bytes) and `metadata` (rows, the
+//! source of truth). [`App::build`] wires them from a [`Config`]; `main` and the tests both use it.
+
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metadata;
+pub mod server;
+pub mod storage;
+pub mod tls;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+pub use config::Config;
+use domain::{Limits, Registry};
+use metadata::sqlite::SqliteMetadata;
+use storage::BlobStore;
+
+/// A built registry: configuration, domain service and HTTP router.
+pub struct App {
+    pub config: Config,
+    pub registry: Registry,
+    pub router: axum::Router,
+    meta: Arc<SqliteMetadata>,
+}
+
+impl App {
+    /// Opens storage and metadata (running migrations) and builds the router.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let blobs = BlobStore::local(config.blob_dir())
+            .with_context(|| format!("opening blob store {}", config.blob_dir().display()))?;
+        let meta = Arc::new(
+            SqliteMetadata::open(&config.database_path())
+                .await
+                .with_context(|| format!("opening database {}", config.database_path().display()))?,
+        );
+        let limits = Limits {
+            max_manifest_bytes: config.limits.max_manifest_bytes,
+            upload_expiry: config.uploads.expiry,
+            max_page: config.limits.max_page,
+        };
+        let registry = Registry::new(meta.clone(), blobs, limits);
+        let router = http::router(http::AppState { registry: registry.clone() });
+        Ok(App { config, registry, router, meta })
+    }
+
+    /// Sweeps expired uploads every `uploads.sweep_interval` until the task is dropped.
+    pub fn spawn_upload_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let registry = self.registry.clone();
+        let every = self.config.uploads.sweep_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match registry.expire_uploads().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "upload sweep failed"),
+                }
+            }
+        })
+    }
+
+    /// Flushes and closes the database.
+    pub async fn close(&self) {
+        self.meta.close().await;
+    }
+}

@@ -1,0 +1,127 @@
+//! Metadata: the source of truth for what exists and who may read it.
+//!
+//! Rules:
+//! - A blob is readable in a repository only through a row in the repository-to-blob link table.
+//! - Every change that touches more than one row runs in one transaction, so a crash leaves either
+//!   the old state or the new one.
+//! - Traits are split by capability and implemented per database (SQLite now, PostgreSQL next);
+//!   the same conformance tests run against each.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{Digest, RepoName, Result, Tag};
+use crate::storage::{UploadId, WrittenPart};
+
+/// A manifest as stored.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A manifest to insert, with what it references.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// Annotations as a JSON object, kept for the referrers API.
+    pub annotations: Option<String>,
+    pub content: Vec<u8>,
+    pub blobs: Vec<Digest>,
+    pub children: Vec<Digest>,
+    pub tag: Option<Tag>,
+}
+
+/// One entry of a referrers listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// An upload session.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub id: UploadId,
+    pub repo: RepoName,
+    pub size: u64,
+    pub parts: Vec<WrittenPart>,
+    pub updated_at: i64,
+}
+
+/// Why a manifest could not be inserted.
+#[derive(Debug)]
+pub enum PutManifestRefused {
+    MissingBlob(Digest),
+    MissingManifest(Digest),
+}
+
+#[async_trait]
+pub trait RepositoryStore: Send + Sync {
+    /// Repository names in lexical order after `last`, at most `limit`.
+    async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
+    /// Whether the repository exists.
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    /// The size of `digest` if it is linked to `repo`.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// Records the blob (if new) and links it to `repo` (created if new), in one transaction.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Removes the link; the bytes stay until garbage collection. False if there was none.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Whether the blob is recorded at all (in any repository).
+    async fn blob_recorded(&self, digest: &Digest) -> Result<Option<u64>>;
+}
+
+#[async_trait]
+pub trait ManifestStore: Send + Sync {
+    /// Inserts a manifest, its references and its tag in one transaction, after checking inside
+    /// that transaction that every referenced blob and child manifest is in the repository.
+    async fn put_manifest(&self, manifest: &NewManifest) -> Result<Result<(), PutManifestRefused>>;
+    /// The manifest a tag points at.
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>>;
+    /// The manifest with this digest in this repository.
+    async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>>;
+    /// Deletes the manifest and the tags pointing at it. False if it was not there.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes one tag; the manifest stays. False if it was not there.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+    /// Tags in lexical order after `last`, at most `limit`.
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
+    /// Manifests whose `subject` is `digest`, optionally only those of one artifact type.
+    async fn referrers(&self, repo: &RepoName, digest: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+}
+
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Opens a session for `repo`.
+    async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()>;
+    /// The session, if it exists and belongs to `repo`.
+    async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>>;
+    /// Appends a part if the session still ends at `offset`; false if another write got there first.
+    async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool>;
+    /// Records the blob, links it to the session's repository and ends the session, in one transaction.
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Ends a session without a blob. False if it did not exist.
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// Sessions not touched since `before`.
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadId>>;
+    /// Whether a session exists (for sweeping objects a crash orphaned).
+    async fn upload_exists(&self, id: &UploadId) -> Result<bool>;
+}
+
+/// Everything the registry needs from its database.
+pub trait Metadata: RepositoryStore + BlobIndex + ManifestStore + UploadStore {}
+impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore> Metadata for T {}

@@ -1,0 +1,93 @@
+//! Repositories, blobs and their links.
+
+use async_trait::async_trait;
+
+use super::{db_err, ensure_repo, repo_id, SqliteMetadata};
+use crate::domain::{now, Digest, RepoName, Result};
+use crate::metadata::{BlobIndex, RepositoryStore};
+
+#[async_trait]
+impl RepositoryStore for SqliteMetadata {
+    async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+            .bind(last.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(repo_id(&self.read, repo).await?.is_some())
+    }
+}
+
+#[async_trait]
+impl BlobIndex for SqliteMetadata {
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM blobs b
+             JOIN repository_blobs rb ON rb.digest = b.digest
+             JOIN repositories r ON r.id = rb.repository_id
+             WHERE r.name = ? AND b.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        link(&mut tx, repo, digest, size).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs WHERE digest = ?
+             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.as_str())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn blob_recorded(&self, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(size.map(|s| s as u64))
+    }
+}
+
+/// Records a blob and links it to a repository, inside the caller's transaction.
+pub(crate) async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    let now = now();
+    let repo_id = ensure_repo(tx, repo).await?;
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
+         ON CONFLICT (repository_id, digest) DO NOTHING",
+    )
+    .bind(repo_id)
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Manifests, their references, tags and referrers.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{db_err, digest, ensure_repo, SqliteMetadata};
+use crate::domain::{now, Digest, RepoName, Result, Tag};
+use crate::metadata::{ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
+
+fn stored(row: sqlx::sqlite::SqliteRow) -> Result<StoredManifest> {
+    Ok(StoredManifest {
+        digest: digest(row.get("digest"))?,
+        media_type: row.get("media_type"),
+        content: row.get("content"),
+    })
+}
+
+#[async_trait]
+impl ManifestStore for SqliteMetadata {
+    async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let repo_id = ensure_repo(&mut tx, &m.repo).await?;
+        for blob in &m.blobs {
+            let linked: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(blob.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            if linked.is_none() {
+                return Ok(Err(PutManifestRefused::MissingBlob(blob.clone())));
+            }
+        }
+        for child in &m.children {
+            let present: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(child.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if present.is_none() {
+                return Ok(Err(PutManifestRefused::MissingManifest(child.clone())));
+            }
+        }
+        let now = now();
+        // Same digest means same bytes, so an existing row is already right.
+        sqlx::query(
+            "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(m.digest.as_str())
+        .bind(&m.media_type)
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(Digest::as_str))
+        .bind(&m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(&m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let references = m.blobs.iter().map(|d| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest")));
+        for (target, kind) in references {
+            sqlx::query(
+                "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind)
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(target.as_str())
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
+                 updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>> {
+        sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM tags t
+             JOIN repositories r ON r.id = t.repository_id
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+             WHERE r.name = ? AND t.name = ?",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?
+        .map(stored)
+        .transpose()
+    }
+
+    async fn manifest_by_digest(&self, repo: &RepoName, d: &Digest) -> Result<Option<StoredManifest>> {
+        sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?
+        .map(stored)
+        .transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+        // Tags and references go with it (ON DELETE CASCADE), in the same statement's transaction.
+        let done = sqlx::query(
+            "DELETE FROM manifests WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(d.as_str())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repo.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ? AND t.name > ? ORDER BY t.name LIMIT ?",
+        )
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id
+             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?)
+             ORDER BY m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Referrer {
+                    digest: digest(row.get("digest"))?,
+                    media_type: row.get("media_type"),
+                    size: row.get::<i64, _>("size") as u64,
+                    artifact_type: row.get("artifact_type"),
+                    annotations: row.get("annotations"),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,125 @@
+//! Upload sessions and their parts.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{blobs::link, db_err, digest, repo_name, SqliteMetadata};
+use crate::domain::{Digest, Error, RepoName, Result};
+use crate::metadata::{Upload, UploadStore};
+use crate::storage::{UploadId, WrittenPart};
+
+#[async_trait]
+impl UploadStore for SqliteMetadata {
+    async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES (?, ?, 0, ?, ?)")
+            .bind(id.as_str())
+            .bind(repo.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>> {
+        let Some(row) = sqlx::query("SELECT repository, size, updated_at FROM uploads WHERE id = ? AND repository = ?")
+            .bind(id.as_str())
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let parts = sqlx::query("SELECT part_id, size, sha256 FROM upload_parts WHERE upload_id = ? ORDER BY start")
+            .bind(id.as_str())
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(|p| {
+                Ok(WrittenPart {
+                    part_id: p.get("part_id"),
+                    size: p.get::<i64, _>("size") as u64,
+                    sha256: digest(p.get("sha256"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Upload {
+            id: id.clone(),
+            repo: repo_name(row.get("repository"))?,
+            size: row.get::<i64, _>("size") as u64,
+            parts,
+            updated_at: row.get("updated_at"),
+        }))
+    }
+
+    async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        // Optimistic concurrency: only the writer that saw the current end may extend it.
+        let moved = sqlx::query("UPDATE uploads SET size = size + ?, updated_at = ? WHERE id = ? AND size = ?")
+            .bind(part.size as i64)
+            .bind(now)
+            .bind(id.as_str())
+            .bind(offset as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if moved.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES (?, ?, ?, ?, ?)")
+            .bind(id.as_str())
+            .bind(offset as i64)
+            .bind(&part.part_id)
+            .bind(part.size as i64)
+            .bind(part.sha256.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        let gone = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if gone.rows_affected() == 0 {
+            return Err(Error::UploadUnknown);
+        }
+        link(&mut tx, repo, d, size).await?;
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadId>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?")
+            .bind(before)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(ids.into_iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    async fn upload_exists(&self, id: &UploadId) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(found.is_some())
+    }
+}

@@ -1,0 +1,94 @@
+//! The typed keys that name every object the registry stores.
+
+use std::fmt;
+use std::str::FromStr;
+
+use object_store::path::Path;
+
+use crate::domain::Digest;
+
+/// An upload session id: a random UUID, so it is unguessable and safe in a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    pub fn new() -> Self {
+        UploadId(uuid::Uuid::new_v4().to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for UploadId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let u = uuid::Uuid::parse_str(s).map_err(|_| ())?;
+        // Only the canonical hyphenated form, so one session has exactly one spelling.
+        if u.to_string() == s {
+            Ok(UploadId(s.to_owned()))
+        } else {
+            Err(())
+        }
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an object lives.
+pub enum BlobKey<'a> {
+    /// `blobs/<alg>/<first two hex>/<hex>`: the content address.
+    Blob(&'a Digest),
+    /// `uploads/<id>/<part>`: one part of an upload in progress.
+    UploadPart(&'a UploadId, &'a str),
+    /// `uploads/<id>`: everything of one upload.
+    UploadDir(&'a UploadId),
+}
+
+impl BlobKey<'_> {
+    pub fn path(&self) -> Path {
+        match self {
+            BlobKey::Blob(d) => {
+                let hex = d.hex();
+                Path::from_iter(["blobs", d.algorithm().as_str(), &hex[..2], hex])
+            }
+            BlobKey::UploadPart(id, part) => Path::from_iter(["uploads", id.as_str(), part]),
+            BlobKey::UploadDir(id) => Path::from_iter(["uploads", id.as_str()]),
+        }
+    }
+
+    /// The digest a blob path stands for, if it is one.
+    pub fn parse_blob(path: &Path) -> Option<Digest> {
+        let parts: Vec<_> = path.parts().collect();
+        match parts.as_slice() {
+            [b, alg, _, hex] if b.as_ref() == "blobs" => format!("{}:{}", alg.as_ref(), hex.as_ref()).parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::digest::Algorithm;
+
+    #[test]
+    fn keys_round_trip() {
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        let p = BlobKey::Blob(&d).path();
+        assert_eq!(p.as_ref(), format!("blobs/sha256/{}/{}", &d.hex()[..2], d.hex()));
+        assert_eq!(BlobKey::parse_blob(&p), Some(d));
+        assert!("../x".parse::<UploadId>().is_err());
+        assert!(UploadId::new().as_str().parse::<UploadId>().is_ok());
+    }
+}

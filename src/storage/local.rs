@@ -1,0 +1,70 @@
+//! Local-disk specifics that `object_store` leaves out: fsync of committed blobs, large reads, and
+//! removal of staging files a crash left in an upload's directory.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::Path as FsPath;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use object_store::path::Path;
+
+use super::ByteStream;
+
+fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
+    path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
+}
+
+/// Makes a committed object durable: its bytes, then its directory entry.
+pub async fn sync_object(root: &FsPath, path: &Path) -> std::io::Result<()> {
+    let file = fs_path(root, path);
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&file)?.sync_all()?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Removes an upload directory with whatever staging files are in it.
+pub async fn remove_dir(root: &FsPath, path: &Path) -> std::io::Result<()> {
+    let dir = fs_path(root, path);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Streams `range` of a file in `chunk`-sized reads on the blocking pool.
+pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> ByteStream {
+    let state = (file, range.start, range.end, true);
+    futures::stream::try_unfold(state, move |(mut file, pos, end, first)| async move {
+        if pos >= end {
+            return Ok(None);
+        }
+        let want = chunk.min((end - pos) as usize);
+        let (file, bytes) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            if first {
+                file.seek(SeekFrom::Start(pos))?;
+            }
+            let mut buf = BytesMut::zeroed(want);
+            let mut filled = 0;
+            while filled < want {
+                let n = file.read(&mut buf[filled..])?;
+                if n == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shorter than recorded"));
+                }
+                filled += n;
+            }
+            Ok((file, Bytes::from(buf)))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let next = pos + bytes.len() as u64;
+        Ok(Some((bytes, (file, next, end, false))))
+    })
+    .boxed()
+}

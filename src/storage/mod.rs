@@ -1,0 +1,300 @@
+//! Content-addressed blob bytes over `object_store`.
+//!
+//! Rules:
+//! - Object paths come only from [`BlobKey`]; nothing else formats a storage path.
+//! - A blob object is created only by renaming a fully written, digest-verified upload object to its
+//!   content address, so an object at `blobs/...` always holds exactly the bytes its name promises.
+//! - Bytes are streamed in bounded chunks; no method holds a whole blob in memory.
+//! - Upload objects live under `uploads/<id>/` and can be deleted by prefix; whatever a crash leaves
+//!   there is removed when the upload session expires.
+//!
+//! Backends have no append, so each PATCH of an upload is its own part object; the part's SHA-256 and
+//! size are recorded in metadata, which makes the usual single-part upload commit without a re-read.
+
+mod key;
+mod local;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
+
+pub use key::{BlobKey, UploadId};
+
+use crate::domain::digest::{Algorithm, DigestHasher};
+use crate::domain::Digest;
+
+/// A stream of body bytes, as the HTTP layer hands it over.
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found")]
+    NotFound,
+    /// The client's body stream failed (disconnect, timeout).
+    #[error("request body: {0}")]
+    Body(std::io::Error),
+    #[error("storage backend: {0}")]
+    Backend(#[from] object_store::Error),
+    #[error("storage io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A part written to an upload: its object, length and SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenPart {
+    pub part_id: String,
+    pub size: u64,
+    pub sha256: Digest,
+}
+
+/// Outcome of turning an upload's parts into a blob.
+#[derive(Debug, PartialEq)]
+pub enum Commit {
+    Stored { size: u64 },
+    Mismatch { actual: Digest },
+}
+
+/// Tunables that differ per backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Buffer size of multipart writes (S3 needs at least 5 MiB; local disk is happy with less).
+    pub write_chunk: usize,
+    /// Smallest PATCH a backend accepts except the last (`OCI-Chunk-Min-Length`); 0 for none.
+    pub chunk_min_length: u64,
+}
+
+/// The blob store used by the domain.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    options: StoreOptions,
+    /// Set for the local disk backend: lets us fsync committed blobs and sweep staging files.
+    local_root: Option<PathBuf>,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl BlobStore {
+    /// A store on local disk under `root` (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
+        Ok(BlobStore {
+            store: Arc::new(store),
+            options: StoreOptions { write_chunk: 1024 * 1024, chunk_min_length: 0 },
+            local_root: Some(root),
+        })
+    }
+
+    /// A store over any object store (memory in tests, S3 for scale).
+    pub fn new(store: Arc<dyn ObjectStore>, options: StoreOptions) -> Self {
+        BlobStore { store, options, local_root: None }
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// Streams `body` into a new part object of `upload`, hashing as it goes.
+    /// On any error the partial object is aborted and nothing is left behind.
+    pub async fn write_part(&self, upload: &UploadId, mut body: ByteStream) -> Result<WrittenPart, StorageError> {
+        let part_id = uuid::Uuid::new_v4().simple().to_string();
+        let path = BlobKey::UploadPart(upload, &part_id).path();
+        let mut writer =
+            WriteMultipart::new_with_chunk_size(self.store.put_multipart(&path).await?, self.options.write_chunk);
+        let mut hasher = DigestHasher::new(Algorithm::Sha256);
+        let mut size = 0u64;
+        let result: Result<(), StorageError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(StorageError::Body)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                writer.wait_for_capacity(2).await?;
+                writer.put(chunk);
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(WrittenPart { part_id, size, sha256: hasher.finish() })
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns the parts of `upload` (in order) into the blob `expected`, verifying its digest.
+    /// A mismatch leaves no blob behind; the parts stay for the caller to delete with the upload.
+    pub async fn commit(
+        &self,
+        upload: &UploadId,
+        parts: &[WrittenPart],
+        expected: &Digest,
+    ) -> Result<Commit, StorageError> {
+        let target = BlobKey::Blob(expected).path();
+        // The common case (docker: one PATCH, then PUT): the part's own hash is the blob's digest.
+        if let [part] = parts {
+            if expected.algorithm() == Algorithm::Sha256 {
+                if &part.sha256 != expected {
+                    return Ok(Commit::Mismatch { actual: part.sha256.clone() });
+                }
+                let source = BlobKey::UploadPart(upload, &part.part_id).path();
+                self.publish(&source, &target).await?;
+                return Ok(Commit::Stored { size: part.size });
+            }
+        }
+        // Otherwise concatenate the parts into one object, hashing with the digest's algorithm.
+        let assembled = BlobKey::UploadPart(upload, "assembled").path();
+        let mut writer =
+            WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, self.options.write_chunk);
+        let mut hasher = DigestHasher::new(expected.algorithm());
+        let mut size = 0u64;
+        let copied: Result<(), StorageError> = async {
+            for part in parts {
+                let mut stream = self.read_object(&BlobKey::UploadPart(upload, &part.part_id).path(), None).await?;
+                while let Some(chunk) = stream.try_next().await? {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    writer.wait_for_capacity(2).await?;
+                    writer.put(chunk);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = copied {
+            let _ = writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await?;
+        let actual = hasher.finish();
+        if &actual != expected {
+            let _ = self.store.delete(&assembled).await;
+            return Ok(Commit::Mismatch { actual });
+        }
+        self.publish(&assembled, &target).await?;
+        Ok(Commit::Stored { size })
+    }
+
+    /// Moves a verified object to its content address. If the blob already exists its bytes are
+    /// the same by construction, so the source is simply dropped.
+    async fn publish(&self, source: &Path, target: &Path) -> Result<(), StorageError> {
+        match self.store.rename_if_not_exists(source, target).await {
+            Ok(()) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let _ = self.store.delete(source).await;
+            }
+            Err(object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented) => {
+                self.store.copy(source, target).await?;
+                let _ = self.store.delete(source).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(root) = &self.local_root {
+            local::sync_object(root, target).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a blob for reading, optionally a byte range of it.
+    pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+        self.read_object(&BlobKey::Blob(digest).path(), range).await
+    }
+
+    async fn read_object(&self, path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let result = match self.store.get_opts(path, options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let range = result.range.clone();
+        Ok(match result.payload {
+            // object_store reads local files 8 KiB at a time; larger reads are much cheaper.
+            GetResultPayload::File(file, _) => local::stream_file(file, range, READ_CHUNK),
+            GetResultPayload::Stream(s) => s.map_err(std::io::Error::other).boxed(),
+        })
+    }
+
+    /// Writes a small blob in one request (tests and fixtures; never used for request bodies).
+    pub async fn put_verified(&self, bytes: Bytes) -> Result<Digest, StorageError> {
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        let upload = UploadId::new();
+        let part = self.write_part(&upload, futures::stream::iter([Ok(bytes)]).boxed()).await?;
+        self.commit(&upload, &[part], &digest).await?;
+        Ok(digest)
+    }
+
+    /// Whether the blob object exists.
+    pub async fn exists(&self, digest: &Digest) -> Result<bool, StorageError> {
+        match self.store.head(&BlobKey::Blob(digest).path()).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes a blob object (garbage collection only; metadata decides when).
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError> {
+        match self.store.delete(&BlobKey::Blob(digest).path()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes one part of an upload (a refused chunk).
+    pub async fn delete_part(&self, upload: &UploadId, part_id: &str) -> Result<(), StorageError> {
+        match self.store.delete(&BlobKey::UploadPart(upload, part_id).path()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes everything stored for an upload session, including what a crash left behind.
+    pub async fn delete_upload(&self, upload: &UploadId) -> Result<(), StorageError> {
+        let prefix = BlobKey::UploadDir(upload).path();
+        let locations = self.store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(root) = &self.local_root {
+            local::remove_dir(root, &prefix).await?;
+        }
+        Ok(())
+    }
+
+    /// Upload ids that have objects in the store (to find sessions a crash orphaned).
+    pub async fn stored_uploads(&self) -> Result<Vec<UploadId>, StorageError> {
+        let listing = self.store.list_with_delimiter(Some(&Path::from("uploads"))).await?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().and_then(|f| f.parse().ok()))
+            .collect())
+    }
+
+    /// Every blob object with its size (for integrity checks and garbage collection).
+    pub fn list_blobs(&self) -> BoxStream<'_, Result<(Digest, u64), StorageError>> {
+        self.store
+            .list(Some(&Path::from("blobs")))
+            .map_err(StorageError::from)
+            .try_filter_map(|m| async move { Ok(BlobKey::parse_blob(&m.location).map(|d| (d, m.size))) })
+            .boxed()
+    }
+}

@@ -1,0 +1,140 @@
+//! TLS: the rustls server configuration and the development CA.
+//!
+//! Rules: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`. Configured PEM files win; without them a
+//! development CA and server certificate are generated once into `<data_dir>/tls` (private keys
+//! 0600) and reused, the server certificate being re-issued when the names it must cover change.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::Config;
+
+/// What TLS setup produced.
+pub struct Tls {
+    pub server_config: Arc<ServerConfig>,
+    /// The development CA certificate clients must trust, when one is in use.
+    pub dev_ca: Option<PathBuf>,
+}
+
+pub fn setup(config: &Config) -> anyhow::Result<Tls> {
+    let (chain_path, key_path, dev_ca) = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
+        _ => {
+            let dir = config.data_dir.join("tls");
+            let ca = ensure_dev_certificates(&dir, &names(config))?;
+            (dir.join("server.crt"), dir.join("server.key"), Some(ca))
+        }
+    };
+    let chain = load_chain(&chain_path)?;
+    let key = load_key(&key_path)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("certificate {} does not match key {}", chain_path.display(), key_path.display()))?;
+    server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Tls { server_config: Arc::new(server_config), dev_ca })
+}
+
+fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificate {}", path.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "no certificate found in {}", path.display());
+    Ok(chain)
+}
+
+fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading private key {}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("parsing private key {}", path.display()))?
+        .with_context(|| format!("no private key found in {}", path.display()))
+}
+
+/// Names the development server certificate must cover.
+fn names(config: &Config) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let ip = config.listen.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    if let Some(host) = url::Url::parse(&config.public_url()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+        names.push(host.trim_start_matches('[').trim_end_matches(']').to_owned());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn ca_params() -> anyhow::Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "Portcullis development CA");
+    params.distinguished_name.push(DnType::OrganizationName, "Portcullis");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+    Ok(params)
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Creates (or reuses) the CA and a server certificate for `names`; returns the CA certificate path.
+fn ensure_dev_certificates(dir: &Path, names: &[String]) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (ca_crt, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ca_key = if ca_key_path.exists() && ca_crt.exists() {
+        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?).context("reading the development CA key")?
+    } else {
+        let key = KeyPair::generate()?;
+        let cert = ca_params()?.self_signed(&key)?;
+        write_private(&ca_key_path, &key.serialize_pem())?;
+        std::fs::write(&ca_crt, cert.pem())?;
+        let _ = std::fs::remove_file(dir.join("server.names"));
+        tracing::info!(path = %ca_crt.display(), "generated a development CA");
+        key
+    };
+    let names_file = dir.join("server.names");
+    let wanted = names.join("\n");
+    if std::fs::read_to_string(&names_file).ok().as_deref() == Some(wanted.as_str()) && dir.join("server.key").exists() {
+        return Ok(ca_crt);
+    }
+    // Re-creating the CA certificate from its key and fixed parameters yields the same issuer name
+    // and key identifier, so a server certificate signed with it chains to the ca.crt on disk.
+    let ca = ca_params()?.self_signed(&ca_key)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "Portcullis registry");
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) => Ok(rcgen::SanType::DnsName(n.clone().try_into()?)),
+        })
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    write_private(&dir.join("server.key"), &key.serialize_pem())?;
+    std::fs::write(dir.join("server.crt"), cert.pem())?;
+    std::fs::write(&names_file, wanted)?;
+    tracing::info!(names = ?names, "issued a development server certificate");
+    Ok(ca_crt)
+}
