@@ -1,0 +1,112 @@
+//! Shared test harness: an in-process registry on a temporary data dir, a real TLS listener for
+//! it, and a real `portcullis` process for end-to-end tests.
+#![allow(dead_code)]
+
+pub mod images;
+pub mod process;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use bytes::Bytes;
+use portcullis::domain::digest::Algorithm;
+use portcullis::domain::Digest;
+use portcullis::{App, Config};
+use tower::ServiceExt;
+
+pub struct TestRegistry {
+    pub dir: tempfile::TempDir,
+    pub app: App,
+}
+
+/// A response with its body collected.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {:?}", self.body))
+    }
+    /// The first OCI error code of the body.
+    pub fn code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
+    }
+    /// Asserts status and (for errors) the OCI code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, code: Option<&str>) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        if let Some(code) = code {
+            assert_eq!(self.code(), code, "body: {}", String::from_utf8_lossy(&self.body));
+        }
+        self
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> Digest {
+    Digest::of(Algorithm::Sha256, bytes)
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() }
+}
+
+impl TestRegistry {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::with_config(dir, |_| {}).await
+    }
+
+    pub async fn with_config(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Self {
+        let mut config = test_config(dir.path());
+        edit(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        TestRegistry { dir, app }
+    }
+
+    pub async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
+        let mut req = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = self.app.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send("GET", uri, &[], Body::empty()).await
+    }
+
+    /// Uploads a blob monolithically and returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = sha256(bytes);
+        self.send("POST", &format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], bytes.to_vec())
+            .await
+            .expect(201, None);
+        digest
+    }
+
+    /// Puts a manifest and returns the reply.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Reply {
+        self.send("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("content-type", media_type)], body.to_vec())
+            .await
+    }
+
+    /// Pushes a small image (config + one layer) and tags it; returns the manifest digest and bytes.
+    pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Digest, Vec<u8>) {
+        let config = self.push_blob(repo, images::config_json(seed).as_bytes()).await;
+        let layer_bytes = format!("layer {seed}").into_bytes();
+        let layer = self.push_blob(repo, &layer_bytes).await;
+        let manifest = images::oci_manifest(&config, images::config_json(seed).len(), &[(layer, layer_bytes.len())], None);
+        self.put_manifest(repo, tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
+        (sha256(&manifest), manifest)
+    }
+}

@@ -1,0 +1,110 @@
+//! A real `portcullis serve` process on a loopback port, for end-to-end and crash tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_on(data_dir, free_port())
+    }
+
+    pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("serve")
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_DATA_DIR", data_dir)
+            .env("PORTCULLIS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("portcullis binary starts");
+        let server = Server { child: Some(child), port, data_dir: data_dir.to_path_buf() };
+        server.wait_ready();
+        server
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("tls/ca.crt")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A client that trusts only this registry's development CA.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.ca_path()).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ca_path().exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
+        panic!("portcullis did not start on port {}:\n{log}", self.port);
+    }
+
+    /// kill -9: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "portcullis exited with {status}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether end-to-end tools must be present: under CI a missing tool fails the test.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{tool} is required under CI=true but is not installed; run scripts/test.sh");
+        }
+        eprintln!("SKIPPING: {tool} is not installed (run scripts/test.sh to install it)");
+    }
+    found
+}
