@@ -108,3 +108,59 @@ pub fn require_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// Pushes a blob through a real socket in `chunk`-sized PATCHes; `Ok` only after a 201.
+pub async fn push_blob_chunked(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    data: &[u8],
+    chunk: usize,
+) -> Result<portcullis::domain::Digest, String> {
+    let started = client.post(format!("{base}/v2/{repo}/blobs/uploads/")).send().await.map_err(|e| e.to_string())?;
+    if started.status() != 202 {
+        return Err(format!("POST answered {}", started.status()));
+    }
+    let mut location = started.headers()["location"].to_str().unwrap().to_owned();
+    let mut offset = 0;
+    for part in data.chunks(chunk.max(1)) {
+        let reply = client
+            .patch(format!("{base}{location}"))
+            .header("content-range", format!("{}-{}", offset, offset + part.len() - 1))
+            .body(part.to_vec())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status() != 202 {
+            return Err(format!("PATCH answered {}", reply.status()));
+        }
+        location = reply.headers()["location"].to_str().unwrap().to_owned();
+        offset += part.len();
+    }
+    let digest = super::sha256(data);
+    let put = client.put(format!("{base}{location}?digest={digest}")).send().await.map_err(|e| e.to_string())?;
+    if put.status() != 201 {
+        return Err(format!("PUT answered {}", put.status()));
+    }
+    Ok(digest)
+}
+
+/// Verifies every blob object on disk hashes to its name; returns how many were checked.
+pub fn verify_blob_files(blob_root: &Path) -> usize {
+    use sha2::Digest as _;
+    let mut checked = 0;
+    let dir = blob_root.join("blobs/sha256");
+    let Ok(prefixes) = std::fs::read_dir(&dir) else { return 0 };
+    for prefix in prefixes.flatten() {
+        for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if name.contains('#') {
+                continue; // object_store staging file, never a visible blob
+            }
+            let bytes = std::fs::read(file.path()).unwrap();
+            assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), name, "blob file {} does not match its digest", file.path().display());
+            checked += 1;
+        }
+    }
+    checked
+}
