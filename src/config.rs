@@ -156,7 +156,9 @@ impl Config {
             }
         }
         if self.limits.max_manifest_bytes < 4 * 1024 * 1024 {
-            anyhow::bail!("invalid configuration: limits.max_manifest_bytes must be at least 4 MiB (the spec's minimum)");
+            anyhow::bail!(
+                "invalid configuration: limits.max_manifest_bytes must be at least 4 MiB (the spec's minimum)"
+            );
         }
         if self.limits.max_page == 0 {
             anyhow::bail!("invalid configuration: limits.max_page must be positive");

@@ -111,7 +111,8 @@ fn ensure_dev_certificates(dir: &Path, names: &[String]) -> anyhow::Result<PathB
     };
     let names_file = dir.join("server.names");
     let wanted = names.join("\n");
-    if std::fs::read_to_string(&names_file).ok().as_deref() == Some(wanted.as_str()) && dir.join("server.key").exists() {
+    if std::fs::read_to_string(&names_file).ok().as_deref() == Some(wanted.as_str()) && dir.join("server.key").exists()
+    {
         return Ok(ca_crt);
     }
     // Re-creating the CA certificate from its key and fixed parameters yields the same issuer name

@@ -7,7 +7,13 @@ use common::images;
 use common::process::{push_blob_chunked, verify_blob_files, Server};
 use common::sha256;
 
-async fn push_image(client: &reqwest::Client, base: &str, repo: &str, tag: &str, layer: &[u8]) -> Result<Vec<u8>, String> {
+async fn push_image(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+) -> Result<Vec<u8>, String> {
     let config_bytes = images::config_json(tag).into_bytes();
     let config = push_blob_chunked(client, base, repo, &config_bytes, 1 << 20).await?;
     let layer_digest = push_blob_chunked(client, base, repo, layer, 256 * 1024).await?;

@@ -44,9 +44,14 @@ async fn unknown_endpoints_and_methods() {
     r.get("/v3/").await.expect(404, Some("NOT_FOUND"));
     r.get("/").await.expect(404, Some("NOT_FOUND"));
     r.send("POST", "/v2/a/tags/list", &[], Body::empty()).await.expect(405, Some("UNSUPPORTED"));
-    r.send("PUT", "/v2/a/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", &[], Body::empty())
-        .await
-        .expect(405, Some("UNSUPPORTED"));
+    r.send(
+        "PUT",
+        "/v2/a/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        &[],
+        Body::empty(),
+    )
+    .await
+    .expect(405, Some("UNSUPPORTED"));
     r.send("DELETE", "/v2/_catalog", &[], Body::empty()).await.expect(405, Some("UNSUPPORTED"));
 }
 

@@ -102,9 +102,14 @@ async fn invalid_manifests_are_refused() {
     r.put_manifest("x", "v1", "application/json", schema1).await.expect(400, Some("MANIFEST_INVALID"));
     r.put_manifest("x", "v1", OCI_MANIFEST, b"{not json").await.expect(400, Some("MANIFEST_INVALID"));
     r.put_manifest("x", "v1", OCI_MANIFEST, b"").await.expect(400, Some("MANIFEST_INVALID"));
-    r.put_manifest("x", "v1", OCI_MANIFEST, br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#)
-        .await
-        .expect(400, Some("MANIFEST_INVALID"));
+    r.put_manifest(
+        "x",
+        "v1",
+        OCI_MANIFEST,
+        br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+    )
+    .await
+    .expect(400, Some("MANIFEST_INVALID"));
     r.put_manifest("x", "-badtag", OCI_MANIFEST, b"{}").await.expect(400, Some("TAG_INVALID"));
     r.put_manifest("x", "sha256:abc", OCI_MANIFEST, b"{}").await.expect(400, Some("DIGEST_INVALID"));
 }
@@ -134,7 +139,9 @@ async fn size_limit_4mib_accepted_larger_413() {
 async fn delete_tag_keeps_manifest_delete_digest_removes_all() {
     let r = TestRegistry::new().await;
     let (digest, _) = r.push_image("d", "v1", "d").await;
-    r.put_manifest("d", "v2", OCI_MANIFEST, &r.get(&format!("/v2/d/manifests/{digest}")).await.body).await.expect(201, None);
+    r.put_manifest("d", "v2", OCI_MANIFEST, &r.get(&format!("/v2/d/manifests/{digest}")).await.body)
+        .await
+        .expect(201, None);
     r.send("DELETE", "/v2/d/manifests/v1", &[], Body::empty()).await.expect(202, None);
     r.get("/v2/d/manifests/v1").await.expect(404, Some("MANIFEST_UNKNOWN"));
     r.get(&format!("/v2/d/manifests/{digest}")).await.expect(200, None);

@@ -46,9 +46,8 @@ async fn chunked_upload_in_order_with_status() {
     for chunk in data.chunks(7_000) {
         let range = format!("{}-{}", offset, offset + chunk.len() - 1);
         let len = chunk.len().to_string();
-        let reply = r
-            .send("PATCH", &location, &[("content-range", &range), ("content-length", &len)], chunk.to_vec())
-            .await;
+        let reply =
+            r.send("PATCH", &location, &[("content-range", &range), ("content-length", &len)], chunk.to_vec()).await;
         reply.expect(202, None);
         offset += chunk.len();
         assert_eq!(reply.header("range"), format!("0-{}", offset - 1));
@@ -137,7 +136,9 @@ async fn put_requires_a_valid_digest() {
     let r = TestRegistry::new().await;
     let location = r.send("POST", "/v2/x/blobs/uploads/", &[], Body::empty()).await.header("location").to_owned();
     r.send("PUT", &location, &[], Body::empty()).await.expect(400, Some("DIGEST_INVALID"));
-    r.send("PUT", &format!("{location}?digest=sha256:nothex"), &[], Body::empty()).await.expect(400, Some("DIGEST_INVALID"));
+    r.send("PUT", &format!("{location}?digest=sha256:nothex"), &[], Body::empty())
+        .await
+        .expect(400, Some("DIGEST_INVALID"));
     r.send("PUT", &format!("{location}?digest=md5:d41d8cd98f00b204e9800998ecf8427e"), &[], Body::empty())
         .await
         .expect(400, Some("DIGEST_INVALID"));
@@ -167,7 +168,8 @@ async fn cancel_and_unknown_sessions() {
     r.send("PATCH", &location, &[], &b"more"[..]).await.expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     r.send("DELETE", &location, &[], Body::empty()).await.expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     // A session belongs to its repository.
-    let other = r.send("POST", "/v2/x/blobs/uploads/", &[], Body::empty()).await.header("location").replace("/v2/x/", "/v2/y/");
+    let other =
+        r.send("POST", "/v2/x/blobs/uploads/", &[], Body::empty()).await.header("location").replace("/v2/x/", "/v2/y/");
     r.get(&other).await.expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
     r.get("/v2/x/blobs/uploads/not-a-uuid").await.expect(404, Some("BLOB_UPLOAD_UNKNOWN"));
 }
@@ -176,13 +178,15 @@ async fn cancel_and_unknown_sessions() {
 async fn cross_repository_mount() {
     let r = TestRegistry::new().await;
     let digest = r.push_blob("src/repo", b"shared layer").await;
-    let mounted = r.send("POST", &format!("/v2/dst/blobs/uploads/?mount={digest}&from=src/repo"), &[], Body::empty()).await;
+    let mounted =
+        r.send("POST", &format!("/v2/dst/blobs/uploads/?mount={digest}&from=src/repo"), &[], Body::empty()).await;
     mounted.expect(201, None);
     assert_eq!(mounted.header("location"), format!("/v2/dst/blobs/{digest}"));
     assert_eq!(&r.get(&format!("/v2/dst/blobs/{digest}")).await.body[..], b"shared layer");
     // Not in the source: the spec's fallback is a regular upload session.
     let missing = sha256(b"nowhere");
-    let fallback = r.send("POST", &format!("/v2/dst/blobs/uploads/?mount={missing}&from=src/repo"), &[], Body::empty()).await;
+    let fallback =
+        r.send("POST", &format!("/v2/dst/blobs/uploads/?mount={missing}&from=src/repo"), &[], Body::empty()).await;
     fallback.expect(202, None);
     assert!(fallback.header("location").starts_with("/v2/dst/blobs/uploads/"));
     let no_from = r.send("POST", &format!("/v2/third/blobs/uploads/?mount={digest}"), &[], Body::empty()).await;

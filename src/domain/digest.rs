@@ -68,16 +68,9 @@ impl FromStr for Digest {
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            _ => {
-                return Err(Error::DigestInvalid(format!(
-                    "unsupported digest algorithm {:?}",
-                    truncate(alg)
-                )))
-            }
+            _ => return Err(Error::DigestInvalid(format!("unsupported digest algorithm {:?}", truncate(alg)))),
         };
-        if hex.len() != algorithm.hex_len()
-            || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() != algorithm.hex_len() || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             return Err(invalid());
         }
         Ok(Digest(s.to_owned()))

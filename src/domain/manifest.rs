@@ -78,17 +78,13 @@ impl ParsedManifest {
 }
 
 fn descriptor(raw: RawDescriptor, what: &str) -> Result<Descriptor> {
-    let digest: Digest = raw
-        .digest
-        .parse()
-        .map_err(|_| Error::ManifestInvalid(format!("{what} has an invalid digest")))?;
+    let digest: Digest =
+        raw.digest.parse().map_err(|_| Error::ManifestInvalid(format!("{what} has an invalid digest")))?;
     if raw.size < 0 {
         return Err(Error::ManifestInvalid(format!("{what} has a negative size")));
     }
     Ok(Descriptor {
-        media_type: raw
-            .media_type
-            .ok_or_else(|| Error::ManifestInvalid(format!("{what} has no mediaType")))?,
+        media_type: raw.media_type.ok_or_else(|| Error::ManifestInvalid(format!("{what} has no mediaType")))?,
         digest,
         size: raw.size as u64,
         artifact_type: raw.artifact_type,
@@ -98,9 +94,7 @@ fn descriptor(raw: RawDescriptor, what: &str) -> Result<Descriptor> {
 
 /// Parses and validates a manifest body. `content_type` is the request's `Content-Type`, if any.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest> {
-    let content_type = content_type
-        .map(|c| c.split(';').next().unwrap_or("").trim())
-        .filter(|c| !c.is_empty());
+    let content_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| !c.is_empty());
     if let Some(ct) = content_type {
         if DOCKER_SCHEMA1.contains(&ct) {
             return Err(Error::ManifestInvalid("Docker schema 1 manifests are not supported".into()));
@@ -109,9 +103,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| Error::ManifestInvalid(format!("manifest is not valid JSON: {e}")))?;
     if raw.schema_version != Some(2) {
-        return Err(Error::ManifestInvalid(
-            "schemaVersion must be 2 (Docker schema 1 is not supported)".into(),
-        ));
+        return Err(Error::ManifestInvalid("schemaVersion must be 2 (Docker schema 1 is not supported)".into()));
     }
     // The media type comes from the body when it names one; it must then agree with the header.
     let media_type = match (raw.media_type.as_deref(), content_type) {
@@ -142,9 +134,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         if raw.config.is_some() || raw.layers.is_some() {
             return Err(Error::ManifestInvalid("an index has no config or layers".into()));
         }
-        let manifests = raw
-            .manifests
-            .ok_or_else(|| Error::ManifestInvalid("an index needs a manifests array".into()))?;
+        let manifests =
+            raw.manifests.ok_or_else(|| Error::ManifestInvalid("an index needs a manifests array".into()))?;
         for m in manifests {
             parsed.children.push(descriptor(m, "manifests[]")?);
         }
@@ -156,9 +147,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
             raw.config.ok_or_else(|| Error::ManifestInvalid("an image manifest needs a config".into()))?,
             "config",
         )?;
-        let layers = raw
-            .layers
-            .ok_or_else(|| Error::ManifestInvalid("an image manifest needs a layers array".into()))?;
+        let layers =
+            raw.layers.ok_or_else(|| Error::ManifestInvalid("an image manifest needs a layers array".into()))?;
         if parsed.artifact_type.is_none() {
             parsed.artifact_type = Some(config.media_type.clone());
         }

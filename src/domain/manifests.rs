@@ -85,7 +85,12 @@ impl super::Registry {
     }
 
     /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type.
-    pub async fn referrers(&self, repo: &RepoName, digest: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
         self.meta.referrers(repo, digest, artifact_type).await
     }
 }

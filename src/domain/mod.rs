@@ -14,14 +14,11 @@ mod uploads;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use manifests::PutManifest;
-pub use names::{RepoName, Reference, Tag};
+pub use names::{Reference, RepoName, Tag};
 pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};
 pub use uploads::UploadState;
 
 /// Seconds since the Unix epoch: the one clock for stored timestamps.
 pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

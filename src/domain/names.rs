@@ -68,15 +68,10 @@ impl FromStr for RepoName {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         if s.is_empty() || s.len() > MAX_NAME_LEN {
-            return Err(Error::NameInvalid(format!(
-                "repository name must be 1 to {MAX_NAME_LEN} characters"
-            )));
+            return Err(Error::NameInvalid(format!("repository name must be 1 to {MAX_NAME_LEN} characters")));
         }
         if !s.split('/').all(is_path_component) {
-            return Err(Error::NameInvalid(format!(
-                "invalid repository name {:?}",
-                truncate(s)
-            )));
+            return Err(Error::NameInvalid(format!("invalid repository name {:?}", truncate(s))));
         }
         Ok(RepoName(s.to_owned()))
     }
@@ -105,9 +100,7 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= 128
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b[1..]
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+            && b[1..].iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if ok {
             Ok(Tag(s.to_owned()))
         } else {
@@ -160,8 +153,22 @@ mod tests {
         }
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for bad in [
-            "", "A", "a/", "/a", "a//b", "..", "a/../b", "a/./b", "-a", "a-", "a___b", "a._b", "a%2Fb",
-            "a b", "ä", long.as_str(),
+            "",
+            "A",
+            "a/",
+            "/a",
+            "a//b",
+            "..",
+            "a/../b",
+            "a/./b",
+            "-a",
+            "a-",
+            "a___b",
+            "a._b",
+            "a%2Fb",
+            "a b",
+            "ä",
+            long.as_str(),
         ] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad} accepted");
         }

@@ -48,7 +48,9 @@ impl Code {
             Code::BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", S::BAD_REQUEST, "blob upload invalid"),
             Code::BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", S::NOT_FOUND, "blob upload unknown to registry"),
             Code::DigestInvalid => ("DIGEST_INVALID", S::BAD_REQUEST, "provided digest did not match uploaded content"),
-            Code::ManifestBlobUnknown => ("MANIFEST_BLOB_UNKNOWN", S::NOT_FOUND, "manifest references a manifest or blob unknown to registry"),
+            Code::ManifestBlobUnknown => {
+                ("MANIFEST_BLOB_UNKNOWN", S::NOT_FOUND, "manifest references a manifest or blob unknown to registry")
+            }
             Code::ManifestInvalid => ("MANIFEST_INVALID", S::BAD_REQUEST, "manifest invalid"),
             Code::ManifestUnknown => ("MANIFEST_UNKNOWN", S::NOT_FOUND, "manifest unknown to registry"),
             Code::NameInvalid => ("NAME_INVALID", S::BAD_REQUEST, "invalid repository name"),
@@ -60,7 +62,9 @@ impl Code {
             Code::TooManyRequests => ("TOOMANYREQUESTS", S::TOO_MANY_REQUESTS, "too many requests"),
             Code::TagInvalid => ("TAG_INVALID", S::BAD_REQUEST, "manifest tag did not match URI"),
             Code::RangeInvalid => ("RANGE_INVALID", S::RANGE_NOT_SATISFIABLE, "invalid content range"),
-            Code::PaginationNumberInvalid => ("PAGINATION_NUMBER_INVALID", S::BAD_REQUEST, "invalid number of results requested"),
+            Code::PaginationNumberInvalid => {
+                ("PAGINATION_NUMBER_INVALID", S::BAD_REQUEST, "invalid number of results requested")
+            }
             Code::Unavailable => ("UNAVAILABLE", S::SERVICE_UNAVAILABLE, "service unavailable"),
             Code::Unknown => ("UNKNOWN", S::INTERNAL_SERVER_ERROR, "unknown error"),
             Code::TooLarge => ("SIZE_INVALID", S::PAYLOAD_TOO_LARGE, "content is larger than the registry accepts"),

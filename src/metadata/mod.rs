@@ -7,6 +7,7 @@
 //! - Traits are split by capability and implemented per database (SQLite now, PostgreSQL next);
 //!   the same conformance tests run against each.
 
+pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;

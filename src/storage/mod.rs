@@ -11,6 +11,7 @@
 //! Backends have no append, so each PATCH of an upload is its own part object; the part's SHA-256 and
 //! size are recorded in metadata, which makes the usual single-part upload commit without a re-read.
 
+pub mod conformance;
 mod key;
 mod local;
 
@@ -282,11 +283,7 @@ impl BlobStore {
     /// Upload ids that have objects in the store (to find sessions a crash orphaned).
     pub async fn stored_uploads(&self) -> Result<Vec<UploadId>, StorageError> {
         let listing = self.store.list_with_delimiter(Some(&Path::from("uploads"))).await?;
-        Ok(listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().and_then(|f| f.parse().ok()))
-            .collect())
+        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect())
     }
 
     /// Every blob object with its size (for integrity checks and garbage collection).

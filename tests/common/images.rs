@@ -15,7 +15,12 @@ pub fn config_json(seed: &str) -> String {
     .to_string()
 }
 
-pub fn oci_manifest(config: &Digest, config_size: usize, layers: &[(Digest, usize)], subject: Option<(&Digest, usize)>) -> Vec<u8> {
+pub fn oci_manifest(
+    config: &Digest,
+    config_size: usize,
+    layers: &[(Digest, usize)],
+    subject: Option<(&Digest, usize)>,
+) -> Vec<u8> {
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

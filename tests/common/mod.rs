@@ -105,7 +105,8 @@ impl TestRegistry {
         let config = self.push_blob(repo, images::config_json(seed).as_bytes()).await;
         let layer_bytes = format!("layer {seed}").into_bytes();
         let layer = self.push_blob(repo, &layer_bytes).await;
-        let manifest = images::oci_manifest(&config, images::config_json(seed).len(), &[(layer, layer_bytes.len())], None);
+        let manifest =
+            images::oci_manifest(&config, images::config_json(seed).len(), &[(layer, layer_bytes.len())], None);
         self.put_manifest(repo, tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
         (sha256(&manifest), manifest)
     }

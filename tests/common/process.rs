@@ -99,7 +99,12 @@ impl Drop for Server {
 
 /// Whether end-to-end tools must be present: under CI a missing tool fails the test.
 pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{tool} is required under CI=true but is not installed; run scripts/test.sh");
@@ -158,7 +163,12 @@ pub fn verify_blob_files(blob_root: &Path) -> usize {
                 continue; // object_store staging file, never a visible blob
             }
             let bytes = std::fs::read(file.path()).unwrap();
-            assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), name, "blob file {} does not match its digest", file.path().display());
+            assert_eq!(
+                hex::encode(sha2::Sha256::digest(&bytes)),
+                name,
+                "blob file {} does not match its digest",
+                file.path().display()
+            );
             checked += 1;
         }
     }

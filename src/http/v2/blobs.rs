@@ -5,8 +5,8 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{headers, HandlerResult, Request};
-use crate::domain::{Digest, RepoName};
 use crate::domain::Registry;
+use crate::domain::{Digest, RepoName};
 
 fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
     let h = response.headers_mut();

@@ -46,7 +46,13 @@ pub async fn get(registry: &Registry, repo: &RepoName, reference: &Reference, re
     Ok(manifest_response(manifest, req.method == Method::HEAD))
 }
 
-pub async fn put(registry: &Registry, repo: &RepoName, reference: &Reference, req: &Request, body: Body) -> HandlerResult {
+pub async fn put(
+    registry: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    req: &Request,
+    body: Body,
+) -> HandlerResult {
     let limit = registry.limits().max_manifest_bytes;
     let too_large = || Error::ManifestTooLarge { limit };
     if super::headers::content_length(&req.headers).is_some_and(|n| n > limit as u64) {
@@ -55,10 +61,8 @@ pub async fn put(registry: &Registry, repo: &RepoName, reference: &Reference, re
     // Read at most `limit` bytes, whatever the client declared.
     let mut stream = body.into_data_stream();
     let mut body = Vec::new();
-    while let Some(chunk) = stream
-        .try_next()
-        .await
-        .map_err(|e| Error::ManifestInvalid(format!("manifest body could not be read: {e}")))?
+    while let Some(chunk) =
+        stream.try_next().await.map_err(|e| Error::ManifestInvalid(format!("manifest body could not be read: {e}")))?
     {
         if body.len() + chunk.len() > limit {
             return Err(too_large().into());

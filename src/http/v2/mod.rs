@@ -41,7 +41,13 @@ pub struct Request {
     pub query: Query,
 }
 
-pub async fn handle(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let route = match V2Route::parse(uri.path()) {
         Ok(r) => r,
         Err(RouteError::Invalid(e)) => return with_api_version(OciError::from(e).into_response()),
@@ -67,7 +73,9 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
         (V2Route::Manifest(repo, reference), Method::GET | Method::HEAD) => {
             manifests::get(registry, &repo, &reference, req).await
         }
-        (V2Route::Manifest(repo, reference), Method::PUT) => manifests::put(registry, &repo, &reference, req, body).await,
+        (V2Route::Manifest(repo, reference), Method::PUT) => {
+            manifests::put(registry, &repo, &reference, req, body).await
+        }
         (V2Route::Manifest(repo, reference), Method::DELETE) => manifests::delete(registry, &repo, &reference).await,
         (V2Route::Blob(repo, digest), Method::GET | Method::HEAD) => blobs::get(registry, &repo, &digest, req).await,
         (V2Route::Blob(repo, digest), Method::DELETE) => blobs::delete(registry, &repo, &digest).await,
@@ -81,9 +89,7 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
 }
 
 fn with_api_version(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    response.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
     response
 }
 

@@ -33,12 +33,13 @@ impl ManifestStore for SqliteMetadata {
             }
         }
         for child in &m.children {
-            let present: Option<i64> = sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
-                .bind(repo_id)
-                .bind(child.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            let present: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
+                    .bind(repo_id)
+                    .bind(child.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
             if present.is_none() {
                 return Ok(Err(PutManifestRefused::MissingManifest(child.clone())));
             }

@@ -48,20 +48,13 @@ impl SqliteMetadata {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(db_err)?;
         sqlx::migrate!("migrations/sqlite")
             .run(&write)
             .await
             .map_err(|e| Error::Internal(format!("migrations: {e}")))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(db_err)?;
+        let read =
+            SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await.map_err(db_err)?;
         Ok(SqliteMetadata { read, write })
     }
 

@@ -1,0 +1,13 @@
+# Builds the portcullis binary and runs it as a non-root user on a minimal base.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked && strip target/release/portcullis
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/portcullis portcullis \
+ && mkdir -p /var/lib/portcullis && chown portcullis /var/lib/portcullis
+COPY --from=build /src/target/release/portcullis /usr/local/bin/portcullis
+USER 10001
+ENTRYPOINT ["/usr/local/bin/portcullis"]
+CMD ["serve"]

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The one command that runs every Portcullis test.
+#
+# It installs what the tests need (Debian's docker.io and skopeo), starts a private Docker engine
+# (vfs storage driver, its own socket, data root and exec root; no iptables, no bridge), runs the
+# whole cargo test suite against it, and stops the engine again. Under CI=true a missing tool is an
+# error, never a skipped test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in dockerd docker skopeo cargo; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required but not installed" >&2; exit 1; }
+done
+
+work="$(mktemp -d /tmp/portcullis-test.XXXXXX)"
+dockerd_pid=""
+cleanup() {
+  if [ -n "$dockerd_pid" ]; then
+    log "stopping the test Docker engine"
+    as_root kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do as_root kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+  as_root rm -rf "$work" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+log "starting a private Docker engine in $work"
+as_root dockerd \
+  --storage-driver vfs \
+  --data-root "$work/docker-root" \
+  --exec-root "$work/docker-exec" \
+  --host "unix://$work/docker.sock" \
+  --pidfile "$work/docker.pid" \
+  --iptables=false --ip6tables=false --bridge=none \
+  >"$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+export DOCKER_HOST="unix://$work/docker.sock"
+for _ in $(seq 1 120); do
+  docker info >/dev/null 2>&1 && break
+  kill -0 "$dockerd_pid" 2>/dev/null || break
+  sleep 0.5
+done
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the test Docker engine did not start; its log:" >&2
+  tail -n 50 "$work/dockerd.log" >&2
+  exit 1
+fi
+
+log "running the test suite"
+cargo test --locked --all-targets -- --test-threads=4

@@ -1,0 +1,118 @@
+//! The metadata conformance suite: every [`Metadata`] implementation must pass [`run`] on an
+//! empty database (SQLite now; PostgreSQL runs the same suite).
+
+use super::{Metadata, NewManifest, PutManifestRefused};
+use crate::domain::digest::Algorithm;
+use crate::domain::{Digest, RepoName, Tag};
+use crate::storage::{UploadId, WrittenPart};
+
+fn d(s: &str) -> Digest {
+    Digest::of(Algorithm::Sha256, s.as_bytes())
+}
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+fn tag(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+
+fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t: Option<&str>) -> NewManifest {
+    NewManifest {
+        repo: repo(r),
+        digest: d(body),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        artifact_type: Some(format!("type/{body}")),
+        subject,
+        annotations: Some(r#"{"k":"v"}"#.into()),
+        content: body.as_bytes().to_vec(),
+        blobs,
+        children: Vec::new(),
+        tag: t.map(tag),
+    }
+}
+
+pub async fn run(meta: &dyn Metadata) {
+    // Blobs are readable only where linked.
+    let a = repo("team/a");
+    assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap(), None);
+    meta.link_blob(&a, &d("x"), 3).await.unwrap();
+    meta.link_blob(&a, &d("x"), 3).await.unwrap();
+    assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap(), Some(3));
+    assert_eq!(meta.linked_blob(&repo("team/b"), &d("x")).await.unwrap(), None);
+    assert_eq!(meta.blob_recorded(&d("x")).await.unwrap(), Some(3));
+    assert!(meta.repository_exists(&a).await.unwrap());
+    assert!(!meta.repository_exists(&repo("team/b")).await.unwrap());
+
+    // A manifest needs its blobs and child manifests in the same repository.
+    let refused = meta.put_manifest(&manifest("team/a", "m0", vec![d("x"), d("missing")], None, Some("v0"))).await.unwrap();
+    assert!(matches!(refused, Err(PutManifestRefused::MissingBlob(m)) if m == d("missing")));
+    let mut index = manifest("team/a", "idx", vec![], None, None);
+    index.children = vec![d("no-child")];
+    assert!(matches!(meta.put_manifest(&index).await.unwrap(), Err(PutManifestRefused::MissingManifest(_))));
+    assert!(meta.manifest_by_tag(&a, &tag("v0")).await.unwrap().is_none(), "a refused push leaves nothing");
+    meta.put_manifest(&manifest("team/a", "m1", vec![d("x")], None, Some("v1"))).await.unwrap().unwrap();
+    let got = meta.manifest_by_tag(&a, &tag("v1")).await.unwrap().unwrap();
+    assert_eq!((got.digest.clone(), got.content.clone()), (d("m1"), b"m1".to_vec()));
+    assert_eq!(meta.manifest_by_digest(&a, &d("m1")).await.unwrap().unwrap().content, b"m1");
+    // Re-pushing the same manifest and moving a tag.
+    meta.put_manifest(&manifest("team/a", "m1", vec![d("x")], None, Some("v1"))).await.unwrap().unwrap();
+    meta.put_manifest(&manifest("team/a", "m2", vec![d("x")], None, Some("v1"))).await.unwrap().unwrap();
+    assert_eq!(meta.manifest_by_tag(&a, &tag("v1")).await.unwrap().unwrap().digest, d("m2"));
+
+    // Tags page in lexical order.
+    for t in ["b", "a", "c", "d"] {
+        meta.put_manifest(&manifest("team/a", "m1", vec![d("x")], None, Some(t))).await.unwrap().unwrap();
+    }
+    assert_eq!(meta.list_tags(&a, None, 3).await.unwrap(), ["a", "b", "c"]);
+    assert_eq!(meta.list_tags(&a, Some("c"), 10).await.unwrap(), ["d", "v1"]);
+    assert!(meta.delete_tag(&a, &tag("a")).await.unwrap());
+    assert!(!meta.delete_tag(&a, &tag("a")).await.unwrap());
+    assert!(meta.manifest_by_digest(&a, &d("m1")).await.unwrap().is_some(), "deleting a tag keeps the manifest");
+
+    // Referrers, with the artifact type filter.
+    meta.put_manifest(&manifest("team/a", "sig", vec![d("x")], Some(d("m1")), None)).await.unwrap().unwrap();
+    meta.put_manifest(&manifest("team/a", "sbom", vec![d("x")], Some(d("m1")), None)).await.unwrap().unwrap();
+    let all = meta.referrers(&a, &d("m1"), None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let sig = meta.referrers(&a, &d("m1"), Some("type/sig")).await.unwrap();
+    assert_eq!(sig.len(), 1);
+    assert_eq!(sig[0].digest, d("sig"));
+    assert_eq!(sig[0].size, 3);
+    assert_eq!(sig[0].annotations.as_deref(), Some(r#"{"k":"v"}"#));
+
+    // Deleting a manifest removes its tags.
+    assert!(meta.delete_manifest(&a, &d("m1")).await.unwrap());
+    assert!(meta.manifest_by_tag(&a, &tag("b")).await.unwrap().is_none());
+    assert!(!meta.delete_manifest(&a, &d("m1")).await.unwrap());
+    assert!(meta.unlink_blob(&a, &d("x")).await.unwrap());
+    assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap(), None);
+
+    // Repositories page in lexical order.
+    for r in ["z/last", "m/mid"] {
+        meta.link_blob(&repo(r), &d("x"), 3).await.unwrap();
+    }
+    assert_eq!(meta.list_repositories(None, 2).await.unwrap(), ["m/mid", "team/a"]);
+    assert_eq!(meta.list_repositories(Some("team/a"), 2).await.unwrap(), ["z/last"]);
+
+    // Uploads: parts in order, optimistic concurrency, completion, staleness.
+    let id = UploadId::new();
+    meta.create_upload(&id, &a, 100).await.unwrap();
+    assert!(meta.get_upload(&repo("team/b"), &id).await.unwrap().is_none(), "a session belongs to its repository");
+    let part = |n: &str, size| WrittenPart { part_id: n.into(), size, sha256: d(n) };
+    assert!(meta.append_part(&id, 0, &part("p1", 5), 101).await.unwrap());
+    assert!(!meta.append_part(&id, 0, &part("p2", 5), 102).await.unwrap(), "a stale offset loses");
+    assert!(meta.append_part(&id, 5, &part("p3", 7), 103).await.unwrap());
+    let upload = meta.get_upload(&a, &id).await.unwrap().unwrap();
+    assert_eq!(upload.size, 12);
+    assert_eq!(upload.parts.iter().map(|p| p.part_id.as_str()).collect::<Vec<_>>(), ["p1", "p3"]);
+    assert_eq!(meta.stale_uploads(103).await.unwrap(), Vec::<UploadId>::new());
+    assert_eq!(meta.stale_uploads(104).await.unwrap(), vec![id.clone()]);
+    meta.complete_upload(&id, &a, &d("blob"), 12).await.unwrap();
+    assert_eq!(meta.linked_blob(&a, &d("blob")).await.unwrap(), Some(12));
+    assert!(!meta.upload_exists(&id).await.unwrap());
+    assert!(meta.complete_upload(&id, &a, &d("blob"), 12).await.is_err(), "a session completes once");
+    let other = UploadId::new();
+    meta.create_upload(&other, &a, 100).await.unwrap();
+    assert!(meta.delete_upload(&other).await.unwrap());
+    assert!(!meta.delete_upload(&other).await.unwrap());
+}

@@ -1,0 +1,109 @@
+//! The storage conformance suite: every [`BlobStore`] backend must pass [`run`].
+//! Tests call it with a fresh store per backend (local disk, memory, S3).
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::{BlobStore, ByteStream, Commit, StorageError, UploadId};
+use crate::domain::digest::{Algorithm, DigestHasher};
+use crate::domain::Digest;
+
+fn stream(chunks: &[&[u8]]) -> ByteStream {
+    let owned: Vec<_> = chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    futures::stream::iter(owned).boxed()
+}
+
+async fn read_all(store: &BlobStore, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut s = store.read(digest, range).await.expect("readable");
+    while let Some(chunk) = s.try_next().await.expect("chunk") {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+/// Runs every check against `store`; panics with the first failure.
+pub async fn run(store: &BlobStore) {
+    // One part whose own hash is the digest: committed without a re-read.
+    let upload = UploadId::new();
+    let part = store.write_part(&upload, stream(&[b"hello ", b"world"])).await.unwrap();
+    assert_eq!(part.size, 11);
+    let digest = Digest::of(Algorithm::Sha256, b"hello world");
+    assert_eq!(part.sha256, digest);
+    assert!(store.stored_uploads().await.unwrap().contains(&upload));
+    assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: 11 });
+    assert!(store.exists(&digest).await.unwrap());
+    assert_eq!(read_all(store, &digest, None).await, b"hello world");
+    assert_eq!(read_all(store, &digest, Some(6..11)).await, b"world");
+    store.delete_upload(&upload).await.unwrap();
+    assert!(!store.stored_uploads().await.unwrap().contains(&upload));
+
+    // Several parts, a large one among them, assembled in order.
+    let upload = UploadId::new();
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let mut parts = Vec::new();
+    for piece in [&b"head-"[..], &big[..], &b"-tail"[..]] {
+        parts.push(store.write_part(&upload, stream(&[piece])).await.unwrap());
+    }
+    let mut hasher = DigestHasher::new(Algorithm::Sha256);
+    for piece in [&b"head-"[..], &big[..], &b"-tail"[..]] {
+        hasher.update(piece);
+    }
+    let whole = hasher.finish();
+    assert_eq!(store.commit(&upload, &parts, &whole).await.unwrap(), Commit::Stored { size: big.len() as u64 + 10 });
+    let back = read_all(store, &whole, None).await;
+    assert_eq!(Digest::of(Algorithm::Sha256, &back), whole);
+    store.delete_upload(&upload).await.unwrap();
+
+    // sha512 goes through the assembling path.
+    let upload = UploadId::new();
+    let part = store.write_part(&upload, stream(&[b"five twelve"])).await.unwrap();
+    let d512 = Digest::of(Algorithm::Sha512, b"five twelve");
+    assert_eq!(store.commit(&upload, &[part], &d512).await.unwrap(), Commit::Stored { size: 11 });
+    assert_eq!(read_all(store, &d512, None).await, b"five twelve");
+    store.delete_upload(&upload).await.unwrap();
+
+    // A mismatch stores nothing, for one part and for several.
+    for pieces in [vec![&b"abc"[..]], vec![&b"a"[..], &b"bc"[..]]] {
+        let upload = UploadId::new();
+        let mut parts = Vec::new();
+        for p in &pieces {
+            parts.push(store.write_part(&upload, stream(&[p])).await.unwrap());
+        }
+        let claimed = Digest::of(Algorithm::Sha256, b"not abc");
+        match store.commit(&upload, &parts, &claimed).await.unwrap() {
+            Commit::Mismatch { actual } => assert_eq!(actual, Digest::of(Algorithm::Sha256, b"abc")),
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        assert!(!store.exists(&claimed).await.unwrap());
+        store.delete_upload(&upload).await.unwrap();
+    }
+
+    // Committing a blob that already exists is harmless and keeps its bytes.
+    let upload = UploadId::new();
+    let part = store.write_part(&upload, stream(&[b"hello world"])).await.unwrap();
+    assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: 11 });
+    assert_eq!(read_all(store, &digest, None).await, b"hello world");
+    store.delete_upload(&upload).await.unwrap();
+
+    // A failing body is reported as such and leaves no part.
+    let upload = UploadId::new();
+    let failing: ByteStream = futures::stream::iter(vec![
+        Ok(Bytes::from_static(b"partial")),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
+    ])
+    .boxed();
+    assert!(matches!(store.write_part(&upload, failing).await, Err(StorageError::Body(_))));
+    store.delete_upload(&upload).await.unwrap();
+
+    // Missing blobs, deletion and listing.
+    let absent = Digest::of(Algorithm::Sha256, b"absent");
+    assert!(matches!(store.read(&absent, None).await, Err(StorageError::NotFound)));
+    assert!(!store.exists(&absent).await.unwrap());
+    store.delete_blob(&absent).await.unwrap();
+    let listed: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    assert!(listed.contains(&(digest.clone(), 11)));
+    assert!(listed.contains(&(whole.clone(), big.len() as u64 + 10)));
+    store.delete_blob(&digest).await.unwrap();
+    assert!(!store.exists(&digest).await.unwrap());
+}

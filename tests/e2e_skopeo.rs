@@ -1,0 +1,111 @@
+//! End to end with skopeo: a multi-platform OCI index copied into the registry and back out to an
+//! OCI layout is identical byte for byte. skopeo verifies TLS against the development CA.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::images::{self, OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
+use common::process::{require_tool, Server};
+use common::sha256;
+use serde_json::json;
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> (portcullis::domain::Digest, usize) {
+    let digest = sha256(bytes);
+    let dir = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(digest.hex()), bytes).unwrap();
+    (digest, bytes.len())
+}
+
+/// An OCI layout holding an index of two platform images, tagged `v1`.
+fn make_layout(layout: &Path) -> portcullis::domain::Digest {
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []}}))
+        .unwrap();
+        let (config_digest, config_size) = write_blob(layout, &config);
+        let layer: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(7) ^ arch.as_bytes()[1] as u32) as u8).collect();
+        let (layer_digest, layer_size) = write_blob(layout, &layer);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": images::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_size},
+            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest.to_string(), "size": layer_size}],
+        }))
+        .unwrap();
+        let (d, s) = write_blob(layout, &manifest);
+        children.push((d, s, arch));
+    }
+    let index = images::index(&children);
+    let (index_digest, index_size) = write_blob(layout, &index);
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_INDEX, "digest": index_digest.to_string(),
+        "size": index_size, "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
+    index_digest
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo runs");
+    assert!(out.status.success(), "skopeo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start(&data);
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let certs = certs.to_str().unwrap();
+
+    let src = dir.path().join("src");
+    let index_digest = make_layout(&src);
+    let dest_ref = format!("docker://{}/e2e/multi:v1", server.host());
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-cert-dir",
+        certs,
+        &format!("oci:{}:v1", src.display()),
+        &dest_ref,
+    ]);
+    let raw = skopeo(&["inspect", "--raw", "--cert-dir", certs, &dest_ref]);
+    assert_eq!(sha256(raw.as_bytes()), index_digest, "the registry serves the index byte for byte");
+
+    let out = dir.path().join("out");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-cert-dir",
+        certs,
+        &dest_ref,
+        &format!("oci:{}:v1", out.display()),
+    ]);
+    let mut compared = 0;
+    for entry in std::fs::read_dir(src.join("blobs/sha256")).unwrap().flatten() {
+        let copied = out.join("blobs/sha256").join(entry.file_name());
+        assert_eq!(std::fs::read(entry.path()).unwrap(), std::fs::read(&copied).unwrap(), "{:?}", entry.file_name());
+        compared += 1;
+    }
+    assert_eq!(compared, 7, "index, 2 manifests, 2 configs, 2 layers");
+
+    // Without the CA, verification fails: TLS is checked for real.
+    let untrusted = Command::new("skopeo").args(["inspect", "--raw", &dest_ref]).output().unwrap();
+    assert!(!untrusted.status.success());
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+}
