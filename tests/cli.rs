@@ -25,7 +25,11 @@ fn shipped_config_file_is_valid() {
 fn environment_overrides_file() {
     let (ok, out) = portcullis(
         &["check-config", "--config", "config/portcullis.toml"],
-        &[("PORTCULLIS_LISTEN", "127.0.0.1:6123"), ("PORTCULLIS_DATA_DIR", "/tmp/pc-env"), ("PORTCULLIS_PUBLIC_URL", "https://r.example")],
+        &[
+            ("PORTCULLIS_LISTEN", "127.0.0.1:6123"),
+            ("PORTCULLIS_DATA_DIR", "/tmp/pc-env"),
+            ("PORTCULLIS_PUBLIC_URL", "https://r.example"),
+        ],
     );
     assert!(ok, "{out}");
     assert!(out.contains("127.0.0.1:6123") && out.contains("/tmp/pc-env"), "{out}");

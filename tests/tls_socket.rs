@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::{sha256, test_config};
+
 use portcullis::{App, Config};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -136,25 +137,7 @@ async fn chunked_upload_and_pull_over_tls() {
     let c = client(&r.ca_pem);
     let base = format!("https://127.0.0.1:{}", r.addr.port());
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let started = c.post(format!("{base}/v2/tls/app/blobs/uploads/")).send().await.unwrap();
-    assert_eq!(started.status(), 202);
-    let mut location = started.headers()["location"].to_str().unwrap().to_owned();
-    let mut offset = 0;
-    for chunk in data.chunks(1_000_000) {
-        let reply = c
-            .patch(format!("{base}{location}"))
-            .header("content-range", format!("{}-{}", offset, offset + chunk.len() - 1))
-            .body(chunk.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), 202);
-        location = reply.headers()["location"].to_str().unwrap().to_owned();
-        offset += chunk.len();
-    }
-    let digest = sha256(&data);
-    let put = c.put(format!("{base}{location}?digest={digest}")).send().await.unwrap();
-    assert_eq!(put.status(), 201);
+    let digest = common::process::push_blob_chunked(&c, &base, "tls/app", &data, 1_000_000).await.unwrap();
     let got = c.get(format!("{base}/v2/tls/app/blobs/{digest}")).send().await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(sha256(&got.bytes().await.unwrap()), digest);

@@ -44,7 +44,8 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(!meta.repository_exists(&repo("team/b")).await.unwrap());
 
     // A manifest needs its blobs and child manifests in the same repository.
-    let refused = meta.put_manifest(&manifest("team/a", "m0", vec![d("x"), d("missing")], None, Some("v0"))).await.unwrap();
+    let refused =
+        meta.put_manifest(&manifest("team/a", "m0", vec![d("x"), d("missing")], None, Some("v0"))).await.unwrap();
     assert!(matches!(refused, Err(PutManifestRefused::MissingBlob(m)) if m == d("missing")));
     let mut index = manifest("team/a", "idx", vec![], None, None);
     index.children = vec![d("no-child")];

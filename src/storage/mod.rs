@@ -82,6 +82,22 @@ pub struct BlobStore {
 
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Copies a stream into a multipart writer through a hasher, with at most two chunks in flight
+/// (bounded memory whatever the blob size). Returns the byte count.
+async fn pump<S>(stream: &mut S, writer: &mut WriteMultipart, hasher: &mut DigestHasher) -> Result<u64, StorageError>
+where
+    S: futures::Stream<Item = Result<Bytes, StorageError>> + Unpin,
+{
+    let mut size = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        writer.wait_for_capacity(2).await?;
+        writer.put(chunk);
+    }
+    Ok(size)
+}
+
 impl BlobStore {
     /// A store on local disk under `root` (created if missing).
     pub fn local(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
@@ -106,26 +122,15 @@ impl BlobStore {
 
     /// Streams `body` into a new part object of `upload`, hashing as it goes.
     /// On any error the partial object is aborted and nothing is left behind.
-    pub async fn write_part(&self, upload: &UploadId, mut body: ByteStream) -> Result<WrittenPart, StorageError> {
+    pub async fn write_part(&self, upload: &UploadId, body: ByteStream) -> Result<WrittenPart, StorageError> {
         let part_id = uuid::Uuid::new_v4().simple().to_string();
         let path = BlobKey::UploadPart(upload, &part_id).path();
         let mut writer =
             WriteMultipart::new_with_chunk_size(self.store.put_multipart(&path).await?, self.options.write_chunk);
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
-        let mut size = 0u64;
-        let result: Result<(), StorageError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(StorageError::Body)?;
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                writer.wait_for_capacity(2).await?;
-                writer.put(chunk);
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
+        let mut body = body.map_err(StorageError::Body);
+        match pump(&mut body, &mut writer, &mut hasher).await {
+            Ok(size) => {
                 writer.finish().await?;
                 Ok(WrittenPart { part_id, size, sha256: hasher.finish() })
             }
@@ -162,22 +167,18 @@ impl BlobStore {
             WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, self.options.write_chunk);
         let mut hasher = DigestHasher::new(expected.algorithm());
         let mut size = 0u64;
-        let copied: Result<(), StorageError> = async {
-            for part in parts {
-                let mut stream = self.read_object(&BlobKey::UploadPart(upload, &part.part_id).path(), None).await?;
-                while let Some(chunk) = stream.try_next().await? {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    writer.wait_for_capacity(2).await?;
-                    writer.put(chunk);
+        for part in parts {
+            let copied = match self.read_object(&BlobKey::UploadPart(upload, &part.part_id).path(), None).await {
+                Ok(stream) => pump(&mut stream.map_err(StorageError::Io), &mut writer, &mut hasher).await,
+                Err(e) => Err(e),
+            };
+            match copied {
+                Ok(n) => size += n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(e);
                 }
             }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = copied {
-            let _ = writer.abort().await;
-            return Err(e);
         }
         writer.finish().await?;
         let actual = hasher.finish();
