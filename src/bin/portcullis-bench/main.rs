@@ -1,0 +1,127 @@
+//! `portcullis-bench`: measures a registry (`run`) or Portcullis and CNCF distribution side by side
+//! (`compare`), printing one table with both figures, their ratio and the machine's own limits.
+//!
+//! Every loop is bounded in count and time, and all traffic goes to registries on loopback.
+
+mod blobfile;
+mod machine;
+mod measure;
+mod procstat;
+mod report;
+mod sides;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use blobfile::BlobFile;
+use measure::Target;
+
+#[derive(Parser)]
+#[command(name = "portcullis-bench", about = "Registry benchmark: push, pull, manifest rate, paging, memory")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure one registry once.
+    Run {
+        /// Base URL, e.g. https://127.0.0.1:5000
+        #[arg(long)]
+        url: String,
+        /// CA certificate (PEM) that signed the registry's certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Registry process id, for server CPU and memory figures.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Bearer token sent with every request (Docker token auth).
+        #[arg(long)]
+        token: Option<String>,
+        #[command(flatten)]
+        sizes: Sizes,
+    },
+    /// Start Portcullis and distribution (Debian's docker-registry) with the same TLS and disk, and
+    /// measure both in alternation.
+    Compare {
+        /// The portcullis binary to run (build it with `cargo build --release`).
+        #[arg(long, default_value = "target/release/portcullis")]
+        portcullis_bin: PathBuf,
+        /// The distribution binary.
+        #[arg(long, default_value = "docker-registry")]
+        distribution_bin: PathBuf,
+        /// Where data, results.json and chart.png go.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        /// Alternating A/B runs; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Keep the registries' data afterwards.
+        #[arg(long)]
+        keep_data: bool,
+        #[command(flatten)]
+        sizes: Sizes,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Sizes {
+    /// Size of the large blob in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub blob_mib: u64,
+    /// PATCH size of the chunked upload in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub chunk_mib: u64,
+    /// Seconds of each manifest load measurement.
+    #[arg(long, default_value_t = 10)]
+    pub load_secs: u64,
+    /// Concurrent connections of the manifest load.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Small images pushed, and by how many clients.
+    #[arg(long, default_value_t = 500)]
+    pub small_images: usize,
+    #[arg(long, default_value_t = 8)]
+    pub small_clients: usize,
+    /// Tags created for the listing measurement, and the page size.
+    #[arg(long, default_value_t = 10_000)]
+    pub tags: usize,
+    #[arg(long, default_value_t = 1_000)]
+    pub page: usize,
+    /// Concurrent large uploads during the memory measurement.
+    #[arg(long, default_value_t = 8)]
+    pub memory_uploads: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Run { url, ca, pid, token, sizes } => {
+                let target =
+                    Arc::new(Target { name: "registry".into(), base: url, ca_pem: std::fs::read(&ca)?, pid, token });
+                let dir = std::env::temp_dir().join("portcullis-bench");
+                std::fs::create_dir_all(&dir)?;
+                let blob = Arc::new(BlobFile::ensure(&dir.join("blob.bin"), sizes.blob_mib << 20)?);
+                measure::create_tags(&target, "bench/tags", sizes.tags, 8).await?;
+                let result = sides::run_once(&target, &blob, &sizes, 0).await?;
+                let memory = measure::peak_memory(&target, &blob, "bench/memory", sizes.memory_uploads).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"run": result, "peak_rss_mib": memory}))?
+                );
+                Ok(())
+            }
+            Command::Compare { portcullis_bin, distribution_bin, out, runs, keep_data, sizes } => {
+                sides::compare(&portcullis_bin, &distribution_bin, &out, runs.max(1), keep_data, &sizes).await
+            }
+        }
+    })
+}
+
+pub const LOAD: fn(&Sizes) -> Duration = |s| Duration::from_secs(s.load_secs);
