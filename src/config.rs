@@ -15,8 +15,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables with our prefix that are not configuration keys.
-const NOT_CONFIG: &[&str] = &["config", "log"];
-const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits"];
+const NOT_CONFIG: &[&str] = &["config", "log", "admin_password"];
+const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits", "auth"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -34,6 +34,49 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub uploads: UploadsConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `service` of the token protocol (the JWT audience).
+    pub service: String,
+    /// The JWT issuer; defaults to the public URL.
+    pub issuer: Option<String>,
+    /// Lifetime of access tokens. Long enough for a 5 GiB layer on a slow link; revocation does
+    /// not wait for it, since every use re-checks the account.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// Lifetime of refresh tokens (`docker login` keeps one).
+    #[serde(with = "humantime_serde")]
+    pub refresh_lifetime: Duration,
+    /// Failed logins per account or client address before back-off starts.
+    pub login_free_failures: u32,
+    /// First back-off after the free failures; it doubles with each further failure.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff: Duration,
+    /// Longest back-off.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_max: Duration,
+    /// ES256 token signing key (PEM); defaults to `<data_dir>/keys/token-signing.pem`, created on
+    /// first start. Replicas must share it.
+    pub signing_key: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            service: "portcullis".into(),
+            issuer: None,
+            token_lifetime: Duration::from_secs(3600),
+            refresh_lifetime: Duration::from_secs(30 * 24 * 3600),
+            login_free_failures: 5,
+            login_backoff: Duration::from_secs(1),
+            login_backoff_max: Duration::from_secs(300),
+            signing_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -98,6 +141,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             uploads: UploadsConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -163,6 +207,11 @@ impl Config {
         if self.limits.max_page == 0 {
             anyhow::bail!("invalid configuration: limits.max_page must be positive");
         }
+        if self.auth.service.is_empty() || self.auth.token_lifetime.is_zero() || self.auth.refresh_lifetime.is_zero() {
+            anyhow::bail!(
+                "invalid configuration: auth.service, auth.token_lifetime and auth.refresh_lifetime must be set"
+            );
+        }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {
             anyhow::bail!("invalid configuration: uploads.expiry and uploads.sweep_interval must be positive");
         }
@@ -174,6 +223,9 @@ impl Config {
     }
     pub fn blob_dir(&self) -> PathBuf {
         self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.auth.signing_key.clone().unwrap_or_else(|| self.data_dir.join("keys/token-signing.pem"))
     }
     pub fn database_path(&self) -> PathBuf {
         self.database.path.clone().unwrap_or_else(|| self.data_dir.join("portcullis.db"))

@@ -3,6 +3,7 @@
 //! Layers point one way: `http` → `domain` → `storage` (blob bytes) and `metadata` (rows, the
 //! source of truth). [`App::build`] wires them from a [`Config`]; `main` and the tests both use it.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use auth::service::AuthSettings;
+use auth::AuthService;
 pub use config::Config;
 use domain::{Limits, Registry};
 use metadata::sqlite::SqliteMetadata;
@@ -24,6 +27,7 @@ use storage::BlobStore;
 pub struct App {
     pub config: Config,
     pub registry: Registry,
+    pub auth: Arc<AuthService>,
     pub router: axum::Router,
     meta: Arc<SqliteMetadata>,
 }
@@ -46,8 +50,25 @@ impl App {
             max_page: config.limits.max_page,
         };
         let registry = Registry::new(meta.clone(), blobs, limits);
-        let router = http::router(http::AppState { registry: registry.clone() });
-        Ok(App { config, registry, router, meta })
+        let settings = AuthSettings {
+            issuer: config.auth.issuer.clone().unwrap_or_else(|| config.public_url()),
+            service: config.auth.service.clone(),
+            access_lifetime: config.auth.token_lifetime,
+            refresh_lifetime: config.auth.refresh_lifetime,
+            free_failures: config.auth.login_free_failures,
+            backoff_base: config.auth.login_backoff,
+            backoff_max: config.auth.login_backoff_max,
+        };
+        let auth = Arc::new(
+            AuthService::new(meta.clone(), &config.signing_key_path(), settings)
+                .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?,
+        );
+        let router = http::router(http::AppState {
+            registry: registry.clone(),
+            auth: auth.clone(),
+            public_url: config.public_url(),
+        });
+        Ok(App { config, registry, auth, router, meta })
     }
 
     /// Sweeps expired uploads every `uploads.sweep_interval` until the task is dropped.

@@ -27,6 +27,33 @@ enum Command {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Offline administration of the data directory (the registry may be stopped).
+    Admin {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        task: AdminTask,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTask {
+    /// Create a user; the password is read from standard input.
+    CreateUser {
+        username: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set a user's password (read from standard input) and enable the account.
+    ResetPassword { username: String },
+    /// Create a namespace.
+    CreateNamespace {
+        name: String,
+        #[arg(long)]
+        public: bool,
+    },
+    /// Give a user a role (owner, maintainer, developer, reader) in a namespace.
+    SetMember { namespace: String, username: String, role: String },
 }
 
 fn init_logging(format: LogFormat) {
@@ -49,6 +76,8 @@ fn main() -> std::process::ExitCode {
             init_logging(c.log_format);
             tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(serve(c))
         }),
+        Command::Admin { config, task } => Config::load(config.as_deref())
+            .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(admin(c, task))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -59,15 +88,49 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn read_secret() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let secret = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!secret.is_empty(), "no password on standard input");
+    Ok(secret)
+}
+
+async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let result = match task {
+        AdminTask::CreateUser { username, admin } => {
+            app.auth.create_user(&username, &read_secret()?, admin).await.map(|_| format!("created user {username}"))
+        }
+        AdminTask::ResetPassword { username } => app
+            .auth
+            .update_user(&username, Some(&read_secret()?), None, Some(false))
+            .await
+            .map(|_| format!("password of {username} set")),
+        AdminTask::CreateNamespace { name, public } => {
+            app.auth.create_namespace(&name, public).await.map(|_| format!("created namespace {name}"))
+        }
+        AdminTask::SetMember { namespace, username, role } => {
+            let role =
+                portcullis::auth::Role::parse(&role).context("role must be owner, maintainer, developer or reader")?;
+            app.auth
+                .set_member(&namespace, &username, role)
+                .await
+                .map(|_| format!("{username} is {} of {namespace}", role.as_str()))
+        }
+    };
+    app.close().await;
+    println!("{}", result?);
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
-    // Authentication has not landed yet: nothing but this machine may reach the registry.
-    anyhow::ensure!(
-        config.listen.ip().is_loopback(),
-        "listen address {} is not a loopback address; until authentication is available Portcullis only binds to loopback",
-        config.listen
-    );
     let tls = portcullis::tls::setup(&config)?;
     let app = App::build(config).await?;
+    let admin_password = std::env::var("PORTCULLIS_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    if let Some(file) = app.auth.bootstrap_admin(&app.config.data_dir, admin_password).await? {
+        tracing::info!(file = %file.display(), "created the admin user; its password is in this file (readable by the owner only)");
+    }
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .with_context(|| format!("binding {}", app.config.listen))?;

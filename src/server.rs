@@ -43,7 +43,9 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers see the peer address (for login throttling) as a request extension.
+        let router = router.clone().layer(axum::Extension(crate::http::credentials::ClientAddr(peer.ip())));
+        let service = TowerToHyperService::new(router);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

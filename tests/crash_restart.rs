@@ -47,7 +47,7 @@ fn layer_bytes(seed: u32, len: usize) -> Vec<u8> {
 async fn restart_keeps_pushed_images() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
-    let client = server.client();
+    let client = server.admin_client(&["repository:restart/app:pull,push"]).await;
     let base = server.url("");
     let layer = layer_bytes(7, 300_000);
     let manifest = push_image(&client, &base, "restart/app", "v1", &layer).await.unwrap();
@@ -64,7 +64,8 @@ async fn restart_keeps_pushed_images() {
 async fn kill_9_during_concurrent_uploads_loses_no_completed_push() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path());
-    let client = server.client();
+    let scopes: Vec<String> = (0..8).map(|w| format!("repository:crash/w{w}:pull,push")).collect();
+    let client = server.admin_client(&scopes.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let base = server.url("");
     let completed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();

@@ -10,8 +10,34 @@ use std::process::Command;
 
 use common::process::{require_tool, Server};
 
+thread_local! {
+    /// This test's own docker client configuration (credentials), so it touches no one else's.
+    static DOCKER_CONFIG: tempfile::TempDir = tempfile::tempdir().unwrap();
+}
+
+fn docker_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    DOCKER_CONFIG.with(|d| cmd.env("DOCKER_CONFIG", d.path()));
+    cmd
+}
+
+/// `docker login` with the secret on standard input.
+fn login(host: &str, user: &str, secret: &str) {
+    use std::io::Write;
+    let mut child = docker_cmd(&["login", host, "-u", user, "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(secret.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "docker login as {user} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker runs");
+    let out = docker_cmd(args).output().expect("docker runs");
     assert!(
         out.status.success(),
         "docker {args:?} failed: {}{}",
@@ -30,8 +56,7 @@ fn build_scratch_image(dir: &Path, tag: &str, content: &str) -> String {
         "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY more.bin /data/more.bin\nCMD [\"/hello.txt\"]\n",
     )
     .unwrap();
-    let out = Command::new("docker")
-        .args(["build", "-q", "-t", tag])
+    let out = docker_cmd(&["build", "-q", "-t", tag])
         .arg(dir)
         .env("DOCKER_BUILDKIT", "0")
         .output()
@@ -52,6 +77,7 @@ fn docker_push_remove_pull_same_image() {
     std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
     std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
 
+    login(&host, "admin", common::ADMIN_PASSWORD);
     let images = [
         (format!("{host}/e2e/app:v1"), "first image"),
         (format!("{host}/e2e/deep/nested/path/name:v2"), "second image, many segments"),
@@ -77,7 +103,7 @@ fn docker_push_remove_pull_same_image() {
     docker(&["pull", &digest]);
     assert_eq!(docker(&["image", "inspect", "-f", "{{.Id}}", &digest]), ids[0]);
     // A tag that does not exist fails cleanly.
-    let missing = Command::new("docker").args(["pull", &format!("{host}/e2e/app:missing")]).output().unwrap();
+    let missing = docker_cmd(&["pull", &format!("{host}/e2e/app:missing")]).output().unwrap();
     assert!(!missing.status.success());
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("manifest unknown"),
@@ -86,8 +112,102 @@ fn docker_push_remove_pull_same_image() {
     );
 
     for (tag, _) in &images {
-        let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        let _ = docker_cmd(&["rmi", "-f", tag]).output();
     }
-    let _ = Command::new("docker").args(["rmi", "-f", &digest]).output();
+    let _ = docker_cmd(&["rmi", "-f", &digest]).output();
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let reply = server
+        .client()
+        .request(method, server.url(path))
+        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{path}: {}", reply.status());
+    reply.json().await.unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn docker_login_as_user_robot_and_token_and_denied_push() {
+    if !require_tool("docker") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let host = server.host();
+    let certs = Path::new("/etc/docker/certs.d").join(&host);
+    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    use reqwest::Method;
+    api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "team"})).await;
+    for (user, role) in [("reader", "reader"), ("dev", "developer")] {
+        api(
+            &server,
+            Method::POST,
+            "/api/v1/users",
+            serde_json::json!({"username": user, "password": format!("{user}-password-long")}),
+        )
+        .await;
+        api(
+            &server,
+            Method::PUT,
+            &format!("/api/v1/namespaces/team/members/{user}"),
+            serde_json::json!({"role": role}),
+        )
+        .await;
+    }
+    let robot = api(
+        &server,
+        Method::POST,
+        "/api/v1/namespaces/team/robots",
+        serde_json::json!({"name": "ci", "actions": ["pull", "push"], "expires_at": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    let pat = server
+        .client()
+        .post(server.url("/api/v1/tokens"))
+        .basic_auth("dev", Some("dev-password-long"))
+        .json(&serde_json::json!({"name": "laptop", "expires_at": "2099-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+
+    // Without logging in, nothing is pushed.
+    let tag = format!("{host}/team/app:robot");
+    build_scratch_image(&dir.path().join("ctx"), &tag, "pushed by a robot");
+    let anonymous = docker_cmd(&["push", &tag]).output().unwrap();
+    assert!(!anonymous.status.success(), "anonymous push succeeded");
+
+    // A robot pushes; a reader pulls it but cannot push.
+    login(&host, robot["username"].as_str().unwrap(), robot["secret"].as_str().unwrap());
+    docker(&["push", &tag]);
+    login(&host, "reader", "reader-password-long");
+    docker(&["rmi", "-f", &tag]);
+    docker(&["pull", &tag]);
+    let denied = docker_cmd(&["push", &tag]).output().unwrap();
+    assert!(!denied.status.success(), "a reader pushed");
+    let text = String::from_utf8_lossy(&denied.stderr).to_lowercase();
+    assert!(text.contains("denied"), "docker said: {text}");
+
+    // A developer logs in with a personal access token instead of the password.
+    login(&host, "dev", pat["token"].as_str().unwrap());
+    let dev_tag = format!("{host}/team/app:dev");
+    docker(&["tag", &tag, &dev_tag]);
+    docker(&["push", &dev_tag]);
+    docker(&["rmi", "-f", &dev_tag]);
+    docker(&["pull", &dev_tag]);
+    // Logins with wrong secrets fail.
+    let bad = docker_cmd(&["login", &host, "-u", "dev", "-p", "wrong-password-here"]).output().unwrap();
+    assert!(!bad.status.success());
+    for t in [&tag, &dev_tag] {
+        let _ = docker_cmd(&["rmi", "-f", t]).output();
+    }
     let _ = std::fs::remove_dir_all(&certs);
 }

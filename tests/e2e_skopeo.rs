@@ -53,8 +53,8 @@ fn skopeo(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     if !require_tool("skopeo") {
         return;
     }
@@ -70,27 +70,76 @@ fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     let src = dir.path().join("src");
     let index_digest = make_layout(&src);
     let dest_ref = format!("docker://{}/e2e/multi:v1", server.host());
+    let admin = format!("admin:{}", common::ADMIN_PASSWORD);
+    let layout = format!("oci:{}:v1", src.display());
+    // Without credentials, and as a reader, skopeo cannot push.
+    let anonymous =
+        Command::new("skopeo").args(["copy", "--all", "--dest-cert-dir", certs, &layout, &dest_ref]).output().unwrap();
+    assert!(!anonymous.status.success(), "anonymous skopeo push succeeded");
+    let client = server.client();
+    for (path, body) in [
+        ("/api/v1/namespaces", serde_json::json!({"name": "e2e"})),
+        ("/api/v1/users", serde_json::json!({"username": "reader", "password": "reader-password-long"})),
+    ] {
+        let r = client
+            .post(server.url(path))
+            .basic_auth("admin", Some(common::ADMIN_PASSWORD))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = client
+        .put(server.url("/api/v1/namespaces/e2e/members/reader"))
+        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
+        .json(&serde_json::json!({"role": "reader"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reader = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--dest-creds",
+            "reader:reader-password-long",
+            "--dest-cert-dir",
+            certs,
+            &layout,
+            &dest_ref,
+        ])
+        .output()
+        .unwrap();
+    assert!(!reader.status.success(), "a reader pushed with skopeo");
+    let said = String::from_utf8_lossy(&reader.stderr).to_lowercase();
+    assert!(said.contains("denied"), "{said}");
     skopeo(&[
         "copy",
         "--all",
         "--preserve-digests",
+        "--dest-creds",
+        &admin,
         "--dest-cert-dir",
         certs,
-        &format!("oci:{}:v1", src.display()),
+        &layout,
         &dest_ref,
     ]);
-    let raw = skopeo(&["inspect", "--raw", "--cert-dir", certs, &dest_ref]);
+    let raw = skopeo(&["inspect", "--raw", "--creds", "reader:reader-password-long", "--cert-dir", certs, &dest_ref]);
     assert_eq!(sha256(raw.as_bytes()), index_digest, "the registry serves the index byte for byte");
 
     let out = dir.path().join("out");
+    let out_layout = format!("oci:{}:v1", out.display());
     skopeo(&[
         "copy",
         "--all",
         "--preserve-digests",
+        "--src-creds",
+        &admin,
         "--src-cert-dir",
         certs,
         &dest_ref,
-        &format!("oci:{}:v1", out.display()),
+        &out_layout,
     ]);
     let mut compared = 0;
     for entry in std::fs::read_dir(src.join("blobs/sha256")).unwrap().flatten() {
@@ -101,7 +150,7 @@ fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     assert_eq!(compared, 7, "index, 2 manifests, 2 configs, 2 layers");
 
     // Without the CA, verification fails: TLS is checked for real.
-    let untrusted = Command::new("skopeo").args(["inspect", "--raw", &dest_ref]).output().unwrap();
+    let untrusted = Command::new("skopeo").args(["inspect", "--raw", "--creds", &admin, &dest_ref]).output().unwrap();
     assert!(!untrusted.status.success());
     assert!(
         String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),

@@ -6,16 +6,18 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::{sha256, test_config};
+use common::{sha256, test_config, TestRegistry};
+use portcullis::auth::service::Authenticated;
+use portcullis::auth::{ActionSet, Principal, Scope};
 
-use portcullis::{App, Config};
+use portcullis::Config;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Running {
     addr: SocketAddr,
     ca_pem: Vec<u8>,
-    _dir: tempfile::TempDir,
+    registry: TestRegistry,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -28,14 +30,14 @@ async fn start(edit: impl FnOnce(&mut Config, &std::path::Path)) -> Running {
         Some(p) => std::fs::read(p).unwrap(),
         None => std::fs::read(config.tls.cert.as_ref().unwrap()).unwrap(),
     };
-    let app = App::build(config).await.unwrap();
+    let registry = TestRegistry::with_config(dir, |c| *c = config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(portcullis::server::serve(listener, tls.server_config, app.router.clone(), async {
+    tokio::spawn(portcullis::server::serve(listener, tls.server_config, registry.app.router.clone(), async {
         let _ = rx.await;
     }));
-    Running { addr, ca_pem, _dir: dir, _shutdown: tx }
+    Running { addr, ca_pem, registry, _shutdown: tx }
 }
 
 fn client(ca_pem: &[u8]) -> reqwest::Client {
@@ -78,7 +80,8 @@ async fn tls12_and_tls13_with_alpn() {
     let h1 = handshake(&r, &[&rustls::version::TLS12], &[b"http/1.1"]).await.unwrap();
     assert_eq!(h1.as_deref(), Some(&b"http/1.1"[..]));
     let reply = client(&r.ca_pem).get(format!("https://127.0.0.1:{}/v2/", r.addr.port())).send().await.unwrap();
-    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.status(), 401, "no token, no access");
+    assert!(reply.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer realm="));
     assert_eq!(reply.version(), reqwest::Version::HTTP_2);
     assert!(reply.headers()["strict-transport-security"].to_str().unwrap().starts_with("max-age="));
 }
@@ -105,8 +108,8 @@ async fn configured_certificate_replaces_dev_ca() {
     })
     .await;
     let reply = client(&r.ca_pem).get(format!("https://127.0.0.1:{}/v2/", r.addr.port())).send().await.unwrap();
-    assert_eq!(reply.status(), 200);
-    assert!(!r._dir.path().join("tls/ca.crt").exists(), "no development CA when a certificate is configured");
+    assert_eq!(reply.status(), 401);
+    assert!(!r.registry.dir.path().join("tls/ca.crt").exists(), "no development CA when a certificate is configured");
 }
 
 #[tokio::test]
@@ -134,7 +137,16 @@ async fn dev_ca_is_reused_across_starts() {
 #[tokio::test]
 async fn chunked_upload_and_pull_over_tls() {
     let r = start(|_, _| {}).await;
-    let c = client(&r.ca_pem);
+    let admin = Authenticated { principal: Principal::User { name: "admin".into(), admin: true }, pat: None };
+    let token = r.registry.token_for(&admin, &[Scope::Repository("tls/app".parse().unwrap(), ActionSet::ALL)]).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    let c = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&r.ca_pem).unwrap())
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let base = format!("https://127.0.0.1:{}", r.addr.port());
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
     let digest = common::process::push_blob_chunked(&c, &base, "tls/app", &data, 1_000_000).await.unwrap();

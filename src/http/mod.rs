@@ -3,18 +3,23 @@
 //! Rule: this layer knows axum, headers, status codes and JSON shapes; it reaches data only through
 //! the domain's [`Registry`].
 
+mod admin;
+pub mod credentials;
 pub mod oci_error;
+pub mod token;
 pub mod v2;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::AuthService;
 use crate::domain::Registry;
 use oci_error::{Code, OciError};
 
@@ -22,6 +27,9 @@ use oci_error::{Code, OciError};
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
+    pub auth: Arc<AuthService>,
+    /// The configured public URL (no trailing slash): the token realm is built from it alone.
+    pub public_url: String,
 }
 
 /// One year, the usual HSTS lifetime; the registry never speaks plaintext anyway.
@@ -32,6 +40,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2::handle))
         .route("/v2/", any(v2::handle))
         .route("/v2/{*rest}", any(v2::handle))
+        .route("/token", get(token::get).post(token::post))
+        .route("/.well-known/jwks.json", get(token::jwks))
+        .nest("/api/v1", admin::router())
         .fallback(|| async { OciError::new(Code::NotFound, "no such endpoint").into_response() })
         .layer(
             TraceLayer::new_for_http()

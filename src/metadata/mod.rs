@@ -7,6 +7,7 @@
 //! - Traits are split by capability and implemented per database (SQLite now, PostgreSQL next);
 //!   the same conformance tests run against each.
 
+pub mod auth;
 pub mod conformance;
 pub mod sqlite;
 
@@ -124,5 +125,5 @@ pub trait UploadStore: Send + Sync {
 }
 
 /// Everything the registry needs from its database.
-pub trait Metadata: RepositoryStore + BlobIndex + ManifestStore + UploadStore {}
-impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore> Metadata for T {}
+pub trait Metadata: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore {}
+impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore> Metadata for T {}

@@ -2,14 +2,19 @@
 //! it, and a real `portcullis` process for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod images;
 pub mod process;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use bytes::Bytes;
+use portcullis::auth::jwt::TokenUse;
+use portcullis::auth::service::Authenticated;
+use portcullis::auth::{ActionSet, Principal, Scope};
 use portcullis::domain::digest::Algorithm;
 use portcullis::domain::Digest;
+use portcullis::http::v2::route::V2Route;
 use portcullis::{App, Config};
 use tower::ServiceExt;
 
@@ -17,6 +22,9 @@ pub struct TestRegistry {
     pub dir: tempfile::TempDir,
     pub app: App,
 }
+
+/// The password every test registry's `admin` user gets.
+pub const ADMIN_PASSWORD: &str = "test-admin-password-1";
 
 /// A response with its body collected.
 #[derive(Debug)]
@@ -66,10 +74,48 @@ impl TestRegistry {
         let mut config = test_config(dir.path());
         edit(&mut config);
         let app = App::build(config).await.expect("app builds");
+        app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
         TestRegistry { dir, app }
     }
 
+    /// A token for `who` with what it may have of `scopes`, through the same grant logic as /token.
+    pub async fn token_for(&self, who: &Authenticated, scopes: &[Scope]) -> String {
+        let access = self.app.auth.grant(who, scopes).await.unwrap();
+        self.app.auth.issue(who, access, TokenUse::Access).unwrap().token
+    }
+
+    /// An admin token covering the repository of `uri` (and a mount source), for breadth tests.
+    async fn admin_token(&self, uri: &str) -> String {
+        let path = uri.split('?').next().unwrap_or(uri);
+        let mut scopes = vec![Scope::Catalog];
+        if let Ok(route) = V2Route::parse(path) {
+            if let Some(repo) = route.repository() {
+                scopes.push(Scope::Repository(repo.clone(), ActionSet::ALL));
+            }
+        }
+        let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if let (true, Ok(from)) = (k == "from", v.parse()) {
+                scopes.push(Scope::Repository(from, ActionSet::ALL));
+            }
+        }
+        let admin = Authenticated { principal: Principal::User { name: "admin".into(), admin: true }, pat: None };
+        self.token_for(&admin, &scopes).await
+    }
+
+    /// Sends a request as the admin (a token is added unless `headers` carry `authorization`).
     pub async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
+        if uri.starts_with("/v2") && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            let auth = format!("Bearer {}", self.admin_token(uri).await);
+            let mut with_token = headers.to_vec();
+            with_token.push(("authorization", &auth));
+            return self.send_raw(method, uri, &with_token, body).await;
+        }
+        self.send_raw(method, uri, headers, body).await
+    }
+
+    /// Sends a request exactly as given.
+    pub async fn send_raw(&self, method: &str, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
         let mut req = Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(uri);
         for (k, v) in headers {
             req = req.header(*k, *v);

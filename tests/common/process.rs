@@ -26,6 +26,7 @@ impl Server {
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_DATA_DIR", data_dir)
             .env("PORTCULLIS_LOG", "info")
+            .env("PORTCULLIS_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -53,6 +54,32 @@ impl Server {
         reqwest::Client::builder()
             .tls_built_in_root_certs(false)
             .add_root_certificate(ca)
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+
+    /// A token from the real token endpoint, for `user` with `password`, covering `scopes`.
+    pub async fn token(&self, user: &str, password: &str, scopes: &[&str]) -> String {
+        let mut url = self.url("/token?service=portcullis");
+        for s in scopes {
+            url.push_str(&format!("&scope={}", url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()));
+        }
+        let reply = self.client().get(url).basic_auth(user, Some(password)).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "token request failed");
+        reply.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A client that sends an admin token for `scopes` with every request.
+    pub async fn admin_client(&self, scopes: &[&str]) -> reqwest::Client {
+        let token = self.token("admin", super::ADMIN_PASSWORD, scopes).await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.ca_path()).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .default_headers(headers)
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap()

@@ -5,8 +5,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::{HandlerResult, Request};
+use crate::auth::Action;
 use crate::domain::manifest::OCI_INDEX;
 use crate::domain::{Digest, Error, Page, Registry, RepoName};
+use crate::http::AppState;
 
 fn paging(req: &Request) -> Result<(Option<u32>, Option<&str>), Error> {
     let n = req
@@ -29,11 +31,38 @@ fn with_link(mut response: Response, path: &str, n: Option<u32>, page: &Page) ->
     response
 }
 
-pub async fn catalog(registry: &Registry, req: &Request) -> HandlerResult {
+/// The catalog shows only repositories the caller may pull: pages are filled from the database
+/// until `n` visible names are found or the list ends.
+pub async fn catalog(state: &AppState, req: &Request) -> HandlerResult {
+    let registry = &state.registry;
     let (n, last) = paging(req)?;
-    let page = registry.catalog(n, last).await?;
+    let limit = n.unwrap_or(registry.limits().max_page).min(registry.limits().max_page);
+    let mut visible = Vec::new();
+    let mut cursor = last.map(str::to_owned);
+    let mut exhausted = false;
+    while (visible.len() as u32) < limit && !exhausted {
+        let batch = registry.catalog(Some(limit.max(100)), cursor.as_deref()).await?;
+        exhausted = batch.next.is_none();
+        for name in batch.items {
+            cursor = Some(name.clone());
+            let repo: RepoName = match name.parse() {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            if state.auth.allowed(&req.grants.who.principal, &repo).await?.contains(Action::Pull) {
+                visible.push(name);
+                if visible.len() as u32 == limit {
+                    break;
+                }
+            }
+        }
+    }
+    let page = Page {
+        next: (limit > 0 && visible.len() as u32 == limit).then(|| visible.last().cloned()).flatten(),
+        items: visible,
+    };
     let body = axum::Json(json!({ "repositories": page.items })).into_response();
-    Ok(with_link(body, "/v2/_catalog", n.or(Some(registry.limits().max_page)), &page))
+    Ok(with_link(body, "/v2/_catalog", Some(limit), &page))
 }
 
 pub async fn tags(registry: &Registry, repo: &RepoName, req: &Request) -> HandlerResult {

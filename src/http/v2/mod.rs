@@ -4,6 +4,7 @@
 //! [`dispatch`] hands it to the one handler for that resource and method. Handlers translate HTTP
 //! to domain calls and back; they hold no SQL and no storage paths.
 
+pub mod access;
 mod blobs;
 mod headers;
 mod listings;
@@ -16,9 +17,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
 
+use self::access::Needed;
 use self::route::{RouteError, V2Route};
 use super::oci_error::{Code, OciError};
-use super::AppState;
+use super::{credentials, token, AppState};
+use crate::auth::jwt::{Access, TokenUse};
+use crate::auth::service::Authenticated;
+use crate::auth::{Action, AuthError, Scope};
+use crate::domain::RepoName;
 
 pub type HandlerResult = Result<Response, OciError>;
 
@@ -39,6 +45,65 @@ pub struct Request {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: Query,
+    pub grants: Grants,
+}
+
+/// The verified caller and the access its token carries.
+pub struct Grants {
+    pub who: Authenticated,
+    pub access: Vec<Access>,
+}
+
+impl Grants {
+    /// Whether the token grants `action` on `repo`.
+    pub fn may(&self, repo: &RepoName, action: Action) -> bool {
+        self.access.iter().any(|a| {
+            a.kind == "repository"
+                && a.name == repo.as_str()
+                && a.actions.iter().any(|x| x == action.as_str() || x == "*")
+        })
+    }
+    fn may_catalog(&self) -> bool {
+        self.access.iter().any(|a| a.kind == "registry" && a.name == "catalog")
+    }
+    fn satisfies(&self, needed: &Needed) -> bool {
+        match needed {
+            Needed::Token => true,
+            Needed::Scope(Scope::Catalog) => self.may_catalog(),
+            Needed::Scope(Scope::Repository(repo, actions)) => {
+                actions.names().iter().all(|a| Action::parse(a).is_some_and(|a| self.may(repo, a)))
+            }
+        }
+    }
+}
+
+/// Authenticates the bearer token and checks it grants what the route needs. Every deny answers
+/// with a challenge naming the scope, so clients know what token to fetch.
+async fn authorize(state: &AppState, headers: &HeaderMap, needed: &Needed) -> Result<Grants, Response> {
+    let scope = match needed {
+        Needed::Scope(s) => Some(s),
+        Needed::Token => None,
+    };
+    let challenge = |error: Option<&str>| token::challenge(state, scope, error);
+    let Some(bearer) = credentials::bearer(headers) else {
+        let e = OciError::new(Code::Unauthorized, "authentication required");
+        return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(None)).into_response());
+    };
+    let grants = match state.auth.verify(bearer, TokenUse::Access).await {
+        Ok((who, access)) => Grants { who, access },
+        Err(AuthError::Internal(e)) => return Err(OciError::from(e).into_response()),
+        Err(e) => {
+            tracing::info!(error = %e, "refused a token");
+            let e = OciError::new(Code::Unauthorized, e.to_string());
+            return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_token"))).into_response());
+        }
+    };
+    if !grants.satisfies(needed) {
+        tracing::info!(subject = grants.who.principal.subject(), scope = ?scope, "access denied");
+        let e = OciError::new(Code::Denied, "requested access to the resource is denied");
+        return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("insufficient_scope"))).into_response());
+    }
+    Ok(grants)
 }
 
 pub async fn handle(
@@ -55,7 +120,12 @@ pub async fn handle(
             return with_api_version(OciError::new(Code::NotFound, "no such endpoint").into_response())
         }
     };
-    let req = Request { method, headers, query: Query::parse(&uri) };
+    let needed = access::required(&route, &method);
+    let grants = match authorize(&state, &headers, &needed).await {
+        Ok(g) => g,
+        Err(response) => return with_api_version(response),
+    };
+    let req = Request { method, headers, query: Query::parse(&uri), grants };
     let response = match dispatch(&state, route, &req, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -67,7 +137,7 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
     let registry = &state.registry;
     match (route, req.method.clone()) {
         (V2Route::Base, Method::GET | Method::HEAD) => Ok(axum::Json(serde_json::json!({})).into_response()),
-        (V2Route::Catalog, Method::GET) => listings::catalog(registry, req).await,
+        (V2Route::Catalog, Method::GET) => listings::catalog(state, req).await,
         (V2Route::Tags(repo), Method::GET) => listings::tags(registry, &repo, req).await,
         (V2Route::Referrers(repo, digest), Method::GET) => listings::referrers(registry, &repo, &digest, req).await,
         (V2Route::Manifest(repo, reference), Method::GET | Method::HEAD) => {

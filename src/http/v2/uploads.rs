@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{headers, location, HandlerResult, Request};
+use crate::auth::Action;
 use crate::domain::{Digest, Error, Registry, RepoName, UploadState};
 use crate::storage::{ByteStream, UploadId};
 
@@ -47,7 +48,8 @@ pub async fn start(registry: &Registry, repo: &RepoName, req: &Request, body: Bo
         let digest: Digest = mount.parse()?;
         if let Some(from) = req.query.get("from") {
             let from: RepoName = from.parse()?;
-            if registry.mount(repo, &digest, &from).await? {
+            // Mounting reads the source: it needs pull there too, or it quietly becomes an upload.
+            if req.grants.may(&from, Action::Pull) && registry.mount(repo, &digest, &from).await? {
                 return Ok(created(repo, &digest));
             }
         }

@@ -4,6 +4,7 @@
 //! and one writer connection means a transaction never fails to upgrade its lock (`SQLITE_BUSY`);
 //! reads use their own pool and see committed snapshots (WAL).
 
+mod auth;
 mod blobs;
 mod manifests;
 mod uploads;

@@ -1,0 +1,230 @@
+//! Account administration: users, namespaces, members, robots and personal tokens.
+//!
+//! Rules: names are validated here; secrets are generated here from the OS-seeded CSPRNG, returned
+//! once, and stored only hashed; robots and tokens must expire.
+
+use super::service::{AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
+use super::{password, secrets, ActionSet, Role};
+use crate::domain::{now, Error};
+use crate::metadata::auth::{NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Internal(#[from] Error),
+}
+
+impl From<anyhow::Error> for AccountError {
+    fn from(e: anyhow::Error) -> Self {
+        AccountError::Internal(Error::internal(e))
+    }
+}
+
+type Result<T> = std::result::Result<T, AccountError>;
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`: safe in URLs, logs and token subjects.
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountError::Invalid(format!("{kind} must match [a-z0-9][a-z0-9._-]{{0,63}}")))
+    }
+}
+
+/// A secret shown once.
+pub struct NewSecret<T> {
+    pub record: T,
+    pub secret: String,
+}
+
+impl AuthService {
+    pub async fn create_user(&self, username: &str, pw: &str, admin: bool) -> Result<UserRecord> {
+        check_name("username", username)?;
+        password::check_strength(pw).map_err(AccountError::Invalid)?;
+        let hash = password::hash(pw.to_owned()).await?;
+        if !self.store().create_user(username, &hash, admin, now()).await? {
+            return Err(AccountError::Conflict(format!("user {username} exists")));
+        }
+        self.store().user(username).await?.ok_or(AccountError::NotFound("user"))
+    }
+
+    pub async fn user(&self, username: &str) -> Result<UserRecord> {
+        self.store().user(username).await?.ok_or(AccountError::NotFound("user"))
+    }
+
+    pub async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
+        Ok(self.store().list_users(after, limit).await?)
+    }
+
+    pub async fn update_user(
+        &self,
+        username: &str,
+        pw: Option<&str>,
+        admin: Option<bool>,
+        disabled: Option<bool>,
+    ) -> Result<UserRecord> {
+        let password_hash = match pw {
+            Some(p) => {
+                password::check_strength(p).map_err(AccountError::Invalid)?;
+                Some(password::hash(p.to_owned()).await?)
+            }
+            None => None,
+        };
+        if !self.store().update_user(username, &UserUpdate { password_hash, admin, disabled }).await? {
+            return Err(AccountError::NotFound("user"));
+        }
+        self.user(username).await
+    }
+
+    pub async fn create_namespace(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
+        // A namespace is the first segment of repository names, so it must be one.
+        if name.contains(['.', '_']) || format!("{name}/x").parse::<crate::domain::RepoName>().is_err() {
+            return Err(AccountError::Invalid("namespace must match [a-z0-9]+(-+[a-z0-9]+)*".into()));
+        }
+        if !self.store().create_namespace(name, public, now()).await? {
+            return Err(AccountError::Conflict(format!("namespace {name} exists")));
+        }
+        self.namespace(name).await
+    }
+
+    pub async fn namespace(&self, name: &str) -> Result<NamespaceRecord> {
+        self.store().namespace(name).await?.ok_or(AccountError::NotFound("namespace"))
+    }
+
+    pub async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>> {
+        Ok(self.store().list_namespaces(after, limit).await?)
+    }
+
+    pub async fn set_public(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
+        if !self.store().set_namespace_public(name, public).await? {
+            return Err(AccountError::NotFound("namespace"));
+        }
+        self.namespace(name).await
+    }
+
+    pub async fn role_of(&self, ns: &str, username: &str) -> Result<Option<Role>> {
+        Ok(self.store().role(ns, username).await?)
+    }
+
+    pub async fn members(&self, ns: &str) -> Result<Vec<(String, Role)>> {
+        self.namespace(ns).await?;
+        Ok(self.store().members(ns).await?)
+    }
+
+    pub async fn set_member(&self, ns: &str, username: &str, role: Role) -> Result<()> {
+        self.namespace(ns).await?;
+        self.user(username).await?;
+        self.store().set_member(ns, username, role).await?;
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, ns: &str, username: &str) -> Result<()> {
+        if self.store().remove_member(ns, username).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound("member"))
+        }
+    }
+
+    pub async fn create_robot(
+        &self,
+        ns: &str,
+        name: &str,
+        actions: &[String],
+        repositories: Option<String>,
+        expires_at: i64,
+    ) -> Result<NewSecret<RobotRecord>> {
+        check_name("robot name", name)?;
+        self.namespace(ns).await?;
+        let set = ActionSet::parse_list(&actions.join(","));
+        if set.is_empty() || actions.iter().any(|a| super::Action::parse(a).is_none()) {
+            return Err(AccountError::Invalid("actions must be a non-empty list of pull, push, delete".into()));
+        }
+        if repositories.as_deref().is_some_and(|p| p.is_empty() || p.len() > 255) {
+            return Err(AccountError::Invalid("repositories must be a non-empty pattern".into()));
+        }
+        let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));
+        let record = RobotRecord {
+            username: format!("{ROBOT_PREFIX}{ns}+{name}"),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            secret_hash: secrets::hash_token(&secret),
+            actions: set.names().into_iter().map(str::to_owned).collect(),
+            repositories,
+            expires_at,
+            revoked: false,
+            last_used_at: None,
+            created_at: now(),
+        };
+        if !self.store().create_robot(&record).await? {
+            return Err(AccountError::Conflict(format!("robot {name} exists in {ns}")));
+        }
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn list_robots(&self, ns: &str) -> Result<Vec<RobotRecord>> {
+        self.namespace(ns).await?;
+        Ok(self.store().list_robots(ns).await?)
+    }
+
+    pub async fn rotate_robot(&self, ns: &str, name: &str) -> Result<NewSecret<RobotRecord>> {
+        let username = format!("{ROBOT_PREFIX}{ns}+{name}");
+        let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));
+        if !self.store().rotate_robot(&username, &secrets::hash_token(&secret)).await? {
+            return Err(AccountError::NotFound("robot"));
+        }
+        let record = self.store().robot(&username).await?.ok_or(AccountError::NotFound("robot"))?;
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn revoke_robot(&self, ns: &str, name: &str) -> Result<()> {
+        if self.store().revoke_robot(&format!("{ROBOT_PREFIX}{ns}+{name}")).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound("robot"))
+        }
+    }
+
+    pub async fn create_token(&self, username: &str, name: &str, expires_at: i64) -> Result<NewSecret<TokenRecord>> {
+        if name.is_empty() || name.len() > 100 {
+            return Err(AccountError::Invalid("name must have 1 to 100 characters".into()));
+        }
+        let id = secrets::random_string(12);
+        let secret = format!("{TOKEN_PREFIX}{id}_{}", secrets::random_string(40));
+        let record = TokenRecord {
+            id,
+            username: username.to_owned(),
+            name: name.to_owned(),
+            secret_hash: secrets::hash_token(&secret),
+            expires_at,
+            revoked: false,
+            last_used_at: None,
+            created_at: now(),
+        };
+        self.store().create_token(&record).await?;
+        Ok(NewSecret { record, secret })
+    }
+
+    pub async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRecord>> {
+        Ok(self.store().list_tokens(username).await?)
+    }
+
+    pub async fn revoke_token(&self, username: &str, id: &str) -> Result<()> {
+        if self.store().revoke_token(username, id).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound("token"))
+        }
+    }
+}

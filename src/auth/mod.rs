@@ -1,0 +1,91 @@
+//! Identity and access: who is asking, and what may they do.
+//!
+//! Rules:
+//! - Deny by default. A request has a [`Principal`]; what it may do on a repository is decided in
+//!   one place, [`policy::allowed`], from roles, robot grants and public namespaces.
+//! - Secrets are compared in constant time and stored only hashed (argon2id for passwords, SHA-256
+//!   for random tokens, which have full entropy). No secret is ever logged.
+//! - Tokens are short-lived ES256 JWTs with pinned algorithm and every claim checked; the principal
+//!   behind a token is re-checked on each use, so disabling or revoking takes effect at once.
+
+pub mod accounts;
+pub mod actions;
+pub mod jwt;
+pub mod password;
+pub mod policy;
+pub mod ratelimit;
+pub mod secrets;
+pub mod service;
+
+pub use actions::{Action, ActionSet, Scope};
+pub use service::{AuthError, AuthService};
+
+/// A namespace role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Maintainer,
+    Developer,
+    Reader,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Maintainer => "maintainer",
+            Role::Developer => "developer",
+            Role::Reader => "reader",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "owner" => Role::Owner,
+            "maintainer" => Role::Maintainer,
+            "developer" => Role::Developer,
+            "reader" => Role::Reader,
+            _ => return None,
+        })
+    }
+    /// What the role may do on the namespace's repositories.
+    pub fn actions(self) -> ActionSet {
+        match self {
+            Role::Owner | Role::Maintainer => ActionSet::ALL,
+            Role::Developer => ActionSet::of(&[Action::Pull, Action::Push]),
+            Role::Reader => ActionSet::of(&[Action::Pull]),
+        }
+    }
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    Anonymous,
+    User { name: String, admin: bool },
+    Robot(Robot),
+}
+
+/// A robot account's grant: actions on one namespace, optionally only on matching repositories.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Robot {
+    pub username: String,
+    pub namespace: String,
+    pub actions: ActionSet,
+    /// A glob (`*` matches any characters) on the repository path inside the namespace.
+    pub repositories: Option<String>,
+}
+
+impl Principal {
+    /// The JWT subject: the account name, empty for anonymous.
+    pub fn subject(&self) -> &str {
+        match self {
+            Principal::Anonymous => "",
+            Principal::User { name, .. } => name,
+            Principal::Robot(r) => &r.username,
+        }
+    }
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Principal::User { admin: true, .. })
+    }
+}

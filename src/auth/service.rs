@@ -1,0 +1,301 @@
+//! The authentication service: logins (password, personal token, robot secret) with throttling,
+//! token issue and verification, and the per-use re-check of the principal behind a token.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::jwt::{Access, Claims, Keys, TokenUse};
+use super::policy::{self, NamespaceFacts};
+use super::ratelimit::LoginLimiter;
+use super::{password, secrets, ActionSet, Principal, Robot, Scope};
+use crate::domain::{now, Error, RepoName};
+use crate::metadata::auth::AuthStore;
+
+/// Prefix of personal access tokens (`pcp_<id>_<secret>`) and robot secrets.
+pub const TOKEN_PREFIX: &str = "pcp_";
+pub const ROBOT_SECRET_PREFIX: &str = "pcr_";
+pub const ROBOT_PREFIX: &str = "robot$";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong name or secret, disabled, expired or revoked: deliberately one answer for all.
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("too many failed logins; retry in {0:?}")]
+    Throttled(Duration),
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error(transparent)]
+    Internal(#[from] Error),
+}
+
+/// Tunables of the service.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub service: String,
+    pub access_lifetime: Duration,
+    pub refresh_lifetime: Duration,
+    pub free_failures: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// A principal, and the personal token it logged in with, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub pat: Option<String>,
+}
+
+impl Authenticated {
+    pub fn anonymous() -> Self {
+        Authenticated { principal: Principal::Anonymous, pat: None }
+    }
+}
+
+/// A freshly signed token.
+pub struct Issued {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: i64,
+}
+
+pub struct AuthService {
+    store: Arc<dyn AuthStore>,
+    keys: Keys,
+    settings: AuthSettings,
+    limiter: LoginLimiter,
+}
+
+impl AuthService {
+    pub fn new(store: Arc<dyn AuthStore>, key_path: &Path, settings: AuthSettings) -> anyhow::Result<Self> {
+        let limiter = LoginLimiter::new(settings.free_failures, settings.backoff_base, settings.backoff_max);
+        Ok(AuthService { store, keys: Keys::load_or_create(key_path)?, settings, limiter })
+    }
+
+    pub(super) fn store(&self) -> &dyn AuthStore {
+        self.store.as_ref()
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    pub fn jwks(&self) -> serde_json::Value {
+        self.keys.jwks()
+    }
+
+    /// Creates the `admin` user on first start. Its password comes from `password`, or is random and
+    /// written once to a 0600 file in `data_dir` (never to the log). Returns that file when written.
+    pub async fn bootstrap_admin(&self, data_dir: &Path, password: Option<String>) -> anyhow::Result<Option<PathBuf>> {
+        if self.store.user("admin").await?.is_some() {
+            return Ok(None);
+        }
+        let (password, file) = match password {
+            Some(p) => (p, None),
+            None => {
+                let p = secrets::random_string(32);
+                let file = data_dir.join("admin-password");
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f =
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
+                f.write_all(p.as_bytes())?;
+                f.sync_all()?;
+                (p, Some(file))
+            }
+        };
+        let hash = password::hash(password).await?;
+        self.store.create_user("admin", &hash, true, now()).await?;
+        Ok(file)
+    }
+
+    /// Checks a username and secret (password, personal token or robot secret), with throttling
+    /// per account and per client address.
+    pub async fn login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
+        let keys = [format!("account:{username}"), format!("client:{client}")];
+        if let Some(wait) = self.limiter.blocked_for(&keys) {
+            return Err(AuthError::Throttled(wait));
+        }
+        match self.check_secret(username, secret).await? {
+            Some(who) => {
+                self.limiter.success(&keys[..1]);
+                Ok(who)
+            }
+            None => {
+                self.limiter.failure(&keys);
+                tracing::warn!(account = %username, %client, "failed login");
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    async fn check_secret(&self, username: &str, secret: &str) -> Result<Option<Authenticated>, AuthError> {
+        let now = now();
+        if username.starts_with(ROBOT_PREFIX) {
+            let Some(r) = self.store.robot(username).await? else {
+                // Same work as a real check, so timing does not tell whether the robot exists.
+                secrets::token_matches(secret, &secrets::hash_token(""));
+                return Ok(None);
+            };
+            if !secrets::token_matches(secret, &r.secret_hash) || r.revoked || r.expires_at <= now {
+                return Ok(None);
+            }
+            self.store.touch_robot(username, now).await?;
+            return Ok(Some(Authenticated { principal: robot_principal(&r), pat: None }));
+        }
+        let user = self.store.user(username).await?;
+        if let Some(rest) = secret.strip_prefix(TOKEN_PREFIX) {
+            let id = rest.split('_').next().unwrap_or("");
+            let token = self.store.token(id).await?;
+            let ok = match (&user, &token) {
+                (Some(u), Some(t)) => {
+                    secrets::token_matches(secret, &t.secret_hash)
+                        && t.username == u.username
+                        && !t.revoked
+                        && t.expires_at > now
+                        && !u.disabled
+                }
+                _ => {
+                    secrets::token_matches(secret, &secrets::hash_token(""));
+                    false
+                }
+            };
+            if !ok {
+                return Ok(None);
+            }
+            self.store.touch_token(id, now).await?;
+            let u = user.expect("checked above");
+            return Ok(Some(Authenticated {
+                principal: Principal::User { name: u.username, admin: u.admin },
+                pat: Some(id.to_owned()),
+            }));
+        }
+        let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
+        let matches = password::verify(secret.to_owned(), stored).await;
+        match user {
+            Some(u) if matches && !u.disabled => {
+                Ok(Some(Authenticated { principal: Principal::User { name: u.username, admin: u.admin }, pat: None }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The namespace facts the policy needs for `principal` on `repo`.
+    async fn facts(&self, principal: &Principal, repo: &RepoName) -> Result<NamespaceFacts, Error> {
+        let ns = self.store.namespace(repo.namespace()).await?;
+        let role = match principal {
+            Principal::User { name, admin: false } if ns.is_some() => self.store.role(repo.namespace(), name).await?,
+            _ => None,
+        };
+        Ok(NamespaceFacts { public: ns.is_some_and(|n| n.public), role })
+    }
+
+    /// What `principal` may do on `repo` (the one decision, in [`policy::allowed`]).
+    pub async fn allowed(&self, principal: &Principal, repo: &RepoName) -> Result<ActionSet, Error> {
+        if principal.is_admin() {
+            return Ok(ActionSet::ALL);
+        }
+        Ok(policy::allowed(principal, repo, &self.facts(principal, repo).await?))
+    }
+
+    /// The intersection of what was asked and what is allowed; never fails for missing rights.
+    pub async fn grant(&self, who: &Authenticated, scopes: &[Scope]) -> Result<Vec<Access>, Error> {
+        let mut access = Vec::new();
+        for scope in scopes {
+            match scope {
+                Scope::Repository(repo, wanted) => {
+                    let granted = wanted.intersect(self.allowed(&who.principal, repo).await?);
+                    if !granted.is_empty() {
+                        access.push(Access {
+                            kind: "repository".into(),
+                            name: repo.to_string(),
+                            actions: granted.names().into_iter().map(str::to_owned).collect(),
+                        });
+                    }
+                }
+                // Any account may list; the listing shows only what it may pull.
+                Scope::Catalog if who.principal != Principal::Anonymous => {
+                    access.push(Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
+                }
+                Scope::Catalog => {}
+            }
+        }
+        Ok(access)
+    }
+
+    pub fn issue(&self, who: &Authenticated, access: Vec<Access>, token_use: TokenUse) -> Result<Issued, Error> {
+        let lifetime = match token_use {
+            TokenUse::Access => self.settings.access_lifetime,
+            TokenUse::Refresh => self.settings.refresh_lifetime,
+        };
+        let iat = now();
+        let claims = Claims {
+            iss: self.settings.issuer.clone(),
+            sub: who.principal.subject().to_owned(),
+            aud: self.settings.service.clone(),
+            exp: iat + lifetime.as_secs() as i64,
+            nbf: iat,
+            iat,
+            jti: secrets::random_string(22),
+            access,
+            pat: who.pat.clone(),
+            token_use,
+        };
+        let token = self.keys.sign(&claims).map_err(Error::internal)?;
+        Ok(Issued { token, expires_in: lifetime.as_secs(), issued_at: iat })
+    }
+
+    /// Verifies a token and re-checks that its principal may still act (not disabled or revoked).
+    pub async fn verify(&self, token: &str, token_use: TokenUse) -> Result<(Authenticated, Vec<Access>), AuthError> {
+        let claims = self
+            .keys
+            .verify(token, &self.settings.issuer, &self.settings.service, token_use)
+            .map_err(AuthError::InvalidToken)?;
+        let who = self.principal(&claims.sub, claims.pat.as_deref()).await?;
+        Ok((who, claims.access))
+    }
+
+    /// The current principal for a token subject, or an error if it may no longer act.
+    async fn principal(&self, sub: &str, pat: Option<&str>) -> Result<Authenticated, AuthError> {
+        let now = now();
+        let revoked =
+            || AuthError::InvalidToken("the account behind this token is disabled, expired or revoked".into());
+        if sub.is_empty() {
+            return Ok(Authenticated::anonymous());
+        }
+        if sub.starts_with(ROBOT_PREFIX) {
+            let r = self.store.robot(sub).await?.ok_or_else(revoked)?;
+            if r.revoked || r.expires_at <= now {
+                return Err(revoked());
+            }
+            return Ok(Authenticated { principal: robot_principal(&r), pat: None });
+        }
+        let u = self.store.user(sub).await?.ok_or_else(revoked)?;
+        if u.disabled {
+            return Err(revoked());
+        }
+        if let Some(id) = pat {
+            let t = self.store.token(id).await?.ok_or_else(revoked)?;
+            if t.revoked || t.expires_at <= now || t.username != u.username {
+                return Err(revoked());
+            }
+        }
+        Ok(Authenticated {
+            principal: Principal::User { name: u.username, admin: u.admin },
+            pat: pat.map(str::to_owned),
+        })
+    }
+}
+
+fn robot_principal(r: &crate::metadata::auth::RobotRecord) -> Principal {
+    Principal::Robot(Robot {
+        username: r.username.clone(),
+        namespace: r.namespace.clone(),
+        actions: ActionSet::parse_list(&r.actions.join(",")),
+        repositories: r.repositories.clone(),
+    })
+}

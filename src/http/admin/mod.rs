@@ -1,0 +1,196 @@
+//! The admin API under `/api/v1`: JSON in and out, one error shape
+//! (`{"error": {"code", "message"}}`), authenticated with HTTP Basic (password or personal token)
+//! or a bearer token. Who may do what is checked by [`require_admin`] and [`require_owner`].
+
+mod namespaces;
+mod robots;
+mod tokens;
+mod users;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::credentials::{self, ClientAddr};
+use super::AppState;
+use crate::auth::accounts::AccountError;
+use crate::auth::jwt::TokenUse;
+use crate::auth::service::Authenticated;
+use crate::auth::{AuthError, Principal, Role};
+use crate::domain::Error;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", post(users::create).get(users::list))
+        .route("/users/{username}", get(users::show).patch(users::update))
+        .route("/namespaces", post(namespaces::create).get(namespaces::list))
+        .route("/namespaces/{ns}", get(namespaces::show).patch(namespaces::update))
+        .route("/namespaces/{ns}/members", get(namespaces::members))
+        .route("/namespaces/{ns}/members/{username}", put(namespaces::set_member).delete(namespaces::remove_member))
+        .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
+        .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
+        .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+}
+
+/// The admin API's one error shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "you may not do this")
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        tracing::error!(error = ?e, "admin API error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Invalid(m) => ApiError::invalid(m),
+            AccountError::NotFound(what) => ApiError::not_found(what),
+            AccountError::Conflict(m) => ApiError::conflict(m),
+            AccountError::Internal(e) => e.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = %e, "admin API error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r =
+            (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+        }
+        r
+    }
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Parses a JSON body, answering malformed input with a structured 400.
+pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+pub fn json(status: StatusCode, value: impl serde::Serialize) -> ApiResult {
+    Ok((status, axum::Json(value)).into_response())
+}
+
+/// The authenticated caller of an admin request.
+pub struct Caller(pub Authenticated);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "authentication required");
+        let who = if let Some((user, secret)) = credentials::basic(&parts.headers) {
+            state.auth.login(&user, &secret, ClientAddr::of(&parts.extensions)).await
+        } else if let Some(token) = credentials::bearer(&parts.headers) {
+            state.auth.verify(token, TokenUse::Access).await.map(|(who, _)| who)
+        } else {
+            return Err(unauthorized());
+        };
+        match who {
+            Ok(w) if w.principal != Principal::Anonymous => Ok(Caller(w)),
+            Ok(_) | Err(AuthError::BadCredentials | AuthError::InvalidToken(_)) => Err(unauthorized()),
+            Err(AuthError::Throttled(_)) => {
+                Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many failed logins"))
+            }
+            Err(AuthError::Internal(e)) => Err(e.into()),
+        }
+    }
+}
+
+pub fn require_admin(who: &Authenticated) -> Result<(), ApiError> {
+    if who.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// Admins, and owners of the namespace.
+pub async fn require_owner(state: &AppState, who: &Authenticated, ns: &str) -> Result<(), ApiError> {
+    if who.principal.is_admin() {
+        return Ok(());
+    }
+    if let Principal::User { name, .. } = &who.principal {
+        if state.auth.role_of(ns, name).await? == Some(Role::Owner) {
+            return Ok(());
+        }
+    }
+    Err(ApiError::forbidden())
+}
+
+/// `limit` and `after` query parameters.
+#[derive(serde::Deserialize)]
+pub struct Paging {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+impl Paging {
+    pub fn limit(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+/// `{"items": [...], "next": "<after value>"}`.
+pub fn page<T: serde::Serialize>(items: Vec<T>, limit: u32, key: impl Fn(&T) -> String) -> ApiResult {
+    let next = (items.len() as u32 == limit).then(|| items.last().map(&key)).flatten();
+    json(StatusCode::OK, json!({"items": items, "next": next}))
+}
+
+/// Unix seconds from an RFC 3339 string or a number; must lie in the future.
+pub fn future_time(value: &serde_json::Value, field: &str) -> Result<i64, ApiError> {
+    let t = match value {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp()),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::invalid(format!("{field} must be an RFC 3339 time or Unix seconds")))?;
+    if t <= crate::domain::now() {
+        return Err(ApiError::invalid(format!("{field} must be in the future")));
+    }
+    Ok(t)
+}

@@ -1,0 +1,63 @@
+//! `/api/v1/namespaces/{ns}/robots`: create (secret shown once), list, rotate, revoke. Admins and
+//! owners of the namespace.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::json as j;
+
+use super::{future_time, json, parse, require_owner, ApiResult, Caller};
+use crate::http::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRobot {
+    name: String,
+    actions: Vec<String>,
+    expires_at: serde_json::Value,
+    repositories: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    require_owner(&state, &who, &ns).await?;
+    let new: NewRobot = parse(&body)?;
+    let expires_at = future_time(&new.expires_at, "expires_at")?;
+    let created = state.auth.create_robot(&ns, &new.name, &new.actions, new.repositories, expires_at).await?;
+    let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
+    body["secret"] = created.secret.into();
+    json(StatusCode::CREATED, body)
+}
+
+pub async fn list(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
+    require_owner(&state, &who, &ns).await?;
+    json(StatusCode::OK, j!({"items": state.auth.list_robots(&ns).await?, "next": null}))
+}
+
+pub async fn rotate(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult {
+    require_owner(&state, &who, &ns).await?;
+    let rotated = state.auth.rotate_robot(&ns, &name).await?;
+    let mut body = serde_json::to_value(&rotated.record).map_err(anyhow::Error::from)?;
+    body["secret"] = rotated.secret.into();
+    json(StatusCode::OK, body)
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult {
+    require_owner(&state, &who, &ns).await?;
+    state.auth.revoke_robot(&ns, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,66 @@
+//! `/api/v1/users`: create, list, show, update (disable, password, admin). Admins only, except
+//! that users may read themselves and change their own password.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging};
+use crate::http::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserPatch {
+    password: Option<String>,
+    admin: Option<bool>,
+    disabled: Option<bool>,
+}
+
+pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let new: NewUser = parse(&body)?;
+    json(StatusCode::CREATED, state.auth.create_user(&new.username, &new.password, new.admin).await?)
+}
+
+pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
+    require_admin(&who)?;
+    let items = state.auth.list_users(paging.after.as_deref(), paging.limit()).await?;
+    page(items, paging.limit(), |u| u.username.clone())
+}
+
+pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
+    if who.principal.subject() != username {
+        require_admin(&who)?;
+    }
+    json(StatusCode::OK, state.auth.user(&username).await?)
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(username): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let patch: UserPatch = parse(&body)?;
+    let only_own_password = who.principal.subject() == username && patch.admin.is_none() && patch.disabled.is_none();
+    if !only_own_password {
+        require_admin(&who)?;
+    }
+    if who.principal.subject() == username && patch.disabled == Some(true) {
+        return Err(ApiError::invalid("you cannot disable yourself"));
+    }
+    json(
+        StatusCode::OK,
+        state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?,
+    )
+}

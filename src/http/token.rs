@@ -1,0 +1,152 @@
+//! The Docker token endpoint (`GET /token`, `POST /token`), the JWKS, and the `WWW-Authenticate`
+//! challenge. The realm comes from the configured public URL, never from request headers.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::credentials::{self, ClientAddr};
+use super::oci_error::{Code, OciError};
+use super::AppState;
+use crate::auth::jwt::TokenUse;
+use crate::auth::service::Authenticated;
+use crate::auth::{AuthError, Scope};
+
+/// A failed login is answered only after this pause, which slows guessing further.
+const FAILURE_DELAY: Duration = Duration::from_millis(200);
+
+/// `Bearer realm="<public_url>/token",service="<service>"[,scope="..."][,error="..."]`.
+pub fn challenge(state: &AppState, scope: Option<&Scope>, error: Option<&str>) -> HeaderValue {
+    let mut value =
+        format!("Bearer realm=\"{}/token\",service=\"{}\"", state.public_url, state.auth.settings().service);
+    if let Some(s) = scope {
+        value.push_str(&format!(",scope=\"{}\"", s.to_challenge()));
+    }
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    axum::Json(state.auth.jwks()).into_response()
+}
+
+/// Maps a login failure to its answer.
+async fn refused(e: AuthError) -> Response {
+    match e {
+        AuthError::BadCredentials | AuthError::InvalidToken(_) => {
+            tokio::time::sleep(FAILURE_DELAY).await;
+            OciError::new(Code::Unauthorized, "invalid username or password").into_response()
+        }
+        AuthError::Throttled(wait) => OciError::new(Code::TooManyRequests, "too many failed logins; try again later")
+            .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))
+            .into_response(),
+        AuthError::Internal(e) => OciError::from(e).into_response(),
+    }
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request", "error_description": message})))
+        .into_response()
+}
+
+/// Issues an access token for `scopes`, and a refresh token when asked.
+async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refresh: bool) -> Response {
+    let issued = async {
+        let access = state.auth.grant(who, scopes).await?;
+        let token = state.auth.issue(who, access, TokenUse::Access)?;
+        let refresh = if refresh && who.principal != crate::auth::Principal::Anonymous {
+            Some(state.auth.issue(who, Vec::new(), TokenUse::Refresh)?.token)
+        } else {
+            None
+        };
+        Ok::<_, crate::domain::Error>((token, refresh))
+    }
+    .await;
+    let (token, refresh) = match issued {
+        Ok(t) => t,
+        Err(e) => return OciError::from(e).into_response(),
+    };
+    let issued_at = time::OffsetDateTime::from_unix_timestamp(token.issued_at)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    let mut body = json!({
+        "token": token.token, "access_token": token.token,
+        "expires_in": token.expires_in, "issued_at": issued_at,
+    });
+    if let Some(r) = refresh {
+        body["refresh_token"] = r.into();
+    }
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn check_service(state: &AppState, service: Option<&str>) -> Result<(), Response> {
+    match service {
+        Some(s) if s != state.auth.settings().service => Err(bad_request("unknown service")),
+        _ => Ok(()),
+    }
+}
+
+/// `GET /token?service=&scope=...&offline_token=` with optional Basic credentials.
+pub async fn get(State(state): State<AppState>, uri: Uri, req: Request<axum::body::Body>) -> Response {
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+    let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if let Err(r) = check_service(&state, param("service")) {
+        return r;
+    }
+    let scopes: Vec<Scope> =
+        params.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split(' ')).filter_map(Scope::parse).collect();
+    let who = match credentials::basic(req.headers()) {
+        Some((user, secret)) => match state.auth.login(&user, &secret, ClientAddr::of(req.extensions())).await {
+            Ok(w) => w,
+            Err(e) => return refused(e).await,
+        },
+        None => Authenticated::anonymous(),
+    };
+    respond(&state, &who, &scopes, param("offline_token") == Some("true")).await
+}
+
+/// `POST /token` (OAuth2 form): `grant_type=password` or `refresh_token`.
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, req: Request<axum::body::Body>) -> Response {
+    let client = ClientAddr::of(req.extensions());
+    let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return bad_request("form body too large or unreadable"),
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if let Err(r) = check_service(&state, field("service")) {
+        return r;
+    }
+    let _ = headers;
+    let scopes: Vec<Scope> = field("scope").unwrap_or("").split(' ').filter_map(Scope::parse).collect();
+    let offline = field("access_type") == Some("offline");
+    match field("grant_type") {
+        Some("password") => {
+            let (Some(user), Some(password)) = (field("username"), field("password")) else {
+                return bad_request("username and password are required");
+            };
+            match state.auth.login(user, password, client).await {
+                Ok(who) => respond(&state, &who, &scopes, offline).await,
+                Err(e) => refused(e).await,
+            }
+        }
+        Some("refresh_token") => {
+            let Some(token) = field("refresh_token") else { return bad_request("refresh_token is required") };
+            match state.auth.verify(token, TokenUse::Refresh).await {
+                Ok((who, _)) => respond(&state, &who, &scopes, false).await,
+                Err(e) => refused(e).await,
+            }
+        }
+        _ => bad_request("grant_type must be password or refresh_token"),
+    }
+}

@@ -1,0 +1,99 @@
+//! The identity part of metadata: users, namespaces, memberships, robots, personal tokens.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::auth::Role;
+use crate::domain::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserRecord {
+    pub username: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub admin: bool,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceRecord {
+    pub name: String,
+    pub public: bool,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RobotRecord {
+    pub username: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip)]
+    pub secret_hash: String,
+    pub actions: Vec<String>,
+    pub repositories: Option<String>,
+    pub expires_at: i64,
+    pub revoked: bool,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub username: String,
+    pub name: String,
+    #[serde(skip)]
+    pub secret_hash: String,
+    pub expires_at: i64,
+    pub revoked: bool,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub password_hash: Option<String>,
+    pub admin: Option<bool>,
+    pub disabled: Option<bool>,
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    /// Creates a user; false if the name is taken.
+    async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool>;
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>>;
+    /// Users in name order after `after`.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>>;
+    /// False if the user does not exist.
+    async fn update_user(&self, username: &str, update: &UserUpdate) -> Result<bool>;
+
+    /// Creates a namespace; false if it exists.
+    async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool>;
+    async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>>;
+    async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>>;
+    async fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool>;
+    /// The user's role in the namespace.
+    async fn role(&self, namespace: &str, username: &str) -> Result<Option<Role>>;
+    /// Sets a role; false if the namespace or user does not exist.
+    async fn set_member(&self, namespace: &str, username: &str, role: Role) -> Result<bool>;
+    async fn remove_member(&self, namespace: &str, username: &str) -> Result<bool>;
+    async fn members(&self, namespace: &str) -> Result<Vec<(String, Role)>>;
+
+    /// Creates a robot; false if the name is taken in the namespace.
+    async fn create_robot(&self, robot: &RobotRecord) -> Result<bool>;
+    async fn robot(&self, username: &str) -> Result<Option<RobotRecord>>;
+    async fn list_robots(&self, namespace: &str) -> Result<Vec<RobotRecord>>;
+    /// Replaces the secret (and un-revokes nothing: a revoked robot stays revoked).
+    async fn rotate_robot(&self, username: &str, secret_hash: &str) -> Result<bool>;
+    async fn revoke_robot(&self, username: &str) -> Result<bool>;
+    async fn touch_robot(&self, username: &str, now: i64) -> Result<()>;
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRecord>>;
+    async fn revoke_token(&self, username: &str, id: &str) -> Result<bool>;
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
+}

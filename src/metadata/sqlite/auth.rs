@@ -1,0 +1,329 @@
+//! Users, namespaces, memberships, robots and personal tokens in SQLite.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{db_err, SqliteMetadata};
+use crate::auth::Role;
+use crate::domain::{Error, Result};
+use crate::metadata::auth::{AuthStore, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
+
+fn user(row: SqliteRow) -> UserRecord {
+    UserRecord {
+        username: row.get("username"),
+        password_hash: row.get("password_hash"),
+        admin: row.get::<i64, _>("admin") != 0,
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: row.get("created_at"),
+    }
+}
+
+fn namespace(row: SqliteRow) -> NamespaceRecord {
+    NamespaceRecord {
+        name: row.get("name"),
+        public: row.get::<i64, _>("public") != 0,
+        created_at: row.get("created_at"),
+    }
+}
+
+fn robot(row: SqliteRow) -> RobotRecord {
+    let actions: String = row.get("actions");
+    RobotRecord {
+        username: row.get("username"),
+        namespace: row.get("namespace"),
+        name: row.get("name"),
+        secret_hash: row.get("secret_hash"),
+        actions: actions.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
+        repositories: row.get("repositories"),
+        expires_at: row.get("expires_at"),
+        revoked: row.get::<i64, _>("revoked") != 0,
+        last_used_at: row.get("last_used_at"),
+        created_at: row.get("created_at"),
+    }
+}
+
+fn token(row: SqliteRow) -> TokenRecord {
+    TokenRecord {
+        id: row.get("id"),
+        username: row.get("username"),
+        name: row.get("name"),
+        secret_hash: row.get("secret_hash"),
+        expires_at: row.get("expires_at"),
+        revoked: row.get::<i64, _>("revoked") != 0,
+        last_used_at: row.get("last_used_at"),
+        created_at: row.get("created_at"),
+    }
+}
+
+/// True when an insert failed only because the row exists.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+const ROBOT: &str = "SELECT r.*, n.name AS namespace FROM robots r JOIN namespaces n ON n.id = r.namespace_id";
+const TOKEN: &str = "SELECT t.*, u.username FROM personal_tokens t JOIN users u ON u.id = t.user_id";
+
+#[async_trait]
+impl AuthStore for SqliteMetadata {
+    async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO users (username, password_hash, admin, created_at) VALUES (?, ?, ?, ?)")
+            .bind(username)
+            .bind(password_hash)
+            .bind(admin as i64)
+            .bind(now)
+            .execute(&self.write)
+            .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?").bind(username).fetch_optional(&self.read).await;
+        Ok(row.map_err(db_err)?.map(user))
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE username > ? ORDER BY username LIMIT ?")
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(user).collect())
+    }
+
+    async fn update_user(&self, username: &str, u: &UserUpdate) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = COALESCE(?, password_hash), admin = COALESCE(?, admin),
+             disabled = COALESCE(?, disabled) WHERE username = ?",
+        )
+        .bind(&u.password_hash)
+        .bind(u.admin.map(|b| b as i64))
+        .bind(u.disabled.map(|b| b as i64))
+        .bind(username)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO namespaces (name, public, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(public as i64)
+            .bind(now)
+            .execute(&self.write)
+            .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>> {
+        let row = sqlx::query("SELECT * FROM namespaces WHERE name = ?").bind(name).fetch_optional(&self.read).await;
+        Ok(row.map_err(db_err)?.map(namespace))
+    }
+
+    async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>> {
+        let rows = sqlx::query("SELECT * FROM namespaces WHERE name > ? ORDER BY name LIMIT ?")
+            .bind(after.unwrap_or(""))
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(namespace).collect())
+    }
+
+    async fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE namespaces SET public = ? WHERE name = ?")
+            .bind(public as i64)
+            .bind(name)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn role(&self, ns: &str, username: &str) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id
+             JOIN users u ON u.id = m.user_id WHERE n.name = ? AND u.username = ?",
+        )
+        .bind(ns)
+        .bind(username)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(role.as_deref().and_then(Role::parse))
+    }
+
+    async fn set_member(&self, ns: &str, username: &str, role: Role) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO memberships (namespace_id, user_id, role)
+             SELECT n.id, u.id, ? FROM namespaces n, users u WHERE n.name = ? AND u.username = ?
+             ON CONFLICT (namespace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(role.as_str())
+        .bind(ns)
+        .bind(username)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_member(&self, ns: &str, username: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM memberships WHERE namespace_id = (SELECT id FROM namespaces WHERE name = ?)
+             AND user_id = (SELECT id FROM users WHERE username = ?)",
+        )
+        .bind(ns)
+        .bind(username)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, ns: &str) -> Result<Vec<(String, Role)>> {
+        let rows = sqlx::query(
+            "SELECT u.username, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id
+             JOIN users u ON u.id = m.user_id WHERE n.name = ? ORDER BY u.username",
+        )
+        .bind(ns)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|r| {
+                let role: String = r.get("role");
+                Ok((r.get("username"), Role::parse(&role).ok_or_else(|| Error::Internal(format!("bad role {role}")))?))
+            })
+            .collect()
+    }
+
+    async fn create_robot(&self, r: &RobotRecord) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO robots (namespace_id, name, username, secret_hash, actions, repositories, expires_at, created_at)
+             SELECT id, ?, ?, ?, ?, ?, ?, ? FROM namespaces WHERE name = ?",
+        )
+        .bind(&r.name)
+        .bind(&r.username)
+        .bind(&r.secret_hash)
+        .bind(r.actions.join(","))
+        .bind(&r.repositories)
+        .bind(r.expires_at)
+        .bind(r.created_at)
+        .bind(&r.namespace)
+        .execute(&self.write)
+        .await;
+        match done {
+            Ok(d) => Ok(d.rows_affected() > 0),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn robot(&self, username: &str) -> Result<Option<RobotRecord>> {
+        let row = sqlx::query(&format!("{ROBOT} WHERE r.username = ?")).bind(username).fetch_optional(&self.read).await;
+        Ok(row.map_err(db_err)?.map(robot))
+    }
+
+    async fn list_robots(&self, ns: &str) -> Result<Vec<RobotRecord>> {
+        let rows = sqlx::query(&format!("{ROBOT} WHERE n.name = ? ORDER BY r.name"))
+            .bind(ns)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(robot).collect())
+    }
+
+    async fn rotate_robot(&self, username: &str, secret_hash: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE robots SET secret_hash = ? WHERE username = ? AND revoked = 0")
+            .bind(secret_hash)
+            .bind(username)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_robot(&self, username: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE robots SET revoked = 1 WHERE username = ? AND revoked = 0")
+            .bind(username)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_robot(&self, username: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE robots SET last_used_at = ? WHERE username = ?")
+            .bind(now)
+            .bind(username)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn create_token(&self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO personal_tokens (id, user_id, name, secret_hash, expires_at, created_at)
+             SELECT ?, id, ?, ?, ?, ? FROM users WHERE username = ?",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.secret_hash)
+        .bind(t.expires_at)
+        .bind(t.created_at)
+        .bind(&t.username)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(&format!("{TOKEN} WHERE t.id = ?")).bind(id).fetch_optional(&self.read).await;
+        Ok(row.map_err(db_err)?.map(token))
+    }
+
+    async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(&format!("{TOKEN} WHERE u.username = ? ORDER BY t.created_at, t.id"))
+            .bind(username)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(token).collect())
+    }
+
+    async fn revoke_token(&self, username: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE personal_tokens SET revoked = 1 WHERE id = ? AND revoked = 0
+             AND user_id = (SELECT id FROM users WHERE username = ?)",
+        )
+        .bind(id)
+        .bind(username)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE personal_tokens SET last_used_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
