@@ -89,7 +89,7 @@ impl AuthService {
 
     pub async fn create_namespace(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
         // A namespace is the first segment of repository names, so it must be one.
-        if name.contains(['.', '_']) || format!("{name}/x").parse::<crate::domain::RepoName>().is_err() {
+        if name.contains(['.', '_', '/']) || format!("{name}/x").parse::<crate::domain::RepoName>().is_err() {
             return Err(AccountError::Invalid("namespace must match [a-z0-9]+(-+[a-z0-9]+)*".into()));
         }
         if !self.store().create_namespace(name, public, now()).await? {

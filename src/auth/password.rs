@@ -3,8 +3,16 @@
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
+/// Each argon2id run takes 19 MiB and most of a core: at most this many run at once, so a flood of
+/// logins queues instead of exhausting memory.
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())))
+}
+
 /// A PHC string (`$argon2id$v=19$...`).
 pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _permit = permits().acquire().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -17,6 +25,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 
 /// Verifies a password against a stored PHC string (argon2's comparison is constant-time).
 pub async fn verify(password: String, stored: String) -> bool {
+    let Ok(_permit) = permits().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })

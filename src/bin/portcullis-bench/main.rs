@@ -39,9 +39,9 @@ enum Command {
         /// Registry process id, for server CPU and memory figures.
         #[arg(long)]
         pid: Option<u32>,
-        /// Bearer token sent with every request (Docker token auth).
+        /// User for Docker token auth (the password comes from PORTCULLIS_BENCH_PASSWORD).
         #[arg(long)]
-        token: Option<String>,
+        user: Option<String>,
         #[command(flatten)]
         sizes: Sizes,
     },
@@ -102,9 +102,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Run { url, ca, pid, token, sizes } => {
-                let target =
-                    Arc::new(Target { name: "registry".into(), base: url, ca_pem: std::fs::read(&ca)?, pid, token });
+            Command::Run { url, ca, pid, user, sizes } => {
+                let credentials = user.map(|u| (u, std::env::var("PORTCULLIS_BENCH_PASSWORD").unwrap_or_default()));
+                let target = Arc::new(Target {
+                    name: "registry".into(),
+                    base: url,
+                    ca_pem: std::fs::read(&ca)?,
+                    pid,
+                    credentials,
+                    token: Default::default(),
+                });
+                target.use_token(&sides::repos(1)).await?;
                 let dir = std::env::temp_dir().join("portcullis-bench");
                 std::fs::create_dir_all(&dir)?;
                 let blob = Arc::new(BlobFile::ensure(&dir.join("blob.bin"), sizes.blob_mib << 20)?);

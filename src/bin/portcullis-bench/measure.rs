@@ -17,7 +17,9 @@ pub struct Target {
     pub base: String,
     pub ca_pem: Vec<u8>,
     pub pid: Option<u32>,
-    pub token: Option<String>,
+    /// Docker token auth: credentials for `/token`, and the token currently in use.
+    pub credentials: Option<(String, String)>,
+    pub token: std::sync::Mutex<Option<String>>,
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -38,10 +40,31 @@ impl Target {
     }
 
     fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
+        match self.token.lock().unwrap().as_deref() {
             Some(t) => r.bearer_auth(t),
             None => r,
         }
+    }
+
+    /// Fetches a token for `repos` (pull, push, delete) through the Docker token flow, when the
+    /// target has credentials. Called before timing starts.
+    pub async fn fetch_token(&self, repos: &[String]) -> anyhow::Result<Option<String>> {
+        let Some((user, password)) = &self.credentials else { return Ok(None) };
+        let mut url = self.url("/token?service=portcullis");
+        for r in repos {
+            url.push_str(&format!("&scope=repository:{r}:pull,push,delete"));
+        }
+        let reply = self.client(true).get(url).basic_auth(user, Some(password)).send().await?;
+        expect(reply.status(), 200, "token")?;
+        let body: serde_json::Value = reply.json().await?;
+        Ok(body["token"].as_str().map(str::to_owned))
+    }
+
+    /// Makes one token for `repos` the one every following request carries.
+    pub async fn use_token(&self, repos: &[String]) -> anyhow::Result<()> {
+        let token = self.fetch_token(repos).await?;
+        *self.token.lock().unwrap() = token;
+        Ok(())
     }
 
     fn url(&self, path: &str) -> String {
@@ -260,11 +283,16 @@ pub async fn manifest_load(
     conns: usize,
     duration: Duration,
 ) -> anyhow::Result<Load> {
+    // One token per connection, fetched before the clock starts and reused for every request.
+    let mut tokens = Vec::new();
+    for _ in 0..conns {
+        tokens.push(t.fetch_token(&[repo.to_owned()]).await?);
+    }
     let cpu = CpuMeter::start(t.pid);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for token in tokens {
         let (t, method) = (t.clone(), method.clone());
         let url = t.url(&format!("/v2/{repo}/manifests/{tag}"));
         tasks.push(tokio::spawn(async move {
@@ -273,12 +301,11 @@ pub async fn manifest_load(
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let ok = match t
-                    .auth(client.request(method.clone(), &url))
-                    .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                    .send()
-                    .await
-                {
+                let mut request = client.request(method.clone(), &url);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let ok = match request.header("accept", "application/vnd.oci.image.manifest.v1+json").send().await {
                     Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
                     Err(_) => false,
                 };

@@ -25,6 +25,16 @@ pub struct RunResult {
     pub tag_listing: Listing,
 }
 
+/// Every repository the measurements use, for the token that covers them.
+pub fn repos(runs: usize) -> Vec<String> {
+    let mut r = vec!["bench/tags".to_owned(), "bench/memory".to_owned()];
+    for run in 0..runs {
+        r.push(format!("bench/large-r{run}"));
+        r.push(format!("bench/small-r{run}"));
+    }
+    r
+}
+
 /// One pass of every measurement but memory.
 pub async fn run_once(t: &Arc<Target>, blob: &Arc<BlobFile>, s: &Sizes, run: usize) -> anyhow::Result<RunResult> {
     let repo = format!("bench/large-r{run}");
@@ -60,6 +70,9 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// The admin password of the Portcullis instance the benchmark starts (loopback only, thrown away).
+const BENCH_PASSWORD: &str = "benchmark-admin-password";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -107,6 +120,7 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
         .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{p_port}"))
         .env("PORTCULLIS_DATA_DIR", &p_dir)
         .env("PORTCULLIS_LOG", "warn")
+        .env("PORTCULLIS_ADMIN_PASSWORD", BENCH_PASSWORD)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(out.join("portcullis.log"))?)
         .spawn()
@@ -137,19 +151,26 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
         .map_err(|e| anyhow::anyhow!("starting {}: {e} (apt-get install docker-registry)", d_bin.display()))?;
     wait_port(d_port, &mut d_child, "distribution")?;
 
-    let make = |name: &str, port: u16, child: Child| Registry {
+    let make = |name: &str, port: u16, child: Child, credentials: Option<(String, String)>| Registry {
         target: Arc::new(Target {
             name: name.into(),
             base: format!("https://127.0.0.1:{port}"),
             ca_pem: ca_pem.clone(),
             pid: Some(child.id()),
-            token: None,
+            credentials,
+            token: Default::default(),
         }),
         child,
         runs: Vec::new(),
         peak_rss_mib: None,
     };
-    let mut regs = [make("portcullis", p_port, p_child), make("distribution", d_port, d_child)];
+    // Portcullis runs with its authentication on (a token verified on every request); distribution
+    // as commonly deployed, anonymous.
+    let admin = Some(("admin".to_owned(), BENCH_PASSWORD.to_owned()));
+    let mut regs = [make("portcullis", p_port, p_child, admin), make("distribution", d_port, d_child, None)];
+    for r in &regs {
+        r.target.use_token(&repos(runs)).await?;
+    }
 
     eprintln!("machine limits");
     let tls_config = portcullis::tls::setup(&portcullis::Config { data_dir: p_dir.clone(), ..Default::default() })?;
