@@ -44,6 +44,12 @@ async fn users_are_managed_by_admins_only() {
     r.api_as("alice", "alice-new-password", "GET", "/api/v1/users/alice", json!(null)).await.expect(200, None);
     r.admin_api("PATCH", "/api/v1/users/nobody", json!({"disabled": true})).await.expect(404, None);
     r.admin_api("PATCH", "/api/v1/users/admin", json!({"disabled": true})).await.expect(400, None);
+    // Deleting a user ends its logins; the bootstrap admin stays.
+    r.api_as("alice", "alice-new-password", "DELETE", "/api/v1/users/alice", json!(null)).await.expect(403, None);
+    r.admin_api("DELETE", "/api/v1/users/alice", json!(null)).await.expect(204, None);
+    r.token_reply("alice", "alice-new-password", &[]).await.expect(401, None);
+    r.admin_api("DELETE", "/api/v1/users/alice", json!(null)).await.expect(404, None);
+    r.admin_api("DELETE", "/api/v1/users/admin", json!(null)).await.expect(400, None);
 }
 
 #[tokio::test]

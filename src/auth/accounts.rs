@@ -87,6 +87,25 @@ impl AuthService {
         self.user(username).await
     }
 
+    pub async fn delete_user(&self, username: &str) -> Result<()> {
+        if username == "admin" {
+            return Err(AccountError::Invalid("the bootstrap admin cannot be deleted; disable it instead".into()));
+        }
+        if self.store().delete_user(username).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound("user"))
+        }
+    }
+
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        if self.store().delete_namespace(name).await? {
+            Ok(())
+        } else {
+            Err(AccountError::NotFound("namespace"))
+        }
+    }
+
     pub async fn create_namespace(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
         // A namespace is the first segment of repository names, so it must be one.
         if name.contains(['.', '_', '/']) || format!("{name}/x").parse::<crate::domain::RepoName>().is_err() {

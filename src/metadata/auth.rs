@@ -69,12 +69,17 @@ pub trait AuthStore: Send + Sync {
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>>;
     /// False if the user does not exist.
     async fn update_user(&self, username: &str, update: &UserUpdate) -> Result<bool>;
+    /// Deletes a user with its memberships and personal tokens. False if it did not exist.
+    async fn delete_user(&self, username: &str) -> Result<bool>;
 
     /// Creates a namespace; false if it exists.
     async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool>;
     async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>>;
     async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>>;
     async fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool>;
+    /// Deletes a namespace with its memberships and robots (its repositories stay, reachable by
+    /// admins only). False if it did not exist.
+    async fn delete_namespace(&self, name: &str) -> Result<bool>;
     /// The user's role in the namespace.
     async fn role(&self, namespace: &str, username: &str) -> Result<Option<Role>>;
     /// Sets a role; false if the namespace or user does not exist.

@@ -27,9 +27,9 @@ use crate::domain::Error;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/users", post(users::create).get(users::list))
-        .route("/users/{username}", get(users::show).patch(users::update))
+        .route("/users/{username}", get(users::show).patch(users::update).delete(users::remove))
         .route("/namespaces", post(namespaces::create).get(namespaces::list))
-        .route("/namespaces/{ns}", get(namespaces::show).patch(namespaces::update))
+        .route("/namespaces/{ns}", get(namespaces::show).patch(namespaces::update).delete(namespaces::remove))
         .route("/namespaces/{ns}/members", get(namespaces::members))
         .route("/namespaces/{ns}/members/{username}", put(namespaces::set_member).delete(namespaces::remove_member))
         .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))

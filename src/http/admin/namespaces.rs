@@ -92,3 +92,9 @@ pub async fn remove_member(
     state.auth.remove_member(&ns, &username).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
+    require_admin(&who)?;
+    state.auth.delete_namespace(&ns).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -4,6 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::{json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging};
@@ -63,4 +64,10 @@ pub async fn update(
         StatusCode::OK,
         state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?,
     )
+}
+
+pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
+    require_admin(&who)?;
+    state.auth.delete_user(&username).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -111,6 +111,24 @@ impl AuthStore for SqliteMetadata {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn delete_user(&self, username: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE username = ?")
+            .bind(username)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_namespace(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM namespaces WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool> {
         let done = sqlx::query("INSERT INTO namespaces (name, public, created_at) VALUES (?, ?, ?)")
             .bind(name)
