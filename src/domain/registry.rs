@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Digest, Error, RepoName, Result};
 use crate::metadata::Metadata;
-use crate::storage::{BlobStore, ByteStream, StorageError};
+use crate::storage::{BlobStore, ByteStream, StorageError, UploadId};
 
 /// Limits that protect the registry from oversized input.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Registry {
     pub(super) meta: Arc<dyn Metadata>,
     pub(super) blobs: BlobStore,
     pub(super) limits: Limits,
+    /// Per-upload locks: chunks of one upload are written one after another.
+    pub(super) upload_locks: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -77,7 +79,7 @@ pub(super) fn storage_err(e: StorageError) -> Error {
 
 impl Registry {
     pub fn new(meta: Arc<dyn Metadata>, blobs: BlobStore, limits: Limits) -> Self {
-        Registry { meta, blobs, limits }
+        Registry { meta, blobs, limits, upload_locks: Default::default() }
     }
 
     pub fn limits(&self) -> &Limits {

@@ -48,6 +48,9 @@ impl super::Registry {
         range: Option<(u64, u64)>,
         body: ByteStream,
     ) -> Result<UploadState> {
+        // Chunks of one upload are written one at a time (local disk appends them to one file).
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
         let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
         if let Some((start, end)) = range {
             if start != upload.size || end < start {
@@ -57,7 +60,7 @@ impl super::Registry {
                 )));
             }
         }
-        let part = self.blobs.write_part(id, body).await.map_err(storage_err)?;
+        let part = self.blobs.write_part(id, upload.size, body).await.map_err(storage_err)?;
         let expected = range.map(|(start, end)| end - start + 1);
         let refusal = if expected.is_some_and(|n| n != part.size) {
             Some(Error::UploadInvalid(format!(
@@ -144,6 +147,13 @@ impl super::Registry {
             }
         }
         Ok(removed)
+    }
+
+    /// The lock that serialises writes to one upload, dropped from the table when unused.
+    fn upload_lock(&self, id: &UploadId) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.upload_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
+        locks.entry(id.clone()).or_default().clone()
     }
 
     /// Best effort: a failure here leaves objects that the expiry sweep removes later.

@@ -26,7 +26,7 @@ async fn read_all(store: &BlobStore, digest: &Digest, range: Option<std::ops::Ra
 pub async fn run(store: &BlobStore) {
     // One part whose own hash is the digest: committed without a re-read.
     let upload = UploadId::new();
-    let part = store.write_part(&upload, stream(&[b"hello ", b"world"])).await.unwrap();
+    let part = store.write_part(&upload, 0, stream(&[b"hello ", b"world"])).await.unwrap();
     assert_eq!(part.size, 11);
     let digest = Digest::of(Algorithm::Sha256, b"hello world");
     assert_eq!(part.sha256, digest);
@@ -42,8 +42,10 @@ pub async fn run(store: &BlobStore) {
     let upload = UploadId::new();
     let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let mut parts = Vec::new();
+    let mut offset = 0;
     for piece in [&b"head-"[..], &big[..], &b"-tail"[..]] {
-        parts.push(store.write_part(&upload, stream(&[piece])).await.unwrap());
+        parts.push(store.write_part(&upload, offset, stream(&[piece])).await.unwrap());
+        offset += piece.len() as u64;
     }
     let mut hasher = DigestHasher::new(Algorithm::Sha256);
     for piece in [&b"head-"[..], &big[..], &b"-tail"[..]] {
@@ -57,7 +59,7 @@ pub async fn run(store: &BlobStore) {
 
     // sha512 goes through the assembling path.
     let upload = UploadId::new();
-    let part = store.write_part(&upload, stream(&[b"five twelve"])).await.unwrap();
+    let part = store.write_part(&upload, 0, stream(&[b"five twelve"])).await.unwrap();
     let d512 = Digest::of(Algorithm::Sha512, b"five twelve");
     assert_eq!(store.commit(&upload, &[part], &d512).await.unwrap(), Commit::Stored { size: 11 });
     assert_eq!(read_all(store, &d512, None).await, b"five twelve");
@@ -67,8 +69,10 @@ pub async fn run(store: &BlobStore) {
     for pieces in [vec![&b"abc"[..]], vec![&b"a"[..], &b"bc"[..]]] {
         let upload = UploadId::new();
         let mut parts = Vec::new();
+        let mut offset = 0;
         for p in &pieces {
-            parts.push(store.write_part(&upload, stream(&[p])).await.unwrap());
+            parts.push(store.write_part(&upload, offset, stream(&[p])).await.unwrap());
+            offset += p.len() as u64;
         }
         let claimed = Digest::of(Algorithm::Sha256, b"not abc");
         match store.commit(&upload, &parts, &claimed).await.unwrap() {
@@ -81,7 +85,7 @@ pub async fn run(store: &BlobStore) {
 
     // Committing a blob that already exists is harmless and keeps its bytes.
     let upload = UploadId::new();
-    let part = store.write_part(&upload, stream(&[b"hello world"])).await.unwrap();
+    let part = store.write_part(&upload, 0, stream(&[b"hello world"])).await.unwrap();
     assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: 11 });
     assert_eq!(read_all(store, &digest, None).await, b"hello world");
     store.delete_upload(&upload).await.unwrap();
@@ -93,7 +97,17 @@ pub async fn run(store: &BlobStore) {
         Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client went away")),
     ])
     .boxed();
-    assert!(matches!(store.write_part(&upload, failing).await, Err(StorageError::Body(_))));
+    assert!(matches!(store.write_part(&upload, 0, failing).await, Err(StorageError::Body(_))));
+    store.delete_upload(&upload).await.unwrap();
+
+    // Bytes written past the recorded end (a refused chunk) never reach the blob.
+    let upload = UploadId::new();
+    let first = store.write_part(&upload, 0, stream(&[b"keep"])).await.unwrap();
+    let refused = store.write_part(&upload, 4, stream(&[b"refused tail"])).await.unwrap();
+    store.delete_part(&upload, &refused.part_id).await.unwrap();
+    let keep = Digest::of(Algorithm::Sha256, b"keep");
+    assert_eq!(store.commit(&upload, &[first], &keep).await.unwrap(), Commit::Stored { size: 4 });
+    assert_eq!(read_all(store, &keep, None).await, b"keep");
     store.delete_upload(&upload).await.unwrap();
 
     // Missing blobs, deletion and listing.

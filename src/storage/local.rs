@@ -9,7 +9,9 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use object_store::path::Path;
 
-use super::ByteStream;
+use super::{ByteStream, StorageError};
+use crate::domain::digest::{Algorithm, DigestHasher};
+use crate::domain::Digest;
 
 fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
     path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
@@ -67,4 +69,42 @@ pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> Byte
         Ok(Some((bytes, (file, next, end, false))))
     })
     .boxed()
+}
+
+/// Writes `body` into the file at `offset` (creating it), hashing the chunk. Returns its length and
+/// SHA-256. Writes go through a 1 MiB buffer so the blocking pool sees few, large writes.
+pub async fn write_at(
+    root: &FsPath,
+    path: &Path,
+    offset: u64,
+    mut body: ByteStream,
+) -> Result<(u64, Digest), StorageError> {
+    use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+    let file_path = fs_path(root, path);
+    if let Some(dir) = file_path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let mut file = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = DigestHasher::new(Algorithm::Sha256);
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(StorageError::Body)?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok((size, hasher.finish()))
+}
+
+/// Sets the file's length to `len` (dropping bytes of refused chunks; creating an empty file).
+pub async fn ensure_len(root: &FsPath, path: &Path, len: u64) -> std::io::Result<()> {
+    let file_path = fs_path(root, path);
+    if let Some(dir) = file_path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let file = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path).await?;
+    file.set_len(len).await
 }

@@ -82,6 +82,9 @@ pub struct BlobStore {
 
 const READ_CHUNK: usize = 256 * 1024;
 
+/// The one data file of an upload on local disk.
+const LOCAL_DATA: &str = "data";
+
 /// Copies a stream into a multipart writer through a hasher, with at most two chunks in flight
 /// (bounded memory whatever the blob size). Returns the byte count.
 async fn pump<S>(stream: &mut S, writer: &mut WriteMultipart, hasher: &mut DigestHasher) -> Result<u64, StorageError>
@@ -120,9 +123,23 @@ impl BlobStore {
         &self.options
     }
 
-    /// Streams `body` into a new part object of `upload`, hashing as it goes.
-    /// On any error the partial object is aborted and nothing is left behind.
-    pub async fn write_part(&self, upload: &UploadId, body: ByteStream) -> Result<WrittenPart, StorageError> {
+    /// Streams `body`, the chunk that starts at `offset`, into `upload`, hashing as it goes.
+    ///
+    /// Object stores get a new part object per chunk (they cannot append); on any error the partial
+    /// object is aborted. Local disk writes every chunk into one file at its offset, so a chunked
+    /// upload is committed by a rename instead of a copy; the caller serialises chunks of one upload,
+    /// and bytes past the recorded end (a refused chunk) are cut off at commit.
+    pub async fn write_part(
+        &self,
+        upload: &UploadId,
+        offset: u64,
+        body: ByteStream,
+    ) -> Result<WrittenPart, StorageError> {
+        if let Some(root) = &self.local_root {
+            let path = BlobKey::UploadPart(upload, LOCAL_DATA).path();
+            let (size, sha256) = local::write_at(root, &path, offset, body).await?;
+            return Ok(WrittenPart { part_id: LOCAL_DATA.to_owned(), size, sha256 });
+        }
         let part_id = uuid::Uuid::new_v4().simple().to_string();
         let path = BlobKey::UploadPart(upload, &part_id).path();
         let mut writer =
@@ -150,6 +167,9 @@ impl BlobStore {
         expected: &Digest,
     ) -> Result<Commit, StorageError> {
         let target = BlobKey::Blob(expected).path();
+        if let Some(root) = &self.local_root {
+            return self.commit_local(root, upload, parts, expected, &target).await;
+        }
         // The common case (docker: one PATCH, then PUT): the part's own hash is the blob's digest.
         if let [part] = parts {
             if expected.algorithm() == Algorithm::Sha256 {
@@ -187,6 +207,37 @@ impl BlobStore {
             return Ok(Commit::Mismatch { actual });
         }
         self.publish(&assembled, &target).await?;
+        Ok(Commit::Stored { size })
+    }
+
+    /// Local disk: all chunks are in one file. Cut it to the recorded length, verify, rename.
+    async fn commit_local(
+        &self,
+        root: &std::path::Path,
+        upload: &UploadId,
+        parts: &[WrittenPart],
+        expected: &Digest,
+        target: &Path,
+    ) -> Result<Commit, StorageError> {
+        let data = BlobKey::UploadPart(upload, LOCAL_DATA).path();
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        local::ensure_len(root, &data, size).await?;
+        let actual = match parts {
+            // One chunk from offset 0: its own hash, taken while it streamed, is the blob's.
+            [only] if expected.algorithm() == Algorithm::Sha256 => only.sha256.clone(),
+            _ => {
+                let mut hasher = DigestHasher::new(expected.algorithm());
+                let mut stream = self.read_object(&data, None).await?;
+                while let Some(chunk) = stream.try_next().await? {
+                    hasher.update(&chunk);
+                }
+                hasher.finish()
+            }
+        };
+        if &actual != expected {
+            return Ok(Commit::Mismatch { actual });
+        }
+        self.publish(&data, target).await?;
         Ok(Commit::Stored { size })
     }
 
@@ -234,7 +285,7 @@ impl BlobStore {
     pub async fn put_verified(&self, bytes: Bytes) -> Result<Digest, StorageError> {
         let digest = Digest::of(Algorithm::Sha256, &bytes);
         let upload = UploadId::new();
-        let part = self.write_part(&upload, futures::stream::iter([Ok(bytes)]).boxed()).await?;
+        let part = self.write_part(&upload, 0, futures::stream::iter([Ok(bytes)]).boxed()).await?;
         self.commit(&upload, &[part], &digest).await?;
         Ok(digest)
     }
@@ -258,6 +309,10 @@ impl BlobStore {
 
     /// Deletes one part of an upload (a refused chunk).
     pub async fn delete_part(&self, upload: &UploadId, part_id: &str) -> Result<(), StorageError> {
+        if part_id == LOCAL_DATA {
+            // The shared data file: its unrecorded tail is cut off at commit.
+            return Ok(());
+        }
         match self.store.delete(&BlobKey::UploadPart(upload, part_id).path()).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
