@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metadata;
+pub mod scan;
 pub mod server;
 pub mod storage;
 pub mod tls;
