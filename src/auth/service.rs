@@ -118,16 +118,18 @@ impl AuthService {
     pub async fn login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
         let keys = [format!("account:{username}"), format!("client:{client}")];
         if let Some(wait) = self.limiter.blocked_for(&keys) {
+            tracing::warn!(target: "audit", account = %username, %client, ?wait, "login refused: throttled");
             return Err(AuthError::Throttled(wait));
         }
         match self.check_secret(username, secret).await? {
             Some(who) => {
                 self.limiter.success(&keys[..1]);
+                tracing::info!(target: "audit", account = %username, %client, personal_token = who.pat.is_some(), "login");
                 Ok(who)
             }
             None => {
                 self.limiter.failure(&keys);
-                tracing::warn!(account = %username, %client, "failed login");
+                tracing::warn!(target: "audit", account = %username, %client, "failed login");
                 Err(AuthError::BadCredentials)
             }
         }

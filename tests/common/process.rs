@@ -25,7 +25,7 @@ impl Server {
             .arg("serve")
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_DATA_DIR", data_dir)
-            .env("PORTCULLIS_LOG", "info")
+            .env("PORTCULLIS_LOG", std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()))
             .env("PORTCULLIS_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
             .stdout(Stdio::null())
             .stderr(log)

@@ -139,6 +139,11 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Records a change made through the admin API (target `audit`; never a secret).
+pub fn audit(who: &Authenticated, action: &str, object: &str) {
+    tracing::info!(target: "audit", actor = who.principal.subject(), action, object, "admin change");
+}
+
 pub fn require_admin(who: &Authenticated) -> Result<(), ApiError> {
     if who.principal.is_admin() {
         Ok(())

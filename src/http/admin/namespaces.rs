@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging};
+use super::{audit, json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging};
 use crate::auth::Role;
 use crate::http::AppState;
 
@@ -34,7 +34,9 @@ struct Membership {
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     let new: NewNamespace = parse(&body)?;
-    json(StatusCode::CREATED, state.auth.create_namespace(&new.name, new.public).await?)
+    let ns = state.auth.create_namespace(&new.name, new.public).await?;
+    audit(&who, "namespace.create", &new.name);
+    json(StatusCode::CREATED, ns)
 }
 
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
@@ -59,7 +61,9 @@ pub async fn update(
 ) -> ApiResult {
     require_admin(&who)?;
     let patch: NamespacePatch = parse(&body)?;
-    json(StatusCode::OK, state.auth.set_public(&ns, patch.public).await?)
+    let record = state.auth.set_public(&ns, patch.public).await?;
+    audit(&who, if patch.public { "namespace.make_public" } else { "namespace.make_private" }, &ns);
+    json(StatusCode::OK, record)
 }
 
 pub async fn members(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
@@ -80,6 +84,7 @@ pub async fn set_member(
     let role =
         Role::parse(&m.role).ok_or_else(|| ApiError::invalid("role must be owner, maintainer, developer or reader"))?;
     state.auth.set_member(&ns, &username, role).await?;
+    audit(&who, "member.set", &format!("{ns}/{username}={}", role.as_str()));
     json(StatusCode::OK, j!({"namespace": ns, "username": username, "role": role}))
 }
 
@@ -90,11 +95,13 @@ pub async fn remove_member(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.remove_member(&ns, &username).await?;
+    audit(&who, "member.remove", &format!("{ns}/{username}"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_namespace(&ns).await?;
+    audit(&who, "namespace.delete", &ns);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{future_time, json, parse, require_owner, ApiResult, Caller};
+use super::{audit, future_time, json, parse, require_owner, ApiResult, Caller};
 use crate::http::AppState;
 
 #[derive(Deserialize)]
@@ -30,6 +30,7 @@ pub async fn create(
     let new: NewRobot = parse(&body)?;
     let expires_at = future_time(&new.expires_at, "expires_at")?;
     let created = state.auth.create_robot(&ns, &new.name, &new.actions, new.repositories, expires_at).await?;
+    audit(&who, "robot.create", &created.record.username);
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
     body["secret"] = created.secret.into();
     json(StatusCode::CREATED, body)
@@ -47,6 +48,7 @@ pub async fn rotate(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let rotated = state.auth.rotate_robot(&ns, &name).await?;
+    audit(&who, "robot.rotate", &rotated.record.username);
     let mut body = serde_json::to_value(&rotated.record).map_err(anyhow::Error::from)?;
     body["secret"] = rotated.secret.into();
     json(StatusCode::OK, body)
@@ -59,5 +61,6 @@ pub async fn revoke(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.revoke_robot(&ns, &name).await?;
+    audit(&who, "robot.revoke", &format!("{ns}+{name}"));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{future_time, json, parse, ApiError, ApiResult, Caller};
+use super::{audit, future_time, json, parse, ApiError, ApiResult, Caller};
 use crate::auth::service::Authenticated;
 use crate::auth::Principal;
 use crate::http::AppState;
@@ -32,6 +32,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     let new: NewToken = parse(&body)?;
     let expires_at = future_time(&new.expires_at, "expires_at")?;
     let created = state.auth.create_token(username, &new.name, expires_at).await?;
+    audit(&who, "token.create", &created.record.id);
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
     body["token"] = created.secret.into();
     json(StatusCode::CREATED, body)
@@ -45,5 +46,6 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResu
 pub async fn revoke(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let username = user(&who)?;
     state.auth.revoke_token(username, &id).await?;
+    audit(&who, "token.revoke", &id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

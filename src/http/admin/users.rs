@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging};
+use super::{audit, json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging};
 use crate::http::AppState;
 
 #[derive(Deserialize)]
@@ -30,7 +30,9 @@ struct UserPatch {
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     let new: NewUser = parse(&body)?;
-    json(StatusCode::CREATED, state.auth.create_user(&new.username, &new.password, new.admin).await?)
+    let user = state.auth.create_user(&new.username, &new.password, new.admin).await?;
+    audit(&who, "user.create", &new.username);
+    json(StatusCode::CREATED, user)
 }
 
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
@@ -60,14 +62,14 @@ pub async fn update(
     if who.principal.subject() == username && patch.disabled == Some(true) {
         return Err(ApiError::invalid("you cannot disable yourself"));
     }
-    json(
-        StatusCode::OK,
-        state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?,
-    )
+    let user = state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?;
+    audit(&who, "user.update", &username);
+    json(StatusCode::OK, user)
 }
 
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_user(&username).await?;
+    audit(&who, "user.delete", &username);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

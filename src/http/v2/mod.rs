@@ -99,7 +99,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, needed: &Needed) -> Re
         }
     };
     if !grants.satisfies(needed) {
-        tracing::info!(subject = grants.who.principal.subject(), scope = ?scope, "access denied");
+        tracing::info!(target: "audit", subject = grants.who.principal.subject(), scope = ?scope, "access denied");
         let e = OciError::new(Code::Denied, "requested access to the resource is denied");
         return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("insufficient_scope"))).into_response());
     }
