@@ -89,6 +89,11 @@ impl App {
         })
     }
 
+    /// Runs scan jobs with the built-in policy until the task is dropped.
+    pub fn spawn_scan_worker(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(scan::worker::run(self.registry.clone(), scan::Policy::default()))
+    }
+
     /// Flushes and closes the database.
     pub async fn close(&self) {
         self.meta.close().await;

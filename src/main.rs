@@ -157,8 +157,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let sweeper = app.spawn_upload_sweeper();
+    let scanner = app.spawn_scan_worker();
     portcullis::server::serve(listener, tls.server_config, app.router.clone(), shutdown_signal()).await?;
     sweeper.abort();
+    scanner.abort();
     app.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -137,6 +137,7 @@ async fn roles_limit_actions_and_scopes_never_escalate() {
     r.push_image("team-b/app", "v1", "b").await;
     let reader_pw = r.user_with_role("reader", "team-a", "reader").await;
     let dev_pw = r.user_with_role("dev", "team-a", "developer").await;
+    assert_eq!(r.wait_scan("team-a/app", &digest).await, "passed");
 
     // A reader asking for push gets pull only; pushing is denied.
     let token = r.login("reader", &reader_pw, &["repository:team-a/app:pull,push,delete"]).await;
@@ -212,8 +213,10 @@ async fn anonymous_token(r: &TestRegistry, scope: &str) -> String {
 #[tokio::test]
 async fn anonymous_only_where_an_admin_made_it_public() {
     let r = TestRegistry::new().await;
-    r.push_image("open/app", "v1", "o").await;
-    r.push_image("closed/app", "v1", "c").await;
+    let (open, _) = r.push_image("open/app", "v1", "o").await;
+    let (closed, _) = r.push_image("closed/app", "v1", "c").await;
+    assert_eq!(r.wait_scan("open/app", &open).await, "passed");
+    assert_eq!(r.wait_scan("closed/app", &closed).await, "passed");
     let t = anonymous_token(&r, "repository:open/app:pull").await;
     r.v2_as(&t, "GET", "/v2/open/app/manifests/v1", Body::empty()).await.expect(403, Some("DENIED"));
     r.admin_api("POST", "/api/v1/namespaces", json!({"name": "open", "public": true})).await.expect(201, None);

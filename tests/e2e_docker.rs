@@ -48,12 +48,17 @@ fn docker(args: &[&str]) -> String {
 }
 
 fn build_scratch_image(dir: &Path, tag: &str, content: &str) -> String {
+    build_image(dir, tag, content, "USER 10001\n")
+}
+
+/// Builds an image FROM scratch; `extra` adds Dockerfile lines (such as `USER`).
+fn build_image(dir: &Path, tag: &str, content: &str, extra: &str) -> String {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("hello.txt"), content).unwrap();
     std::fs::write(dir.join("more.bin"), content.repeat(5000)).unwrap();
     std::fs::write(
         dir.join("Dockerfile"),
-        "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY more.bin /data/more.bin\nCMD [\"/hello.txt\"]\n",
+        format!("FROM scratch\nCOPY hello.txt /hello.txt\nCOPY more.bin /data/more.bin\n{extra}CMD [\"/hello.txt\"]\n"),
     )
     .unwrap();
     let out = docker_cmd(&["build", "-q", "-t", tag])
@@ -118,6 +123,23 @@ fn docker_push_remove_pull_same_image() {
     let _ = std::fs::remove_dir_all(&certs);
 }
 
+/// The manifest digest `docker push` printed.
+fn pushed_digest(output: &str) -> String {
+    let at = output.find("digest: sha256:").expect("docker push prints the digest") + "digest: ".len();
+    output[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+async fn wait_scan(server: &Server, repo: &str, digest: &str) -> String {
+    let report = api(
+        server,
+        reqwest::Method::GET,
+        &format!("/api/v1/scans?repository={repo}&digest={digest}&wait=60s"),
+        serde_json::Value::Null,
+    )
+    .await;
+    report["state"].as_str().unwrap().to_owned()
+}
+
 async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
     let reply = server
         .client()
@@ -128,6 +150,7 @@ async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_j
         .await
         .unwrap();
     assert!(reply.status().is_success(), "{path}: {}", reply.status());
+    // (GET requests carry a JSON null body, which the API ignores.)
     reply.json().await.unwrap_or(serde_json::Value::Null)
 }
 
@@ -187,7 +210,9 @@ async fn docker_login_as_user_robot_and_token_and_denied_push() {
 
     // A robot pushes; a reader pulls it but cannot push.
     login(&host, robot["username"].as_str().unwrap(), robot["secret"].as_str().unwrap());
-    docker(&["push", &tag]);
+    let pushed = docker(&["push", &tag]);
+    // CI waits for the verdict the way the README shows: the scans API, long-polling.
+    assert_eq!(wait_scan(&server, "team/app", &pushed_digest(&pushed)).await, "passed");
     login(&host, "reader", "reader-password-long");
     docker(&["rmi", "-f", &tag]);
     docker(&["pull", &tag]);
@@ -209,5 +234,51 @@ async fn docker_login_as_user_robot_and_token_and_denied_push() {
     for t in [&tag, &dev_tag] {
         let _ = docker_cmd(&["rmi", "-f", t]).output();
     }
+    let _ = std::fs::remove_dir_all(&certs);
+}
+
+#[tokio::test]
+async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released() {
+    if !require_tool("docker") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let host = server.host();
+    let certs = Path::new("/etc/docker/certs.d").join(&host);
+    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    use reqwest::Method;
+    api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "q"})).await;
+    api(
+        &server,
+        Method::POST,
+        "/api/v1/users",
+        serde_json::json!({"username": "dev", "password": "dev-password-long"}),
+    )
+    .await;
+    api(&server, Method::PUT, "/api/v1/namespaces/q/members/dev", serde_json::json!({"role": "developer"})).await;
+
+    // No USER: the image runs as root, which the hardened default policy blocks.
+    let tag = format!("{host}/q/rooty:v1");
+    build_image(&dir.path().join("ctx"), &tag, "runs as root", "");
+    login(&host, "dev", "dev-password-long");
+    let digest = pushed_digest(&docker(&["push", &tag]));
+    assert_eq!(wait_scan(&server, "q/rooty", &digest).await, "quarantined");
+    docker(&["rmi", "-f", &tag]);
+    let refused = docker_cmd(&["pull", &tag]).output().unwrap();
+    assert!(!refused.status.success(), "a quarantined image was pulled");
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(said.contains("quarantined") && said.contains("runs as root"), "docker said: {said}");
+
+    api(
+        &server,
+        Method::POST,
+        "/api/v1/scans/release",
+        serde_json::json!({"repository": "q/rooty", "digest": digest, "reason": "e2e: accepted risk"}),
+    )
+    .await;
+    docker(&["pull", &tag]);
+    let _ = docker_cmd(&["rmi", "-f", &tag]).output();
     let _ = std::fs::remove_dir_all(&certs);
 }

@@ -20,14 +20,15 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> (portcullis::domain::Digest, usize
 }
 
 /// An OCI layout holding an index of two platform images, tagged `v1`.
-fn make_layout(layout: &Path) -> portcullis::domain::Digest {
+fn make_layout(layout: &Path) -> (portcullis::domain::Digest, Vec<portcullis::domain::Digest>) {
     let mut children = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux",
+        let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux", "config": {"User": "10001"},
             "rootfs": {"type": "layers", "diff_ids": []}}))
         .unwrap();
         let (config_digest, config_size) = write_blob(layout, &config);
-        let layer: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(7) ^ arch.as_bytes()[1] as u32) as u8).collect();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(7) ^ arch.as_bytes()[1] as u32) as u8).collect();
+        let layer = images::layer_tar_gz(&format!("opt/{arch}.bin"), &content, 0o644);
         let (layer_digest, layer_size) = write_blob(layout, &layer);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -44,7 +45,7 @@ fn make_layout(layout: &Path) -> portcullis::domain::Digest {
     let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_INDEX, "digest": index_digest.to_string(),
         "size": index_size, "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
     std::fs::write(layout.join("index.json"), top.to_string()).unwrap();
-    index_digest
+    (index_digest, children.into_iter().map(|(d, _, _)| d).collect())
 }
 
 fn skopeo(args: &[&str]) -> String {
@@ -68,7 +69,7 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     let certs = certs.to_str().unwrap();
 
     let src = dir.path().join("src");
-    let index_digest = make_layout(&src);
+    let (index_digest, children) = make_layout(&src);
     let dest_ref = format!("docker://{}/e2e/multi:v1", server.host());
     let admin = format!("admin:{}", common::ADMIN_PASSWORD);
     let layout = format!("oci:{}:v1", src.display());
@@ -125,6 +126,19 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
         &layout,
         &dest_ref,
     ]);
+    // The reader may pull once both images passed their scans (the index takes the worst child).
+    for child in &children {
+        let report = client
+            .get(server.url(&format!("/api/v1/scans?repository=e2e/multi&digest={child}&wait=60s")))
+            .basic_auth("reader", Some("reader-password-long"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap();
+        assert_eq!(report["state"], "passed", "{report}");
+    }
     let raw = skopeo(&["inspect", "--raw", "--creds", "reader:reader-password-long", "--cert-dir", certs, &dest_ref]);
     assert_eq!(sha256(raw.as_bytes()), index_digest, "the registry serves the index byte for byte");
 

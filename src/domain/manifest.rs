@@ -69,11 +69,28 @@ pub struct ParsedManifest {
     /// Child manifests of an index that must be present in the repository.
     pub children: Vec<Descriptor>,
     pub annotations: Option<Map<String, Value>>,
+    /// The config's media type (image manifests only).
+    pub config_media_type: Option<String>,
+    /// Whether `artifactType` was set explicitly.
+    pub explicit_artifact_type: bool,
 }
+
+/// Config media types of runnable images.
+const IMAGE_CONFIGS: [&str; 2] =
+    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
 
 impl ParsedManifest {
     pub fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
+    }
+
+    /// A runnable image, as opposed to an index or an artifact (a signature, SBOM or attestation
+    /// with a `subject`, or anything whose config is not an image config). Only images are scanned.
+    pub fn is_image(&self) -> bool {
+        !self.is_index()
+            && self.subject.is_none()
+            && !self.explicit_artifact_type
+            && self.config_media_type.as_deref().is_some_and(|t| IMAGE_CONFIGS.contains(&t))
     }
 }
 
@@ -122,8 +139,11 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         return Err(Error::ManifestInvalid(format!("unsupported manifest media type {media_type:?}")));
     }
     let subject = raw.subject.map(|s| descriptor(s, "subject")).transpose()?.map(|d| d.digest);
+    let explicit_artifact_type = raw.artifact_type.is_some();
     let mut parsed = ParsedManifest {
         media_type,
+        explicit_artifact_type,
+        config_media_type: None,
         artifact_type: raw.artifact_type,
         subject,
         blobs: Vec::new(),
@@ -152,6 +172,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         if parsed.artifact_type.is_none() {
             parsed.artifact_type = Some(config.media_type.clone());
         }
+        parsed.config_media_type = Some(config.media_type.clone());
         parsed.blobs.push(config.digest);
         for layer in layers {
             // Foreign layers live elsewhere (`urls`) and are never pushed here.

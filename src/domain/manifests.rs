@@ -10,6 +10,8 @@ use crate::metadata::{NewManifest, PutManifestRefused, Referrer, StoredManifest}
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// Whether the manifest is an image that is scanned before ordinary principals may pull it.
+    pub scanned: bool,
 }
 
 impl super::Registry {
@@ -48,9 +50,10 @@ impl super::Registry {
             blobs: parsed.blobs.clone(),
             children: parsed.children.iter().map(|c| c.digest.clone()).collect(),
             tag,
+            scan: parsed.is_image(),
         };
         match self.meta.put_manifest(&new).await? {
-            Ok(()) => Ok(PutManifest { digest, subject: parsed.subject }),
+            Ok(()) => Ok(PutManifest { digest, scanned: parsed.is_image(), subject: parsed.subject }),
             Err(PutManifestRefused::MissingBlob(d)) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: d }),
             Err(PutManifestRefused::MissingManifest(d)) => {
                 Err(Error::ManifestBlobUnknown { kind: "manifest", digest: d })

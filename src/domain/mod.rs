@@ -9,6 +9,7 @@ pub mod manifest;
 mod manifests;
 pub mod names;
 mod registry;
+mod scans;
 mod uploads;
 
 pub use digest::Digest;
@@ -16,6 +17,7 @@ pub use error::{Error, Result};
 pub use manifests::PutManifest;
 pub use names::{Reference, RepoName, Tag};
 pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};
+pub use scans::Gate;
 pub use uploads::UploadState;
 
 /// Seconds since the Unix epoch: the one clock for stored timestamps.

@@ -37,6 +37,10 @@ pub enum Code {
     TooLarge,
     /// No endpoint has this path.
     NotFound,
+    // The quarantine gate (Portcullis): the code names the scan state.
+    Quarantined,
+    ScanPending,
+    ScanFailed,
 }
 
 impl Code {
@@ -69,6 +73,9 @@ impl Code {
             Code::Unknown => ("UNKNOWN", S::INTERNAL_SERVER_ERROR, "unknown error"),
             Code::TooLarge => ("SIZE_INVALID", S::PAYLOAD_TOO_LARGE, "content is larger than the registry accepts"),
             Code::NotFound => ("NOT_FOUND", S::NOT_FOUND, "no such endpoint"),
+            Code::Quarantined => ("QUARANTINED", S::FORBIDDEN, "the image is quarantined"),
+            Code::ScanPending => ("SCAN_PENDING", S::FORBIDDEN, "the image has not been scanned yet"),
+            Code::ScanFailed => ("SCAN_FAILED", S::FORBIDDEN, "the image could not be scanned"),
         }
     }
 }

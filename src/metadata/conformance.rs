@@ -28,6 +28,7 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         blobs,
         children: Vec::new(),
         tag: t.map(tag),
+        scan: true,
     }
 }
 

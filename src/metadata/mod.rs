@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod conformance;
+pub mod scans;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -38,6 +39,8 @@ pub struct NewManifest {
     pub blobs: Vec<Digest>,
     pub children: Vec<Digest>,
     pub tag: Option<Tag>,
+    /// Whether the manifest is an image that must be scanned before ordinary principals pull it.
+    pub scan: bool,
 }
 
 /// One entry of a referrers listing.
@@ -125,5 +128,8 @@ pub trait UploadStore: Send + Sync {
 }
 
 /// Everything the registry needs from its database.
-pub trait Metadata: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore {}
-impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore> Metadata for T {}
+pub trait Metadata:
+    RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore + scans::ScanStore
+{
+}
+impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore + scans::ScanStore> Metadata for T {}

@@ -8,11 +8,13 @@
 //! - Each rule is blocking, a warning, or off; the verdict blocks if any blocking rule fired.
 //! - Nothing here does I/O beyond reading the bytes it is handed: callers stream blobs in.
 //!
-//! Not wired into pushes yet: scan jobs, the quarantine gate and the admin API come next.
+//! Every pushed image gets a scan job ([`worker`]); until it passes (or an admin releases it) only
+//! admins may pull it (the gate is in `domain::scans`).
 
 pub mod image_config;
 pub mod layers;
 pub mod secrets;
+pub mod worker;
 
 use std::collections::BTreeMap;
 

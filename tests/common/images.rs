@@ -10,7 +10,7 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 pub fn config_json(seed: &str) -> String {
-    json!({"architecture": "amd64", "os": "linux", "config": {"Labels": {"seed": seed}},
+    json!({"architecture": "amd64", "os": "linux", "config": {"User": "10001", "Labels": {"seed": seed}},
            "rootfs": {"type": "layers", "diff_ids": []}})
     .to_string()
 }
@@ -56,4 +56,18 @@ pub fn index(children: &[(Digest, usize, &str)]) -> Vec<u8> {
             "platform": {"architecture": arch, "os": "linux"}})).collect::<Vec<_>>(),
     }))
     .unwrap()
+}
+
+/// A real gzip-compressed layer tarball holding one file.
+pub fn layer_tar_gz(path: &str, content: &[u8], mode: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(content.len() as u64);
+    h.set_mode(mode);
+    b.append_data(&mut h, path, content).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
 }

@@ -75,6 +75,7 @@ impl TestRegistry {
         edit(&mut config);
         let app = App::build(config).await.expect("app builds");
         app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
+        app.spawn_scan_worker();
         TestRegistry { dir, app }
     }
 
@@ -131,6 +132,21 @@ impl TestRegistry {
         self.send("GET", uri, &[], Body::empty()).await
     }
 
+    /// Waits (up to 20 s) until the scan of `repo@digest` has a verdict; returns its state.
+    pub async fn wait_scan(&self, repo: &str, digest: &Digest) -> String {
+        let repo: portcullis::domain::RepoName = repo.parse().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let record = self.app.registry.scan_record(&repo, digest).await.unwrap().expect("a scan record");
+            let state = record.state.as_str();
+            if !matches!(state, "pending" | "scanning") && !record.rescan_requested {
+                return state.to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "scan of {repo}@{digest} did not finish");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Uploads a blob monolithically and returns its digest.
     pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
         let digest = sha256(bytes);
@@ -149,7 +165,7 @@ impl TestRegistry {
     /// Pushes a small image (config + one layer) and tags it; returns the manifest digest and bytes.
     pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Digest, Vec<u8>) {
         let config = self.push_blob(repo, images::config_json(seed).as_bytes()).await;
-        let layer_bytes = format!("layer {seed}").into_bytes();
+        let layer_bytes = images::layer_tar_gz(&format!("app/{seed}.txt"), seed.as_bytes(), 0o644);
         let layer = self.push_blob(repo, &layer_bytes).await;
         let manifest =
             images::oci_manifest(&config, images::config_json(seed).len(), &[(layer, layer_bytes.len())], None);

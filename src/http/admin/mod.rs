@@ -4,6 +4,7 @@
 
 mod namespaces;
 mod robots;
+mod scans;
 mod tokens;
 mod users;
 
@@ -35,6 +36,9 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
+        .route("/scans", get(scans::get))
+        .route("/scans/release", post(scans::release))
+        .route("/scans/rescan", post(scans::rescan))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use super::{headers, HandlerResult, Request};
 use crate::domain::Registry;
 use crate::domain::{Digest, RepoName};
+use crate::http::AppState;
 
 fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
     let h = response.headers_mut();
@@ -21,12 +22,24 @@ fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
     }
 }
 
-pub async fn get(registry: &Registry, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
+pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
+    let registry = &state.registry;
     if req.method == Method::HEAD {
         let size = registry.stat_blob(repo, digest).await?;
         let mut response = StatusCode::OK.into_response();
         blob_headers(&mut response, digest, size);
         return Ok(response);
+    }
+    // HEAD stays open (re-pushes depend on it); a GET of a blob that only blocked images use is gated.
+    if !req.grants.who.principal.is_admin() && !registry.blob_gate(repo, digest).await? {
+        tracing::info!(target: "audit", subject = req.grants.who.principal.subject(), repository = %repo, %digest, "blob pull blocked by quarantine");
+        return Err(super::blocked(
+            state,
+            repo,
+            digest.as_str(),
+            crate::metadata::scans::ScanState::Quarantined,
+            Some("this blob belongs only to images that have not passed their scan"),
+        ));
     }
     let range = headers::byte_range(&req.headers)?;
     let read = registry.read_blob(repo, digest, range).await?;

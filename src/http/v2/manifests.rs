@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
 use super::{header_str, location, HandlerResult, Request};
-use crate::domain::{Error, Reference, Registry, RepoName};
+use crate::domain::{Error, Gate, Reference, Registry, RepoName};
+use crate::http::AppState;
 use crate::metadata::StoredManifest;
 
 /// Whether the client's `Accept` headers allow `media_type`. No `Accept` allows everything.
@@ -38,21 +39,29 @@ fn manifest_response(m: StoredManifest, head: bool) -> Response {
     response
 }
 
-pub async fn get(registry: &Registry, repo: &RepoName, reference: &Reference, req: &Request) -> HandlerResult {
+pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, req: &Request) -> HandlerResult {
+    let registry = &state.registry;
     let manifest = registry.get_manifest(repo, reference).await?;
     if !acceptable(&req.headers, &manifest.media_type) {
         return Err(Error::ManifestUnknown.into());
     }
+    // The quarantine gate: GET (not HEAD, which re-pushes depend on); admins pass, audited.
+    if req.method == Method::GET {
+        if let Gate::Blocked { state: scan, summary } = registry.manifest_gate(repo, &manifest).await? {
+            let who = req.grants.who.principal.subject();
+            if req.grants.who.principal.is_admin() {
+                tracing::info!(target: "audit", subject = who, repository = %repo, digest = %manifest.digest, state = scan.as_str(), "quarantine bypassed by an admin");
+            } else {
+                tracing::info!(target: "audit", subject = who, repository = %repo, digest = %manifest.digest, state = scan.as_str(), "pull blocked by quarantine");
+                return Err(super::blocked(state, repo, manifest.digest.as_str(), scan, summary.as_deref()));
+            }
+        }
+    }
     Ok(manifest_response(manifest, req.method == Method::HEAD))
 }
 
-pub async fn put(
-    registry: &Registry,
-    repo: &RepoName,
-    reference: &Reference,
-    req: &Request,
-    body: Body,
-) -> HandlerResult {
+pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: &Request, body: Body) -> HandlerResult {
+    let registry = &state.registry;
     let limit = registry.limits().max_manifest_bytes;
     let too_large = || Error::ManifestTooLarge { limit };
     if super::headers::content_length(&req.headers).is_some_and(|n| n > limit as u64) {
@@ -75,6 +84,12 @@ pub async fn put(
     let h = response.headers_mut();
     h.insert("Location", location(format!("/v2/{repo}/manifests/{}", put.digest)));
     h.insert("Docker-Content-Digest", HeaderValue::from_str(put.digest.as_str()).expect("digest"));
+    if put.scanned {
+        let status = format!("{}/api/v1/scans?repository={repo}&digest={}", state.public_url, put.digest);
+        if let Ok(v) = HeaderValue::from_str(&status) {
+            h.insert("Portcullis-Scan-Status", v);
+        }
+    }
     if let Some(subject) = put.subject {
         h.insert("OCI-Subject", HeaderValue::from_str(subject.as_str()).expect("digest"));
     }

@@ -25,6 +25,7 @@ use crate::auth::jwt::{Access, TokenUse};
 use crate::auth::service::Authenticated;
 use crate::auth::{Action, AuthError, Scope};
 use crate::domain::RepoName;
+use crate::metadata::scans::ScanState;
 
 pub type HandlerResult = Result<Response, OciError>;
 
@@ -141,13 +142,11 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
         (V2Route::Tags(repo), Method::GET) => listings::tags(registry, &repo, req).await,
         (V2Route::Referrers(repo, digest), Method::GET) => listings::referrers(registry, &repo, &digest, req).await,
         (V2Route::Manifest(repo, reference), Method::GET | Method::HEAD) => {
-            manifests::get(registry, &repo, &reference, req).await
+            manifests::get(state, &repo, &reference, req).await
         }
-        (V2Route::Manifest(repo, reference), Method::PUT) => {
-            manifests::put(registry, &repo, &reference, req, body).await
-        }
+        (V2Route::Manifest(repo, reference), Method::PUT) => manifests::put(state, &repo, &reference, req, body).await,
         (V2Route::Manifest(repo, reference), Method::DELETE) => manifests::delete(registry, &repo, &reference).await,
-        (V2Route::Blob(repo, digest), Method::GET | Method::HEAD) => blobs::get(registry, &repo, &digest, req).await,
+        (V2Route::Blob(repo, digest), Method::GET | Method::HEAD) => blobs::get(state, &repo, &digest, req).await,
         (V2Route::Blob(repo, digest), Method::DELETE) => blobs::delete(registry, &repo, &digest).await,
         (V2Route::UploadStart(repo), Method::POST) => uploads::start(registry, &repo, req, body).await,
         (V2Route::Upload(repo, id), Method::GET) => uploads::status(registry, &repo, &id).await,
@@ -155,6 +154,30 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
         (V2Route::Upload(repo, id), Method::PUT) => uploads::put(registry, &repo, &id, req, body).await,
         (V2Route::Upload(repo, id), Method::DELETE) => uploads::cancel(registry, &repo, &id).await,
         (_, method) => Err(OciError::new(Code::Unsupported, format!("{method} is not supported on this endpoint"))),
+    }
+}
+
+/// The answer to a pull the quarantine gate stops: the code names the state, the message names
+/// the blocking findings and where to read the report.
+pub(super) fn blocked(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &str,
+    scan: ScanState,
+    summary: Option<&str>,
+) -> OciError {
+    let report = format!("{}/api/v1/scans?repository={repo}&digest={digest}", state.public_url);
+    let (code, what) = match scan {
+        ScanState::Quarantined => (Code::Quarantined, "is quarantined"),
+        ScanState::Error => (Code::ScanFailed, "could not be scanned and is blocked"),
+        _ => (Code::ScanPending, "is waiting for its security scan"),
+    };
+    let detail = summary.map(|s| format!(": {s}")).unwrap_or_default();
+    let e = OciError::new(code, format!("image {repo}@{digest} {what}{detail}; report: {report}"));
+    if matches!(scan, ScanState::Pending | ScanState::Scanning) {
+        e.with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
+    } else {
+        e
     }
 }
 

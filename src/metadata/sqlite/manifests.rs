@@ -76,6 +76,20 @@ impl ManifestStore for SqliteMetadata {
             .await
             .map_err(db_err)?;
         }
+        if m.scan {
+            // A re-push of a scanned image keeps its verdict.
+            sqlx::query(
+                "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at)
+                 VALUES (?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
         if let Some(tag) = &m.tag {
             sqlx::query(
                 "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)

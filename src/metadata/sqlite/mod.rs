@@ -7,6 +7,7 @@
 mod auth;
 mod blobs;
 mod manifests;
+mod scans;
 mod uploads;
 
 use std::path::Path;

@@ -1,0 +1,76 @@
+//! The quarantine gate and the scan records behind it.
+//!
+//! Rules: state is per (repository, manifest digest), never per tag. An image may be pulled by
+//! ordinary principals only once it passed or was released; an index takes the worst state of its
+//! children; artifacts (with a `subject`, or a non-image config) are not scanned and not gated. A
+//! blob is gated when every manifest of the repository that references it is blocked.
+
+use super::{now, Digest, RepoName, Result};
+use crate::metadata::scans::{ScanJob, ScanRecord, ScanState};
+use crate::metadata::StoredManifest;
+
+/// Whether a pull may proceed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    Open,
+    Blocked { state: ScanState, summary: Option<String> },
+}
+
+impl super::Registry {
+    /// The gate for a manifest about to be served.
+    pub async fn manifest_gate(&self, repo: &RepoName, manifest: &StoredManifest) -> Result<Gate> {
+        let mut worst: Option<(ScanState, Option<String>)> = None;
+        let mut consider = |state: ScanState, summary: Option<String>| {
+            if !state.allows_pull() && worst.as_ref().is_none_or(|(w, _)| state.badness() > w.badness()) {
+                worst = Some((state, summary));
+            }
+        };
+        if let Some(record) = self.meta.scan(repo, &manifest.digest).await? {
+            consider(record.state, record.summary);
+        }
+        if manifest.media_type == super::manifest::OCI_INDEX || manifest.media_type == super::manifest::DOCKER_LIST {
+            for state in self.meta.child_scan_states(repo, &manifest.digest).await? {
+                consider(state, Some("an image in this index has not passed its scan".into()));
+            }
+        }
+        Ok(match worst {
+            Some((state, summary)) => Gate::Blocked { state, summary },
+            None => Gate::Open,
+        })
+    }
+
+    /// Whether a blob may be fetched by ordinary principals.
+    pub async fn blob_gate(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.meta.blob_pull_allowed(repo, digest).await
+    }
+
+    pub async fn scan_record(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>> {
+        self.meta.scan(repo, digest).await
+    }
+
+    pub async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {
+        self.meta.list_scans(state, limit).await
+    }
+
+    /// An admin's release of a blocked image, recorded with who and why.
+    pub async fn release_scan(&self, repo: &RepoName, digest: &Digest, by: &str, reason: &str) -> Result<bool> {
+        self.meta.release_scan(repo, digest, by, reason, now()).await
+    }
+
+    pub async fn request_rescan(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.meta.request_rescan(repo, digest, now()).await
+    }
+
+    pub async fn claim_scan(&self, lease: std::time::Duration) -> Result<Option<ScanJob>> {
+        let now = now();
+        self.meta.claim_scan(now, now + lease.as_secs() as i64).await
+    }
+
+    pub async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str) -> Result<()> {
+        self.meta.finish_scan(job, state, findings, summary, now()).await
+    }
+
+    pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str) -> Result<()> {
+        self.meta.fail_scan(job, retry_at, summary, now()).await
+    }
+}

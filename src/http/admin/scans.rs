@@ -1,0 +1,113 @@
+//! `/api/v1/scans`: read a scan report (with pull rights on the repository; long-poll with
+//! `wait`), list scans by state (admins), release or rescan an image (admins).
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::json as j;
+
+use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller};
+use crate::auth::Action;
+use crate::domain::{Digest, RepoName};
+use crate::http::AppState;
+use crate::metadata::scans::{ScanRecord, ScanState};
+
+/// The longest a `wait` may hold a request.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Deserialize)]
+pub struct ScanQuery {
+    repository: Option<String>,
+    digest: Option<String>,
+    state: Option<String>,
+    wait: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    repository: String,
+    digest: String,
+    reason: Option<String>,
+}
+
+fn target(repository: &str, digest: &str) -> Result<(RepoName, Digest), ApiError> {
+    let repo = repository.parse().map_err(|_| ApiError::invalid("repository is not a valid repository name"))?;
+    let digest = digest.parse().map_err(|_| ApiError::invalid("digest is not a valid digest"))?;
+    Ok((repo, digest))
+}
+
+fn report(r: &ScanRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["findings"] = r.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_else(|| j!([]));
+    v
+}
+
+pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<ScanQuery>) -> ApiResult {
+    let (Some(repository), Some(digest)) = (q.repository.as_deref(), q.digest.as_deref()) else {
+        require_admin(&who)?;
+        let filter = match q.state.as_deref() {
+            Some(s) => Some(ScanState::parse(s).ok_or_else(|| ApiError::invalid("unknown state"))?),
+            None => None,
+        };
+        let items: Vec<_> = state
+            .registry
+            .list_scans(filter, q.limit.unwrap_or(100).clamp(1, 1000))
+            .await?
+            .iter()
+            .map(report)
+            .collect();
+        return json(StatusCode::OK, j!({"items": items, "next": null}));
+    };
+    let (repo, digest) = target(repository, digest)?;
+    if !state.auth.allowed(&who.principal, &repo).await?.contains(Action::Pull) {
+        return Err(ApiError::not_found("scan"));
+    }
+    let wait = match q.wait.as_deref() {
+        Some(w) => humantime::parse_duration(w)
+            .map_err(|_| ApiError::invalid("wait must be a duration such as 60s"))?
+            .min(MAX_WAIT),
+        None => Duration::ZERO,
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
+        let settled = !matches!(record.state, ScanState::Pending | ScanState::Scanning) && !record.rescan_requested;
+        if settled || Instant::now() >= deadline {
+            return json(StatusCode::OK, report(&record));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let t: Target = parse(&body)?;
+    let reason = t
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("a reason is required to release"))?;
+    let (repo, digest) = target(&t.repository, &t.digest)?;
+    if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason).await? {
+        return Err(ApiError::not_found("scan"));
+    }
+    audit(&who, "scan.release", &format!("{repo}@{digest}: {reason}"));
+    let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
+    json(StatusCode::OK, report(&record))
+}
+
+pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let t: Target = parse(&body)?;
+    let (repo, digest) = target(&t.repository, &t.digest)?;
+    if !state.registry.request_rescan(&repo, &digest).await? {
+        return Err(ApiError::not_found("scan"));
+    }
+    audit(&who, "scan.rescan", &format!("{repo}@{digest}"));
+    let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
+    json(StatusCode::ACCEPTED, report(&record))
+}

@@ -1,0 +1,105 @@
+//! Scan state per (repository, manifest digest): the jobs, their leases and the verdicts.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::domain::{Digest, RepoName, Result};
+
+/// Where a manifest's scan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanState {
+    Pending,
+    Scanning,
+    Passed,
+    Quarantined,
+    Error,
+    Released,
+}
+
+impl ScanState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScanState::Pending => "pending",
+            ScanState::Scanning => "scanning",
+            ScanState::Passed => "passed",
+            ScanState::Quarantined => "quarantined",
+            ScanState::Error => "error",
+            ScanState::Released => "released",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ScanState> {
+        Some(match s {
+            "pending" => ScanState::Pending,
+            "scanning" => ScanState::Scanning,
+            "passed" => ScanState::Passed,
+            "quarantined" => ScanState::Quarantined,
+            "error" => ScanState::Error,
+            "released" => ScanState::Released,
+            _ => return None,
+        })
+    }
+    /// Whether the image may be pulled by ordinary principals.
+    pub fn allows_pull(self) -> bool {
+        matches!(self, ScanState::Passed | ScanState::Released)
+    }
+    /// Ordering for "the worst state of the children": higher is worse.
+    pub fn badness(self) -> u8 {
+        match self {
+            ScanState::Passed | ScanState::Released => 0,
+            ScanState::Pending => 1,
+            ScanState::Scanning => 2,
+            ScanState::Error => 3,
+            ScanState::Quarantined => 4,
+        }
+    }
+}
+
+/// A scan record as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanRecord {
+    pub repository: String,
+    pub digest: String,
+    pub state: ScanState,
+    /// Findings as a JSON array (kept as stored; the API embeds it).
+    #[serde(skip)]
+    pub findings: Option<String>,
+    pub summary: Option<String>,
+    pub attempts: u32,
+    pub rescan_requested: bool,
+    pub released_by: Option<String>,
+    pub release_reason: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct ScanJob {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub attempts: u32,
+}
+
+#[async_trait]
+pub trait ScanStore: Send + Sync {
+    /// The scan of a manifest; `None` for manifests that are not scanned (artifacts, indexes).
+    async fn scan(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>>;
+    /// Claims the oldest claimable job (pending and due, a lapsed lease, or a requested rescan) with
+    /// a lease until `lease_until`.
+    async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>>;
+    /// Records a verdict; a released image stays released unless the new verdict passes.
+    async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str, now: i64)
+        -> Result<()>;
+    /// A failed attempt: retried at `retry_at`, or ends in `error` (a rescan keeps the verdict it had).
+    async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()>;
+    /// Releases a blocked image. False if there is no scan record.
+    async fn release_scan(&self, repo: &RepoName, digest: &Digest, by: &str, reason: &str, now: i64) -> Result<bool>;
+    /// Asks for a new verdict; the current one keeps serving until it lands.
+    async fn request_rescan(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
+    /// Scans in a state (all when `None`), most recent first.
+    async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>>;
+    /// Scan states of the manifests an index references.
+    async fn child_scan_states(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanState>>;
+    /// False when every manifest of `repo` that references the blob is scanned and not pullable.
+    async fn blob_pull_allowed(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+}

@@ -1,0 +1,196 @@
+//! Scan jobs and verdicts in SQLite.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{db_err, digest, repo_name, SqliteMetadata};
+use crate::domain::{Digest, Error, RepoName, Result};
+use crate::metadata::scans::{ScanJob, ScanRecord, ScanState, ScanStore};
+
+const RECORD: &str = "SELECT r.name, s.* FROM scans s JOIN repositories r ON r.id = s.repository_id";
+
+fn record(row: SqliteRow) -> Result<ScanRecord> {
+    let state: String = row.get("state");
+    Ok(ScanRecord {
+        repository: row.get("name"),
+        digest: row.get("manifest_digest"),
+        state: ScanState::parse(&state).ok_or_else(|| Error::Internal(format!("bad scan state {state}")))?,
+        findings: row.get("findings"),
+        summary: row.get("summary"),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        rescan_requested: row.get::<i64, _>("rescan") != 0,
+        released_by: row.get("released_by"),
+        release_reason: row.get("release_reason"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+const WHERE_JOB: &str = "repository_id = (SELECT id FROM repositories WHERE name = ?) AND manifest_digest = ?";
+
+#[async_trait]
+impl ScanStore for SqliteMetadata {
+    async fn scan(&self, repo: &RepoName, d: &Digest) -> Result<Option<ScanRecord>> {
+        sqlx::query(&format!("{RECORD} WHERE r.name = ? AND s.manifest_digest = ?"))
+            .bind(repo.as_str())
+            .bind(d.as_str())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?
+            .map(record)
+            .transpose()
+    }
+
+    async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>> {
+        let row = sqlx::query(
+            "UPDATE scans SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2,
+                 state = CASE WHEN state = 'pending' THEN 'scanning' ELSE state END
+             WHERE rowid = (
+                 SELECT rowid FROM scans
+                 WHERE next_attempt_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)
+                   AND (state IN ('pending', 'scanning') OR rescan = 1)
+                 ORDER BY created_at, manifest_digest LIMIT 1)
+             RETURNING repository_id, manifest_digest, attempts",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else { return Ok(None) };
+        let name: String = sqlx::query_scalar("SELECT name FROM repositories WHERE id = ?")
+            .bind(row.get::<i64, _>("repository_id"))
+            .fetch_one(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(Some(ScanJob {
+            repo: repo_name(name)?,
+            digest: digest(row.get("manifest_digest"))?,
+            attempts: row.get::<i64, _>("attempts") as u32,
+        }))
+    }
+
+    async fn finish_scan(
+        &self,
+        job: &ScanJob,
+        state: ScanState,
+        findings: &str,
+        summary: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE scans SET findings = ?, summary = ?, lease_until = NULL, rescan = 0, attempts = 0, updated_at = ?,
+                 state = CASE WHEN state = 'released' AND ? != 'passed' THEN 'released' ELSE ? END
+             WHERE {WHERE_JOB}"
+        ))
+        .bind(findings)
+        .bind(summary)
+        .bind(now)
+        .bind(state.as_str())
+        .bind(state.as_str())
+        .bind(job.repo.as_str())
+        .bind(job.digest.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()> {
+        let query = match retry_at {
+            Some(_) => format!(
+                "UPDATE scans SET lease_until = NULL, next_attempt_at = ?, summary = ?, updated_at = ?,
+                     state = CASE WHEN state = 'scanning' THEN 'pending' ELSE state END
+                 WHERE {WHERE_JOB}"
+            ),
+            None => format!(
+                "UPDATE scans SET lease_until = NULL, next_attempt_at = ?, summary = ?, updated_at = ?, rescan = 0, attempts = 0,
+                     state = CASE WHEN state IN ('pending', 'scanning') THEN 'error' ELSE state END
+                 WHERE {WHERE_JOB}"
+            ),
+        };
+        sqlx::query(&query)
+            .bind(retry_at.unwrap_or(now))
+            .bind(summary)
+            .bind(now)
+            .bind(job.repo.as_str())
+            .bind(job.digest.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn release_scan(&self, repo: &RepoName, d: &Digest, by: &str, reason: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "UPDATE scans SET state = 'released', released_by = ?, release_reason = ?, updated_at = ? WHERE {WHERE_JOB}"
+        ))
+        .bind(by)
+        .bind(reason)
+        .bind(now)
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn request_rescan(&self, repo: &RepoName, d: &Digest, now: i64) -> Result<bool> {
+        let done =
+            sqlx::query(&format!("UPDATE scans SET rescan = 1, next_attempt_at = 0, updated_at = ? WHERE {WHERE_JOB}"))
+                .bind(now)
+                .bind(repo.as_str())
+                .bind(d.as_str())
+                .execute(&self.write)
+                .await
+                .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {
+        sqlx::query(&format!(
+            "{RECORD} WHERE (? IS NULL OR s.state = ?) ORDER BY s.updated_at DESC, s.manifest_digest LIMIT ?"
+        ))
+        .bind(state.map(ScanState::as_str))
+        .bind(state.map(ScanState::as_str))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(record)
+        .collect()
+    }
+
+    async fn child_scan_states(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanState>> {
+        let states: Vec<String> = sqlx::query_scalar(
+            "SELECT s.state FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.target_digest
+             WHERE r.name = ? AND mr.manifest_digest = ? AND mr.kind = 'manifest'",
+        )
+        .bind(repo.as_str())
+        .bind(index.as_str())
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(states.iter().filter_map(|s| ScanState::parse(s)).collect())
+    }
+
+    async fn blob_pull_allowed(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS total,
+                    COALESCE(SUM(CASE WHEN s.state IS NULL OR s.state IN ('passed', 'released') THEN 1 ELSE 0 END), 0) AS open
+             FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
+             WHERE r.name = ? AND mr.target_digest = ? AND mr.kind = 'blob'",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        let (total, open): (i64, i64) = (row.get("total"), row.get("open"));
+        Ok(total == 0 || open > 0)
+    }
+}

@@ -1,0 +1,108 @@
+//! The scan worker: claims jobs (with a lease, so a crashed worker's job is picked up again),
+//! streams the image's config and layers through the built-in checks, and records the verdict.
+//! Failures are retried with back-off before the job ends in `error`.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde::Deserialize;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::layers::ImageScan;
+use super::{image_config, Finding, Policy};
+use crate::domain::{now, Digest, Reference, Registry};
+use crate::metadata::scans::{ScanJob, ScanState};
+
+/// How long a claimed job is ours before another worker may take it over.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// Attempts before a job ends in `error`.
+const MAX_ATTEMPTS: u32 = 5;
+/// Largest config blob read into memory.
+const MAX_CONFIG: u64 = 4 << 20;
+
+#[derive(Deserialize)]
+struct Descriptor {
+    digest: String,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    config: Descriptor,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+async fn scan_image(registry: &Registry, job: &ScanJob, policy: &Policy) -> Result<Vec<Finding>, String> {
+    let manifest =
+        registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| e.to_string())?;
+    let manifest: Manifest = serde_json::from_slice(&manifest.content).map_err(|e| format!("manifest: {e}"))?;
+    let config_digest: Digest = manifest.config.digest.parse().map_err(|e: crate::domain::Error| e.to_string())?;
+    if manifest.config.size > MAX_CONFIG {
+        return Err("image config is larger than 4 MiB".into());
+    }
+    let mut config = Vec::new();
+    let mut body = registry.read_blob(&job.repo, &config_digest, None).await.map_err(|e| e.to_string())?.body;
+    while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
+        config.extend_from_slice(&chunk);
+        if config.len() as u64 > MAX_CONFIG {
+            return Err("image config is larger than 4 MiB".into());
+        }
+    }
+    let mut findings = image_config::check(&config)?;
+    let mut scan = ImageScan::new();
+    scan.count_bytes(manifest.config.size);
+    for layer in manifest.layers {
+        let digest: Digest = layer.digest.parse().map_err(|e: crate::domain::Error| e.to_string())?;
+        scan.count_bytes(layer.size);
+        let body = registry.read_blob(&job.repo, &digest, None).await.map_err(|e| e.to_string())?.body;
+        // The tar reader is synchronous: it runs on the blocking pool, pulling bytes as it goes.
+        let reader = SyncIoBridge::new(StreamReader::new(body));
+        let name = digest.to_string();
+        scan = tokio::task::spawn_blocking(move || scan.scan_layer(&name, reader).map(|()| scan))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    findings.extend(scan.finish(policy));
+    Ok(findings)
+}
+
+/// Runs one job if there is one; returns whether there was.
+pub async fn run_once(registry: &Registry, policy: &Policy) -> crate::domain::Result<bool> {
+    let Some(job) = registry.claim_scan(LEASE).await? else { return Ok(false) };
+    match scan_image(registry, &job, policy).await {
+        Ok(findings) => {
+            let assessment = policy.assess(findings.clone());
+            let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
+            let summary = if assessment.passed() {
+                format!("passed with {} warning(s)", assessment.warnings.len())
+            } else {
+                assessment.blocking.iter().take(3).map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
+            };
+            let findings = serde_json::to_string(&findings).unwrap_or_else(|_| "[]".into());
+            tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
+            registry.finish_scan(&job, state, &findings, &summary).await?;
+        }
+        Err(e) => {
+            let retry = (job.attempts < MAX_ATTEMPTS).then(|| now() + (1i64 << job.attempts.min(10)));
+            tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, error = %e, "scan failed");
+            registry.fail_scan(&job, retry, &format!("scan failed: {e}")).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Works through scan jobs until the task is dropped.
+pub async fn run(registry: Registry, policy: Policy) {
+    loop {
+        match run_once(&registry, &policy).await {
+            Ok(true) => continue,
+            Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "scan worker");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
