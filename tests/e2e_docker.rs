@@ -76,11 +76,7 @@ fn docker_push_remove_pull_same_image() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let host = server.host();
-    let certs = Path::new("/etc/docker/certs.d").join(&host);
-    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
-    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let (server, host, certs) = trusted_server(dir.path());
 
     login(&host, "admin", common::ADMIN_PASSWORD);
     let images = [
@@ -123,6 +119,16 @@ fn docker_push_remove_pull_same_image() {
     let _ = std::fs::remove_dir_all(&certs);
 }
 
+/// A registry process whose development CA the Docker engine trusts (certs.d, as the README says).
+fn trusted_server(dir: &Path) -> (Server, String, std::path::PathBuf) {
+    let server = Server::start(dir);
+    let host = server.host();
+    let certs = Path::new("/etc/docker/certs.d").join(&host);
+    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    (server, host, certs)
+}
+
 /// The manifest digest `docker push` printed.
 fn pushed_digest(output: &str) -> String {
     let at = output.find("digest: sha256:").expect("docker push prints the digest") + "digest: ".len();
@@ -160,11 +166,7 @@ async fn docker_login_as_user_robot_and_token_and_denied_push() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let host = server.host();
-    let certs = Path::new("/etc/docker/certs.d").join(&host);
-    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
-    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let (server, host, certs) = trusted_server(dir.path());
     use reqwest::Method;
     api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "team"})).await;
     for (user, role) in [("reader", "reader"), ("dev", "developer")] {
@@ -243,11 +245,7 @@ async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let host = server.host();
-    let certs = Path::new("/etc/docker/certs.d").join(&host);
-    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
-    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let (server, host, certs) = trusted_server(dir.path());
     use reqwest::Method;
     api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "q"})).await;
     api(
