@@ -1,6 +1,7 @@
 //! The metadata conformance suite: every [`Metadata`] implementation must pass [`run`] on an
 //! empty database (SQLite now; PostgreSQL runs the same suite).
 
+use super::scans::ScanState;
 use super::{Metadata, NewManifest, PutManifestRefused};
 use crate::domain::digest::Algorithm;
 use crate::domain::{Digest, RepoName, Tag};
@@ -28,7 +29,7 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         blobs,
         children: Vec::new(),
         tag: t.map(tag),
-        scan: true,
+        scan: false,
     }
 }
 
@@ -95,6 +96,47 @@ pub async fn run(meta: &dyn Metadata) {
     }
     assert_eq!(meta.list_repositories(None, 2).await.unwrap(), ["m/mid", "team/a"]);
     assert_eq!(meta.list_repositories(Some("team/a"), 2).await.unwrap(), ["z/last"]);
+
+    // Scans: a scanned manifest starts pending; jobs are claimed once per lease; verdicts gate blobs.
+    let s = repo("scan/app");
+    meta.link_blob(&s, &d("layer"), 5).await.unwrap();
+    let mut image = manifest("scan/app", "img", vec![d("layer")], None, Some("v1"));
+    image.scan = true;
+    meta.put_manifest(&image).await.unwrap().unwrap();
+    meta.put_manifest(&manifest("scan/app", "sig", vec![d("layer")], Some(d("img")), None)).await.unwrap().unwrap();
+    assert!(meta.scan(&s, &d("sig")).await.unwrap().is_none(), "artifacts are not scanned");
+    assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
+    let job = meta.claim_scan(1000, 1300).await.unwrap().expect("a job");
+    assert_eq!((job.repo.clone(), job.digest.clone(), job.attempts), (s.clone(), d("img"), 1));
+    assert!(meta.claim_scan(1001, 1301).await.unwrap().is_none(), "leased jobs are not claimed twice");
+    let again = meta.claim_scan(1400, 1700).await.unwrap().expect("a lapsed lease is claimable");
+    assert_eq!(again.attempts, 2);
+    meta.fail_scan(&again, Some(1500), "boom", 1400).await.unwrap();
+    assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
+    assert!(meta.claim_scan(1450, 1750).await.unwrap().is_none(), "not before its retry time");
+    let job = meta.claim_scan(1500, 1800).await.unwrap().unwrap();
+    meta.finish_scan(&job, ScanState::Quarantined, "[]", "runs as root", 1500).await.unwrap();
+    // The artifact still references the layer and is not scanned, so the layer stays readable.
+    assert!(meta.blob_pull_allowed(&s, &d("layer")).await.unwrap());
+    assert!(meta.delete_manifest(&s, &d("sig")).await.unwrap());
+    assert!(!meta.blob_pull_allowed(&s, &d("layer")).await.unwrap(), "only blocked images use the layer");
+    assert_eq!(meta.list_scans(Some(ScanState::Quarantined), 10).await.unwrap().len(), 1);
+    assert!(meta.request_rescan(&s, &d("img"), 1600).await.unwrap());
+    let rescan = meta.claim_scan(1600, 1900).await.unwrap().expect("a rescan job");
+    assert_eq!(
+        meta.scan(&s, &d("img")).await.unwrap().unwrap().state,
+        ScanState::Quarantined,
+        "the verdict serves meanwhile"
+    );
+    meta.finish_scan(&rescan, ScanState::Quarantined, "[]", "still root", 1600).await.unwrap();
+    assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", 1700).await.unwrap());
+    let released = meta.scan(&s, &d("img")).await.unwrap().unwrap();
+    assert_eq!((released.state, released.released_by.as_deref()), (ScanState::Released, Some("admin")));
+    assert!(meta.blob_pull_allowed(&s, &d("layer")).await.unwrap());
+    let mut index = manifest("scan/app", "index", vec![], None, None);
+    index.children = vec![d("img")];
+    meta.put_manifest(&index).await.unwrap().unwrap();
+    assert_eq!(meta.child_scan_states(&s, &d("index")).await.unwrap(), [ScanState::Released]);
 
     // Uploads: parts in order, optimistic concurrency, completion, staleness.
     let id = UploadId::new();
