@@ -14,9 +14,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::scan::{Rule, RuleAction};
+
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password"];
-const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits", "auth"];
+const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits", "auth", "scan"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +37,66 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub scan: ScanConfig,
+}
+
+/// Scan-on-push: the built-in rules (`block`, `warn` or `off` each), the external hook, and jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    pub root_user: RuleAction,
+    pub secret_in_env: RuleAction,
+    pub secret_in_file: RuleAction,
+    pub setuid_file: RuleAction,
+    pub world_writable: RuleAction,
+    pub exposed_ssh: RuleAction,
+    pub image_too_large: RuleAction,
+    /// Size above which `image_too_large` fires.
+    pub max_image_bytes: u64,
+    /// An external scanner: argv (no shell). Exit 0 passes, 1 fails, anything else is an error.
+    pub hook: Option<Vec<String>>,
+    #[serde(with = "humantime_serde")]
+    pub hook_timeout: Duration,
+    /// How long a claimed job is held before another worker may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Attempts before a failing job ends in `error`.
+    pub max_attempts: u32,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        let p = crate::scan::Policy::default();
+        ScanConfig {
+            root_user: p.action(Rule::RootUser),
+            secret_in_env: p.action(Rule::SecretInEnv),
+            secret_in_file: p.action(Rule::SecretInFile),
+            setuid_file: p.action(Rule::SetuidFile),
+            world_writable: p.action(Rule::WorldWritable),
+            exposed_ssh: p.action(Rule::ExposedSsh),
+            image_too_large: p.action(Rule::ImageTooLarge),
+            max_image_bytes: p.max_image_bytes,
+            hook: None,
+            hook_timeout: Duration::from_secs(600),
+            lease: Duration::from_secs(300),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl ScanConfig {
+    pub fn policy(&self) -> crate::scan::Policy {
+        let rules = [
+            (Rule::RootUser, self.root_user),
+            (Rule::SecretInEnv, self.secret_in_env),
+            (Rule::SecretInFile, self.secret_in_file),
+            (Rule::SetuidFile, self.setuid_file),
+            (Rule::WorldWritable, self.world_writable),
+            (Rule::ExposedSsh, self.exposed_ssh),
+            (Rule::ImageTooLarge, self.image_too_large),
+        ];
+        crate::scan::Policy { rules: rules.into_iter().collect(), max_image_bytes: self.max_image_bytes }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +204,7 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            scan: ScanConfig::default(),
         }
     }
 }
@@ -210,6 +273,14 @@ impl Config {
         if self.auth.service.is_empty() || self.auth.token_lifetime.is_zero() || self.auth.refresh_lifetime.is_zero() {
             anyhow::bail!(
                 "invalid configuration: auth.service, auth.token_lifetime and auth.refresh_lifetime must be set"
+            );
+        }
+        if self.scan.hook.as_ref().is_some_and(|h| h.is_empty() || h[0].is_empty()) {
+            anyhow::bail!("invalid configuration: scan.hook must be a non-empty argv list");
+        }
+        if self.scan.max_attempts == 0 || self.scan.lease.is_zero() || self.scan.hook_timeout.is_zero() {
+            anyhow::bail!(
+                "invalid configuration: scan.max_attempts, scan.lease and scan.hook_timeout must be positive"
             );
         }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {

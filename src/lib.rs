@@ -89,9 +89,17 @@ impl App {
         })
     }
 
-    /// Runs scan jobs with the built-in policy until the task is dropped.
+    /// Runs scan jobs with the configured policy and hook until the task is dropped.
     pub fn spawn_scan_worker(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(scan::worker::run(self.registry.clone(), scan::Policy::default()))
+        let c = &self.config.scan;
+        let settings = scan::worker::ScanSettings {
+            policy: c.policy(),
+            hook: c.hook.clone(),
+            hook_timeout: c.hook_timeout,
+            lease: c.lease,
+            max_attempts: c.max_attempts,
+        };
+        tokio::spawn(scan::worker::run(self.registry.clone(), settings))
     }
 
     /// Flushes and closes the database.

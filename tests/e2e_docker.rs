@@ -76,7 +76,7 @@ fn docker_push_remove_pull_same_image() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (server, host, certs) = trusted_server(dir.path());
+    let (_server, host, certs) = trusted_server(dir.path());
 
     login(&host, "admin", common::ADMIN_PASSWORD);
     let images = [

@@ -48,6 +48,10 @@ impl super::Registry {
         self.meta.scan(repo, digest).await
     }
 
+    pub async fn scan_tag(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        self.meta.scan_tag(repo, digest).await
+    }
+
     pub async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {
         self.meta.list_scans(state, limit).await
     }

@@ -100,6 +100,8 @@ pub trait ScanStore: Send + Sync {
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>>;
     /// Scan states of the manifests an index references.
     async fn child_scan_states(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanState>>;
+    /// A tag that points at the manifest (the first in lexical order), for the scan hook.
+    async fn scan_tag(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>>;
     /// False when every manifest of `repo` that references the blob is scanned and not pullable.
     async fn blob_pull_allowed(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 }

@@ -11,6 +11,7 @@
 //! Every pushed image gets a scan job ([`worker`]); until it passes (or an admin releases it) only
 //! admins may pull it (the gate is in `domain::scans`).
 
+pub mod hook;
 pub mod image_config;
 pub mod layers;
 pub mod secrets;
@@ -41,6 +42,10 @@ pub enum Rule {
     WorldWritable,
     ExposedSsh,
     ImageTooLarge,
+    /// The external hook rejected the image (exit 1).
+    Hook,
+    /// Something the external hook reported (informational unless it rejected the image).
+    HookFinding,
 }
 
 /// What a policy does when a rule fires.
@@ -105,7 +110,12 @@ impl Assessment {
 
 impl Policy {
     pub fn action(&self, rule: Rule) -> RuleAction {
-        self.rules.get(&rule).copied().unwrap_or(RuleAction::Warn)
+        match rule {
+            // The hook's own verdict is final; what it reports alongside is information.
+            Rule::Hook => RuleAction::Block,
+            Rule::HookFinding => RuleAction::Warn,
+            _ => self.rules.get(&rule).copied().unwrap_or(RuleAction::Warn),
+        }
     }
 
     /// Sorts findings into blocking and warnings; findings of rules that are off are dropped.

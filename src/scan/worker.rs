@@ -13,10 +13,16 @@ use super::{image_config, Finding, Policy};
 use crate::domain::{now, Digest, Reference, Registry};
 use crate::metadata::scans::{ScanJob, ScanState};
 
-/// How long a claimed job is ours before another worker may take it over.
-pub const LEASE: Duration = Duration::from_secs(300);
-/// Attempts before a job ends in `error`.
-const MAX_ATTEMPTS: u32 = 5;
+/// What the worker runs, from `[scan]` in the configuration.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub policy: Policy,
+    pub hook: Option<Vec<String>>,
+    pub hook_timeout: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+}
+
 /// Largest config blob read into memory.
 const MAX_CONFIG: u64 = 4 << 20;
 
@@ -68,10 +74,33 @@ async fn scan_image(registry: &Registry, job: &ScanJob, policy: &Policy) -> Resu
     Ok(findings)
 }
 
+/// Built-in checks, then the hook if one is configured.
+async fn scan_all(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -> Result<Vec<Finding>, String> {
+    let mut findings = scan_image(registry, job, &settings.policy).await?;
+    if let Some(argv) = &settings.hook {
+        let tag = registry.scan_tag(&job.repo, &job.digest).await.map_err(|e| e.to_string())?.unwrap_or_default();
+        match super::hook::run(registry, argv, settings.hook_timeout, &job.repo, &job.digest, &tag).await? {
+            super::hook::HookOutcome::Passed(reported) => findings.extend(reported),
+            super::hook::HookOutcome::Failed(reported) => {
+                findings.push(Finding {
+                    rule: super::Rule::Hook,
+                    severity: super::Severity::High,
+                    message: "the external scan hook rejected the image".into(),
+                    path: None,
+                    layer: None,
+                });
+                findings.extend(reported);
+            }
+        }
+    }
+    Ok(findings)
+}
+
 /// Runs one job if there is one; returns whether there was.
-pub async fn run_once(registry: &Registry, policy: &Policy) -> crate::domain::Result<bool> {
-    let Some(job) = registry.claim_scan(LEASE).await? else { return Ok(false) };
-    match scan_image(registry, &job, policy).await {
+pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<bool> {
+    let policy = &settings.policy;
+    let Some(job) = registry.claim_scan(settings.lease).await? else { return Ok(false) };
+    match scan_all(registry, &job, settings).await {
         Ok(findings) => {
             let assessment = policy.assess(findings.clone());
             let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
@@ -85,7 +114,7 @@ pub async fn run_once(registry: &Registry, policy: &Policy) -> crate::domain::Re
             registry.finish_scan(&job, state, &findings, &summary).await?;
         }
         Err(e) => {
-            let retry = (job.attempts < MAX_ATTEMPTS).then(|| now() + (1i64 << job.attempts.min(10)));
+            let retry = (job.attempts < settings.max_attempts).then(|| now() + (1i64 << job.attempts.min(10)));
             tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, error = %e, "scan failed");
             registry.fail_scan(&job, retry, &format!("scan failed: {e}")).await?;
         }
@@ -94,9 +123,9 @@ pub async fn run_once(registry: &Registry, policy: &Policy) -> crate::domain::Re
 }
 
 /// Works through scan jobs until the task is dropped.
-pub async fn run(registry: Registry, policy: Policy) {
+pub async fn run(registry: Registry, settings: ScanSettings) {
     loop {
-        match run_once(&registry, &policy).await {
+        match run_once(&registry, &settings).await {
             Ok(true) => continue,
             Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) => {

@@ -177,6 +177,18 @@ impl ScanStore for SqliteMetadata {
         Ok(states.iter().filter_map(|s| ScanState::parse(s)).collect())
     }
 
+    async fn scan_tag(&self, repo: &RepoName, d: &Digest) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+             WHERE r.name = ? AND t.manifest_digest = ? ORDER BY t.name LIMIT 1",
+        )
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)
+    }
+
     async fn blob_pull_allowed(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total,

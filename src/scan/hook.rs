@@ -1,0 +1,176 @@
+//! The external scanner hook: the image is written as an OCI image layout in a temporary
+//! directory and the configured argv runs (no shell) with a clean environment, in its own process
+//! group, with a timeout, and a JSON request on stdin.
+//!
+//! Exit 0 passes, 1 fails; any other exit, a signal or the timeout is an error (the job is retried
+//! and the image stays blocked). Optional JSON findings on stdout are kept; anything else there is
+//! ignored.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Finding, Rule, Severity};
+use crate::domain::{Digest, Registry, RepoName};
+
+/// The most of the hook's stdout that is read.
+const MAX_STDOUT: u64 = 1 << 20;
+
+/// What the hook decided.
+#[derive(Debug)]
+pub enum HookOutcome {
+    Passed(Vec<Finding>),
+    Failed(Vec<Finding>),
+}
+
+#[derive(Deserialize)]
+struct HookReport {
+    #[serde(default)]
+    findings: Vec<HookFinding>,
+}
+
+#[derive(Deserialize)]
+struct HookFinding {
+    #[serde(default, alias = "title")]
+    message: Option<String>,
+    #[serde(default)]
+    severity: Option<Severity>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+async fn copy_blob(registry: &Registry, repo: &RepoName, digest: &Digest, dir: &Path) -> Result<(), String> {
+    let mut body = registry.read_blob(repo, digest, None).await.map_err(|e| e.to_string())?.body;
+    let mut file = tokio::fs::File::create(dir.join(digest.hex())).await.map_err(|e| e.to_string())?;
+    while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
+        file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    file.flush().await.map_err(|e| e.to_string())
+}
+
+/// Writes `repo@digest` as an OCI image layout under `root`.
+async fn write_layout(
+    registry: &Registry,
+    repo: &RepoName,
+    manifest: &crate::metadata::StoredManifest,
+    tag: &str,
+    root: &Path,
+) -> Result<(), String> {
+    let blobs = root.join("blobs").join(manifest.digest.algorithm().as_str());
+    tokio::fs::create_dir_all(&blobs).await.map_err(|e| e.to_string())?;
+    tokio::fs::write(blobs.join(manifest.digest.hex()), &manifest.content).await.map_err(|e| e.to_string())?;
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.content).map_err(|e| e.to_string())?;
+    let mut digests = vec![parsed["config"]["digest"].as_str().unwrap_or("").to_owned()];
+    for layer in parsed["layers"].as_array().into_iter().flatten() {
+        if layer["urls"].is_null() {
+            digests.push(layer["digest"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    for d in digests {
+        let d: Digest = d.parse().map_err(|e: crate::domain::Error| e.to_string())?;
+        let dir = root.join("blobs").join(d.algorithm().as_str());
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
+        copy_blob(registry, repo, &d, &dir).await?;
+    }
+    let mut descriptor = serde_json::json!({"mediaType": manifest.media_type, "digest": manifest.digest.to_string(), "size": manifest.content.len()});
+    if !tag.is_empty() {
+        descriptor["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [descriptor]});
+    tokio::fs::write(root.join("index.json"), index.to_string()).await.map_err(|e| e.to_string())?;
+    tokio::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).await.map_err(|e| e.to_string())
+}
+
+fn parse_findings(stdout: &[u8]) -> Vec<Finding> {
+    let Ok(report) = serde_json::from_slice::<HookReport>(stdout) else { return Vec::new() };
+    report
+        .findings
+        .into_iter()
+        .take(1000)
+        .map(|f| Finding {
+            rule: Rule::HookFinding,
+            severity: f.severity.unwrap_or(Severity::Medium),
+            message: f
+                .message
+                .unwrap_or_else(|| "finding reported by the scan hook".into())
+                .chars()
+                .take(500)
+                .collect(),
+            path: f.path,
+            layer: None,
+        })
+        .collect()
+}
+
+/// Runs the hook on `repo@digest`; `Err` is an error outcome (retry, then `error`).
+pub async fn run(
+    registry: &Registry,
+    argv: &[String],
+    timeout: Duration,
+    repo: &RepoName,
+    digest: &Digest,
+    tag: &str,
+) -> Result<HookOutcome, String> {
+    let manifest = registry
+        .get_manifest(repo, &crate::domain::Reference::Digest(digest.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let layout = dir.path().join("layout");
+    write_layout(registry, repo, &manifest, tag, &layout).await?;
+    let request = serde_json::json!({"repository": repo.as_str(), "digest": digest.to_string(), "tag": tag,
+        "media_type": manifest.media_type, "layout": layout.display().to_string()});
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PORTCULLIS_REPOSITORY", repo.as_str())
+        .env("PORTCULLIS_DIGEST", digest.as_str())
+        .env("PORTCULLIS_TAG", tag)
+        .env("PORTCULLIS_LAYOUT", &layout)
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the scan hook {:?}: {e}", argv[0]))?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let work = async {
+        // A hook that does not read its stdin must not make us fail.
+        let _ = stdin.write_all(request.to_string().as_bytes()).await;
+        drop(stdin);
+        let mut out = Vec::new();
+        let _ = (&mut stdout).take(MAX_STDOUT).read_to_end(&mut out).await;
+        let status = child.wait().await;
+        (status, out)
+    };
+    let (status, out) = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => {
+            // The whole process group goes, so a hook's children cannot outlive it.
+            if let Some(pid) = pid {
+                // SAFETY: killpg only sends a signal to the group we created for the hook.
+                unsafe {
+                    libc::killpg(pid as i32, libc::SIGKILL);
+                }
+            }
+            return Err(format!("the scan hook did not finish within {timeout:?}"));
+        }
+    };
+    let status = status.map_err(|e| e.to_string())?;
+    let findings = parse_findings(&out);
+    match status.code() {
+        Some(0) => Ok(HookOutcome::Passed(findings)),
+        Some(1) => Ok(HookOutcome::Failed(findings)),
+        Some(code) => Err(format!("the scan hook exited with status {code}")),
+        None => Err("the scan hook was killed by a signal".into()),
+    }
+}
