@@ -178,3 +178,50 @@ async fn a_lapsed_lease_is_picked_up_again() {
     }
     assert_eq!(r.wait_scan("team/lease", &digest).await, "passed");
 }
+
+#[tokio::test]
+async fn a_release_can_expire_and_namespaces_can_relax_rules() {
+    let r = TestRegistry::new().await;
+    let pw = r.user_with_role("dev", "team", "owner").await;
+    let token = r.login("dev", &pw, &["repository:team/app:pull", "repository:relaxed/app:pull"]).await;
+    let (digest, layer) = push(&r, "team/app", "v1", root_config(), images::layer_tar_gz("a", b"a", 0o644)).await;
+    assert_eq!(r.wait_scan("team/app", &digest).await, "quarantined");
+    let soon = portcullis::domain::now() + 2;
+    let released = r
+        .admin_api(
+            "POST",
+            "/api/v1/scans/release",
+            json!({"repository": "team/app", "digest": digest.to_string(), "reason": "until the fix ships", "expires_at": soon}),
+        )
+        .await;
+    released.expect(200, None);
+    assert_eq!(released.json()["release_until"], soon);
+    r.v2_as(&token, "GET", "/v2/team/app/manifests/v1", Body::empty()).await.expect(200, None);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let lapsed = r.v2_as(&token, "GET", "/v2/team/app/manifests/v1", Body::empty()).await;
+    lapsed.expect(403, Some("QUARANTINED"));
+    assert!(lapsed.json()["errors"][0]["message"].as_str().unwrap().contains("release expired"));
+    r.v2_as(&token, "GET", &format!("/v2/team/app/blobs/{layer}"), Body::empty())
+        .await
+        .expect(403, Some("QUARANTINED"));
+
+    // A namespace where running as root only warns.
+    r.admin_api("POST", "/api/v1/namespaces", json!({"name": "relaxed"})).await.expect(201, None);
+    r.api_as("dev", &pw, "PUT", "/api/v1/namespaces/relaxed/scan-policy", json!({"root_user": "warn"}))
+        .await
+        .expect(403, None);
+    r.admin_api("PUT", "/api/v1/namespaces/relaxed/scan-policy", json!({"root_user": "sometimes"}))
+        .await
+        .expect(400, None);
+    r.admin_api("PUT", "/api/v1/namespaces/relaxed/scan-policy", json!({"hook": "off"})).await.expect(400, None);
+    r.admin_api("PUT", "/api/v1/namespaces/nowhere/scan-policy", json!({"root_user": "warn"})).await.expect(404, None);
+    let set = r.admin_api("PUT", "/api/v1/namespaces/relaxed/scan-policy", json!({"root_user": "warn"})).await;
+    set.expect(200, None);
+    assert_eq!(
+        r.admin_api("GET", "/api/v1/namespaces/relaxed/scan-policy", json!(null)).await.json()["overrides"],
+        json!({"root_user": "warn"})
+    );
+    let (relaxed, _) = push(&r, "relaxed/app", "v1", root_config(), images::layer_tar_gz("a", b"a", 0o644)).await;
+    assert_eq!(r.wait_scan("relaxed/app", &relaxed).await, "passed");
+    r.v2_as(&token, "GET", "/v2/relaxed/app/manifests/v1", Body::empty()).await.expect(403, Some("DENIED"));
+}

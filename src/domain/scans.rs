@@ -25,12 +25,22 @@ impl super::Registry {
                 worst = Some((state, summary));
             }
         };
+        let now = now();
+        let lapsed = |r: &ScanRecord| {
+            if r.effective_state(now) != r.state {
+                Some("its release expired".to_owned())
+            } else {
+                r.summary.clone()
+            }
+        };
         if let Some(record) = self.meta.scan(repo, &manifest.digest).await? {
-            consider(record.state, record.summary);
+            consider(record.effective_state(now), lapsed(&record));
         }
         if manifest.media_type == super::manifest::OCI_INDEX || manifest.media_type == super::manifest::DOCKER_LIST {
-            for state in self.meta.child_scan_states(repo, &manifest.digest).await? {
-                consider(state, Some("an image in this index has not passed its scan".into()));
+            for child in self.meta.child_scans(repo, &manifest.digest).await? {
+                let summary =
+                    lapsed(&child).map(|s| format!("an image in this index ({}) is blocked: {s}", child.digest));
+                consider(child.effective_state(now), summary);
             }
         }
         Ok(match worst {
@@ -41,7 +51,7 @@ impl super::Registry {
 
     /// Whether a blob may be fetched by ordinary principals.
     pub async fn blob_gate(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.meta.blob_pull_allowed(repo, digest).await
+        self.meta.blob_pull_allowed(repo, digest, now()).await
     }
 
     pub async fn scan_record(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>> {
@@ -56,9 +66,25 @@ impl super::Registry {
         self.meta.list_scans(state, limit).await
     }
 
-    /// An admin's release of a blocked image, recorded with who and why.
-    pub async fn release_scan(&self, repo: &RepoName, digest: &Digest, by: &str, reason: &str) -> Result<bool> {
-        self.meta.release_scan(repo, digest, by, reason, now()).await
+    /// An admin's release of a blocked image, recorded with who, why and until when.
+    pub async fn release_scan(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        by: &str,
+        reason: &str,
+        until: Option<i64>,
+    ) -> Result<bool> {
+        self.meta.release_scan(repo, digest, by, reason, until, now()).await
+    }
+
+    /// A namespace's scan rule overrides as JSON (`{"root_user": "warn", ...}`).
+    pub async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>> {
+        self.meta.namespace_scan_rules(namespace).await
+    }
+
+    pub async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str) -> Result<bool> {
+        self.meta.set_namespace_scan_rules(namespace, rules, now()).await
     }
 
     pub async fn request_rescan(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

@@ -117,9 +117,9 @@ pub async fn run(meta: &dyn Metadata) {
     let job = meta.claim_scan(1500, 1800).await.unwrap().unwrap();
     meta.finish_scan(&job, ScanState::Quarantined, "[]", "runs as root", 1500).await.unwrap();
     // The artifact still references the layer and is not scanned, so the layer stays readable.
-    assert!(meta.blob_pull_allowed(&s, &d("layer")).await.unwrap());
+    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1500).await.unwrap());
     assert!(meta.delete_manifest(&s, &d("sig")).await.unwrap());
-    assert!(!meta.blob_pull_allowed(&s, &d("layer")).await.unwrap(), "only blocked images use the layer");
+    assert!(!meta.blob_pull_allowed(&s, &d("layer"), 1500).await.unwrap(), "only blocked images use the layer");
     assert_eq!(meta.list_scans(Some(ScanState::Quarantined), 10).await.unwrap().len(), 1);
     assert!(meta.request_rescan(&s, &d("img"), 1600).await.unwrap());
     let rescan = meta.claim_scan(1600, 1900).await.unwrap().expect("a rescan job");
@@ -129,14 +129,32 @@ pub async fn run(meta: &dyn Metadata) {
         "the verdict serves meanwhile"
     );
     meta.finish_scan(&rescan, ScanState::Quarantined, "[]", "still root", 1600).await.unwrap();
-    assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", 1700).await.unwrap());
+    assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
     let released = meta.scan(&s, &d("img")).await.unwrap().unwrap();
     assert_eq!((released.state, released.released_by.as_deref()), (ScanState::Released, Some("admin")));
-    assert!(meta.blob_pull_allowed(&s, &d("layer")).await.unwrap());
+    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1700).await.unwrap());
+    // A release with an expiry lapses.
+    assert!(meta.release_scan(&s, &d("img"), "admin", "for a week", Some(2000), 1700).await.unwrap());
+    let timed = meta.scan(&s, &d("img")).await.unwrap().unwrap();
+    assert_eq!(
+        (timed.effective_state(1999), timed.effective_state(2000)),
+        (ScanState::Released, ScanState::Quarantined)
+    );
+    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1999).await.unwrap());
+    assert!(!meta.blob_pull_allowed(&s, &d("layer"), 2000).await.unwrap());
+    assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
+    // Namespace rule overrides.
+    assert!(meta.namespace_scan_rules("scan").await.unwrap().is_none());
+    assert!(!meta.set_namespace_scan_rules("scan", "{}", 1).await.unwrap(), "no such namespace yet");
+    meta.create_namespace("scan", false, 1).await.unwrap();
+    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"warn"}"#, 1).await.unwrap());
+    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"off"}"#, 2).await.unwrap());
+    assert_eq!(meta.namespace_scan_rules("scan").await.unwrap().as_deref(), Some(r#"{"root_user":"off"}"#));
     let mut index = manifest("scan/app", "index", vec![], None, None);
     index.children = vec![d("img")];
     meta.put_manifest(&index).await.unwrap().unwrap();
-    assert_eq!(meta.child_scan_states(&s, &d("index")).await.unwrap(), [ScanState::Released]);
+    let children = meta.child_scans(&s, &d("index")).await.unwrap();
+    assert_eq!(children.iter().map(|c| c.state).collect::<Vec<_>>(), [ScanState::Released]);
 
     // Uploads: parts in order, optimistic concurrency, completion, staleness.
     let id = UploadId::new();

@@ -69,7 +69,19 @@ pub struct ScanRecord {
     pub rescan_requested: bool,
     pub released_by: Option<String>,
     pub release_reason: Option<String>,
+    /// When a release lapses and the image is blocked again (`None`: never).
+    pub release_until: Option<i64>,
     pub updated_at: i64,
+}
+
+impl ScanRecord {
+    /// The state in effect at `now`: a lapsed release counts as quarantined again.
+    pub fn effective_state(&self, now: i64) -> ScanState {
+        match (self.state, self.release_until) {
+            (ScanState::Released, Some(until)) if until <= now => ScanState::Quarantined,
+            (state, _) => state,
+        }
+    }
 }
 
 /// A claimed job.
@@ -92,16 +104,28 @@ pub trait ScanStore: Send + Sync {
         -> Result<()>;
     /// A failed attempt: retried at `retry_at`, or ends in `error` (a rescan keeps the verdict it had).
     async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()>;
-    /// Releases a blocked image. False if there is no scan record.
-    async fn release_scan(&self, repo: &RepoName, digest: &Digest, by: &str, reason: &str, now: i64) -> Result<bool>;
+    /// Releases a blocked image, optionally until a time. False if there is no scan record.
+    async fn release_scan(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        by: &str,
+        reason: &str,
+        until: Option<i64>,
+        now: i64,
+    ) -> Result<bool>;
     /// Asks for a new verdict; the current one keeps serving until it lands.
     async fn request_rescan(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
     /// Scans in a state (all when `None`), most recent first.
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>>;
-    /// Scan states of the manifests an index references.
-    async fn child_scan_states(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanState>>;
+    /// Scan records of the manifests an index references.
+    async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>>;
+    /// A namespace's rule overrides (JSON object of rule → action), if it has any.
+    async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>>;
+    /// Sets a namespace's rule overrides. False if the namespace does not exist.
+    async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str, now: i64) -> Result<bool>;
     /// A tag that points at the manifest (the first in lexical order), for the scan hook.
     async fn scan_tag(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>>;
-    /// False when every manifest of `repo` that references the blob is scanned and not pullable.
-    async fn blob_pull_allowed(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// False when every manifest of `repo` that references the blob is scanned and not pullable at `now`.
+    async fn blob_pull_allowed(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
 }

@@ -98,8 +98,19 @@ async fn scan_all(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -
 
 /// Runs one job if there is one; returns whether there was.
 pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<bool> {
-    let policy = &settings.policy;
     let Some(job) = registry.claim_scan(settings.lease).await? else { return Ok(false) };
+    // The namespace's overrides, on top of the global rules.
+    let mut settings = settings.clone();
+    if let Some(overrides) = registry.namespace_scan_rules(job.repo.namespace()).await? {
+        match serde_json::from_str::<std::collections::BTreeMap<super::Rule, super::RuleAction>>(&overrides) {
+            Ok(rules) => settings.policy.rules.extend(rules),
+            Err(e) => {
+                tracing::warn!(namespace = job.repo.namespace(), error = %e, "ignoring unreadable scan rule overrides")
+            }
+        }
+    }
+    let settings = &settings;
+    let policy = &settings.policy;
     match scan_all(registry, &job, settings).await {
         Ok(findings) => {
             let assessment = policy.assess(findings.clone());

@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/members", get(namespaces::members))
         .route("/namespaces/{ns}/members/{username}", put(namespaces::set_member).delete(namespaces::remove_member))
         .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
+        .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
         .route("/scans", get(scans::get))

@@ -33,6 +33,8 @@ pub struct Target {
     repository: String,
     digest: String,
     reason: Option<String>,
+    /// Releases only: when the release lapses (RFC 3339 or Unix seconds).
+    expires_at: Option<serde_json::Value>,
 }
 
 fn target(repository: &str, digest: &str) -> Result<(RepoName, Digest), ApiError> {
@@ -92,7 +94,8 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("a reason is required to release"))?;
     let (repo, digest) = target(&t.repository, &t.digest)?;
-    if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason).await? {
+    let until = t.expires_at.as_ref().map(|v| super::future_time(v, "expires_at")).transpose()?;
+    if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason, until).await? {
         return Err(ApiError::not_found("scan"));
     }
     audit(&who, "scan.release", &format!("{repo}@{digest}: {reason}"));
@@ -110,4 +113,42 @@ pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: By
     audit(&who, "scan.rescan", &format!("{repo}@{digest}"));
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
     json(StatusCode::ACCEPTED, report(&record))
+}
+
+/// `GET /api/v1/namespaces/{ns}/scan-policy`: the namespace's overrides and the rules in effect.
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    axum::extract::Path(ns): axum::extract::Path<String>,
+) -> ApiResult {
+    super::require_owner(&state, &who, &ns).await?;
+    state.auth.namespace(&ns).await?;
+    let overrides: serde_json::Value = state
+        .registry
+        .namespace_scan_rules(&ns)
+        .await?
+        .and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or_else(|| j!({}));
+    json(StatusCode::OK, j!({"namespace": ns, "overrides": overrides}))
+}
+
+/// `PUT /api/v1/namespaces/{ns}/scan-policy` with `{"root_user": "warn", ...}` (admins): overrides of
+/// the global rules for images pushed to the namespace from now on (and rescans).
+pub async fn set_policy(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    axum::extract::Path(ns): axum::extract::Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    require_admin(&who)?;
+    let rules: std::collections::BTreeMap<crate::scan::Rule, crate::scan::RuleAction> = parse(&body)?;
+    if rules.keys().any(|r| matches!(r, crate::scan::Rule::Hook | crate::scan::Rule::HookFinding)) {
+        return Err(ApiError::invalid("the hook's verdict cannot be overridden"));
+    }
+    let text = serde_json::to_string(&rules).map_err(anyhow::Error::from)?;
+    if !state.registry.set_namespace_scan_rules(&ns, &text).await? {
+        return Err(ApiError::not_found("namespace"));
+    }
+    audit(&who, "scan.policy", &format!("{ns}: {text}"));
+    json(StatusCode::OK, j!({"namespace": ns, "overrides": rules}))
 }

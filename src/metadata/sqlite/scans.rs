@@ -22,6 +22,7 @@ fn record(row: SqliteRow) -> Result<ScanRecord> {
         rescan_requested: row.get::<i64, _>("rescan") != 0,
         released_by: row.get("released_by"),
         release_reason: row.get("release_reason"),
+        release_until: row.get("release_until"),
         updated_at: row.get("updated_at"),
     })
 }
@@ -121,12 +122,22 @@ impl ScanStore for SqliteMetadata {
         Ok(())
     }
 
-    async fn release_scan(&self, repo: &RepoName, d: &Digest, by: &str, reason: &str, now: i64) -> Result<bool> {
+    async fn release_scan(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        by: &str,
+        reason: &str,
+        until: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(&format!(
-            "UPDATE scans SET state = 'released', released_by = ?, release_reason = ?, updated_at = ? WHERE {WHERE_JOB}"
+            "UPDATE scans SET state = 'released', released_by = ?, release_reason = ?, release_until = ?, updated_at = ?
+             WHERE {WHERE_JOB}"
         ))
         .bind(by)
         .bind(reason)
+        .bind(until)
         .bind(now)
         .bind(repo.as_str())
         .bind(d.as_str())
@@ -163,18 +174,44 @@ impl ScanStore for SqliteMetadata {
         .collect()
     }
 
-    async fn child_scan_states(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanState>> {
-        let states: Vec<String> = sqlx::query_scalar(
-            "SELECT s.state FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-             JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.target_digest
-             WHERE r.name = ? AND mr.manifest_digest = ? AND mr.kind = 'manifest'",
-        )
+    async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>> {
+        sqlx::query(&format!(
+            "{RECORD} JOIN manifest_references mr ON mr.repository_id = s.repository_id AND mr.target_digest = s.manifest_digest
+             WHERE r.name = ? AND mr.manifest_digest = ? AND mr.kind = 'manifest'"
+        ))
         .bind(repo.as_str())
         .bind(index.as_str())
         .fetch_all(&self.read)
         .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(record)
+        .collect()
+    }
+
+    async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT p.rules FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?",
+        )
+        .bind(namespace)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO namespace_scan_policies (namespace_id, rules, updated_at)
+             SELECT id, ?, ? FROM namespaces WHERE name = ?
+             ON CONFLICT (namespace_id) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+        )
+        .bind(rules)
+        .bind(now)
+        .bind(namespace)
+        .execute(&self.write)
+        .await
         .map_err(db_err)?;
-        Ok(states.iter().filter_map(|s| ScanState::parse(s)).collect())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn scan_tag(&self, repo: &RepoName, d: &Digest) -> Result<Option<String>> {
@@ -189,14 +226,16 @@ impl ScanStore for SqliteMetadata {
         .map_err(db_err)
     }
 
-    async fn blob_pull_allowed(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+    async fn blob_pull_allowed(&self, repo: &RepoName, d: &Digest, now: i64) -> Result<bool> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total,
-                    COALESCE(SUM(CASE WHEN s.state IS NULL OR s.state IN ('passed', 'released') THEN 1 ELSE 0 END), 0) AS open
+                    COALESCE(SUM(CASE WHEN s.state IS NULL OR s.state = 'passed'
+                        OR (s.state = 'released' AND (s.release_until IS NULL OR s.release_until > ?)) THEN 1 ELSE 0 END), 0) AS open
              FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
              LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
              WHERE r.name = ? AND mr.target_digest = ? AND mr.kind = 'blob'",
         )
+        .bind(now)
         .bind(repo.as_str())
         .bind(d.as_str())
         .fetch_one(&self.read)
