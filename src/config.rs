@@ -51,6 +51,14 @@ pub struct ScanConfig {
     pub world_writable: RuleAction,
     pub exposed_ssh: RuleAction,
     pub image_too_large: RuleAction,
+    /// Known vulnerabilities at or above `vulnerability_threshold` (and, separately, below it).
+    pub vulnerability: RuleAction,
+    pub vulnerability_low: RuleAction,
+    pub vulnerability_threshold: crate::scan::Severity,
+    /// A directory of OSV records (JSON, searched recursively); without it no vulnerability matching.
+    pub osv_dir: Option<PathBuf>,
+    /// Vulnerability ids (or aliases such as CVE ids) to ignore, each until a time (Unix seconds) or for good.
+    pub allowlist: Vec<crate::scan::osv::Allow>,
     /// Size above which `image_too_large` fires.
     pub max_image_bytes: u64,
     /// An external scanner: argv (no shell). Exit 0 passes, 1 fails, anything else is an error.
@@ -75,6 +83,11 @@ impl Default for ScanConfig {
             world_writable: p.action(Rule::WorldWritable),
             exposed_ssh: p.action(Rule::ExposedSsh),
             image_too_large: p.action(Rule::ImageTooLarge),
+            vulnerability: p.action(Rule::Vulnerability),
+            vulnerability_low: p.action(Rule::VulnerabilityLow),
+            vulnerability_threshold: crate::scan::Severity::High,
+            osv_dir: None,
+            allowlist: Vec::new(),
             max_image_bytes: p.max_image_bytes,
             hook: None,
             hook_timeout: Duration::from_secs(600),
@@ -94,6 +107,8 @@ impl ScanConfig {
             (Rule::WorldWritable, self.world_writable),
             (Rule::ExposedSsh, self.exposed_ssh),
             (Rule::ImageTooLarge, self.image_too_large),
+            (Rule::Vulnerability, self.vulnerability),
+            (Rule::VulnerabilityLow, self.vulnerability_low),
         ];
         crate::scan::Policy { rules: rules.into_iter().collect(), max_image_bytes: self.max_image_bytes }
     }
@@ -277,6 +292,11 @@ impl Config {
         }
         if self.scan.hook.as_ref().is_some_and(|h| h.is_empty() || h[0].is_empty()) {
             anyhow::bail!("invalid configuration: scan.hook must be a non-empty argv list");
+        }
+        if let Some(dir) = &self.scan.osv_dir {
+            if !dir.is_dir() {
+                anyhow::bail!("invalid configuration: scan.osv_dir {} is not a directory", dir.display());
+            }
         }
         if self.scan.max_attempts == 0 || self.scan.lease.is_zero() || self.scan.hook_timeout.is_zero() {
             anyhow::bail!(

@@ -92,7 +92,20 @@ impl App {
     /// Runs scan jobs with the configured policy and hook until the task is dropped.
     pub fn spawn_scan_worker(&self) -> tokio::task::JoinHandle<()> {
         let c = &self.config.scan;
+        let osv = c.osv_dir.as_ref().and_then(|dir| match scan::osv::OsvDb::load_dir(dir) {
+            Ok((db, skipped)) => {
+                tracing::info!(dir = %dir.display(), records = db.records, skipped, "loaded OSV records");
+                Some(Arc::new(db))
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read OSV records; vulnerability matching is off");
+                None
+            }
+        });
         let settings = scan::worker::ScanSettings {
+            osv,
+            vulnerability_threshold: c.vulnerability_threshold,
+            allowlist: c.allowlist.clone(),
             policy: c.policy(),
             hook: c.hook.clone(),
             hook_timeout: c.hook_timeout,

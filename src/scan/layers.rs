@@ -9,6 +9,8 @@ use super::{secrets, Finding, Policy, Rule, Severity};
 
 /// Files larger than this are not searched for secrets (credentials are small; binaries are not).
 const MAX_SECRET_SCAN: u64 = 1 << 20;
+/// Package databases larger than this are not read (a dpkg status file is a few MiB at most).
+const MAX_PACKAGE_DB: u64 = 16 << 20;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -22,6 +24,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct ImageScan {
     files: BTreeMap<String, Entry>,
+    /// Package databases of the final filesystem: path → (layer, contents).
+    package_dbs: BTreeMap<String, (String, String)>,
     findings: Vec<Finding>,
     total_bytes: u64,
     layers: usize,
@@ -77,12 +81,14 @@ impl ImageScan {
             if name == ".wh..wh..opq" {
                 let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
                 self.files.retain(|p, e| e.layer == layer || !p.starts_with(&prefix) || *p == dir);
+                self.package_dbs.retain(|p, (l, _)| l == layer || !p.starts_with(&prefix));
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
                 let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
                 let children = format!("{target}/");
                 self.files.retain(|p, e| e.layer == layer || (*p != target && !p.starts_with(&children)));
+                self.package_dbs.retain(|p, (l, _)| l == layer || (*p != target && !p.starts_with(&children)));
                 continue;
             }
             let header = entry.header();
@@ -90,13 +96,18 @@ impl ImageScan {
             let mode = header.mode().unwrap_or(0);
             let size = header.size().unwrap_or(0);
             let is_file = kind.is_file();
-            if is_file && size > 0 && size <= MAX_SECRET_SCAN {
+            let package_db = is_file && size <= MAX_PACKAGE_DB && super::packages::is_package_db(&path);
+            if is_file && size > 0 && (size <= MAX_SECRET_SCAN || package_db) {
                 let mut content = Vec::with_capacity(size as usize);
                 entry
                     .by_ref()
-                    .take(MAX_SECRET_SCAN)
+                    .take(MAX_PACKAGE_DB)
                     .read_to_end(&mut content)
                     .map_err(|e| err(format!("corrupt tar: {e}")))?;
+                if package_db {
+                    self.package_dbs
+                        .insert(path.clone(), (layer.to_owned(), String::from_utf8_lossy(&content).into_owned()));
+                }
                 for kind in secrets::find(&content) {
                     self.findings.push(Finding {
                         rule: Rule::SecretInFile,
@@ -110,6 +121,11 @@ impl ImageScan {
             self.files.insert(path, Entry { mode, is_dir: kind.is_dir(), is_file, layer: layer.to_owned() });
         }
         Ok(())
+    }
+
+    /// The packages the final filesystem's package databases list.
+    pub fn packages(&self) -> Vec<super::packages::Package> {
+        self.package_dbs.iter().flat_map(|(path, (_, text))| super::packages::parse_db(path, text)).collect()
     }
 
     /// All findings: secrets from every layer, file modes of the final filesystem, and size.

@@ -14,7 +14,10 @@
 pub mod hook;
 pub mod image_config;
 pub mod layers;
+pub mod osv;
+pub mod packages;
 pub mod secrets;
+pub mod versions;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -46,6 +49,10 @@ pub enum Rule {
     Hook,
     /// Something the external hook reported (informational unless it rejected the image).
     HookFinding,
+    /// A known vulnerability at or above the severity threshold.
+    Vulnerability,
+    /// A known vulnerability below the threshold.
+    VulnerabilityLow,
 }
 
 /// What a policy does when a rule fires.
@@ -90,6 +97,8 @@ impl Default for Policy {
             (Rule::WorldWritable, RuleAction::Warn),
             (Rule::ExposedSsh, RuleAction::Warn),
             (Rule::ImageTooLarge, RuleAction::Warn),
+            (Rule::Vulnerability, RuleAction::Block),
+            (Rule::VulnerabilityLow, RuleAction::Warn),
         ];
         Policy { rules: rules.into_iter().collect(), max_image_bytes: 4 << 30 }
     }

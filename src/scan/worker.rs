@@ -17,6 +17,10 @@ use crate::metadata::scans::{ScanJob, ScanState};
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     pub policy: Policy,
+    /// OSV records for vulnerability matching, with the threshold and allowlist.
+    pub osv: Option<std::sync::Arc<super::osv::OsvDb>>,
+    pub vulnerability_threshold: super::Severity,
+    pub allowlist: Vec<super::osv::Allow>,
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Duration,
     pub lease: Duration,
@@ -39,7 +43,8 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-async fn scan_image(registry: &Registry, job: &ScanJob, policy: &Policy) -> Result<Vec<Finding>, String> {
+async fn scan_image(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -> Result<Vec<Finding>, String> {
+    let policy = &settings.policy;
     let manifest =
         registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| e.to_string())?;
     let manifest: Manifest = serde_json::from_slice(&manifest.content).map_err(|e| format!("manifest: {e}"))?;
@@ -70,13 +75,16 @@ async fn scan_image(registry: &Registry, job: &ScanJob, policy: &Policy) -> Resu
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
     }
+    if let Some(osv) = &settings.osv {
+        findings.extend(osv.scan(&scan.packages(), settings.vulnerability_threshold, &settings.allowlist, now()));
+    }
     findings.extend(scan.finish(policy));
     Ok(findings)
 }
 
 /// Built-in checks, then the hook if one is configured.
 async fn scan_all(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -> Result<Vec<Finding>, String> {
-    let mut findings = scan_image(registry, job, &settings.policy).await?;
+    let mut findings = scan_image(registry, job, settings).await?;
     if let Some(argv) = &settings.hook {
         let tag = registry.scan_tag(&job.repo, &job.digest).await.map_err(|e| e.to_string())?.unwrap_or_default();
         match super::hook::run(registry, argv, settings.hook_timeout, &job.repo, &job.digest, &tag).await? {

@@ -1,0 +1,141 @@
+//! Installed packages read from an image's package databases: dpkg's status file, apk's installed
+//! database, and Python distributions' `METADATA`.
+
+use serde::Serialize;
+
+/// A package ecosystem, as OSV names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Ecosystem {
+    Debian,
+    Alpine,
+    PyPI,
+}
+
+impl Ecosystem {
+    /// The ecosystem of an OSV `ecosystem` value (`Debian:12`, `Alpine:v3.19`, `PyPI`).
+    pub fn from_osv(s: &str) -> Option<Ecosystem> {
+        match s.split(':').next()? {
+            "Debian" => Some(Ecosystem::Debian),
+            "Alpine" => Some(Ecosystem::Alpine),
+            "PyPI" => Some(Ecosystem::PyPI),
+            _ => None,
+        }
+    }
+}
+
+/// An installed package. `source` is the source package (Debian) or origin (Alpine), which is
+/// what the distributions' advisories name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub source: Option<String>,
+    pub version: String,
+}
+
+/// Paragraphs of `Key: value` lines separated by blank lines (continuation lines ignored).
+fn paragraphs(text: &str) -> impl Iterator<Item = Vec<(&str, &str)>> {
+    text.split("\n\n").map(|p| {
+        p.lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('\t'))
+            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim(), v.trim())))
+            .collect()
+    })
+}
+
+/// `var/lib/dpkg/status`: installed packages only. `Source: name (version)` carries the source
+/// package's own version when it differs.
+pub fn dpkg_status(text: &str) -> Vec<Package> {
+    paragraphs(text)
+        .filter_map(|p| {
+            let get = |k: &str| p.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+            if !get("Status")?.ends_with("installed") || get("Status")?.contains("not-installed") {
+                return None;
+            }
+            let name = get("Package")?.to_owned();
+            let mut version = get("Version")?.to_owned();
+            let source = get("Source").map(|s| {
+                let mut parts = s.splitn(2, ' ');
+                let source = parts.next().unwrap_or("").to_owned();
+                if let Some(v) = parts.next().map(|v| v.trim_matches(|c| c == '(' || c == ')')) {
+                    version = v.to_owned();
+                }
+                source
+            });
+            Some(Package { ecosystem: Ecosystem::Debian, name, source, version })
+        })
+        .collect()
+}
+
+/// `lib/apk/db/installed`: `P:` name, `V:` version, `o:` origin.
+pub fn apk_installed(text: &str) -> Vec<Package> {
+    text.split("\n\n")
+        .filter_map(|p| {
+            let get = |k: &str| p.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+            Some(Package {
+                ecosystem: Ecosystem::Alpine,
+                name: get("P:")?.to_owned(),
+                source: get("o:").map(str::to_owned),
+                version: get("V:")?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A `*.dist-info/METADATA` (or `PKG-INFO`) file.
+pub fn python_metadata(text: &str) -> Option<Package> {
+    let header = text.split("\n\n").next()?;
+    let get = |k: &str| header.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    Some(Package {
+        ecosystem: Ecosystem::PyPI,
+        // PyPI names compare normalised (PEP 503).
+        name: get("Name:")?.to_ascii_lowercase().replace(['_', '.'], "-"),
+        source: None,
+        version: get("Version:")?.to_owned(),
+    })
+}
+
+/// Whether a layer path is a package database these parsers read.
+pub fn is_package_db(path: &str) -> bool {
+    path == "var/lib/dpkg/status"
+        || path.starts_with("var/lib/dpkg/status.d/")
+        || path == "lib/apk/db/installed"
+        || (path.ends_with(".dist-info/METADATA") || path.ends_with(".egg-info/PKG-INFO"))
+}
+
+/// The packages a database file lists.
+pub fn parse_db(path: &str, text: &str) -> Vec<Package> {
+    if path == "lib/apk/db/installed" {
+        apk_installed(text)
+    } else if path.starts_with("var/lib/dpkg/") {
+        dpkg_status(text)
+    } else {
+        python_metadata(text).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_databases() {
+        let status = "Package: libssl3\nStatus: install ok installed\nSource: openssl (3.0.11-1~deb12u1)\nVersion: 3.0.11-1~deb12u1\nDescription: x\n more\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n";
+        let p = dpkg_status(status);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            (p[0].name.as_str(), p[0].source.as_deref(), p[0].version.as_str()),
+            ("libssl3", Some("openssl"), "3.0.11-1~deb12u1")
+        );
+        assert_eq!((p[1].name.as_str(), p[1].source.as_deref()), ("bash", None));
+        let apk = apk_installed("C:Q1abc=\nP:libcrypto3\nV:3.1.4-r5\no:openssl\n\nP:musl\nV:1.2.4-r2\no:musl\n");
+        assert_eq!(
+            (apk[0].name.as_str(), apk[0].source.as_deref(), apk[0].version.as_str()),
+            ("libcrypto3", Some("openssl"), "3.1.4-r5")
+        );
+        let py = python_metadata("Metadata-Version: 2.1\nName: Requests_OAuth\nVersion: 2.31.0\n\nbody").unwrap();
+        assert_eq!((py.name.as_str(), py.version.as_str()), ("requests-oauth", "2.31.0"));
+        assert!(is_package_db("usr/lib/python3/dist-packages/requests-2.31.0.dist-info/METADATA"));
+        assert!(!is_package_db("etc/passwd"));
+    }
+}

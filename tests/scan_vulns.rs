@@ -1,0 +1,114 @@
+//! Offline vulnerability matching: packages read from dpkg, apk and Python metadata in layers,
+//! matched against small OSV fixtures with each ecosystem's version order, CVSS severities, a
+//! threshold and an allowlist with expiry; and a pushed image with a vulnerable dpkg package
+//! quarantined end to end through the router.
+
+mod common;
+
+use std::path::Path;
+
+use axum::body::Body;
+use common::{images, sha256, TestRegistry};
+use portcullis::scan::osv::{Allow, OsvDb};
+use portcullis::scan::packages::{Ecosystem, Package};
+use portcullis::scan::{Rule, Severity};
+use serde_json::json;
+
+const CRITICAL: &str = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
+
+fn write_fixtures(dir: &Path) {
+    let records = [
+        json!({"id": "DSA-0001-1", "aliases": ["CVE-2099-0001"], "summary": "openssl: remote code execution",
+               "severity": [{"type": "CVSS_V3", "score": CRITICAL}],
+               "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+                             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.11-1~deb12u2"}]}]}]}),
+        json!({"id": "ALPINE-0002", "aliases": ["CVE-2099-0002"],
+               "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "openssl"},
+                             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "3.1.0-r0"}, {"fixed": "3.1.4-r5"}]}]}],
+               "database_specific": {"severity": "HIGH"}}),
+        json!({"id": "GHSA-0003", "summary": "requests leaks headers",
+               "affected": [{"package": {"ecosystem": "PyPI", "name": "Requests"},
+                             "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "2.0.0"}, {"last_affected": "2.31.0"}]}],
+                             "ecosystem_specific": {"severity": "MODERATE"}}]}),
+    ];
+    std::fs::create_dir_all(dir.join("debian")).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        std::fs::write(dir.join("debian").join(format!("{i}.json")), r.to_string()).unwrap();
+    }
+    std::fs::write(dir.join("broken.json"), "{ not json").unwrap();
+}
+
+fn pkg(ecosystem: Ecosystem, name: &str, source: Option<&str>, version: &str) -> Package {
+    Package { ecosystem, name: name.into(), source: source.map(str::to_owned), version: version.into() }
+}
+
+#[test]
+fn matches_versions_severities_threshold_and_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let (db, skipped) = OsvDb::load_dir(dir.path()).unwrap();
+    assert_eq!((db.records, skipped), (3, 1));
+    let packages = [
+        pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1"),
+        pkg(Ecosystem::Debian, "openssl", None, "3.0.11-1~deb12u2"),
+        pkg(Ecosystem::Alpine, "libcrypto3", Some("openssl"), "3.1.4-r4"),
+        pkg(Ecosystem::Alpine, "libssl3", Some("openssl"), "3.1.4-r5"),
+        pkg(Ecosystem::PyPI, "requests", None, "2.31.0"),
+        pkg(Ecosystem::PyPI, "requests", None, "2.32.0"),
+    ];
+    let found = db.scan(&packages, Severity::High, &[], 0);
+    let ids: Vec<(&str, Severity, Rule)> =
+        found.iter().map(|f| (f.message.split(' ').next().unwrap(), f.severity, f.rule)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("DSA-0001-1", Severity::Critical, Rule::Vulnerability),
+            ("ALPINE-0002", Severity::High, Rule::Vulnerability),
+            ("GHSA-0003", Severity::Medium, Rule::VulnerabilityLow),
+        ]
+    );
+    assert!(found[0].message.contains("libssl3 3.0.11-1~deb12u1, fixed in 3.0.11-1~deb12u2"), "{}", found[0].message);
+    // Allowlisted by CVE alias while the entry lasts; expired entries no longer apply.
+    let allow = [Allow { id: "CVE-2099-0001".into(), until: Some(100) }];
+    assert_eq!(db.scan(&packages[..1], Severity::High, &allow, 50).len(), 0);
+    assert_eq!(db.scan(&packages[..1], Severity::High, &allow, 100).len(), 1);
+}
+
+fn dpkg_layer(version: &str) -> Vec<u8> {
+    let status = format!(
+        "Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: {version}\nArchitecture: amd64\n\n\
+         Package: base-files\nStatus: install ok installed\nVersion: 12.4+deb12u2\n"
+    );
+    images::layer_tar_gz("var/lib/dpkg/status", status.as_bytes(), 0o644)
+}
+
+#[tokio::test]
+async fn a_vulnerable_dpkg_package_quarantines_the_image() {
+    let osv = tempfile::tempdir().unwrap();
+    write_fixtures(osv.path());
+    let osv_dir = osv.path().to_path_buf();
+    let r = TestRegistry::with_config(tempfile::tempdir().unwrap(), move |c| c.scan.osv_dir = Some(osv_dir)).await;
+    let pw = r.user_with_role("dev", "team", "developer").await;
+    let token = r.login("dev", &pw, &["repository:team/app:pull"]).await;
+    let config =
+        serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"User": "10001"}})).unwrap();
+    let mut digests = Vec::new();
+    for (tag, version) in [("vulnerable", "3.0.11-1~deb12u1"), ("fixed", "3.0.11-1~deb12u2")] {
+        let config_digest = r.push_blob("team/app", &config).await;
+        let layer = dpkg_layer(version);
+        let layer_digest = r.push_blob("team/app", &layer).await;
+        let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
+        r.put_manifest("team/app", tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
+        digests.push(sha256(&manifest));
+    }
+    assert_eq!(r.wait_scan("team/app", &digests[0]).await, "quarantined");
+    assert_eq!(r.wait_scan("team/app", &digests[1]).await, "passed");
+    let blocked = r.v2_as(&token, "GET", "/v2/team/app/manifests/vulnerable", Body::empty()).await;
+    blocked.expect(403, Some("QUARANTINED"));
+    assert!(blocked.json()["errors"][0]["message"].as_str().unwrap().contains("DSA-0001-1"));
+    r.v2_as(&token, "GET", "/v2/team/app/manifests/fixed", Body::empty()).await.expect(200, None);
+    let report =
+        r.admin_api("GET", &format!("/api/v1/scans?repository=team/app&digest={}", digests[0]), json!(null)).await;
+    let finding = &report.json()["findings"][0];
+    assert_eq!((finding["rule"].as_str(), finding["severity"].as_str()), (Some("vulnerability"), Some("critical")));
+}
