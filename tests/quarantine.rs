@@ -225,3 +225,26 @@ async fn a_release_can_expire_and_namespaces_can_relax_rules() {
     assert_eq!(r.wait_scan("relaxed/app", &relaxed).await, "passed");
     r.v2_as(&token, "GET", "/v2/relaxed/app/manifests/v1", Body::empty()).await.expect(403, Some("DENIED"));
 }
+
+#[tokio::test]
+async fn synchronous_mode_answers_the_put_with_the_verdict() {
+    let r = TestRegistry::new().await;
+    r.admin_api("POST", "/api/v1/namespaces", json!({"name": "sync"})).await.expect(201, None);
+    r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "forever"}))
+        .await
+        .expect(400, None);
+    r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "1h"})).await.expect(400, None);
+    let set = r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "20s"})).await;
+    set.expect(200, None);
+    assert_eq!(set.json()["sync_timeout"], "20s");
+    let config = serde_json::to_vec(&root_config()).unwrap();
+    let config_digest = r.push_blob("sync/app", &config).await;
+    let layer = images::layer_tar_gz("a", b"a", 0o644);
+    let layer_digest = r.push_blob("sync/app", &layer).await;
+    let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
+    let reply = r.put_manifest("sync/app", "v1", OCI_MANIFEST, &manifest).await;
+    reply.expect(201, None);
+    assert_eq!(reply.header("portcullis-scan-state"), "quarantined", "the verdict arrives with the PUT");
+    // Elsewhere pushes do not wait.
+    let (_, _) = push(&r, "team/app", "v1", clean_config(), images::layer_tar_gz("b", b"b", 0o644)).await;
+}

@@ -83,8 +83,37 @@ impl super::Registry {
         self.meta.namespace_scan_rules(namespace).await
     }
 
-    pub async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str) -> Result<bool> {
-        self.meta.set_namespace_scan_rules(namespace, rules, now()).await
+    pub async fn set_namespace_scan_rules(
+        &self,
+        namespace: &str,
+        rules: &str,
+        sync: Option<std::time::Duration>,
+    ) -> Result<bool> {
+        self.meta.set_namespace_scan_rules(namespace, rules, sync.map(|d| d.as_millis() as u64), now()).await
+    }
+
+    /// Synchronous mode: how long a push into `namespace` waits for its verdict.
+    pub async fn namespace_scan_sync(&self, namespace: &str) -> Result<Option<std::time::Duration>> {
+        Ok(self.meta.namespace_scan_sync(namespace).await?.map(std::time::Duration::from_millis))
+    }
+
+    /// Waits up to `limit` for a verdict; returns the state at the end.
+    pub async fn wait_for_verdict(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: std::time::Duration,
+    ) -> Result<Option<ScanState>> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let state = self.meta.scan(repo, digest).await?.map(|r| r.effective_state(now()));
+            match state {
+                Some(ScanState::Pending | ScanState::Scanning) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                other => return Ok(other),
+            }
+        }
     }
 
     pub async fn request_rescan(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

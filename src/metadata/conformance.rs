@@ -145,10 +145,12 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
     // Namespace rule overrides.
     assert!(meta.namespace_scan_rules("scan").await.unwrap().is_none());
-    assert!(!meta.set_namespace_scan_rules("scan", "{}", 1).await.unwrap(), "no such namespace yet");
+    assert!(!meta.set_namespace_scan_rules("scan", "{}", None, 1).await.unwrap(), "no such namespace yet");
     meta.create_namespace("scan", false, 1).await.unwrap();
-    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"warn"}"#, 1).await.unwrap());
-    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"off"}"#, 2).await.unwrap());
+    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"warn"}"#, Some(5000), 1).await.unwrap());
+    assert_eq!(meta.namespace_scan_sync("scan").await.unwrap(), Some(5000));
+    assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"off"}"#, None, 2).await.unwrap());
+    assert_eq!(meta.namespace_scan_sync("scan").await.unwrap(), None);
     assert_eq!(meta.namespace_scan_rules("scan").await.unwrap().as_deref(), Some(r#"{"root_user":"off"}"#));
     let mut index = manifest("scan/app", "index", vec![], None, None);
     index.children = vec![d("img")];

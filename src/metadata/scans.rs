@@ -122,8 +122,16 @@ pub trait ScanStore: Send + Sync {
     async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>>;
     /// A namespace's rule overrides (JSON object of rule → action), if it has any.
     async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>>;
-    /// Sets a namespace's rule overrides. False if the namespace does not exist.
-    async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str, now: i64) -> Result<bool>;
+    /// Sets a namespace's rule overrides and synchronous-scan limit. False if the namespace does not exist.
+    async fn set_namespace_scan_rules(
+        &self,
+        namespace: &str,
+        rules: &str,
+        sync_timeout_ms: Option<u64>,
+        now: i64,
+    ) -> Result<bool>;
+    /// How long a manifest PUT in the namespace waits for its verdict (synchronous mode), if at all.
+    async fn namespace_scan_sync(&self, namespace: &str) -> Result<Option<u64>>;
     /// A tag that points at the manifest (the first in lexical order), for the scan hook.
     async fn scan_tag(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>>;
     /// False when every manifest of `repo` that references the blob is scanned and not pullable at `now`.

@@ -20,8 +20,17 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, port: u16) -> Server {
+        Self::start_with_config(data_dir, port, None)
+    }
+
+    /// Starts with a configuration file (besides the environment the harness sets).
+    pub fn start_with_config(data_dir: &Path, port: u16, config: Option<&Path>) -> Server {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        if let Some(file) = config {
+            command.env("PORTCULLIS_CONFIG", file);
+        }
+        let child = command
             .arg("serve")
             .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
             .env("PORTCULLIS_DATA_DIR", data_dir)

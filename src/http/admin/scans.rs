@@ -129,7 +129,8 @@ pub async fn get_policy(
         .await?
         .and_then(|r| serde_json::from_str(&r).ok())
         .unwrap_or_else(|| j!({}));
-    json(StatusCode::OK, j!({"namespace": ns, "overrides": overrides}))
+    let sync = state.registry.namespace_scan_sync(&ns).await?.map(|d| humantime::format_duration(d).to_string());
+    json(StatusCode::OK, j!({"namespace": ns, "overrides": overrides, "sync_timeout": sync}))
 }
 
 /// `PUT /api/v1/namespaces/{ns}/scan-policy` with `{"root_user": "warn", ...}` (admins): overrides of
@@ -141,14 +142,29 @@ pub async fn set_policy(
     body: Bytes,
 ) -> ApiResult {
     require_admin(&who)?;
-    let rules: std::collections::BTreeMap<crate::scan::Rule, crate::scan::RuleAction> = parse(&body)?;
+    // `sync_timeout` ("30s"; at most 10 min) turns on scanning inside the PUT; the rest are rules.
+    let mut body: serde_json::Map<String, serde_json::Value> = parse(&body)?;
+    let sync = match body.remove("sync_timeout") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(
+            humantime::parse_duration(&s)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(600))
+                .ok_or_else(|| ApiError::invalid("sync_timeout must be a duration up to 10m, such as 30s"))?,
+        ),
+        Some(_) => return Err(ApiError::invalid("sync_timeout must be a duration string such as 30s")),
+    };
+    let rules: std::collections::BTreeMap<crate::scan::Rule, crate::scan::RuleAction> =
+        serde_json::from_value(serde_json::Value::Object(body))
+            .map_err(|e| ApiError::invalid(format!("invalid rules: {e}")))?;
     if rules.keys().any(|r| matches!(r, crate::scan::Rule::Hook | crate::scan::Rule::HookFinding)) {
         return Err(ApiError::invalid("the hook's verdict cannot be overridden"));
     }
     let text = serde_json::to_string(&rules).map_err(anyhow::Error::from)?;
-    if !state.registry.set_namespace_scan_rules(&ns, &text).await? {
+    if !state.registry.set_namespace_scan_rules(&ns, &text, sync).await? {
         return Err(ApiError::not_found("namespace"));
     }
     audit(&who, "scan.policy", &format!("{ns}: {text}"));
-    json(StatusCode::OK, j!({"namespace": ns, "overrides": rules}))
+    let sync = sync.map(|d| humantime::format_duration(d).to_string());
+    json(StatusCode::OK, j!({"namespace": ns, "overrides": rules, "sync_timeout": sync}))
 }

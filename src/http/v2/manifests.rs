@@ -80,10 +80,18 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
     }
     let content_type = header_str(&req.headers, header::CONTENT_TYPE);
     let put = registry.put_manifest(repo, reference, content_type, body).await?;
+    // Synchronous mode: the namespace asked to wait for the verdict inside the PUT (still a 201).
+    let verdict = match (put.scanned, registry.namespace_scan_sync(repo.namespace()).await?) {
+        (true, Some(limit)) => registry.wait_for_verdict(repo, &put.digest, limit).await?,
+        _ => None,
+    };
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
     h.insert("Location", location(format!("/v2/{repo}/manifests/{}", put.digest)));
     h.insert("Docker-Content-Digest", HeaderValue::from_str(put.digest.as_str()).expect("digest"));
+    if let Some(v) = verdict {
+        h.insert("Portcullis-Scan-State", HeaderValue::from_static(v.as_str()));
+    }
     if put.scanned {
         let status = format!("{}/api/v1/scans?repository={repo}&digest={}", state.public_url, put.digest);
         if let Ok(v) = HeaderValue::from_str(&status) {

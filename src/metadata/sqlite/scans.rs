@@ -199,13 +199,32 @@ impl ScanStore for SqliteMetadata {
         .map_err(db_err)
     }
 
-    async fn set_namespace_scan_rules(&self, namespace: &str, rules: &str, now: i64) -> Result<bool> {
+    async fn namespace_scan_sync(&self, namespace: &str) -> Result<Option<u64>> {
+        let ms: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT p.sync_timeout_ms FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?",
+        )
+        .bind(namespace)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(ms.flatten().map(|m| m as u64))
+    }
+
+    async fn set_namespace_scan_rules(
+        &self,
+        namespace: &str,
+        rules: &str,
+        sync_timeout_ms: Option<u64>,
+        now: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO namespace_scan_policies (namespace_id, rules, updated_at)
-             SELECT id, ?, ? FROM namespaces WHERE name = ?
-             ON CONFLICT (namespace_id) DO UPDATE SET rules = excluded.rules, updated_at = excluded.updated_at",
+            "INSERT INTO namespace_scan_policies (namespace_id, rules, sync_timeout_ms, updated_at)
+             SELECT id, ?, ?, ? FROM namespaces WHERE name = ?
+             ON CONFLICT (namespace_id) DO UPDATE SET rules = excluded.rules,
+                 sync_timeout_ms = excluded.sync_timeout_ms, updated_at = excluded.updated_at",
         )
         .bind(rules)
+        .bind(sync_timeout_ms.map(|m| m as i64))
         .bind(now)
         .bind(namespace)
         .execute(&self.write)
