@@ -80,6 +80,18 @@ async fn a_root_image_is_quarantined_until_released() {
     let listed = r.admin_api("GET", "/api/v1/scans?state=released", json!(null)).await;
     assert_eq!(listed.json()["items"][0]["digest"], digest.to_string());
     r.api_as("dev", &pw, "GET", "/api/v1/scans?state=quarantined", json!(null)).await.expect(403, None);
+
+    // Rejecting deletes the image (with its tags); only admins, with a reason.
+    let (other, _) = push(&r, "team/app", "v2", root_config(), images::layer_tar_gz("b", b"b", 0o644)).await;
+    assert_eq!(r.wait_scan("team/app", &other).await, "quarantined");
+    let reject = json!({"repository": "team/app", "digest": other.to_string(), "reason": "runs as root"});
+    r.api_as("dev", &pw, "POST", "/api/v1/scans/reject", reject.clone()).await.expect(403, None);
+    r.admin_api("POST", "/api/v1/scans/reject", json!({"repository": "team/app", "digest": other.to_string()}))
+        .await
+        .expect(400, None);
+    r.admin_api("POST", "/api/v1/scans/reject", reject.clone()).await.expect(200, None);
+    r.get("/v2/team/app/manifests/v2").await.expect(404, Some("MANIFEST_UNKNOWN"));
+    r.admin_api("POST", "/api/v1/scans/reject", reject).await.expect(404, None);
 }
 
 #[tokio::test]

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/scans", get(scans::get))
         .route("/scans/release", post(scans::release))
         .route("/scans/rescan", post(scans::rescan))
+        .route("/scans/reject", post(scans::reject))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })

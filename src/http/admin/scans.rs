@@ -168,3 +168,23 @@ pub async fn set_policy(
     let sync = sync.map(|d| humantime::format_duration(d).to_string());
     json(StatusCode::OK, j!({"namespace": ns, "overrides": rules, "sync_timeout": sync}))
 }
+
+/// `POST /api/v1/scans/reject` `{"repository","digest","reason"}` (admins): deletes the image from the
+/// repository (its tags too); the verdict goes with it.
+pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+    require_admin(&who)?;
+    let t: Target = parse(&body)?;
+    let reason =
+        t.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| ApiError::invalid("a reason is required to reject"))?;
+    let (repo, digest) = target(&t.repository, &t.digest)?;
+    match state.registry.delete_manifest(&repo, &crate::domain::Reference::Digest(digest.clone())).await {
+        Ok(()) => {}
+        Err(crate::domain::Error::ManifestUnknown) => return Err(ApiError::not_found("manifest")),
+        Err(e) => return Err(e.into()),
+    }
+    audit(&who, "scan.reject", &format!("{repo}@{digest}: {reason}"));
+    json(
+        StatusCode::OK,
+        j!({"repository": repo.as_str(), "digest": digest.to_string(), "state": "rejected", "reason": reason}),
+    )
+}
