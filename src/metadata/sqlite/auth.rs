@@ -56,9 +56,13 @@ fn token(row: SqliteRow) -> TokenRecord {
     }
 }
 
-/// True when an insert failed only because the row exists.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Whether an insert created a row: false when nothing matched or the row already exists.
+fn inserted(done: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>) -> Result<bool> {
+    match done {
+        Ok(d) => Ok(d.rows_affected() > 0),
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(false),
+        Err(e) => Err(db_err(e)),
+    }
 }
 
 const ROBOT: &str = "SELECT r.*, n.name AS namespace FROM robots r JOIN namespaces n ON n.id = r.namespace_id";
@@ -74,11 +78,7 @@ impl AuthStore for SqliteMetadata {
             .bind(now)
             .execute(&self.write)
             .await;
-        match done {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(done)
     }
 
     async fn user(&self, username: &str) -> Result<Option<UserRecord>> {
@@ -136,11 +136,7 @@ impl AuthStore for SqliteMetadata {
             .bind(now)
             .execute(&self.write)
             .await;
-        match done {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(done)
     }
 
     async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>> {
@@ -241,11 +237,7 @@ impl AuthStore for SqliteMetadata {
         .bind(&r.namespace)
         .execute(&self.write)
         .await;
-        match done {
-            Ok(d) => Ok(d.rows_affected() > 0),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(db_err(e)),
-        }
+        inserted(done)
     }
 
     async fn robot(&self, username: &str) -> Result<Option<RobotRecord>> {
