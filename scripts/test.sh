@@ -30,22 +30,32 @@ dockerd_pid=""
 cleanup() {
   if [ -n "$dockerd_pid" ]; then
     log "stopping the test Docker engine"
-    as_root kill "$dockerd_pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do as_root kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+    # The daemon's own pid (from its pidfile); it stops the containerd it started.
+    local pid
+    pid="$(cat "$work/docker.pid" 2>/dev/null || echo "$dockerd_pid")"
+    as_root kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do as_root kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    as_root kill -9 "$pid" 2>/dev/null || true
   fi
   as_root rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 log "starting a private Docker engine in $work"
-as_root dockerd \
-  --storage-driver vfs \
-  --data-root "$work/docker-root" \
-  --exec-root "$work/docker-exec" \
-  --host "unix://$work/docker.sock" \
-  --pidfile "$work/docker.pid" \
-  --iptables=false --ip6tables=false --bridge=none \
-  >"$work/dockerd.log" 2>&1 &
+dockerd_args=(
+  --storage-driver vfs
+  --data-root "$work/docker-root"
+  --exec-root "$work/docker-exec"
+  --host "unix://$work/docker.sock"
+  --pidfile "$work/docker.pid"
+  --iptables=false --ip6tables=false --bridge=none
+)
+# Started directly (not through a shell function), so that $! is the daemon (or sudo, which relays signals).
+if [ "$(id -u)" = 0 ]; then
+  dockerd "${dockerd_args[@]}" >"$work/dockerd.log" 2>&1 &
+else
+  sudo dockerd "${dockerd_args[@]}" >"$work/dockerd.log" 2>&1 &
+fi
 dockerd_pid=$!
 export DOCKER_HOST="unix://$work/docker.sock"
 for _ in $(seq 1 120); do
