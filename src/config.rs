@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::scan::{Rule, RuleAction};
 
 /// Environment variables with our prefix that are not configuration keys.
-const NOT_CONFIG: &[&str] = &["config", "log", "admin_password"];
+const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
 const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits", "auth", "scan"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +139,9 @@ pub struct AuthConfig {
     /// ES256 token signing key (PEM); defaults to `<data_dir>/keys/token-signing.pem`, created on
     /// first start. Replicas must share it.
     pub signing_key: Option<PathBuf>,
+    /// Earlier signing keys (PEM) whose tokens still verify: kept during a key rotation until
+    /// their last token has expired.
+    pub verify_keys: Vec<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -152,6 +155,7 @@ impl Default for AuthConfig {
             login_backoff: Duration::from_secs(1),
             login_backoff_max: Duration::from_secs(300),
             signing_key: None,
+            verify_keys: Vec::new(),
         }
     }
 }
@@ -172,18 +176,107 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// Directory of the local blob store; defaults to `<data_dir>/blobs`.
-    pub path: Option<PathBuf>,
+/// A secret from the configuration: shown as `[redacted]` in every `Debug` output.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Reads a secret from a file (the whole file, trailing newlines dropped).
+pub fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// A directory on local disk (the embedded default).
+    #[default]
+    Local,
+    /// An S3-compatible object store.
+    S3,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
-    /// SQLite database file; defaults to `<data_dir>/portcullis.db`.
+pub struct StorageConfig {
+    /// `local` (default) or `s3`.
+    pub backend: StorageBackend,
+    /// Directory of the local blob store; defaults to `<data_dir>/blobs`.
     pub path: Option<PathBuf>,
+    /// The S3 settings, used when `backend = "s3"`.
+    pub s3: S3Config,
+}
+
+/// An S3-compatible bucket. Credentials not set here come from the usual `AWS_*` variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: Option<String>,
+    /// The service URL (`https://s3.example.com`); AWS's own endpoint for the region when unset.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`), which most self-hosted stores need.
+    pub path_style: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// A file holding the secret access key (preferred over `secret_access_key`).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Allows an `http://` endpoint (a store on loopback or a private network only).
+    pub allow_http: bool,
+    /// Key prefix inside the bucket, so several registries (or tests) can share one bucket.
+    pub prefix: Option<String>,
+    /// Size of each multipart part; S3 needs at least 5 MiB (every part but the last).
+    pub part_size: usize,
+    /// Retries of a failed request (throttling, 5xx, connection errors) before `UNAVAILABLE`.
+    pub max_retries: usize,
+    /// Longest time spent retrying one request.
+    #[serde(with = "humantime_serde")]
+    pub retry_timeout: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: None,
+            endpoint: None,
+            region: "us-east-1".into(),
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            secret_access_key_file: None,
+            allow_http: false,
+            prefix: None,
+            part_size: 8 * 1024 * 1024,
+            max_retries: 10,
+            retry_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// SQLite database file; defaults to `<data_dir>/portcullis.db`. Not used when `url` is set.
+    pub path: Option<PathBuf>,
+    /// `postgres://USER@HOST:PORT/DB` for PostgreSQL (or `sqlite://PATH`).
+    pub url: Option<Secret>,
+    /// A file holding the database password, so that the URL can carry none.
+    pub password_file: Option<PathBuf>,
+    /// Connections of this replica's pool (PostgreSQL).
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { path: None, url: None, password_file: None, max_connections: 16 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,12 +329,22 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Maps `PORTCULLIS_TLS_CERT` to `tls.cert` and `PORTCULLIS_DATA_DIR` to `data_dir`.
+/// Tables inside a section, as `section.table`.
+const SUBSECTIONS: &[&str] = &["storage.s3"];
+
+/// Maps `PORTCULLIS_TLS_CERT` to `tls.cert`, `PORTCULLIS_STORAGE_S3_BUCKET` to `storage.s3.bucket`
+/// and `PORTCULLIS_DATA_DIR` to `data_dir`.
 fn env_key(key: &str) -> String {
     let key = key.to_ascii_lowercase();
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
-            return format!("{section}.{rest}");
+            let key = format!("{section}.{rest}");
+            for sub in SUBSECTIONS {
+                if let Some(rest) = key.strip_prefix(sub).and_then(|r| r.strip_prefix('_')) {
+                    return format!("{sub}.{rest}");
+                }
+            }
+            return key;
         }
     }
     key
@@ -303,6 +406,37 @@ impl Config {
                 "invalid configuration: scan.max_attempts, scan.lease and scan.hook_timeout must be positive"
             );
         }
+        if let Some(url) = &self.database.url {
+            if crate::metadata::sql::Engine::of_url(&url.0).is_none() {
+                anyhow::bail!("invalid configuration: database.url must start with postgres:// or sqlite:");
+            }
+        }
+        if self.database.max_connections == 0 {
+            anyhow::bail!("invalid configuration: database.max_connections must be positive");
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            let s3 = &self.storage.s3;
+            if s3.bucket.as_deref().unwrap_or("").is_empty() {
+                anyhow::bail!("invalid configuration: storage.s3.bucket is required with storage.backend = \"s3\"");
+            }
+            if s3.part_size < 5 * 1024 * 1024 {
+                anyhow::bail!("invalid configuration: storage.s3.part_size must be at least 5 MiB (S3's minimum part)");
+            }
+            if let Some(endpoint) = &s3.endpoint {
+                let url = url::Url::parse(endpoint)
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: storage.s3.endpoint: {e}"))?;
+                if url.scheme() == "http" && !s3.allow_http {
+                    anyhow::bail!(
+                        "invalid configuration: storage.s3.endpoint is http:// but storage.s3.allow_http is off"
+                    );
+                }
+            }
+            if s3.secret_access_key.is_some() && s3.secret_access_key_file.is_some() {
+                anyhow::bail!(
+                    "invalid configuration: set storage.s3.secret_access_key or storage.s3.secret_access_key_file, not both"
+                );
+            }
+        }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {
             anyhow::bail!("invalid configuration: uploads.expiry and uploads.sweep_interval must be positive");
         }
@@ -321,6 +455,19 @@ impl Config {
     pub fn database_path(&self) -> PathBuf {
         self.database.path.clone().unwrap_or_else(|| self.data_dir.join("portcullis.db"))
     }
+    /// `database.url` with the password from `database.password_file` filled in; `None` for the
+    /// embedded SQLite file.
+    pub fn database_url(&self) -> anyhow::Result<Option<Secret>> {
+        let Some(url) = &self.database.url else { return Ok(None) };
+        let Some(file) = &self.database.password_file else { return Ok(Some(url.clone())) };
+        let password = read_secret_file(file)?;
+        let mut parsed =
+            url::Url::parse(&url.0).map_err(|_| anyhow::anyhow!("invalid configuration: database.url is not a URL"))?;
+        parsed
+            .set_password(Some(&password.0))
+            .map_err(|_| anyhow::anyhow!("invalid configuration: database.url cannot carry a password"))?;
+        Ok(Some(Secret(parsed.to_string())))
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +480,9 @@ mod tests {
         assert_eq!(env_key("TLS_CERT"), "tls.cert");
         assert_eq!(env_key("LIMITS_MAX_MANIFEST_BYTES"), "limits.max_manifest_bytes");
         assert_eq!(env_key("PUBLIC_URL"), "public_url");
+        assert_eq!(env_key("STORAGE_S3_ACCESS_KEY_ID"), "storage.s3.access_key_id");
+        assert_eq!(env_key("STORAGE_BACKEND"), "storage.backend");
+        assert_eq!(env_key("DATABASE_URL"), "database.url");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use auth::service::AuthSettings;
 use auth::AuthService;
 pub use config::Config;
 use domain::{Limits, Registry};
-use metadata::sqlite::SqliteMetadata;
+use metadata::sql::SqlMetadata;
 use storage::BlobStore;
 
 /// A built registry: configuration, domain service and HTTP router.
@@ -30,7 +30,7 @@ pub struct App {
     pub registry: Registry,
     pub auth: Arc<AuthService>,
     pub router: axum::Router,
-    meta: Arc<SqliteMetadata>,
+    meta: Arc<SqlMetadata>,
 }
 
 impl App {
@@ -38,13 +38,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let blobs = BlobStore::local(config.blob_dir())
-            .with_context(|| format!("opening blob store {}", config.blob_dir().display()))?;
-        let meta = Arc::new(
-            SqliteMetadata::open(&config.database_path())
-                .await
-                .with_context(|| format!("opening database {}", config.database_path().display()))?,
-        );
+        let blobs = open_blobs(&config)?;
+        let meta = Arc::new(open_metadata(&config).await?);
         let limits = Limits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             upload_expiry: config.uploads.expiry,
@@ -61,7 +56,7 @@ impl App {
             backoff_max: config.auth.login_backoff_max,
         };
         let auth = Arc::new(
-            AuthService::new(meta.clone(), &config.signing_key_path(), settings)
+            AuthService::new(meta.clone(), &config.signing_key_path(), &config.auth.verify_keys, settings)
                 .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?,
         );
         let router = http::router(http::AppState {
@@ -115,8 +110,37 @@ impl App {
         tokio::spawn(scan::worker::run(self.registry.clone(), settings))
     }
 
+    /// Proves that the database and the blob store are reachable and writable (`check-config`).
+    pub async fn check(&self) -> anyhow::Result<()> {
+        self.meta.check_writable().await.context("the database does not accept writes")?;
+        self.registry.blobs().check_writable().await.context("the blob store does not accept writes")?;
+        Ok(())
+    }
+
     /// Flushes and closes the database.
     pub async fn close(&self) {
         self.meta.close().await;
+    }
+}
+
+/// The blob store the configuration names.
+fn open_blobs(config: &Config) -> anyhow::Result<BlobStore> {
+    match config.storage.backend {
+        config::StorageBackend::Local => BlobStore::local(config.blob_dir())
+            .with_context(|| format!("opening blob store {}", config.blob_dir().display())),
+        config::StorageBackend::S3 => BlobStore::s3(&config.storage.s3).context("opening the S3 blob store"),
+    }
+}
+
+/// The database the configuration names, migrated.
+async fn open_metadata(config: &Config) -> anyhow::Result<SqlMetadata> {
+    match config.database_url()? {
+        // The URL may hold a password: it is never part of an error message.
+        Some(url) => SqlMetadata::connect(&url.0, config.database.max_connections)
+            .await
+            .context("opening the database at database.url"),
+        None => SqlMetadata::open(&config.database_path())
+            .await
+            .with_context(|| format!("opening database {}", config.database_path().display())),
     }
 }

@@ -81,9 +81,8 @@ fn main() -> std::process::ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::CheckConfig { config } => Config::load(config.as_deref()).map(|c| {
-            println!("configuration is valid: listening on {}, data in {}", c.listen, c.data_dir.display());
-        }),
+        Command::CheckConfig { config } => Config::load(config.as_deref())
+            .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(check_config(c))),
         Command::Serve { config } => Config::load(config.as_deref()).and_then(|c| {
             init_logging(c.log_format);
             tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(serve(c))
@@ -106,6 +105,29 @@ fn read_secret() -> anyhow::Result<String> {
     let secret = line.trim_end_matches(['\r', '\n']).to_owned();
     anyhow::ensure!(!secret.is_empty(), "no password on standard input");
     Ok(secret)
+}
+
+/// Validates the configuration, then proves the database and the blob store reachable and writable.
+async fn check_config(config: Config) -> anyhow::Result<()> {
+    let (listen, database, storage) = (
+        config.listen,
+        match &config.database.url {
+            Some(_) => "the database at database.url".to_owned(),
+            None => format!("SQLite at {}", config.database_path().display()),
+        },
+        match config.storage.backend {
+            portcullis::config::StorageBackend::S3 => {
+                format!("S3 bucket {}", config.storage.s3.bucket.as_deref().unwrap_or(""))
+            }
+            portcullis::config::StorageBackend::Local => format!("local disk at {}", config.blob_dir().display()),
+        },
+    );
+    let app = App::build(config).await?;
+    let checked = app.check().await;
+    app.close().await;
+    checked?;
+    println!("configuration is valid: listening on {listen}; {database} and {storage} are reachable and writable");
+    Ok(())
 }
 
 async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
@@ -139,7 +161,12 @@ async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = portcullis::tls::setup(&config)?;
     let app = App::build(config).await?;
-    let admin_password = std::env::var("PORTCULLIS_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let admin_password = match std::env::var_os("PORTCULLIS_ADMIN_PASSWORD_FILE") {
+        // A mounted secret (compose, Kubernetes): the password never sits in the environment.
+        Some(file) => Some(portcullis::config::read_secret_file(std::path::Path::new(&file))?.0),
+        None => std::env::var("PORTCULLIS_ADMIN_PASSWORD").ok(),
+    }
+    .filter(|p| !p.is_empty());
     if let Some(file) = app.auth.bootstrap_admin(&app.config.data_dir, admin_password).await? {
         tracing::info!(file = %file.display(), "created the admin user; its password is in this file (readable by the owner only)");
     }

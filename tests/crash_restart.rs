@@ -4,44 +4,8 @@
 mod common;
 
 use common::images;
-use common::process::{push_blob_chunked, verify_blob_files, Server};
+use common::process::{layer_bytes, push_image, verify_blobs, Server};
 use common::sha256;
-
-async fn push_image(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    tag: &str,
-    layer: &[u8],
-) -> Result<Vec<u8>, String> {
-    let config_bytes = images::config_json(tag).into_bytes();
-    let config = push_blob_chunked(client, base, repo, &config_bytes, 1 << 20).await?;
-    let layer_digest = push_blob_chunked(client, base, repo, layer, 256 * 1024).await?;
-    let manifest = images::oci_manifest(&config, config_bytes.len(), &[(layer_digest, layer.len())], None);
-    let reply = client
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", images::OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if reply.status() != 201 {
-        return Err(format!("manifest PUT answered {}", reply.status()));
-    }
-    Ok(manifest)
-}
-
-fn layer_bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2654435761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_pushed_images() {
@@ -102,7 +66,7 @@ async fn kill_9_during_concurrent_uploads_loses_no_completed_push() {
         assert_eq!(blob.status(), 200);
         assert_eq!(sha256(&blob.bytes().await.unwrap()), sha256(layer), "{repo}:{tag} layer corrupted");
     }
-    let checked = verify_blob_files(&dir.path().join("blobs"));
+    let checked = verify_blobs(dir.path()).await;
     assert!(checked >= completed.len(), "checked {checked} blob files");
     eprintln!("kill -9: {} completed pushes intact, {checked} blob files verified", completed.len());
 }

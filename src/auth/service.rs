@@ -71,9 +71,15 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    pub fn new(store: Arc<dyn AuthStore>, key_path: &Path, settings: AuthSettings) -> anyhow::Result<Self> {
+    /// `key_path` signs (created if missing); `verify_keys` are earlier keys that still verify.
+    pub fn new(
+        store: Arc<dyn AuthStore>,
+        key_path: &Path,
+        verify_keys: &[std::path::PathBuf],
+        settings: AuthSettings,
+    ) -> anyhow::Result<Self> {
         let limiter = LoginLimiter::new(settings.free_failures, settings.backoff_base, settings.backoff_max);
-        Ok(AuthService { store, keys: Keys::load_or_create(key_path)?, settings, limiter })
+        Ok(AuthService { store, keys: Keys::load_or_create(key_path, verify_keys)?, settings, limiter })
     }
 
     pub(super) fn store(&self) -> &dyn AuthStore {
@@ -109,7 +115,14 @@ impl AuthService {
             }
         };
         let hash = password::hash(password).await?;
-        self.store.create_user("admin", &hash, true, now()).await?;
+        if !self.store.create_user("admin", &hash, true, now()).await? {
+            // Another replica on the same database created it first: its password stands, and
+            // the one written here never worked.
+            if let Some(file) = &file {
+                let _ = std::fs::remove_file(file);
+            }
+            return Ok(None);
+        }
         Ok(file)
     }
 

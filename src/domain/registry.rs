@@ -73,6 +73,9 @@ pub struct Page {
 pub(super) fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Body(e) => Error::UploadInvalid(format!("request body could not be read: {e}")),
+        // A remote store that still fails after its client's retries (throttling, 5xx, lost
+        // connections): the client should come back later.
+        StorageError::Backend(e @ object_store::Error::Generic { .. }) => Error::Unavailable(format!("storage: {e}")),
         other => Error::Internal(other.to_string()),
     }
 }
@@ -80,6 +83,11 @@ pub(super) fn storage_err(e: StorageError) -> Error {
 impl Registry {
     pub fn new(meta: Arc<dyn Metadata>, blobs: BlobStore, limits: Limits) -> Self {
         Registry { meta, blobs, limits, upload_locks: Default::default() }
+    }
+
+    /// The blob store (for health checks).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
     }
 
     pub fn limits(&self) -> &Limits {

@@ -179,4 +179,24 @@ pub async fn run(meta: &dyn Metadata) {
     meta.create_upload(&other, &a, 100).await.unwrap();
     assert!(meta.delete_upload(&other).await.unwrap());
     assert!(!meta.delete_upload(&other).await.unwrap());
+
+    // Concurrency, as several replicas on one database see it (each call may get its own
+    // connection): one job is claimed by exactly one of many racing workers, and of many writers
+    // racing to extend an upload at the same offset exactly one wins.
+    let mut jobs = manifest("race/app", "race-img", vec![], None, Some("v1"));
+    jobs.scan = true;
+    meta.put_manifest(&jobs).await.unwrap().unwrap();
+    let claims = futures::future::join_all((0..8).map(|_| meta.claim_scan(5000, 5300))).await;
+    let won: Vec<_> = claims.into_iter().map(|c| c.unwrap()).flatten().collect();
+    assert_eq!(won.len(), 1, "exactly one worker holds the job");
+    assert_eq!(won[0].digest, d("race-img"));
+    let id = UploadId::new();
+    meta.create_upload(&id, &a, 100).await.unwrap();
+    let appends = futures::future::join_all((0..8).map(|i| {
+        let (id, part) = (id.clone(), part(&format!("racer{i}"), 10));
+        async move { meta.append_part(&id, 0, &part, 101).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(appends.iter().filter(|w| **w).count(), 1, "exactly one chunk lands at offset 0");
+    assert_eq!(meta.get_upload(&a, &id).await.unwrap().unwrap().parts.len(), 1);
 }

@@ -10,7 +10,7 @@
 pub mod auth;
 pub mod conformance;
 pub mod scans;
-pub mod sqlite;
+pub mod sql;
 
 use async_trait::async_trait;
 

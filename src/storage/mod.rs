@@ -14,6 +14,7 @@
 pub mod conformance;
 mod key;
 mod local;
+pub mod s3;
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, PutPayload, WriteMultipart};
 
 pub use key::{BlobKey, UploadId};
 
@@ -114,6 +115,12 @@ impl BlobStore {
         })
     }
 
+    /// A store in an S3 bucket.
+    pub fn s3(config: &crate::config::S3Config) -> anyhow::Result<Self> {
+        let options = StoreOptions { write_chunk: config.part_size, chunk_min_length: 0 };
+        Ok(BlobStore::new(s3::store(config)?, options))
+    }
+
     /// A store over any object store (memory in tests, S3 for scale).
     pub fn new(store: Arc<dyn ObjectStore>, options: StoreOptions) -> Self {
         BlobStore { store, options, local_root: None }
@@ -142,14 +149,43 @@ impl BlobStore {
         }
         let part_id = uuid::Uuid::new_v4().simple().to_string();
         let path = BlobKey::UploadPart(upload, &part_id).path();
-        let mut writer =
-            WriteMultipart::new_with_chunk_size(self.store.put_multipart(&path).await?, self.options.write_chunk);
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
-        let mut body = body.map_err(StorageError::Body);
-        match pump(&mut body, &mut writer, &mut hasher).await {
-            Ok(size) => {
+        let size = self.put_stream(&path, &mut body.map_err(StorageError::Body), &mut hasher).await?;
+        Ok(WrittenPart { part_id, size, sha256: hasher.finish() })
+    }
+
+    /// Streams into one new object at `path`, hashing as it goes. What fits in one write buffer
+    /// goes up in a single PUT (one request; S3 also refuses a multipart upload of no parts);
+    /// anything longer becomes a multipart upload whose parts are all `write_chunk` long but the
+    /// last, with at most two in flight. On any error the partial object is aborted.
+    async fn put_stream<S>(&self, path: &Path, stream: &mut S, hasher: &mut DigestHasher) -> Result<u64, StorageError>
+    where
+        S: futures::Stream<Item = Result<Bytes, StorageError>> + Unpin,
+    {
+        let mut head = Vec::new();
+        let mut buffered = 0u64;
+        while buffered < self.options.write_chunk as u64 {
+            match stream.try_next().await? {
+                Some(chunk) => {
+                    hasher.update(&chunk);
+                    buffered += chunk.len() as u64;
+                    head.push(chunk);
+                }
+                None => {
+                    self.store.put(path, head.into_iter().collect::<PutPayload>()).await?;
+                    return Ok(buffered);
+                }
+            }
+        }
+        let mut writer =
+            WriteMultipart::new_with_chunk_size(self.store.put_multipart(path).await?, self.options.write_chunk);
+        for chunk in head {
+            writer.put(chunk);
+        }
+        match pump(stream, &mut writer, hasher).await {
+            Ok(rest) => {
                 writer.finish().await?;
-                Ok(WrittenPart { part_id, size, sha256: hasher.finish() })
+                Ok(buffered + rest)
             }
             Err(e) => {
                 let _ = writer.abort().await;
@@ -183,24 +219,13 @@ impl BlobStore {
         }
         // Otherwise concatenate the parts into one object, hashing with the digest's algorithm.
         let assembled = BlobKey::UploadPart(upload, "assembled").path();
-        let mut writer =
-            WriteMultipart::new_with_chunk_size(self.store.put_multipart(&assembled).await?, self.options.write_chunk);
         let mut hasher = DigestHasher::new(expected.algorithm());
-        let mut size = 0u64;
-        for part in parts {
-            let copied = match self.read_object(&BlobKey::UploadPart(upload, &part.part_id).path(), None).await {
-                Ok(stream) => pump(&mut stream.map_err(StorageError::Io), &mut writer, &mut hasher).await,
-                Err(e) => Err(e),
-            };
-            match copied {
-                Ok(n) => size += n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(e);
-                }
-            }
-        }
-        writer.finish().await?;
+        let mut joined = futures::stream::iter(parts)
+            .then(|part| self.read_object_owned(BlobKey::UploadPart(upload, &part.part_id).path()))
+            .map_ok(|s| s.map_err(StorageError::Io))
+            .try_flatten()
+            .boxed();
+        let size = self.put_stream(&assembled, &mut joined, &mut hasher).await?;
         let actual = hasher.finish();
         if &actual != expected {
             let _ = self.store.delete(&assembled).await;
@@ -261,9 +286,31 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Writes, reads back and deletes a probe object: proves the store is reachable and writable
+    /// (`check-config`).
+    pub async fn check_writable(&self) -> Result<(), StorageError> {
+        let probe = UploadId::new();
+        let bytes = Bytes::from_static(b"portcullis check-config probe");
+        let part = self.write_part(&probe, 0, futures::stream::iter([Ok(bytes.clone())]).boxed()).await?;
+        let mut read = Vec::new();
+        let mut stream = self.read_object(&BlobKey::UploadPart(&probe, &part.part_id).path(), None).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            read.extend_from_slice(&chunk);
+        }
+        self.delete_upload(&probe).await?;
+        if read != bytes {
+            return Err(StorageError::Io(std::io::Error::other("the probe object read back differs")));
+        }
+        Ok(())
+    }
+
     /// Opens a blob for reading, optionally a byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
         self.read_object(&BlobKey::Blob(digest).path(), range).await
+    }
+
+    async fn read_object_owned(&self, path: Path) -> Result<ByteStream, StorageError> {
+        self.read_object(&path, None).await
     }
 
     async fn read_object(&self, path: &Path, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod backends;
 pub mod images;
 pub mod process;
 
@@ -72,6 +73,9 @@ impl TestRegistry {
 
     pub async fn with_config(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Self {
         let mut config = test_config(dir.path());
+        if let Some(name) = backends::for_data_dir(dir.path()) {
+            backends::apply(&mut config, &name);
+        }
         edit(&mut config);
         let app = App::build(config).await.expect("app builds");
         app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();

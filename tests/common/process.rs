@@ -25,6 +25,12 @@ impl Server {
 
     /// Starts with a configuration file (besides the environment the harness sets).
     pub fn start_with_config(data_dir: &Path, port: u16, config: Option<&Path>) -> Server {
+        let env = super::backends::for_data_dir(data_dir).map(|name| super::backends::env(&name)).unwrap_or_default();
+        Self::start_with_env(data_dir, port, config, &env)
+    }
+
+    /// Starts with a configuration file and extra environment variables (which win).
+    pub fn start_with_env(data_dir: &Path, port: u16, config: Option<&Path>, env: &[(String, String)]) -> Server {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
         if let Some(file) = config {
@@ -36,6 +42,7 @@ impl Server {
             .env("PORTCULLIS_DATA_DIR", data_dir)
             .env("PORTCULLIS_LOG", std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()))
             .env("PORTCULLIS_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -186,27 +193,68 @@ pub async fn push_blob_chunked(
     Ok(digest)
 }
 
-/// Verifies every blob object on disk hashes to its name; returns how many were checked.
-pub fn verify_blob_files(blob_root: &Path) -> usize {
-    use sha2::Digest as _;
-    let mut checked = 0;
-    let dir = blob_root.join("blobs/sha256");
-    let Ok(prefixes) = std::fs::read_dir(&dir) else { return 0 };
-    for prefix in prefixes.flatten() {
-        for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if name.contains('#') {
-                continue; // object_store staging file, never a visible blob
-            }
-            let bytes = std::fs::read(file.path()).unwrap();
-            assert_eq!(
-                hex::encode(sha2::Sha256::digest(&bytes)),
-                name,
-                "blob file {} does not match its digest",
-                file.path().display()
-            );
-            checked += 1;
-        }
+/// Pushes config, layer (in 256 KiB chunks) and manifest as `repo:tag`; returns the manifest.
+pub async fn push_image(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    layer: &[u8],
+) -> Result<Vec<u8>, String> {
+    let config_bytes = super::images::config_json(tag).into_bytes();
+    let config = push_blob_chunked(client, base, repo, &config_bytes, 1 << 20).await?;
+    let layer_digest = push_blob_chunked(client, base, repo, layer, 256 * 1024).await?;
+    let manifest = super::images::oci_manifest(&config, config_bytes.len(), &[(layer_digest, layer.len())], None);
+    let reply = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", super::images::OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply.status() != 201 {
+        return Err(format!("manifest PUT answered {}", reply.status()));
     }
-    checked
+    Ok(manifest)
+}
+
+/// `len` pseudo-random bytes from `seed` (incompressible, reproducible).
+pub fn layer_bytes(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Verifies that every blob object of the registry whose data lives in `data_dir` (on local disk,
+/// or in its S3 prefix in scale-out mode) hashes to its name; returns how many were checked.
+pub async fn verify_blobs(data_dir: &Path) -> usize {
+    let store = match super::backends::for_data_dir(data_dir) {
+        Some(name) => portcullis::storage::BlobStore::s3(&super::backends::s3_config(&name)).unwrap(),
+        None => portcullis::storage::BlobStore::local(data_dir.join("blobs")).unwrap(),
+    };
+    verify_store(&store).await
+}
+
+/// Reads every blob of `store` back and checks its digest; returns how many were checked.
+pub async fn verify_store(store: &portcullis::storage::BlobStore) -> usize {
+    use futures::TryStreamExt;
+    let blobs: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    for (digest, size) in &blobs {
+        let mut hasher = portcullis::domain::digest::DigestHasher::new(digest.algorithm());
+        let mut stream = store.read(digest, None).await.unwrap();
+        let mut read = 0u64;
+        while let Some(chunk) = stream.try_next().await.unwrap() {
+            hasher.update(&chunk);
+            read += chunk.len() as u64;
+        }
+        assert_eq!(&hasher.finish(), digest, "blob object {digest} does not match its digest");
+        assert_eq!(read, *size, "blob object {digest} is not as long as listed");
+    }
+    blobs.len()
 }

@@ -3,15 +3,15 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{blobs::link, db_err, digest, repo_name, SqliteMetadata};
+use super::{blobs::link, db_err, digest, repo_name, SqlMetadata};
 use crate::domain::{Digest, Error, RepoName, Result};
 use crate::metadata::{Upload, UploadStore};
 use crate::storage::{UploadId, WrittenPart};
 
 #[async_trait]
-impl UploadStore for SqliteMetadata {
+impl UploadStore for SqlMetadata {
     async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES (?, ?, 0, ?, ?)")
+        sqlx::query("INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)")
             .bind(id.as_str())
             .bind(repo.as_str())
             .bind(now)
@@ -23,16 +23,17 @@ impl UploadStore for SqliteMetadata {
     }
 
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>> {
-        let Some(row) = sqlx::query("SELECT repository, size, updated_at FROM uploads WHERE id = ? AND repository = ?")
-            .bind(id.as_str())
-            .bind(repo.as_str())
-            .fetch_optional(&self.read)
-            .await
-            .map_err(db_err)?
+        let Some(row) =
+            sqlx::query("SELECT repository, size, updated_at FROM uploads WHERE id = $1 AND repository = $2")
+                .bind(id.as_str())
+                .bind(repo.as_str())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(db_err)?
         else {
             return Ok(None);
         };
-        let parts = sqlx::query("SELECT part_id, size, sha256 FROM upload_parts WHERE upload_id = ? ORDER BY start")
+        let parts = sqlx::query("SELECT part_id, size, sha256 FROM upload_parts WHERE upload_id = $1 ORDER BY start")
             .bind(id.as_str())
             .fetch_all(&self.read)
             .await
@@ -58,7 +59,7 @@ impl UploadStore for SqliteMetadata {
     async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
         // Optimistic concurrency: only the writer that saw the current end may extend it.
-        let moved = sqlx::query("UPDATE uploads SET size = size + ?, updated_at = ? WHERE id = ? AND size = ?")
+        let moved = sqlx::query("UPDATE uploads SET size = size + $1, updated_at = $2 WHERE id = $3 AND size = $4")
             .bind(part.size as i64)
             .bind(now)
             .bind(id.as_str())
@@ -69,7 +70,7 @@ impl UploadStore for SqliteMetadata {
         if moved.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES ($1, $2, $3, $4, $5)")
             .bind(id.as_str())
             .bind(offset as i64)
             .bind(&part.part_id)
@@ -84,7 +85,7 @@ impl UploadStore for SqliteMetadata {
 
     async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64) -> Result<()> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
-        let gone = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let gone = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
@@ -97,7 +98,7 @@ impl UploadStore for SqliteMetadata {
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id.as_str())
             .execute(&self.write)
             .await
@@ -106,7 +107,7 @@ impl UploadStore for SqliteMetadata {
     }
 
     async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadId>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < ?")
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM uploads WHERE updated_at < $1")
             .bind(before)
             .fetch_all(&self.read)
             .await
@@ -115,7 +116,7 @@ impl UploadStore for SqliteMetadata {
     }
 
     async fn upload_exists(&self, id: &UploadId) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = ?")
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM uploads WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.read)
             .await

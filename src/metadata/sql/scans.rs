@@ -1,16 +1,20 @@
 //! Scan jobs and verdicts in SQLite.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{db_err, digest, repo_name, SqliteMetadata};
+use super::{db_err, digest, repo_name, SqlMetadata};
 use crate::domain::{Digest, Error, RepoName, Result};
 use crate::metadata::scans::{ScanJob, ScanRecord, ScanState, ScanStore};
 
 const RECORD: &str = "SELECT r.name, s.* FROM scans s JOIN repositories r ON r.id = s.repository_id";
 
-fn record(row: SqliteRow) -> Result<ScanRecord> {
+/// A job that may be claimed at time `$2`: due, not leased, and still wanting a verdict.
+const CLAIMABLE: &str = "next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
+    AND (state IN ('pending', 'scanning') OR rescan = 1)";
+
+fn record(row: AnyRow) -> Result<ScanRecord> {
     let state: String = row.get("state");
     Ok(ScanRecord {
         repository: row.get("name"),
@@ -27,12 +31,15 @@ fn record(row: SqliteRow) -> Result<ScanRecord> {
     })
 }
 
-const WHERE_JOB: &str = "repository_id = (SELECT id FROM repositories WHERE name = ?) AND manifest_digest = ?";
+/// Selects one job's row; its two parameters (repository name, manifest digest) are `$first` and the next.
+fn where_job(first: u8) -> String {
+    format!("repository_id = (SELECT id FROM repositories WHERE name = ${first}) AND manifest_digest = ${}", first + 1)
+}
 
 #[async_trait]
-impl ScanStore for SqliteMetadata {
+impl ScanStore for SqlMetadata {
     async fn scan(&self, repo: &RepoName, d: &Digest) -> Result<Option<ScanRecord>> {
-        sqlx::query(&format!("{RECORD} WHERE r.name = ? AND s.manifest_digest = ?"))
+        sqlx::query(&format!("{RECORD} WHERE r.name = $1 AND s.manifest_digest = $2"))
             .bind(repo.as_str())
             .bind(d.as_str())
             .fetch_optional(&self.read)
@@ -43,23 +50,24 @@ impl ScanStore for SqliteMetadata {
     }
 
     async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>> {
-        let row = sqlx::query(
-            "UPDATE scans SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2,
+        // The condition is repeated on the row itself: when two replicas pick the same job at once,
+        // the second update re-checks it against the first one's committed lease and takes nothing.
+        let row = sqlx::query(&format!(
+            "UPDATE scans SET lease_until = $1, attempts = attempts + 1, updated_at = $2,
                  state = CASE WHEN state = 'pending' THEN 'scanning' ELSE state END
-             WHERE rowid = (
-                 SELECT rowid FROM scans
-                 WHERE next_attempt_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)
-                   AND (state IN ('pending', 'scanning') OR rescan = 1)
+             WHERE (repository_id, manifest_digest) = (
+                 SELECT repository_id, manifest_digest FROM scans WHERE {CLAIMABLE}
                  ORDER BY created_at, manifest_digest LIMIT 1)
-             RETURNING repository_id, manifest_digest, attempts",
-        )
+               AND {CLAIMABLE}
+             RETURNING repository_id, manifest_digest, attempts"
+        ))
         .bind(lease_until)
         .bind(now)
         .fetch_optional(&self.write)
         .await
         .map_err(db_err)?;
         let Some(row) = row else { return Ok(None) };
-        let name: String = sqlx::query_scalar("SELECT name FROM repositories WHERE id = ?")
+        let name: String = sqlx::query_scalar("SELECT name FROM repositories WHERE id = $1")
             .bind(row.get::<i64, _>("repository_id"))
             .fetch_one(&self.write)
             .await
@@ -80,9 +88,10 @@ impl ScanStore for SqliteMetadata {
         now: i64,
     ) -> Result<()> {
         sqlx::query(&format!(
-            "UPDATE scans SET findings = ?, summary = ?, lease_until = NULL, rescan = 0, attempts = 0, updated_at = ?,
-                 state = CASE WHEN state = 'released' AND ? != 'passed' THEN 'released' ELSE ? END
-             WHERE {WHERE_JOB}"
+            "UPDATE scans SET findings = $1, summary = $2, lease_until = NULL, rescan = 0, attempts = 0, updated_at = $3,
+                 state = CASE WHEN state = 'released' AND $4 != 'passed' THEN 'released' ELSE $5 END
+             WHERE {}",
+            where_job(6)
         ))
         .bind(findings)
         .bind(summary)
@@ -100,14 +109,16 @@ impl ScanStore for SqliteMetadata {
     async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()> {
         let query = match retry_at {
             Some(_) => format!(
-                "UPDATE scans SET lease_until = NULL, next_attempt_at = ?, summary = ?, updated_at = ?,
+                "UPDATE scans SET lease_until = NULL, next_attempt_at = $1, summary = $2, updated_at = $3,
                      state = CASE WHEN state = 'scanning' THEN 'pending' ELSE state END
-                 WHERE {WHERE_JOB}"
+                 WHERE {}",
+                where_job(4)
             ),
             None => format!(
-                "UPDATE scans SET lease_until = NULL, next_attempt_at = ?, summary = ?, updated_at = ?, rescan = 0, attempts = 0,
+                "UPDATE scans SET lease_until = NULL, next_attempt_at = $1, summary = $2, updated_at = $3, rescan = 0, attempts = 0,
                      state = CASE WHEN state IN ('pending', 'scanning') THEN 'error' ELSE state END
-                 WHERE {WHERE_JOB}"
+                 WHERE {}",
+                where_job(4)
             ),
         };
         sqlx::query(&query)
@@ -132,8 +143,9 @@ impl ScanStore for SqliteMetadata {
         now: i64,
     ) -> Result<bool> {
         let done = sqlx::query(&format!(
-            "UPDATE scans SET state = 'released', released_by = ?, release_reason = ?, release_until = ?, updated_at = ?
-             WHERE {WHERE_JOB}"
+            "UPDATE scans SET state = 'released', released_by = $1, release_reason = $2, release_until = $3, updated_at = $4
+             WHERE {}",
+            where_job(5)
         ))
         .bind(by)
         .bind(reason)
@@ -148,20 +160,22 @@ impl ScanStore for SqliteMetadata {
     }
 
     async fn request_rescan(&self, repo: &RepoName, d: &Digest, now: i64) -> Result<bool> {
-        let done =
-            sqlx::query(&format!("UPDATE scans SET rescan = 1, next_attempt_at = 0, updated_at = ? WHERE {WHERE_JOB}"))
-                .bind(now)
-                .bind(repo.as_str())
-                .bind(d.as_str())
-                .execute(&self.write)
-                .await
-                .map_err(db_err)?;
+        let done = sqlx::query(&format!(
+            "UPDATE scans SET rescan = 1, next_attempt_at = 0, updated_at = $1 WHERE {}",
+            where_job(2)
+        ))
+        .bind(now)
+        .bind(repo.as_str())
+        .bind(d.as_str())
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {
         sqlx::query(&format!(
-            "{RECORD} WHERE (? IS NULL OR s.state = ?) ORDER BY s.updated_at DESC, s.manifest_digest LIMIT ?"
+            "{RECORD} WHERE ($1 IS NULL OR s.state = $2) ORDER BY s.updated_at DESC, s.manifest_digest LIMIT $3"
         ))
         .bind(state.map(ScanState::as_str))
         .bind(state.map(ScanState::as_str))
@@ -177,7 +191,7 @@ impl ScanStore for SqliteMetadata {
     async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>> {
         sqlx::query(&format!(
             "{RECORD} JOIN manifest_references mr ON mr.repository_id = s.repository_id AND mr.target_digest = s.manifest_digest
-             WHERE r.name = ? AND mr.manifest_digest = ? AND mr.kind = 'manifest'"
+             WHERE r.name = $1 AND mr.manifest_digest = $2 AND mr.kind = 'manifest'"
         ))
         .bind(repo.as_str())
         .bind(index.as_str())
@@ -191,7 +205,7 @@ impl ScanStore for SqliteMetadata {
 
     async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>> {
         sqlx::query_scalar(
-            "SELECT p.rules FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?",
+            "SELECT p.rules FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = $1",
         )
         .bind(namespace)
         .fetch_optional(&self.read)
@@ -201,7 +215,7 @@ impl ScanStore for SqliteMetadata {
 
     async fn namespace_scan_sync(&self, namespace: &str) -> Result<Option<u64>> {
         let ms: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT p.sync_timeout_ms FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = ?",
+            "SELECT p.sync_timeout_ms FROM namespace_scan_policies p JOIN namespaces n ON n.id = p.namespace_id WHERE n.name = $1",
         )
         .bind(namespace)
         .fetch_optional(&self.read)
@@ -219,7 +233,7 @@ impl ScanStore for SqliteMetadata {
     ) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO namespace_scan_policies (namespace_id, rules, sync_timeout_ms, updated_at)
-             SELECT id, ?, ?, ? FROM namespaces WHERE name = ?
+             SELECT id, $1, $2, $3 FROM namespaces WHERE name = $4
              ON CONFLICT (namespace_id) DO UPDATE SET rules = excluded.rules,
                  sync_timeout_ms = excluded.sync_timeout_ms, updated_at = excluded.updated_at",
         )
@@ -236,7 +250,7 @@ impl ScanStore for SqliteMetadata {
     async fn scan_tag(&self, repo: &RepoName, d: &Digest) -> Result<Option<String>> {
         sqlx::query_scalar(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-             WHERE r.name = ? AND t.manifest_digest = ? ORDER BY t.name LIMIT 1",
+             WHERE r.name = $1 AND t.manifest_digest = $2 ORDER BY t.name LIMIT 1",
         )
         .bind(repo.as_str())
         .bind(d.as_str())
@@ -249,10 +263,10 @@ impl ScanStore for SqliteMetadata {
         let row = sqlx::query(
             "SELECT COUNT(*) AS total,
                     COALESCE(SUM(CASE WHEN s.state IS NULL OR s.state = 'passed'
-                        OR (s.state = 'released' AND (s.release_until IS NULL OR s.release_until > ?)) THEN 1 ELSE 0 END), 0) AS open
+                        OR (s.state = 'released' AND (s.release_until IS NULL OR s.release_until > $1)) THEN 1 ELSE 0 END), 0) AS open
              FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
              LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
-             WHERE r.name = ? AND mr.target_digest = ? AND mr.kind = 'blob'",
+             WHERE r.name = $2 AND mr.target_digest = $3 AND mr.kind = 'blob'",
         )
         .bind(now)
         .bind(repo.as_str())

@@ -1,15 +1,15 @@
 //! Users, namespaces, memberships, robots and personal tokens in SQLite.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{db_err, SqliteMetadata};
+use super::{db_err, SqlMetadata};
 use crate::auth::Role;
 use crate::domain::{Error, Result};
 use crate::metadata::auth::{AuthStore, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
 
-fn user(row: SqliteRow) -> UserRecord {
+fn user(row: AnyRow) -> UserRecord {
     UserRecord {
         username: row.get("username"),
         password_hash: row.get("password_hash"),
@@ -19,7 +19,7 @@ fn user(row: SqliteRow) -> UserRecord {
     }
 }
 
-fn namespace(row: SqliteRow) -> NamespaceRecord {
+fn namespace(row: AnyRow) -> NamespaceRecord {
     NamespaceRecord {
         name: row.get("name"),
         public: row.get::<i64, _>("public") != 0,
@@ -27,7 +27,7 @@ fn namespace(row: SqliteRow) -> NamespaceRecord {
     }
 }
 
-fn robot(row: SqliteRow) -> RobotRecord {
+fn robot(row: AnyRow) -> RobotRecord {
     let actions: String = row.get("actions");
     RobotRecord {
         username: row.get("username"),
@@ -43,7 +43,7 @@ fn robot(row: SqliteRow) -> RobotRecord {
     }
 }
 
-fn token(row: SqliteRow) -> TokenRecord {
+fn token(row: AnyRow) -> TokenRecord {
     TokenRecord {
         id: row.get("id"),
         username: row.get("username"),
@@ -57,7 +57,7 @@ fn token(row: SqliteRow) -> TokenRecord {
 }
 
 /// Whether an insert created a row: false when nothing matched or the row already exists.
-fn inserted(done: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>) -> Result<bool> {
+fn inserted(done: std::result::Result<sqlx::any::AnyQueryResult, sqlx::Error>) -> Result<bool> {
     match done {
         Ok(d) => Ok(d.rows_affected() > 0),
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(false),
@@ -69,25 +69,27 @@ const ROBOT: &str = "SELECT r.*, n.name AS namespace FROM robots r JOIN namespac
 const TOKEN: &str = "SELECT t.*, u.username FROM personal_tokens t JOIN users u ON u.id = t.user_id";
 
 #[async_trait]
-impl AuthStore for SqliteMetadata {
+impl AuthStore for SqlMetadata {
     async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO users (username, password_hash, admin, created_at) VALUES (?, ?, ?, ?)")
-            .bind(username)
-            .bind(password_hash)
-            .bind(admin as i64)
-            .bind(now)
-            .execute(&self.write)
-            .await;
+        let done =
+            sqlx::query("INSERT INTO users (username, password_hash, admin, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(username)
+                .bind(password_hash)
+                .bind(admin as i64)
+                .bind(now)
+                .execute(&self.write)
+                .await;
         inserted(done)
     }
 
     async fn user(&self, username: &str) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?").bind(username).fetch_optional(&self.read).await;
+        let row =
+            sqlx::query("SELECT * FROM users WHERE username = $1").bind(username).fetch_optional(&self.read).await;
         Ok(row.map_err(db_err)?.map(user))
     }
 
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT * FROM users WHERE username > ? ORDER BY username LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM users WHERE username > $1 ORDER BY username LIMIT $2")
             .bind(after.unwrap_or(""))
             .bind(limit as i64)
             .fetch_all(&self.read)
@@ -98,8 +100,8 @@ impl AuthStore for SqliteMetadata {
 
     async fn update_user(&self, username: &str, u: &UserUpdate) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE users SET password_hash = COALESCE(?, password_hash), admin = COALESCE(?, admin),
-             disabled = COALESCE(?, disabled) WHERE username = ?",
+            "UPDATE users SET password_hash = COALESCE($1, password_hash), admin = COALESCE($2, admin),
+             disabled = COALESCE($3, disabled) WHERE username = $4",
         )
         .bind(&u.password_hash)
         .bind(u.admin.map(|b| b as i64))
@@ -112,7 +114,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE username = ?")
+        let done = sqlx::query("DELETE FROM users WHERE username = $1")
             .bind(username)
             .execute(&self.write)
             .await
@@ -121,7 +123,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn delete_namespace(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM namespaces WHERE name = ?")
+        let done = sqlx::query("DELETE FROM namespaces WHERE name = $1")
             .bind(name)
             .execute(&self.write)
             .await
@@ -130,7 +132,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO namespaces (name, public, created_at) VALUES (?, ?, ?)")
+        let done = sqlx::query("INSERT INTO namespaces (name, public, created_at) VALUES ($1, $2, $3)")
             .bind(name)
             .bind(public as i64)
             .bind(now)
@@ -140,12 +142,12 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>> {
-        let row = sqlx::query("SELECT * FROM namespaces WHERE name = ?").bind(name).fetch_optional(&self.read).await;
+        let row = sqlx::query("SELECT * FROM namespaces WHERE name = $1").bind(name).fetch_optional(&self.read).await;
         Ok(row.map_err(db_err)?.map(namespace))
     }
 
     async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>> {
-        let rows = sqlx::query("SELECT * FROM namespaces WHERE name > ? ORDER BY name LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM namespaces WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(after.unwrap_or(""))
             .bind(limit as i64)
             .fetch_all(&self.read)
@@ -155,7 +157,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE namespaces SET public = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE namespaces SET public = $1 WHERE name = $2")
             .bind(public as i64)
             .bind(name)
             .execute(&self.write)
@@ -167,7 +169,7 @@ impl AuthStore for SqliteMetadata {
     async fn role(&self, ns: &str, username: &str) -> Result<Option<Role>> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id
-             JOIN users u ON u.id = m.user_id WHERE n.name = ? AND u.username = ?",
+             JOIN users u ON u.id = m.user_id WHERE n.name = $1 AND u.username = $2",
         )
         .bind(ns)
         .bind(username)
@@ -180,7 +182,7 @@ impl AuthStore for SqliteMetadata {
     async fn set_member(&self, ns: &str, username: &str, role: Role) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO memberships (namespace_id, user_id, role)
-             SELECT n.id, u.id, ? FROM namespaces n, users u WHERE n.name = ? AND u.username = ?
+             SELECT n.id, u.id, $1 FROM namespaces n, users u WHERE n.name = $2 AND u.username = $3
              ON CONFLICT (namespace_id, user_id) DO UPDATE SET role = excluded.role",
         )
         .bind(role.as_str())
@@ -194,8 +196,8 @@ impl AuthStore for SqliteMetadata {
 
     async fn remove_member(&self, ns: &str, username: &str) -> Result<bool> {
         let done = sqlx::query(
-            "DELETE FROM memberships WHERE namespace_id = (SELECT id FROM namespaces WHERE name = ?)
-             AND user_id = (SELECT id FROM users WHERE username = ?)",
+            "DELETE FROM memberships WHERE namespace_id = (SELECT id FROM namespaces WHERE name = $1)
+             AND user_id = (SELECT id FROM users WHERE username = $2)",
         )
         .bind(ns)
         .bind(username)
@@ -208,7 +210,7 @@ impl AuthStore for SqliteMetadata {
     async fn members(&self, ns: &str) -> Result<Vec<(String, Role)>> {
         let rows = sqlx::query(
             "SELECT u.username, m.role FROM memberships m JOIN namespaces n ON n.id = m.namespace_id
-             JOIN users u ON u.id = m.user_id WHERE n.name = ? ORDER BY u.username",
+             JOIN users u ON u.id = m.user_id WHERE n.name = $1 ORDER BY u.username",
         )
         .bind(ns)
         .fetch_all(&self.read)
@@ -225,7 +227,7 @@ impl AuthStore for SqliteMetadata {
     async fn create_robot(&self, r: &RobotRecord) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO robots (namespace_id, name, username, secret_hash, actions, repositories, expires_at, created_at)
-             SELECT id, ?, ?, ?, ?, ?, ?, ? FROM namespaces WHERE name = ?",
+             SELECT id, $1, $2, $3, $4, $5, $6, $7 FROM namespaces WHERE name = $8",
         )
         .bind(&r.name)
         .bind(&r.username)
@@ -241,12 +243,13 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn robot(&self, username: &str) -> Result<Option<RobotRecord>> {
-        let row = sqlx::query(&format!("{ROBOT} WHERE r.username = ?")).bind(username).fetch_optional(&self.read).await;
+        let row =
+            sqlx::query(&format!("{ROBOT} WHERE r.username = $1")).bind(username).fetch_optional(&self.read).await;
         Ok(row.map_err(db_err)?.map(robot))
     }
 
     async fn list_robots(&self, ns: &str) -> Result<Vec<RobotRecord>> {
-        let rows = sqlx::query(&format!("{ROBOT} WHERE n.name = ? ORDER BY r.name"))
+        let rows = sqlx::query(&format!("{ROBOT} WHERE n.name = $1 ORDER BY r.name"))
             .bind(ns)
             .fetch_all(&self.read)
             .await
@@ -255,7 +258,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn rotate_robot(&self, username: &str, secret_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE robots SET secret_hash = ? WHERE username = ? AND revoked = 0")
+        let done = sqlx::query("UPDATE robots SET secret_hash = $1 WHERE username = $2 AND revoked = 0")
             .bind(secret_hash)
             .bind(username)
             .execute(&self.write)
@@ -265,7 +268,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn revoke_robot(&self, username: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE robots SET revoked = 1 WHERE username = ? AND revoked = 0")
+        let done = sqlx::query("UPDATE robots SET revoked = 1 WHERE username = $1 AND revoked = 0")
             .bind(username)
             .execute(&self.write)
             .await
@@ -274,7 +277,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn touch_robot(&self, username: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE robots SET last_used_at = ? WHERE username = ?")
+        sqlx::query("UPDATE robots SET last_used_at = $1 WHERE username = $2")
             .bind(now)
             .bind(username)
             .execute(&self.write)
@@ -286,7 +289,7 @@ impl AuthStore for SqliteMetadata {
     async fn create_token(&self, t: &TokenRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO personal_tokens (id, user_id, name, secret_hash, expires_at, created_at)
-             SELECT ?, id, ?, ?, ?, ? FROM users WHERE username = ?",
+             SELECT $1, id, $2, $3, $4, $5 FROM users WHERE username = $6",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -301,12 +304,12 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query(&format!("{TOKEN} WHERE t.id = ?")).bind(id).fetch_optional(&self.read).await;
+        let row = sqlx::query(&format!("{TOKEN} WHERE t.id = $1")).bind(id).fetch_optional(&self.read).await;
         Ok(row.map_err(db_err)?.map(token))
     }
 
     async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(&format!("{TOKEN} WHERE u.username = ? ORDER BY t.created_at, t.id"))
+        let rows = sqlx::query(&format!("{TOKEN} WHERE u.username = $1 ORDER BY t.created_at, t.id"))
             .bind(username)
             .fetch_all(&self.read)
             .await
@@ -316,8 +319,8 @@ impl AuthStore for SqliteMetadata {
 
     async fn revoke_token(&self, username: &str, id: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE personal_tokens SET revoked = 1 WHERE id = ? AND revoked = 0
-             AND user_id = (SELECT id FROM users WHERE username = ?)",
+            "UPDATE personal_tokens SET revoked = 1 WHERE id = $1 AND revoked = 0
+             AND user_id = (SELECT id FROM users WHERE username = $2)",
         )
         .bind(id)
         .bind(username)
@@ -328,7 +331,7 @@ impl AuthStore for SqliteMetadata {
     }
 
     async fn touch_token(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE personal_tokens SET last_used_at = ? WHERE id = ?")
+        sqlx::query("UPDATE personal_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
             .execute(&self.write)

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{db_err, digest, ensure_repo, SqliteMetadata};
+use super::{db_err, digest, ensure_repo, SqlMetadata};
 use crate::domain::{now, Digest, RepoName, Result, Tag};
 use crate::metadata::{ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 
-fn stored(row: sqlx::sqlite::SqliteRow) -> Result<StoredManifest> {
+fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
     Ok(StoredManifest {
         digest: digest(row.get("digest"))?,
         media_type: row.get("media_type"),
@@ -16,13 +16,13 @@ fn stored(row: sqlx::sqlite::SqliteRow) -> Result<StoredManifest> {
 }
 
 #[async_trait]
-impl ManifestStore for SqliteMetadata {
+impl ManifestStore for SqlMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
         let mut tx = self.write.begin().await.map_err(db_err)?;
         let repo_id = ensure_repo(&mut tx, &m.repo).await?;
         for blob in &m.blobs {
             let linked: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?")
+                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
                     .bind(repo_id)
                     .bind(blob.as_str())
                     .fetch_optional(&mut *tx)
@@ -34,7 +34,7 @@ impl ManifestStore for SqliteMetadata {
         }
         for child in &m.children {
             let present: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?")
+                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2")
                     .bind(repo_id)
                     .bind(child.as_str())
                     .fetch_optional(&mut *tx)
@@ -48,7 +48,7 @@ impl ManifestStore for SqliteMetadata {
         // Same digest means same bytes, so an existing row is already right.
         sqlx::query(
             "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, digest) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repository_id, digest) DO NOTHING",
         )
         .bind(repo_id)
         .bind(m.digest.as_str())
@@ -66,7 +66,7 @@ impl ManifestStore for SqliteMetadata {
         for (target, kind) in references {
             sqlx::query(
                 "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind)
-                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(repo_id)
             .bind(m.digest.as_str())
@@ -80,7 +80,7 @@ impl ManifestStore for SqliteMetadata {
             // A re-push of a scanned image keeps its verdict.
             sqlx::query(
                 "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at)
-                 VALUES (?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(repo_id)
             .bind(m.digest.as_str())
@@ -92,7 +92,7 @@ impl ManifestStore for SqliteMetadata {
         }
         if let Some(tag) = &m.tag {
             sqlx::query(
-                "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+                "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
                  updated_at = excluded.updated_at",
             )
@@ -113,7 +113,7 @@ impl ManifestStore for SqliteMetadata {
             "SELECT m.digest, m.media_type, m.content FROM tags t
              JOIN repositories r ON r.id = t.repository_id
              JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-             WHERE r.name = ? AND t.name = ?",
+             WHERE r.name = $1 AND t.name = $2",
         )
         .bind(repo.as_str())
         .bind(tag.as_str())
@@ -127,7 +127,7 @@ impl ManifestStore for SqliteMetadata {
     async fn manifest_by_digest(&self, repo: &RepoName, d: &Digest) -> Result<Option<StoredManifest>> {
         sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id WHERE r.name = ? AND m.digest = ?",
+             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2",
         )
         .bind(repo.as_str())
         .bind(d.as_str())
@@ -141,7 +141,7 @@ impl ManifestStore for SqliteMetadata {
     async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
         // Tags and references go with it (ON DELETE CASCADE), in the same statement's transaction.
         let done = sqlx::query(
-            "DELETE FROM manifests WHERE digest = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            "DELETE FROM manifests WHERE digest = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
         )
         .bind(d.as_str())
         .bind(repo.as_str())
@@ -153,7 +153,7 @@ impl ManifestStore for SqliteMetadata {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         let done = sqlx::query(
-            "DELETE FROM tags WHERE name = ? AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            "DELETE FROM tags WHERE name = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
         )
         .bind(tag.as_str())
         .bind(repo.as_str())
@@ -166,7 +166,7 @@ impl ManifestStore for SqliteMetadata {
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
         sqlx::query_scalar(
             "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-             WHERE r.name = ? AND t.name > ? ORDER BY t.name LIMIT ?",
+             WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
         )
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
@@ -180,7 +180,7 @@ impl ManifestStore for SqliteMetadata {
         let rows = sqlx::query(
             "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
              JOIN repositories r ON r.id = m.repository_id
-             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?)
+             WHERE r.name = $1 AND m.subject = $2 AND ($3 IS NULL OR m.artifact_type = $4)
              ORDER BY m.digest",
         )
         .bind(repo.as_str())

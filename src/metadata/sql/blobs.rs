@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 
-use super::{db_err, ensure_repo, repo_id, SqliteMetadata};
+use super::{db_err, ensure_repo, repo_id, SqlMetadata};
 use crate::domain::{now, Digest, RepoName, Result};
 use crate::metadata::{BlobIndex, RepositoryStore};
 
 #[async_trait]
-impl RepositoryStore for SqliteMetadata {
+impl RepositoryStore for SqlMetadata {
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+        sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(last.unwrap_or(""))
             .bind(limit as i64)
             .fetch_all(&self.read)
@@ -23,13 +23,13 @@ impl RepositoryStore for SqliteMetadata {
 }
 
 #[async_trait]
-impl BlobIndex for SqliteMetadata {
+impl BlobIndex for SqlMetadata {
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         let size: Option<i64> = sqlx::query_scalar(
             "SELECT b.size FROM blobs b
              JOIN repository_blobs rb ON rb.digest = b.digest
              JOIN repositories r ON r.id = rb.repository_id
-             WHERE r.name = ? AND b.digest = ?",
+             WHERE r.name = $1 AND b.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
@@ -47,8 +47,8 @@ impl BlobIndex for SqliteMetadata {
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let done = sqlx::query(
-            "DELETE FROM repository_blobs WHERE digest = ?
-             AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+            "DELETE FROM repository_blobs WHERE digest = $1
+             AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
         )
         .bind(digest.as_str())
         .bind(repo.as_str())
@@ -59,7 +59,7 @@ impl BlobIndex for SqliteMetadata {
     }
 
     async fn blob_recorded(&self, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = $1")
             .bind(digest.as_str())
             .fetch_optional(&self.read)
             .await
@@ -69,10 +69,10 @@ impl BlobIndex for SqliteMetadata {
 }
 
 /// Records a blob and links it to a repository, inside the caller's transaction.
-pub(crate) async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+pub(crate) async fn link(tx: &mut sqlx::AnyConnection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
     let now = now();
     let repo_id = ensure_repo(tx, repo).await?;
-    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT (digest) DO NOTHING")
+    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
         .bind(digest.as_str())
         .bind(size as i64)
         .bind(now)
@@ -80,7 +80,7 @@ pub(crate) async fn link(tx: &mut sqlx::SqliteConnection, repo: &RepoName, diges
         .await
         .map_err(db_err)?;
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?)
+        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3)
          ON CONFLICT (repository_id, digest) DO NOTHING",
     )
     .bind(repo_id)

@@ -1,0 +1,193 @@
+//! SQL metadata: one implementation for SQLite (the embedded default) and PostgreSQL (scale-out).
+//!
+//! Rules:
+//! - Every query is written once, in the SQL both engines speak: `$N` placeholders, `ON CONFLICT`,
+//!   `RETURNING`, row values, integers for booleans and BIGINT for every number. What differs between
+//!   the engines (connection set-up, migrations) lives in this file only, chosen by the database URL.
+//! - SQLite: all writes go through a single-connection pool. SQLite allows one writer at a time
+//!   anyway, and one writer connection means a transaction never fails to upgrade its lock
+//!   (`SQLITE_BUSY`); reads use their own pool and see committed snapshots (WAL).
+//! - PostgreSQL: one pool serves both, shared by any number of replicas. A check-then-write is
+//!   either one statement whose condition is re-checked on the row it changes (claiming a scan job,
+//!   extending an upload) or a transaction whose inserts tolerate a concurrent twin (`ON CONFLICT`).
+
+mod auth;
+mod blobs;
+mod manifests;
+mod scans;
+mod uploads;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use sqlx::Executor;
+
+use crate::domain::{Digest, Error, RepoName, Result};
+
+/// Which database engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    /// The engine of a `sqlite:` or `postgres://` (`postgresql://`) URL.
+    pub fn of_url(url: &str) -> Option<Engine> {
+        if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Engine::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+pub struct SqlMetadata {
+    read: AnyPool,
+    write: AnyPool,
+    engine: Engine,
+}
+
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    match e {
+        // A database that cannot be reached now may be back in a moment: 503, not 500.
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            Error::Unavailable(format!("database: {e}"))
+        }
+        e => Error::Internal(format!("database: {e}")),
+    }
+}
+
+/// Parses a digest read back from the database (written by us, so failure means corruption).
+pub(crate) fn digest(s: String) -> Result<Digest> {
+    Digest::from_str(&s).map_err(|_| Error::Internal(format!("corrupt digest in database: {s:?}")))
+}
+
+pub(crate) fn repo_name(s: String) -> Result<RepoName> {
+    RepoName::from_str(&s).map_err(|_| Error::Internal(format!("corrupt repository name in database: {s:?}")))
+}
+
+/// The characters of a file path that must be escaped in a `sqlite:` URL.
+const SQLITE_PATH: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'?').add(b'#').add(b'%').add(b'"');
+
+impl SqlMetadata {
+    /// Opens the database a URL names (`sqlite://PATH` or `postgres://...`) and applies migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        match Engine::of_url(url) {
+            Some(Engine::Sqlite) => {
+                let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = percent_encoding::percent_decode_str(path.split('?').next().unwrap_or(""));
+                Self::open(Path::new(&*path.decode_utf8_lossy())).await
+            }
+            Some(Engine::Postgres) => Self::open_postgres(url, max_connections).await,
+            None => Err(Error::Internal("database URL must start with sqlite: or postgres://".into())),
+        }
+    }
+
+    /// Opens (creating if needed) a SQLite database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::internal)?;
+        }
+        let encoded = percent_encoding::utf8_percent_encode(&path.to_string_lossy(), SQLITE_PATH).to_string();
+        let write = AnyPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    sqlite_pragmas(conn).await
+                })
+            })
+            .connect(&format!("sqlite://{encoded}?mode=rwc"))
+            .await
+            .map_err(db_err)?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&write)
+            .await
+            .map_err(|e| Error::Internal(format!("migrations: {e}")))?;
+        let read = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn)))
+            .connect(&format!("sqlite://{encoded}?mode=ro"))
+            .await
+            .map_err(db_err)?;
+        Ok(SqlMetadata { read, write, engine: Engine::Sqlite })
+    }
+
+    /// Connects to PostgreSQL and applies migrations (under the server's advisory lock, so
+    /// replicas starting together migrate once).
+    pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Internal(format!("migrations: {e}")))?;
+        Ok(SqlMetadata { read: pool.clone(), write: pool, engine: Engine::Postgres })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Writes and deletes a row in a transaction that is rolled back: proves the database
+    /// accepts writes from us (`check-config`).
+    pub async fn check_writable(&self) -> Result<()> {
+        let mut tx = self.write.begin().await.map_err(db_err)?;
+        sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, 0)")
+            .bind("portcullis-check-config/probe")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.rollback().await.map_err(db_err)
+    }
+
+    /// Closes the pools (flushing SQLite's WAL).
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Settings every SQLite connection needs; they are per connection, not per file.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    // FULL: a committed push survives power loss, not only a process crash.
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    Ok(())
+}
+
+/// Looks up a repository id inside a transaction or pool.
+pub(crate) async fn repo_id<'e, E>(exec: E, repo: &RepoName) -> Result<Option<i64>>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(repo.as_str())
+        .fetch_optional(exec)
+        .await
+        .map_err(db_err)
+}
+
+/// The id of a repository, creating it if needed (inside the caller's transaction).
+pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -> Result<i64> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(repo.as_str())
+        .bind(crate::domain::now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    repo_id(&mut *tx, repo).await?.ok_or_else(|| Error::Internal("repository vanished".into()))
+}

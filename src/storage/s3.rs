@@ -1,0 +1,58 @@
+//! The S3 backend: an `object_store` client for any S3-compatible service (AWS, Garage, MinIO...).
+//!
+//! Rules:
+//! - Requests that fail with throttling (`SlowDown`, 503), other 5xx answers or a lost connection
+//!   are retried with exponential back-off by `object_store`; only when the retries run out does
+//!   the registry answer `UNAVAILABLE`.
+//! - Every PATCH becomes one object written as an S3 multipart upload with parts of
+//!   `part_size` (at least 5 MiB, the last excepted), so memory stays bounded whatever the size.
+//! - Objects under `blobs/` are only ever created from digest-verified data (see `storage`), so
+//!   rewriting one writes the same bytes: blob objects are write-once in content.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+
+use crate::config::{read_secret_file, S3Config};
+
+/// Builds the client for `config` (validated by `Config::load`).
+pub fn store(config: &S3Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    // Start from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN...),
+    // then let the configuration file win.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(config.bucket.clone().unwrap_or_default())
+        .with_region(&config.region)
+        .with_virtual_hosted_style_request(!config.path_style)
+        .with_allow_http(config.allow_http)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(15),
+                base: 2.0,
+            },
+            max_retries: config.max_retries,
+            retry_timeout: config.retry_timeout,
+        });
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if let Some(id) = &config.access_key_id {
+        builder = builder.with_access_key_id(id);
+    }
+    let secret = match (&config.secret_access_key, &config.secret_access_key_file) {
+        (Some(secret), _) => Some(secret.clone()),
+        (None, Some(file)) => Some(read_secret_file(file)?),
+        (None, None) => None,
+    };
+    if let Some(secret) = secret {
+        builder = builder.with_secret_access_key(secret.0);
+    }
+    let s3 = builder.build().map_err(|e| anyhow::anyhow!("S3 configuration: {e}"))?;
+    Ok(match config.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+        Some(prefix) => Arc::new(PrefixStore::new(s3, prefix)),
+        None => Arc::new(s3),
+    })
+}
