@@ -30,6 +30,8 @@ pub struct App {
     pub registry: Registry,
     pub auth: Arc<AuthService>,
     pub router: axum::Router,
+    /// This process's name among replicas (the holder of its leases).
+    pub instance: String,
     meta: Arc<SqlMetadata>,
 }
 
@@ -64,20 +66,23 @@ impl App {
             auth: auth.clone(),
             public_url: config.public_url(),
         });
-        Ok(App { config, registry, auth, router, meta })
+        let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        Ok(App { config, registry, auth, router, instance, meta })
     }
 
-    /// Sweeps expired uploads every `uploads.sweep_interval` until the task is dropped.
+    /// Sweeps expired uploads every `uploads.sweep_interval` until the task is dropped; with several
+    /// replicas on one database, the one holding the sweep's lease does it.
     pub fn spawn_upload_sweeper(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.registry.clone();
         let every = self.config.uploads.sweep_interval;
+        let holder = self.instance.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                match registry.expire_uploads().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                match registry.expire_uploads_leased(&holder, every).await {
+                    Ok(None | Some(0)) => {}
+                    Ok(Some(n)) => tracing::info!(removed = n, "expired upload sessions removed"),
                     Err(e) => tracing::warn!(error = %e, "upload sweep failed"),
                 }
             }

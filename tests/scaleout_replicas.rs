@@ -255,3 +255,27 @@ async fn a_scan_held_by_a_killed_replica_completes_on_another() {
         .unwrap();
     assert_eq!(pulled.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_spread_over_replicas_are_throttled_as_one() {
+    let cluster = Cluster::start(3, &[]);
+    let (mut refused, mut rejected) = (0, 0);
+    for attempt in 0..30 {
+        let server = &cluster.replicas[attempt % 3];
+        let reply = server
+            .client()
+            .get(server.url("/token?service=portcullis"))
+            .basic_auth("admin", Some("not the password at all"))
+            .send()
+            .await
+            .unwrap();
+        match reply.status().as_u16() {
+            429 => refused += 1,
+            401 => rejected += 1,
+            other => panic!("a wrong password got {other}"),
+        }
+    }
+    // Five free failures in all, not five per replica; then the account is locked out everywhere.
+    assert!(rejected <= 8, "{rejected} wrong passwords were checked, {refused} refused");
+    assert!(refused >= 22, "{refused} refused");
+}

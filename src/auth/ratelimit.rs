@@ -2,24 +2,30 @@
 //!
 //! After `free` failures, each further failure doubles the lock-out (capped at `max`). While a key
 //! is locked out, logins for it are refused without checking the secret, so guessing gets nowhere
-//! and the answer does not tell whether the secret was right.
+//! and the answer does not tell whether the secret was right. The counts live in the database
+//! ([`ThrottleStore`]), so the limit holds across every replica behind a load balancer.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::domain::Result;
+use crate::metadata::auth::ThrottleStore;
 
 pub struct LoginLimiter {
     free: u32,
     base: Duration,
     max: Duration,
-    state: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl LoginLimiter {
     pub fn new(free: u32, base: Duration, max: Duration) -> Self {
-        LoginLimiter { free, base, max, state: Mutex::new(HashMap::new()) }
+        LoginLimiter { free, base, max }
     }
 
+    /// The lock-out after `failures` failures.
     fn lockout(&self, failures: u32) -> Duration {
         if failures < self.free {
             return Duration::ZERO;
@@ -29,35 +35,27 @@ impl LoginLimiter {
     }
 
     /// How long any of `keys` is still locked out.
-    pub fn blocked_for(&self, keys: &[String]) -> Option<Duration> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        keys.iter()
-            .filter_map(|k| state.get(k))
-            .filter_map(|(n, last)| (*last + self.lockout(*n)).checked_duration_since(now))
-            .max()
+    pub async fn blocked_for(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<Option<Duration>> {
+        let now = now_ms();
+        Ok(store
+            .login_failures(keys)
+            .await?
+            .into_iter()
+            .filter_map(|(n, last)| {
+                let until = last.saturating_add(self.lockout(n).as_millis() as i64);
+                (until > now).then(|| Duration::from_millis((until - now) as u64))
+            })
+            .max())
     }
 
-    pub fn failure(&self, keys: &[String]) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if state.len() > 100_000 {
-            // Bound memory under a flood of distinct keys: forget entries whose lock-out is over.
-            let max = self.max;
-            state.retain(|_, (_, last)| now.duration_since(*last) < max);
-        }
-        for k in keys {
-            let e = state.entry(k.clone()).or_insert((0, now));
-            e.0 += 1;
-            e.1 = now;
-        }
+    pub async fn failure(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<()> {
+        let now = now_ms();
+        // Keys idle longer than the longest lock-out no longer matter.
+        store.record_login_failure(keys, now, now - self.max.as_millis() as i64).await
     }
 
-    pub fn success(&self, keys: &[String]) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for k in keys {
-            state.remove(k);
-        }
+    pub async fn success(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<()> {
+        store.clear_login_failures(keys).await
     }
 }
 
@@ -66,20 +64,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backs_off_and_recovers() {
-        let l = LoginLimiter::new(3, Duration::from_millis(50), Duration::from_millis(200));
-        let keys = vec!["user:a".to_owned()];
-        for _ in 0..3 {
-            assert!(l.blocked_for(&keys).is_none());
-            l.failure(&keys);
-        }
-        assert!(l.blocked_for(&keys).is_some());
-        for _ in 0..10 {
-            l.failure(&keys);
-        }
-        assert!(l.blocked_for(&keys).unwrap() <= Duration::from_millis(200));
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(l.blocked_for(&keys).is_none());
-        l.success(&keys);
+    fn lockout_doubles_after_the_free_failures_up_to_the_cap() {
+        let l = LoginLimiter::new(3, Duration::from_millis(50), Duration::from_millis(300));
+        assert_eq!(l.lockout(2), Duration::ZERO);
+        assert_eq!(l.lockout(3), Duration::from_millis(50));
+        assert_eq!(l.lockout(4), Duration::from_millis(100));
+        assert_eq!(l.lockout(5), Duration::from_millis(200));
+        assert_eq!(l.lockout(6), Duration::from_millis(300));
+        assert_eq!(l.lockout(u32::MAX), Duration::from_millis(300));
     }
 }

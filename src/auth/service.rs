@@ -130,18 +130,18 @@ impl AuthService {
     /// per account and per client address.
     pub async fn login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
         let keys = [format!("account:{username}"), format!("client:{client}")];
-        if let Some(wait) = self.limiter.blocked_for(&keys) {
+        if let Some(wait) = self.limiter.blocked_for(self.store.as_ref(), &keys).await? {
             tracing::warn!(target: "audit", account = %username, %client, ?wait, "login refused: throttled");
             return Err(AuthError::Throttled(wait));
         }
         match self.check_secret(username, secret).await? {
             Some(who) => {
-                self.limiter.success(&keys[..1]);
+                self.limiter.success(self.store.as_ref(), &keys[..1]).await?;
                 tracing::info!(target: "audit", account = %username, %client, personal_token = who.pat.is_some(), "login");
                 Ok(who)
             }
             None => {
-                self.limiter.failure(&keys);
+                self.limiter.failure(self.store.as_ref(), &keys).await?;
                 tracing::warn!(target: "audit", account = %username, %client, "failed login");
                 Err(AuthError::BadCredentials)
             }

@@ -132,6 +132,17 @@ impl super::Registry {
     }
 
     /// Removes sessions idle past the expiry, and upload objects no session owns (a crash's leftovers).
+    /// Runs [`Registry::expire_uploads`] if this replica (`holder`) gets the sweep's lease for
+    /// `every`, so that of several replicas on one database one sweeps per interval; `None` when
+    /// another replica holds it.
+    pub async fn expire_uploads_leased(&self, holder: &str, every: std::time::Duration) -> Result<Option<usize>> {
+        let now = now();
+        if !self.meta.take_lease("upload-sweep", holder, now, now + every.as_secs().max(1) as i64).await? {
+            return Ok(None);
+        }
+        self.expire_uploads().await.map(Some)
+    }
+
     pub async fn expire_uploads(&self) -> Result<usize> {
         let cutoff = now() - self.limits.upload_expiry.as_secs() as i64;
         let mut removed = 0;

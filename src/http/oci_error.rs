@@ -125,7 +125,9 @@ impl From<Error> for OciError {
             Error::Unsupported(_) => Code::Unsupported,
             Error::Unavailable(detail) => {
                 tracing::warn!(%detail, "backend unavailable");
-                Code::Unavailable
+                // The backend already retried with back-off; tell the client when to come back.
+                return OciError::new(Code::Unavailable, message)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -60,8 +60,19 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
 }
 
+/// Failed logins per throttling key, shared by every replica on the database.
 #[async_trait]
-pub trait AuthStore: Send + Sync {
+pub trait ThrottleStore: Send + Sync {
+    /// `(failures, time of the last failure in ms)` of each key that has failures.
+    async fn login_failures(&self, keys: &[String]) -> Result<Vec<(u32, i64)>>;
+    /// Counts one failure for each key at `now_ms`, and forgets keys idle since `forget_before_ms`.
+    async fn record_login_failure(&self, keys: &[String], now_ms: i64, forget_before_ms: i64) -> Result<()>;
+    /// Forgets the failures of `keys` (after a successful login).
+    async fn clear_login_failures(&self, keys: &[String]) -> Result<()>;
+}
+
+#[async_trait]
+pub trait AuthStore: ThrottleStore + Send + Sync {
     /// Creates a user; false if the name is taken.
     async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool>;
     async fn user(&self, username: &str) -> Result<Option<UserRecord>>;

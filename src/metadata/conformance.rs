@@ -198,5 +198,29 @@ pub async fn run(meta: &dyn Metadata) {
     }))
     .await;
     assert_eq!(appends.iter().filter(|w| **w).count(), 1, "exactly one chunk lands at offset 0");
+
+    // Leases for background work: one holder at a time, renewable, taken over once lapsed.
+    assert!(meta.take_lease("sweep", "replica-a", 100, 200).await.unwrap());
+    assert!(!meta.take_lease("sweep", "replica-b", 150, 250).await.unwrap(), "held by a");
+    assert!(meta.take_lease("other", "replica-b", 150, 250).await.unwrap(), "leases are per name");
+    assert!(meta.take_lease("sweep", "replica-a", 190, 290).await.unwrap(), "the holder renews");
+    assert!(meta.take_lease("sweep", "replica-b", 290, 390).await.unwrap(), "a lapsed lease is taken over");
+    assert!(!meta.take_lease("sweep", "replica-a", 300, 400).await.unwrap());
+    let racers = futures::future::join_all(
+        (0..8).map(|i| async move { meta.take_lease("race", &format!("replica-{i}"), 500, 600).await.unwrap() }),
+    )
+    .await;
+    assert_eq!(racers.iter().filter(|w| **w).count(), 1, "exactly one racing replica holds a new lease");
+
+    // Failed logins: every concurrent failure counts, a success clears, idle keys are forgotten.
+    let keys = vec!["account:mallory".to_owned(), "client:192.0.2.7".to_owned()];
+    futures::future::join_all((0..8).map(|i| meta.record_login_failure(&keys, 10_000 + i, 0))).await;
+    let counts = meta.login_failures(&keys).await.unwrap();
+    assert_eq!(counts.iter().map(|c| c.0).collect::<Vec<_>>(), [8, 8], "no failure lost in the race");
+    assert!(counts.iter().all(|c| (10_000..10_008).contains(&c.1)));
+    meta.clear_login_failures(&keys[..1]).await.unwrap();
+    assert_eq!(meta.login_failures(&keys).await.unwrap().len(), 1, "only the account was cleared");
+    meta.record_login_failure(&["account:other".to_owned()], 50_000, 20_000).await.unwrap();
+    assert!(meta.login_failures(&keys).await.unwrap().is_empty(), "idle keys are forgotten");
     assert_eq!(meta.get_upload(&a, &id).await.unwrap().unwrap().parts.len(), 1);
 }

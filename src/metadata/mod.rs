@@ -127,9 +127,19 @@ pub trait UploadStore: Send + Sync {
     async fn upload_exists(&self, id: &UploadId) -> Result<bool>;
 }
 
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes or renews the lease `name` for `holder` until `until`, if it is free, lapsed at `now`
+    /// or already `holder`'s. True if `holder` holds it now; of racing holders exactly one does.
+    async fn take_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool>;
+}
+
 /// Everything the registry needs from its database.
 pub trait Metadata:
-    RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore + scans::ScanStore
+    RepositoryStore + BlobIndex + ManifestStore + UploadStore + LeaseStore + auth::AuthStore + scans::ScanStore
 {
 }
-impl<T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + auth::AuthStore + scans::ScanStore> Metadata for T {}
+impl<T> Metadata for T where
+    T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + LeaseStore + auth::AuthStore + scans::ScanStore
+{
+}

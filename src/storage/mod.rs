@@ -275,7 +275,12 @@ impl BlobStore {
                 let _ = self.store.delete(source).await;
             }
             Err(object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented) => {
-                self.store.copy(source, target).await?;
+                // S3 has no rename and, without conditional writes, no copy-if-absent: copy (a
+                // server-side CopyObject) only when the blob is not there yet, so a published blob
+                // object is not rewritten. Two replicas racing here copy the same verified bytes.
+                if !self.exists_at(target).await? {
+                    self.store.copy(source, target).await?;
+                }
                 let _ = self.store.delete(source).await;
             }
             Err(e) => return Err(e.into()),
@@ -339,7 +344,11 @@ impl BlobStore {
 
     /// Whether the blob object exists.
     pub async fn exists(&self, digest: &Digest) -> Result<bool, StorageError> {
-        match self.store.head(&BlobKey::Blob(digest).path()).await {
+        self.exists_at(&BlobKey::Blob(digest).path()).await
+    }
+
+    async fn exists_at(&self, path: &Path) -> Result<bool, StorageError> {
+        match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),

@@ -21,7 +21,12 @@ use tower::ServiceExt;
 
 pub struct TestRegistry {
     pub dir: tempfile::TempDir,
+    /// The first replica; tests read state through it.
     pub app: App,
+    /// In scale-out mode, two more replicas on the same database and bucket. Requests go to the
+    /// three in turn, so every in-process test also runs across replicas.
+    pub others: Vec<App>,
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 /// The password every test registry's `admin` user gets.
@@ -77,10 +82,17 @@ impl TestRegistry {
             backends::apply(&mut config, &name);
         }
         edit(&mut config);
-        let app = App::build(config).await.expect("app builds");
-        app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
-        app.spawn_scan_worker();
-        TestRegistry { dir, app }
+        let replicas = if backends::scaleout() { 3 } else { 1 };
+        let mut apps = Vec::new();
+        for _ in 0..replicas {
+            // The same configuration: one database, one bucket, one signing key file.
+            let app = App::build(config.clone()).await.expect("app builds");
+            app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
+            app.spawn_scan_worker();
+            apps.push(app);
+        }
+        let app = apps.remove(0);
+        TestRegistry { dir, app, others: apps, turn: Default::default() }
     }
 
     /// A token for `who` with what it may have of `scopes`, through the same grant logic as /token.
@@ -125,7 +137,9 @@ impl TestRegistry {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let response = self.app.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (1 + self.others.len());
+        let app = if turn == 0 { &self.app } else { &self.others[turn - 1] };
+        let response = app.router.clone().oneshot(req.body(body.into()).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();

@@ -13,8 +13,10 @@
 
 mod auth;
 mod blobs;
+mod leases;
 mod manifests;
 mod scans;
+mod throttle;
 mod uploads;
 
 use std::path::Path;
