@@ -132,3 +132,45 @@ async fn admin_bootstrap_writes_a_private_password_file() {
     assert!(app.auth.bootstrap_admin(dir.path(), None).await.unwrap().is_none());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), password);
 }
+
+/// Key rotation across replicas, in three rolls: (1) every replica learns the new key as a
+/// verifying key, (2) the new key signs and the old one verifies, (3) the old key is dropped. During
+/// each roll, tokens from replicas of either generation verify on all of them; after the third, the
+/// old key's tokens are refused.
+#[tokio::test]
+async fn signing_key_rotation_keeps_tokens_valid_across_a_rolling_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_key, new_key) = (dir.path().join("old.pem"), dir.path().join("new.pem"));
+    let r = {
+        let old_key = old_key.clone();
+        TestRegistry::with_config(dir, move |c| c.auth.signing_key = Some(old_key)).await
+    };
+    let scopes = ["repository:rot/app:pull,push"];
+    let old = r.login("admin", ADMIN_PASSWORD, &scopes).await;
+    // Roll 2's key file is made by its first start; roll 1 only reads it.
+    let roll2 = r
+        .beside(|c| {
+            c.auth.signing_key = Some(new_key.clone());
+            c.auth.verify_keys = vec![old_key.clone()];
+        })
+        .await;
+    let roll1 = r.beside(|c| c.auth.verify_keys = vec![new_key.clone()]).await;
+    let roll3 = r.beside(|c| c.auth.signing_key = Some(new_key.clone())).await;
+    let new = roll2.login("admin", ADMIN_PASSWORD, &scopes).await;
+    let kid = |token: &str| {
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(kid(&old), kid(&new), "the new key signs after the second roll");
+    let post = "/v2/rot/app/blobs/uploads/";
+    for (replica, name) in [(&roll1, "roll 1"), (&roll2, "roll 2")] {
+        replica.v2_as(&old, "POST", post, Body::empty()).await.expect(202, None);
+        replica.v2_as(&new, "POST", post, Body::empty()).await.expect(202, None);
+        let jwks = replica.send_raw("GET", "/.well-known/jwks.json", &[], Body::empty()).await.json();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{name} publishes both keys");
+    }
+    roll3.v2_as(&new, "POST", post, Body::empty()).await.expect(202, None);
+    roll3.v2_as(&old, "POST", post, Body::empty()).await.expect(401, Some("UNAUTHORIZED"));
+    // A replica that never learnt the new key refuses its tokens: hence the first roll.
+    r.v2_as(&new, "POST", post, Body::empty()).await.expect(401, Some("UNAUTHORIZED"));
+}

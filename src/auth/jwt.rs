@@ -73,9 +73,10 @@ impl Key {
 
 /// The signing key, and the earlier keys that still verify.
 ///
-/// Replicas share the key files, so a token issued by one verifies on all. To rotate: make a new
-/// key the signing key and list the old one under `auth.verify_keys` until the last token it
-/// signed has expired (`auth.refresh_lifetime`); tokens of both keep working meanwhile.
+/// Replicas share the key files, so a token issued by one verifies on all. A rotation takes three
+/// rolling restarts: the new key is added to `auth.verify_keys` everywhere; then it signs, with the
+/// old one under `auth.verify_keys`; then, once the old key's last token has expired
+/// (`auth.refresh_lifetime`), the old one is dropped. Mid-roll, tokens of both generations verify.
 pub struct Keys {
     signing: Key,
     verifying: Vec<Key>,

@@ -75,7 +75,9 @@ pub(super) fn storage_err(e: StorageError) -> Error {
         StorageError::Body(e) => Error::UploadInvalid(format!("request body could not be read: {e}")),
         // A remote store that still fails after its client's retries (throttling, 5xx, lost
         // connections): the client should come back later.
-        StorageError::Backend(e @ object_store::Error::Generic { .. }) => Error::Unavailable(format!("storage: {e}")),
+        StorageError::Backend(e @ object_store::Error::Generic { store, .. }) if store != "LocalFileSystem" => {
+            Error::Unavailable(format!("storage: {e}"))
+        }
         other => Error::Internal(other.to_string()),
     }
 }

@@ -131,7 +131,6 @@ impl super::Registry {
         Ok(())
     }
 
-    /// Removes sessions idle past the expiry, and upload objects no session owns (a crash's leftovers).
     /// Runs [`Registry::expire_uploads`] if this replica (`holder`) gets the sweep's lease for
     /// `every`, so that of several replicas on one database one sweeps per interval; `None` when
     /// another replica holds it.
@@ -143,6 +142,7 @@ impl super::Registry {
         self.expire_uploads().await.map(Some)
     }
 
+    /// Removes sessions idle past the expiry, and upload objects no session owns (a crash's leftovers).
     pub async fn expire_uploads(&self) -> Result<usize> {
         let cutoff = now() - self.limits.upload_expiry.as_secs() as i64;
         let mut removed = 0;

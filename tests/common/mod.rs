@@ -95,6 +95,15 @@ impl TestRegistry {
         TestRegistry { dir, app, others: apps, turn: Default::default() }
     }
 
+    /// Another replica on the same database and blob store, with `edit` applied to a copy of this
+    /// registry's configuration (a rolling restart with new settings, say).
+    pub async fn beside(&self, edit: impl FnOnce(&mut Config)) -> TestRegistry {
+        let mut config = self.app.config.clone();
+        edit(&mut config);
+        let app = App::build(config).await.expect("app builds");
+        TestRegistry { dir: tempfile::tempdir().unwrap(), app, others: Vec::new(), turn: Default::default() }
+    }
+
     /// A token for `who` with what it may have of `scopes`, through the same grant logic as /token.
     pub async fn token_for(&self, who: &Authenticated, scopes: &[Scope]) -> String {
         let access = self.app.auth.grant(who, scopes).await.unwrap();
