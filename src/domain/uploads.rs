@@ -6,7 +6,8 @@
 
 use super::registry::storage_err;
 use super::{now, Digest, Error, RepoName, Result};
-use crate::storage::{ByteStream, Commit, UploadId};
+use crate::metadata::Upload;
+use crate::storage::{ByteStream, Commit, UploadId, WrittenPart};
 
 /// Where an upload stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +53,24 @@ impl super::Registry {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
         let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
+        let Some(part) = self.write_chunk(&upload, range, body).await? else {
+            return Ok(UploadState { id: id.clone(), size: upload.size });
+        };
+        if !self.meta.append_part(id, upload.size, &part, now()).await? {
+            self.drop_part(id, &part).await;
+            return Err(Error::RangeInvalid("the upload was extended by another request".into()));
+        }
+        Ok(UploadState { id: id.clone(), size: upload.size + part.size })
+    }
+
+    /// Writes a chunk at the end of `upload`, checked against its `Content-Range`. `None` for an
+    /// empty chunk, which changes nothing. The part is not recorded: the caller does that.
+    async fn write_chunk(
+        &self,
+        upload: &Upload,
+        range: Option<(u64, u64)>,
+        body: ByteStream,
+    ) -> Result<Option<WrittenPart>> {
         if let Some((start, end)) = range {
             if start != upload.size || end < start {
                 return Err(Error::RangeInvalid(format!(
@@ -60,32 +79,36 @@ impl super::Registry {
                 )));
             }
         }
-        let part = self.blobs.write_part(id, upload.size, body).await.map_err(storage_err)?;
+        let part = self.blobs.write_part(&upload.id, upload.size, body).await.map_err(storage_err)?;
         let expected = range.map(|(start, end)| end - start + 1);
-        let refusal = if expected.is_some_and(|n| n != part.size) {
-            Some(Error::UploadInvalid(format!(
+        if expected.is_some_and(|n| n != part.size) {
+            self.drop_part(&upload.id, &part).await;
+            return Err(Error::UploadInvalid(format!(
                 "chunk has {} bytes but Content-Range says {}",
                 part.size,
                 expected.unwrap_or_default()
-            )))
-        } else if part.size == 0 {
-            None
-        } else if !self.meta.append_part(id, upload.size, &part, now()).await? {
-            Some(Error::RangeInvalid("the upload was extended by another request".into()))
-        } else {
-            return Ok(UploadState { id: id.clone(), size: upload.size + part.size });
-        };
-        // The part is not part of the upload: drop it (an empty chunk changes nothing).
+            )));
+        }
+        if part.size == 0 {
+            self.drop_part(&upload.id, &part).await;
+            return Ok(None);
+        }
+        Ok(Some(part))
+    }
+
+    /// Deletes a part that is not part of the upload (refused, or empty).
+    async fn drop_part(&self, id: &UploadId, part: &WrittenPart) {
         if let Err(e) = self.blobs.delete_part(id, &part.part_id).await {
             tracing::warn!(upload = %id, error = %e, "could not delete a refused chunk; the expiry sweep will");
-        }
-        match refusal {
-            Some(e) => Err(e),
-            None => Ok(UploadState { id: id.clone(), size: upload.size }),
         }
     }
 
     /// Finishes an upload: an optional last chunk, then verification against `digest`.
+    ///
+    /// The last chunk is written but never recorded as a part of its own: the blob's commit ends
+    /// the session in the same transaction, so a `PUT` with a body costs one database commit, not
+    /// two. Should the store fail in between, the unrecorded part is overwritten by a retried
+    /// `PUT` (local disk) or removed with the session (object stores).
     pub async fn complete_upload(
         &self,
         repo: &RepoName,
@@ -93,10 +116,14 @@ impl super::Registry {
         digest: &Digest,
         last_chunk: Option<(Option<(u64, u64)>, ByteStream)>,
     ) -> Result<u64> {
+        let lock = self.upload_lock(id);
+        let _held = lock.lock().await;
+        let mut upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
         if let Some((range, body)) = last_chunk {
-            self.append_chunk(repo, id, range, body).await?;
+            if let Some(part) = self.write_chunk(&upload, range, body).await? {
+                upload.parts.push(part);
+            }
         }
-        let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
         match self.blobs.commit(id, &upload.parts, digest).await.map_err(storage_err)? {
             Commit::Stored { size } => {
                 self.meta.complete_upload(id, repo, digest, size).await?;

@@ -70,6 +70,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(meta.list_tags(&a, Some("c"), 10).await.unwrap(), ["d", "v1"]);
     assert!(meta.delete_tag(&a, &tag("a")).await.unwrap());
     assert!(!meta.delete_tag(&a, &tag("a")).await.unwrap());
+
     assert!(meta.manifest_by_digest(&a, &d("m1")).await.unwrap().is_some(), "deleting a tag keeps the manifest");
 
     // Referrers, with the artifact type filter.
@@ -223,4 +224,14 @@ pub async fn run(meta: &dyn Metadata) {
     meta.record_login_failure(&["account:other".to_owned()], 50_000, 20_000).await.unwrap();
     assert!(meta.login_failures(&keys).await.unwrap().is_empty(), "idle keys are forgotten");
     assert_eq!(meta.get_upload(&a, &id).await.unwrap().unwrap().parts.len(), 1);
+
+    // Lexical means bytewise, whatever the database's collation: digits, upper case, `_`, then
+    // lower case, with `-` before `.`. An empty page is empty.
+    let sorted = repo("sort/order");
+    meta.link_blob(&sorted, &d("x"), 3).await.unwrap();
+    for t in ["alpha", "a.b", "Zeta", "a-b", "_under", "9nine"] {
+        meta.put_manifest(&manifest("sort/order", "m1", vec![d("x")], None, Some(t))).await.unwrap().unwrap();
+    }
+    assert_eq!(meta.list_tags(&sorted, None, 10).await.unwrap(), ["9nine", "Zeta", "_under", "a-b", "a.b", "alpha"]);
+    assert_eq!(meta.list_tags(&sorted, Some("alpha"), 10).await.unwrap(), Vec::<String>::new());
 }

@@ -128,6 +128,17 @@ pub async fn run(store: &BlobStore) {
     assert_eq!(read_all(store, &keep, None).await, b"keep");
     store.delete_upload(&upload).await.unwrap();
 
+    // A chunk refused, then the right one at the same offset: the blob is the recorded chunks only.
+    let upload = UploadId::new();
+    let first = store.write_part(&upload, 0, stream(&[b"head-"])).await.unwrap();
+    let refused = store.write_part(&upload, 5, stream(&[b"a refused chunk, longer than the real one"])).await.unwrap();
+    store.delete_part(&upload, &refused.part_id).await.unwrap();
+    let second = store.write_part(&upload, 5, stream(&[b"tail"])).await.unwrap();
+    let head_tail = Digest::of(Algorithm::Sha256, b"head-tail");
+    assert_eq!(store.commit(&upload, &[first, second], &head_tail).await.unwrap(), Commit::Stored { size: 9 });
+    assert_eq!(read_all(store, &head_tail, None).await, b"head-tail");
+    store.delete_upload(&upload).await.unwrap();
+
     // Missing blobs, deletion and listing.
     let absent = Digest::of(Algorithm::Sha256, b"absent");
     assert!(matches!(store.read(&absent, None).await, Err(StorageError::NotFound)));

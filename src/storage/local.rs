@@ -11,7 +11,6 @@ use object_store::path::Path;
 
 use super::{ByteStream, StorageError};
 use crate::domain::digest::{Algorithm, DigestHasher};
-use crate::domain::Digest;
 
 fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
     path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
@@ -71,14 +70,15 @@ pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> Byte
     .boxed()
 }
 
-/// Writes `body` into the file at `offset` (creating it), hashing the chunk. Returns its length and
-/// SHA-256. Writes go through a 1 MiB buffer so the blocking pool sees few, large writes.
+/// Writes `body` into the file at `offset` (creating it), feeding its bytes to `hasher`. Returns
+/// its length. Writes go through a 1 MiB buffer so the blocking pool sees few, large writes.
 pub async fn write_at(
     root: &FsPath,
     path: &Path,
     offset: u64,
     mut body: ByteStream,
-) -> Result<(u64, Digest), StorageError> {
+    hasher: &mut DigestHasher,
+) -> Result<u64, StorageError> {
     use tokio::io::{AsyncSeekExt, AsyncWriteExt};
     let file_path = fs_path(root, path);
     if let Some(dir) = file_path.parent() {
@@ -87,7 +87,6 @@ pub async fn write_at(
     let mut file = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path).await?;
     file.seek(std::io::SeekFrom::Start(offset)).await?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut hasher = DigestHasher::new(Algorithm::Sha256);
     let mut size = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(StorageError::Body)?;
@@ -96,7 +95,18 @@ pub async fn write_at(
         out.write_all(&chunk).await?;
     }
     out.flush().await?;
-    Ok((size, hasher.finish()))
+    Ok(size)
+}
+
+/// A SHA-256 hasher fed with the first `len` bytes of the file (to resume a running digest).
+pub async fn hash_prefix(root: &FsPath, path: &Path, len: u64) -> Result<DigestHasher, StorageError> {
+    let file = std::fs::File::open(fs_path(root, path))?;
+    let mut stream = stream_file(file, 0..len, 1 << 20);
+    let mut hasher = DigestHasher::new(Algorithm::Sha256);
+    while let Some(chunk) = stream.next().await {
+        hasher.update(&chunk?);
+    }
+    Ok(hasher)
 }
 
 /// Sets the file's length to `len` (dropping bytes of refused chunks; creating an empty file).

@@ -48,7 +48,12 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
-/// A part written to an upload: its object, length and SHA-256 of its bytes.
+/// A part written to an upload: its object, length and a SHA-256.
+///
+/// On object stores `sha256` is the digest of the part's own bytes. On local disk, where all
+/// chunks go into one file, it is the digest of the upload's bytes from the start to the end of
+/// this part (for the first part, the same thing): the last recorded part then carries the whole
+/// blob's digest, and a chunked upload commits without reading its file again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrittenPart {
     pub part_id: String,
@@ -79,6 +84,9 @@ pub struct BlobStore {
     options: StoreOptions,
     /// Set for the local disk backend: lets us fsync committed blobs and sweep staging files.
     local_root: Option<PathBuf>,
+    /// Local disk: each upload's running SHA-256 and the offset it has reached. Lost on restart,
+    /// when the next chunk re-hashes the file up to its offset once.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, (u64, DigestHasher)>>>,
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -112,6 +120,7 @@ impl BlobStore {
             store: Arc::new(store),
             options: StoreOptions { write_chunk: 1024 * 1024, chunk_min_length: 0 },
             local_root: Some(root),
+            running: Default::default(),
         })
     }
 
@@ -123,7 +132,7 @@ impl BlobStore {
 
     /// A store over any object store (memory in tests, S3 for scale).
     pub fn new(store: Arc<dyn ObjectStore>, options: StoreOptions) -> Self {
-        BlobStore { store, options, local_root: None }
+        BlobStore { store, options, local_root: None, running: Default::default() }
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -144,7 +153,16 @@ impl BlobStore {
     ) -> Result<WrittenPart, StorageError> {
         if let Some(root) = &self.local_root {
             let path = BlobKey::UploadPart(upload, LOCAL_DATA).path();
-            let (size, sha256) = local::write_at(root, &path, offset, body).await?;
+            let resumed = self.running_hashes().remove(upload).filter(|(end, _)| *end == offset);
+            let mut hasher = match resumed {
+                Some((_, hasher)) => hasher,
+                None if offset == 0 => DigestHasher::new(Algorithm::Sha256),
+                // After a restart, or after a refused chunk moved the running hash past the end.
+                None => local::hash_prefix(root, &path, offset).await?,
+            };
+            let size = local::write_at(root, &path, offset, body, &mut hasher).await?;
+            let sha256 = hasher.clone().finish();
+            self.running_hashes().insert(upload.clone(), (offset + size, hasher));
             return Ok(WrittenPart { part_id: LOCAL_DATA.to_owned(), size, sha256 });
         }
         let part_id = uuid::Uuid::new_v4().simple().to_string();
@@ -247,9 +265,10 @@ impl BlobStore {
         let data = BlobKey::UploadPart(upload, LOCAL_DATA).path();
         let size: u64 = parts.iter().map(|p| p.size).sum();
         local::ensure_len(root, &data, size).await?;
-        let actual = match parts {
-            // One chunk from offset 0: its own hash, taken while it streamed, is the blob's.
-            [only] if expected.algorithm() == Algorithm::Sha256 => only.sha256.clone(),
+        self.running_hashes().remove(upload);
+        let actual = match parts.last() {
+            // Taken while the chunks streamed in: the digest of everything up to the last part.
+            Some(last) if expected.algorithm() == Algorithm::Sha256 => last.sha256.clone(),
             _ => {
                 let mut hasher = DigestHasher::new(expected.algorithm());
                 let mut stream = self.read_object(&data, None).await?;
@@ -375,8 +394,13 @@ impl BlobStore {
         }
     }
 
+    fn running_hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<UploadId, (u64, DigestHasher)>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Deletes everything stored for an upload session, including what a crash left behind.
     pub async fn delete_upload(&self, upload: &UploadId) -> Result<(), StorageError> {
+        self.running_hashes().remove(upload);
         let prefix = BlobKey::UploadDir(upload).path();
         let locations = self.store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(locations);

@@ -2,19 +2,24 @@
 
 use async_trait::async_trait;
 
-use super::{db_err, ensure_repo, repo_id, SqlMetadata};
+use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::domain::{now, Digest, RepoName, Result};
 use crate::metadata::{BlobIndex, RepositoryStore};
 
 #[async_trait]
 impl RepositoryStore for SqlMetadata {
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(last.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(name, $3 ORDER BY name) FROM (
+                 SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) page",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .bind(PAGE_SEPARATOR)
+        .fetch_one(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(split_page(joined))
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{db_err, digest, ensure_repo, SqlMetadata};
+use super::{db_err, digest, ensure_repo, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::domain::{now, Digest, RepoName, Result, Tag};
 use crate::metadata::{ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 
@@ -164,16 +164,19 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-             WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+        let joined: Option<String> = sqlx::query_scalar(
+            "SELECT string_agg(name, $4 ORDER BY name) FROM (
+                 SELECT t.name AS name FROM tags t JOIN repositories r ON r.id = t.repository_id
+                 WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3) page",
         )
         .bind(repo.as_str())
         .bind(last.unwrap_or(""))
         .bind(limit as i64)
-        .fetch_all(&self.read)
+        .bind(PAGE_SEPARATOR)
+        .fetch_one(&self.read)
         .await
-        .map_err(db_err)
+        .map_err(db_err)?;
+        Ok(split_page(joined))
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {

@@ -73,6 +73,16 @@ pub(crate) fn repo_name(s: String) -> Result<RepoName> {
     RepoName::from_str(&s).map_err(|_| Error::Internal(format!("corrupt repository name in database: {s:?}")))
 }
 
+/// Listings come back as one row holding the whole page, names joined with this separator (no
+/// tag or repository name can contain it): a page of 10,000 names costs one row's decoding instead
+/// of 10,000, which is most of a listing's time. Both engines have `string_agg(x, sep ORDER BY x)`.
+pub(crate) const PAGE_SEPARATOR: &str = "\n";
+
+/// The names of a page joined with [`PAGE_SEPARATOR`]; `None` (no rows) is an empty page.
+pub(crate) fn split_page(joined: Option<String>) -> Vec<String> {
+    joined.map(|j| j.split(PAGE_SEPARATOR).map(str::to_owned).collect()).unwrap_or_default()
+}
+
 /// The characters of a file path that must be escaped in a `sqlite:` URL.
 const SQLITE_PATH: &percent_encoding::AsciiSet =
     &percent_encoding::CONTROLS.add(b' ').add(b'?').add(b'#').add(b'%').add(b'"');
