@@ -71,13 +71,6 @@ async fn kill_9_during_concurrent_uploads_loses_no_completed_push() {
     eprintln!("kill -9: {} completed pushes intact, {checked} blob files verified", completed.len());
 }
 
-/// The scan state of `repo@digest` through the admin API, optionally long-polling.
-async fn scan_state(server: &Server, client: &reqwest::Client, repo: &str, digest: &str, wait: &str) -> String {
-    let url = server.url(&format!("/api/v1/scans?repository={repo}&digest={digest}&wait={wait}"));
-    let reply = client.get(url).basic_auth("admin", Some(common::ADMIN_PASSWORD)).send().await.unwrap();
-    reply.json::<serde_json::Value>().await.unwrap()["state"].as_str().unwrap_or("").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_interrupted_by_kill_9_finishes_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -92,13 +85,12 @@ async fn a_scan_interrupted_by_kill_9_finishes_after_restart() {
     let layer = images::layer_tar_gz("app/bin", b"binary", 0o755);
     let manifest = push_image(&client, &base, "scan/app", "v1", &layer).await.unwrap();
     let digest = sha256(&manifest).to_string();
-    let plain = server.client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while scan_state(&server, &plain, "scan/app", &digest, "0s").await != "scanning" {
+    while server.scan_state("scan/app", &digest, "0s").await != "scanning" {
         assert!(std::time::Instant::now() < deadline, "the scan never started");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     server.kill9();
     let server = Server::start_with_config(dir.path(), server.port, Some(&fast));
-    assert_eq!(scan_state(&server, &server.client(), "scan/app", &digest, "60s").await, "passed");
+    assert_eq!(server.scan_state("scan/app", &digest, "60s").await, "passed");
 }

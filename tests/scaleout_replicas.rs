@@ -67,27 +67,13 @@ impl Cluster {
     }
 }
 
-/// A client that trusts the cluster's CA and sends `token`.
-fn client(server: &Server, token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(server.ca_path()).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(ca)
-        .default_headers(headers)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_alternate_between_replicas_and_a_third_serves_the_pull() {
     let cluster = Cluster::start(3, &[]);
     let r = &cluster.replicas;
     // A token issued by replica 1 works on all three.
     let token = r[0].token("admin", common::ADMIN_PASSWORD, &["repository:spread/app:pull,push"]).await;
-    let http = client(&r[0], &token);
+    let http = r[0].client_with_token(&token);
 
     // 22 MiB in 6 MiB chunks: POST on replica 1, PATCHes alternating 1, 2, 1, 2, PUT on replica 1.
     let layer = layer_bytes(7, 22 * 1024 * 1024 + 321);
@@ -136,7 +122,7 @@ async fn chunks_alternate_between_replicas_and_a_third_serves_the_pull() {
 
     // Replica 3 never saw the push; with a token of its own issuing, it serves the whole image.
     let token3 = r[2].token("admin", common::ADMIN_PASSWORD, &["repository:spread/app:pull"]).await;
-    let pull = client(&r[2], &token3);
+    let pull = r[2].client_with_token(&token3);
     let got = pull
         .get(cluster.url(2, "/v2/spread/app/manifests/v1"))
         .header("accept", images::OCI_MANIFEST)
@@ -163,7 +149,7 @@ async fn kill_9_of_a_replica_loses_no_acknowledged_push() {
     }
     let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let token = cluster.replicas[0].token("admin", common::ADMIN_PASSWORD, &scopes).await;
-    let http = client(&cluster.replicas[0], &token);
+    let http = cluster.replicas[0].client_with_token(&token);
     let bases: Vec<String> = (0..3).map(|i| cluster.url(i, "")).collect();
 
     // Six pushers, each spreading its images over the three replicas in turn.
@@ -216,13 +202,6 @@ async fn kill_9_of_a_replica_loses_no_acknowledged_push() {
     assert!(checked >= acknowledged, "{checked} blob objects re-hashed");
 }
 
-/// The scan state through the admin API of `server`, long-polling up to `wait`.
-async fn scan_state(server: &Server, repo: &str, digest: &str, wait: &str) -> String {
-    let url = server.url(&format!("/api/v1/scans?repository={repo}&digest={digest}&wait={wait}"));
-    let reply = server.client().get(url).basic_auth("admin", Some(common::ADMIN_PASSWORD)).send().await.unwrap();
-    reply.json::<serde_json::Value>().await.unwrap()["state"].as_str().unwrap_or("").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scan_held_by_a_killed_replica_completes_on_another() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,12 +212,12 @@ async fn a_scan_held_by_a_killed_replica_completes_on_another() {
     std::fs::write(&fast, "[scan]\nhook = [\"/bin/sh\", \"-c\", \"exit 0\"]\nlease = \"2s\"\n").unwrap();
     let mut cluster = Cluster::start(1, &[Some(slow)]);
     let token = cluster.replicas[0].token("admin", common::ADMIN_PASSWORD, &["repository:held/app:pull,push"]).await;
-    let http = client(&cluster.replicas[0], &token);
+    let http = cluster.replicas[0].client_with_token(&token);
     let layer = images::layer_tar_gz("app/bin", b"binary", 0o755);
     let manifest = push_image(&http, &cluster.url(0, ""), "held/app", "v1", &layer).await.unwrap();
     let digest = sha256(&manifest).to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scan_state(&cluster.replicas[0], "held/app", &digest, "0s").await != "scanning" {
+    while cluster.replicas[0].scan_state("held/app", &digest, "0s").await != "scanning" {
         assert!(Instant::now() < deadline, "replica 1 never took the job");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -246,7 +225,7 @@ async fn a_scan_held_by_a_killed_replica_completes_on_another() {
     cluster.add(free_port(), Some(&fast));
     cluster.add(free_port(), Some(&fast));
     cluster.replicas[0].kill9();
-    assert_eq!(scan_state(&cluster.replicas[1], "held/app", &digest, "60s").await, "passed");
+    assert_eq!(cluster.replicas[1].scan_state("held/app", &digest, "60s").await, "passed");
     let pulled = http
         .get(cluster.url(2, "/v2/held/app/manifests/v1"))
         .header("accept", images::OCI_MANIFEST)

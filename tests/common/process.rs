@@ -88,7 +88,18 @@ impl Server {
 
     /// A client that sends an admin token for `scopes` with every request.
     pub async fn admin_client(&self, scopes: &[&str]) -> reqwest::Client {
-        let token = self.token("admin", super::ADMIN_PASSWORD, scopes).await;
+        self.client_with_token(&self.token("admin", super::ADMIN_PASSWORD, scopes).await)
+    }
+
+    /// The scan state of `repo@digest` through the admin API, long-polling up to `wait`.
+    pub async fn scan_state(&self, repo: &str, digest: &str, wait: &str) -> String {
+        let url = self.url(&format!("/api/v1/scans?repository={repo}&digest={digest}&wait={wait}"));
+        let reply = self.client().get(url).basic_auth("admin", Some(super::ADMIN_PASSWORD)).send().await.unwrap();
+        reply.json::<serde_json::Value>().await.unwrap()["state"].as_str().unwrap_or("").to_owned()
+    }
+
+    /// A client that trusts this registry's CA and sends `token` with every request.
+    pub fn client_with_token(&self, token: &str) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
         let ca = reqwest::Certificate::from_pem(&std::fs::read(self.ca_path()).unwrap()).unwrap();
