@@ -18,7 +18,11 @@ fn portcullis(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 
 #[test]
 fn shipped_config_file_is_valid() {
-    let (ok, out) = portcullis(&["check-config", "--config", "config/portcullis.toml"], &[]);
+    // check-config opens the database and writes a probe blob: into a scratch directory, not ./data.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (ok, out) =
+        portcullis(&["check-config", "--config", "config/portcullis.toml"], &[("PORTCULLIS_DATA_DIR", data)]);
     assert!(ok, "{out}");
     assert!(out.contains("127.0.0.1:5000"), "{out}");
 }
