@@ -80,6 +80,45 @@ impl Key {
 pub struct Keys {
     signing: Key,
     verifying: Vec<Key>,
+    verified: VerifiedCache,
+}
+
+/// Tokens whose signature and fixed claims (`iss`, `aud`, `kid`, `alg`) were already checked, by
+/// the SHA-256 of what was checked, with their claims. An ES256 verification costs about as much
+/// CPU as the rest of a manifest GET, and a client sends the same token with every request. A hit
+/// still checks the time-dependent claims and the use; the account is re-checked by the caller on
+/// every use either way. Bounded: when full, expired entries go, and if that is not enough, all.
+#[derive(Default)]
+struct VerifiedCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>);
+
+const VERIFIED_CAPACITY: usize = 4096;
+/// The clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY: i64 = 30;
+
+impl VerifiedCache {
+    fn key(token: &str, issuer: &str, audience: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [issuer, audience, token] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Claims> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], claims: &Claims, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERIFIED_CAPACITY {
+            map.retain(|_, c| c.exp + LEEWAY >= now);
+            if map.len() >= VERIFIED_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(key, claims.clone());
+    }
 }
 
 impl Keys {
@@ -115,7 +154,7 @@ impl Keys {
                 Key::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Keys { signing, verifying })
+        Ok(Keys { signing, verifying, verified: VerifiedCache::default() })
     }
 
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
@@ -126,6 +165,31 @@ impl Keys {
 
     /// Verifies signature and claims; `use` must match.
     pub fn verify(&self, token: &str, issuer: &str, audience: &str, token_use: TokenUse) -> Result<Claims, String> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let cache_key = VerifiedCache::key(token, issuer, audience);
+        let claims = match self.verified.get(&cache_key) {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(token, issuer, audience)?;
+                self.verified.insert(cache_key, &claims, now);
+                claims
+            }
+        };
+        // Checked on every use, cached or not (jsonwebtoken checked them too on a first sight).
+        if claims.exp + LEEWAY < now {
+            return Err("invalid token: ExpiredSignature".into());
+        }
+        if claims.nbf - LEEWAY > now {
+            return Err("invalid token: ImmatureSignature".into());
+        }
+        if claims.token_use != token_use {
+            return Err("token used for the wrong purpose".into());
+        }
+        Ok(claims)
+    }
+
+    /// The full check: algorithm, key, signature and every registered claim.
+    fn verify_signed(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         if header.alg != Algorithm::ES256 {
             return Err("token algorithm must be ES256".into());
@@ -139,12 +203,9 @@ impl Keys {
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY as u64;
         let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map_err(|e| format!("invalid token: {e}"))?;
-        if data.claims.token_use != token_use {
-            return Err("token used for the wrong purpose".into());
-        }
         Ok(data.claims)
     }
 
@@ -157,5 +218,61 @@ impl Keys {
     /// The id of the key that signs.
     pub fn kid(&self) -> &str {
         &self.signing.kid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: i64, nbf: i64, token_use: TokenUse) -> Claims {
+        Claims {
+            iss: "https://r.example".into(),
+            sub: "alice".into(),
+            aud: "portcullis".into(),
+            exp,
+            nbf,
+            iat: nbf,
+            jti: "j".into(),
+            access: Vec::new(),
+            pat: None,
+            token_use,
+        }
+    }
+
+    #[test]
+    fn a_cached_token_is_still_checked_for_time_and_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(&dir.path().join("k.pem"), &[]).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let token = keys.sign(&claims(now + 600, now, TokenUse::Access)).unwrap();
+        let (iss, aud) = ("https://r.example", "portcullis");
+        assert!(keys.verify(&token, iss, aud, TokenUse::Access).is_ok());
+        assert_eq!(keys.verified.0.lock().unwrap().len(), 1, "verified once, then cached");
+        assert!(keys.verify(&token, iss, aud, TokenUse::Refresh).is_err(), "the use is checked on a hit");
+        assert!(
+            keys.verify(&token, iss, "another-service", TokenUse::Access).is_err(),
+            "the audience is part of the key"
+        );
+        // The cached claims of a token that has since expired, or is not valid yet: refused.
+        let key = VerifiedCache::key(&token, iss, aud);
+        keys.verified.insert(key, &claims(now - LEEWAY - 1, now - 700, TokenUse::Access), now);
+        assert!(keys.verify(&token, iss, aud, TokenUse::Access).unwrap_err().contains("Expired"));
+        keys.verified.insert(key, &claims(now + 600, now + LEEWAY + 60, TokenUse::Access), now);
+        assert!(keys.verify(&token, iss, aud, TokenUse::Access).unwrap_err().contains("Immature"));
+        // A tampered token is a different key: verified from scratch, and refused.
+        let tampered = format!("{}x", &token[..token.len() - 1]);
+        assert!(keys.verify(&tampered, iss, aud, TokenUse::Access).is_err());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = VerifiedCache::default();
+        let now = 1_000_000;
+        for i in 0..(VERIFIED_CAPACITY + 10) {
+            let exp = if i % 2 == 0 { now - 100 } else { now + 100 };
+            cache.insert(VerifiedCache::key(&i.to_string(), "i", "a"), &claims(exp, 0, TokenUse::Access), now);
+        }
+        assert!(cache.0.lock().unwrap().len() <= VERIFIED_CAPACITY);
     }
 }
