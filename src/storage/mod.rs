@@ -385,7 +385,10 @@ impl BlobStore {
     /// Deletes one part of an upload (a refused chunk).
     pub async fn delete_part(&self, upload: &UploadId, part_id: &str) -> Result<(), StorageError> {
         if part_id == LOCAL_DATA {
-            // The shared data file: its unrecorded tail is cut off at commit.
+            // The shared data file: its unrecorded tail is cut off at commit. The running digest
+            // has taken in the refused bytes, so it goes too; the next chunk rebuilds it from the
+            // file rather than trusting its position alone.
+            self.running_hashes().remove(upload);
             return Ok(());
         }
         match self.store.delete(&BlobKey::UploadPart(upload, part_id).path()).await {
