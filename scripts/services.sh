@@ -76,7 +76,15 @@ EOF
     kill -0 "$garage_pid" 2>/dev/null || break
     sleep 0.2
   done
-  [ -n "$node" ] || { echo "error: Garage did not start; its log:" >&2; tail -n 30 "$dir/server.log" >&2; return 1; }
+  # The node id is readable as soon as the key file exists; the RPC port may open later.
+  local up=""
+  for _ in $(seq 1 150); do
+    [ -n "$node" ] && garage status >/dev/null 2>&1 && { up=1; break; }
+    kill -0 "$garage_pid" 2>/dev/null || break
+    [ -n "$node" ] || node="$(garage node id -q 2>/dev/null | cut -d@ -f1)"
+    sleep 0.2
+  done
+  [ -n "$up" ] || { echo "error: Garage did not start; its log:" >&2; tail -n 30 "$dir/server.log" >&2; return 1; }
   # A single-node layout, then a bucket and a key that may read and write it.
   garage layout assign -z local -c 10G "$node" >/dev/null
   garage layout apply --version 1 >/dev/null
