@@ -234,4 +234,24 @@ pub async fn run(meta: &dyn Metadata) {
     }
     assert_eq!(meta.list_tags(&sorted, None, 10).await.unwrap(), ["9nine", "Zeta", "_under", "a-b", "a.b", "alpha"]);
     assert_eq!(meta.list_tags(&sorted, Some("alpha"), 10).await.unwrap(), Vec::<String>::new());
+
+    // Large manifests: their blobs are checked, and their references written, in batches. The
+    // first missing blob is named even past the first batch, and a blob listed twice is fine.
+    let big = repo("team/big");
+    let layers: Vec<Digest> = (0..1001).map(|i| d(&format!("big-layer-{i}"))).collect();
+    for layer in &layers {
+        meta.link_blob(&big, layer, 1).await.unwrap();
+    }
+    let mut gap = layers.clone();
+    gap.insert(1000, d("big-absent"));
+    let refused = meta.put_manifest(&manifest("team/big", "big-gap", gap, None, None)).await.unwrap();
+    assert!(matches!(refused, Err(PutManifestRefused::MissingBlob(m)) if m == d("big-absent")));
+    let mut twice = layers.clone();
+    twice.push(layers[0].clone());
+    let mut held = manifest("team/big", "big", twice, None, None);
+    held.scan = true;
+    meta.put_manifest(&held).await.unwrap().unwrap();
+    for layer in [&layers[0], &layers[500], &layers[1000]] {
+        assert!(!meta.blob_pull_allowed(&big, layer, 0).await.unwrap(), "every batch of references is recorded");
+    }
 }

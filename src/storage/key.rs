@@ -45,6 +45,8 @@ impl fmt::Display for UploadId {
     }
 }
 
+const UPLOAD_FILE_SUFFIX: &str = ".data";
+
 /// Where an object lives.
 pub enum BlobKey<'a> {
     /// `blobs/<alg>/<first two hex>/<hex>`: the content address.
@@ -53,6 +55,11 @@ pub enum BlobKey<'a> {
     UploadPart(&'a UploadId, &'a str),
     /// `uploads/<id>`: everything of one upload.
     UploadDir(&'a UploadId),
+    /// `uploads/<id>.data`: the one file that holds a whole upload on local disk. A file beside
+    /// the others rather than a directory per upload: creating and removing a directory for every
+    /// blob made ext4 scan its recently deleted inodes on each new one (an eighth of a small
+    /// push's server CPU).
+    UploadFile(&'a UploadId),
 }
 
 impl BlobKey<'_> {
@@ -64,10 +71,16 @@ impl BlobKey<'_> {
             }
             BlobKey::UploadPart(id, part) => Path::from_iter(["uploads", id.as_str(), part]),
             BlobKey::UploadDir(id) => Path::from_iter(["uploads", id.as_str()]),
+            BlobKey::UploadFile(id) => Path::from_iter(["uploads", &format!("{id}{UPLOAD_FILE_SUFFIX}")]),
         }
     }
 
     /// The digest a blob path stands for, if it is one.
+    /// The upload an entry of `uploads/` belongs to: a part directory or a local upload file.
+    pub fn parse_upload(name: &str) -> Option<UploadId> {
+        name.strip_suffix(UPLOAD_FILE_SUFFIX).unwrap_or(name).parse().ok()
+    }
+
     pub fn parse_blob(path: &Path) -> Option<Digest> {
         let parts: Vec<_> = path.parts().collect();
         match parts.as_slice() {
@@ -90,5 +103,16 @@ mod tests {
         assert_eq!(BlobKey::parse_blob(&p), Some(d));
         assert!("../x".parse::<UploadId>().is_err());
         assert!(UploadId::new().as_str().parse::<UploadId>().is_ok());
+    }
+
+    #[test]
+    fn upload_entries_name_their_upload() {
+        let id = UploadId::new();
+        let file = BlobKey::UploadFile(&id).path();
+        assert_eq!(file.as_ref(), format!("uploads/{id}.data"));
+        assert_eq!(BlobKey::parse_upload(file.filename().unwrap()), Some(id.clone()));
+        assert_eq!(BlobKey::parse_upload(BlobKey::UploadDir(&id).path().filename().unwrap()), Some(id));
+        assert_eq!(BlobKey::parse_upload("not-an-upload.data"), None);
+        assert_eq!(BlobKey::parse_upload("x.data.data"), None);
     }
 }

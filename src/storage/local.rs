@@ -39,6 +39,14 @@ pub async fn remove_dir(root: &FsPath, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Removes one file; a missing one is not an error.
+pub async fn remove_file(root: &FsPath, path: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_file(fs_path(root, path)).await {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Streams `range` of a file in `chunk`-sized reads on the blocking pool.
 pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> ByteStream {
     let state = (file, range.start, range.end, true);

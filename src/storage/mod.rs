@@ -5,8 +5,9 @@
 //! - A blob object is created only by renaming a fully written, digest-verified upload object to its
 //!   content address, so an object at `blobs/...` always holds exactly the bytes its name promises.
 //! - Bytes are streamed in bounded chunks; no method holds a whole blob in memory.
-//! - Upload objects live under `uploads/<id>/` and can be deleted by prefix; whatever a crash leaves
-//!   there is removed when the upload session expires.
+//! - Upload objects live under `uploads/<id>/` (object stores: one object per part) or in the one
+//!   file `uploads/<id>.data` (local disk); whatever a crash leaves there is removed when the upload
+//!   session expires.
 //!
 //! Backends have no append, so each PATCH of an upload is its own part object; the part's SHA-256 and
 //! size are recorded in metadata, which makes the usual single-part upload commit without a re-read.
@@ -152,7 +153,7 @@ impl BlobStore {
         body: ByteStream,
     ) -> Result<WrittenPart, StorageError> {
         if let Some(root) = &self.local_root {
-            let path = BlobKey::UploadPart(upload, LOCAL_DATA).path();
+            let path = BlobKey::UploadFile(upload).path();
             let resumed = self.running_hashes().remove(upload).filter(|(end, _)| *end == offset);
             let mut hasher = match resumed {
                 Some((_, hasher)) => hasher,
@@ -262,7 +263,7 @@ impl BlobStore {
         expected: &Digest,
         target: &Path,
     ) -> Result<Commit, StorageError> {
-        let data = BlobKey::UploadPart(upload, LOCAL_DATA).path();
+        let data = BlobKey::UploadFile(upload).path();
         let size: u64 = parts.iter().map(|p| p.size).sum();
         local::ensure_len(root, &data, size).await?;
         self.running_hashes().remove(upload);
@@ -317,7 +318,7 @@ impl BlobStore {
         let bytes = Bytes::from_static(b"portcullis check-config probe");
         let part = self.write_part(&probe, 0, futures::stream::iter([Ok(bytes.clone())]).boxed()).await?;
         let mut read = Vec::new();
-        let mut stream = self.read_object(&BlobKey::UploadPart(&probe, &part.part_id).path(), None).await?;
+        let mut stream = self.read_object(&self.part_path(&probe, &part.part_id), None).await?;
         while let Some(chunk) = stream.try_next().await? {
             read.extend_from_slice(&chunk);
         }
@@ -397,6 +398,15 @@ impl BlobStore {
         }
     }
 
+    /// Where a part recorded for `upload` lives: the upload's one file on local disk, else its own object.
+    fn part_path(&self, upload: &UploadId, part_id: &str) -> Path {
+        if self.local_root.is_some() && part_id == LOCAL_DATA {
+            BlobKey::UploadFile(upload).path()
+        } else {
+            BlobKey::UploadPart(upload, part_id).path()
+        }
+    }
+
     fn running_hashes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<UploadId, (u64, DigestHasher)>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -405,6 +415,11 @@ impl BlobStore {
     pub async fn delete_upload(&self, upload: &UploadId) -> Result<(), StorageError> {
         self.running_hashes().remove(upload);
         let prefix = BlobKey::UploadDir(upload).path();
+        if let Some(root) = &self.local_root {
+            // The upload's file, and the directory an earlier version kept its parts in.
+            local::remove_file(root, &BlobKey::UploadFile(upload).path()).await?;
+            return Ok(local::remove_dir(root, &prefix).await?);
+        }
         let locations = self.store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
         let mut deleted = self.store.delete_stream(locations);
         while let Some(r) = deleted.next().await {
@@ -413,16 +428,19 @@ impl BlobStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Some(root) = &self.local_root {
-            local::remove_dir(root, &prefix).await?;
-        }
         Ok(())
     }
 
     /// Upload ids that have objects in the store (to find sessions a crash orphaned).
     pub async fn stored_uploads(&self) -> Result<Vec<UploadId>, StorageError> {
         let listing = self.store.list_with_delimiter(Some(&Path::from("uploads"))).await?;
-        Ok(listing.common_prefixes.iter().filter_map(|p| p.filename().and_then(|f| f.parse().ok())).collect())
+        let dirs = listing.common_prefixes.into_iter();
+        let files = listing.objects.into_iter().map(|o| o.location);
+        let mut ids: Vec<UploadId> =
+            dirs.chain(files).filter_map(|p| p.filename().and_then(BlobKey::parse_upload)).collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Every blob object with its size (for integrity checks and garbage collection).

@@ -45,9 +45,13 @@ impl BlobIndex for SqlMetadata {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        link(&mut tx, repo, digest, size).await?;
-        tx.commit().await.map_err(db_err)
+        let (repo, digest) = (repo.clone(), digest.clone());
+        self.writing(move |write| async move {
+            let mut tx = write.begin().await.map_err(db_err)?;
+            link(&mut tx, &repo, &digest, size).await?;
+            tx.commit().await.map_err(db_err)
+        })
+        .await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{db_err, digest, ensure_repo, split_page, SqlMetadata, PAGE_SEPARATOR};
+use super::{db_err, digest, ensure_repo, placeholders, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::domain::{now, Digest, RepoName, Result, Tag};
 use crate::metadata::{ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 
@@ -15,97 +15,116 @@ fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
     })
 }
 
+/// Rows per multi-row insert of references, and digests per `IN (...)` check: statements stay far
+/// below both engines' limit on bound parameters (SQLite 32,766; PostgreSQL 65,535), while a
+/// manifest's checks and references cost one round trip each in all but huge indexes.
+const REFERENCE_ROWS: usize = 500;
+
+/// The first of `digests`, in order, that `table` (`repository_blobs` or `manifests`, both keyed by
+/// repository and digest) does not hold for the repository.
+async fn first_missing(
+    tx: &mut sqlx::AnyConnection,
+    table: &str,
+    repo_id: i64,
+    digests: &[Digest],
+) -> Result<Option<Digest>> {
+    for batch in digests.chunks(REFERENCE_ROWS) {
+        let sql = format!(
+            "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})",
+            placeholders(2, batch.len())
+        );
+        let mut check = sqlx::query_scalar::<_, String>(&sql).bind(repo_id);
+        for d in batch {
+            check = check.bind(d.as_str());
+        }
+        let found: std::collections::HashSet<String> =
+            check.fetch_all(&mut *tx).await.map_err(db_err)?.into_iter().collect();
+        if let Some(missing) = batch.iter().find(|d| !found.contains(d.as_str())) {
+            return Ok(Some(missing.clone()));
+        }
+    }
+    Ok(None)
+}
+
 #[async_trait]
 impl ManifestStore for SqlMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let repo_id = ensure_repo(&mut tx, &m.repo).await?;
-        for blob in &m.blobs {
-            let linked: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM repository_blobs WHERE repository_id = $1 AND digest = $2")
-                    .bind(repo_id)
-                    .bind(blob.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            if linked.is_none() {
-                return Ok(Err(PutManifestRefused::MissingBlob(blob.clone())));
+        let m = m.clone();
+        self.writing(move |write| async move {
+            let m = &m;
+            let mut tx = write.begin().await.map_err(db_err)?;
+            let repo_id = ensure_repo(&mut tx, &m.repo).await?;
+            if let Some(blob) = first_missing(&mut tx, "repository_blobs", repo_id, &m.blobs).await? {
+                return Ok(Err(PutManifestRefused::MissingBlob(blob)));
             }
-        }
-        for child in &m.children {
-            let present: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM manifests WHERE repository_id = $1 AND digest = $2")
-                    .bind(repo_id)
-                    .bind(child.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            if present.is_none() {
-                return Ok(Err(PutManifestRefused::MissingManifest(child.clone())));
+            if let Some(child) = first_missing(&mut tx, "manifests", repo_id, &m.children).await? {
+                return Ok(Err(PutManifestRefused::MissingManifest(child)));
             }
-        }
-        let now = now();
-        // Same digest means same bytes, so an existing row is already right.
-        sqlx::query(
-            "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repository_id, digest) DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(m.digest.as_str())
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(Digest::as_str))
-        .bind(&m.annotations)
-        .bind(m.content.len() as i64)
-        .bind(&m.content)
-        .bind(now)
-        .execute(&mut *tx)
+            let now = now();
+            // Same digest means same bytes, so an existing row is already right.
+            sqlx::query(
+                "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repository_id, digest) DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(&m.media_type)
+            .bind(&m.artifact_type)
+            .bind(m.subject.as_ref().map(Digest::as_str))
+            .bind(&m.annotations)
+            .bind(m.content.len() as i64)
+            .bind(&m.content)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let references: Vec<(&Digest, &str)> =
+                m.blobs.iter().map(|d| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest"))).collect();
+            for batch in references.chunks(REFERENCE_ROWS) {
+                let rows = (0..batch.len()).map(|i| format!("($1, $2, {})", placeholders(3 + 2 * i, 2)));
+                let sql = format!(
+                    "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind)
+                     VALUES {} ON CONFLICT DO NOTHING",
+                    rows.collect::<Vec<_>>().join(", ")
+                );
+                let mut insert = sqlx::query(&sql).bind(repo_id).bind(m.digest.as_str());
+                for (target, kind) in batch {
+                    insert = insert.bind(target.as_str()).bind(*kind);
+                }
+                insert.execute(&mut *tx).await.map_err(db_err)?;
+            }
+            if m.scan {
+                // A re-push of a scanned image keeps its verdict.
+                sqlx::query(
+                    "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at)
+                     VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(m.digest.as_str())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            if let Some(tag) = &m.tag {
+                sqlx::query(
+                    "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
+                     updated_at = excluded.updated_at",
+                )
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .bind(m.digest.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(Ok(()))
+        })
         .await
-        .map_err(db_err)?;
-        let references = m.blobs.iter().map(|d| (d, "blob")).chain(m.children.iter().map(|d| (d, "manifest")));
-        for (target, kind) in references {
-            sqlx::query(
-                "INSERT INTO manifest_references (repository_id, manifest_digest, target_digest, kind)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(repo_id)
-            .bind(m.digest.as_str())
-            .bind(target.as_str())
-            .bind(kind)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        if m.scan {
-            // A re-push of a scanned image keeps its verdict.
-            sqlx::query(
-                "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at)
-                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(repo_id)
-            .bind(m.digest.as_str())
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        if let Some(tag) = &m.tag {
-            sqlx::query(
-                "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
-                 updated_at = excluded.updated_at",
-            )
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .bind(m.digest.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(Ok(()))
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>> {

@@ -7,6 +7,10 @@
 //! - SQLite: all writes go through a single-connection pool. SQLite allows one writer at a time
 //!   anyway, and one writer connection means a transaction never fails to upgrade its lock
 //!   (`SQLITE_BUSY`); reads use their own pool and see committed snapshots (WAL).
+//! - SQLite's writer is the one serialisation point of a busy registry, so the hot write paths
+//!   ([`SqlMetadata::writing`]) run their statements on a thread of their own: between two statements
+//!   of a transaction the connection then waits for that idle thread, not for a turn on a runtime
+//!   whose workers are busy with TLS and HTTP (that wait was half of the writer's held time).
 //! - PostgreSQL: one pool serves both, shared by any number of replicas. A check-then-write is
 //!   either one statement whose condition is re-checked on the row it changes (claiming a scan job,
 //!   extending an upload) or a transaction whose inserts tolerate a concurrent twin (`ON CONFLICT`).
@@ -52,6 +56,29 @@ pub struct SqlMetadata {
     read: AnyPool,
     write: AnyPool,
     engine: Engine,
+    /// SQLite: the runtime on the writer's own thread (see the module rules).
+    writer: Option<WriterThread>,
+}
+
+/// A single-threaded runtime on a thread of its own, stopped when the metadata store is dropped.
+struct WriterThread {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl WriterThread {
+    fn start() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::internal)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(Error::internal)?;
+        Ok(WriterThread { handle, _stop: stop })
+    }
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
@@ -129,7 +156,7 @@ impl SqlMetadata {
             .connect(&format!("sqlite://{encoded}?mode=ro"))
             .await
             .map_err(db_err)?;
-        Ok(SqlMetadata { read, write, engine: Engine::Sqlite })
+        Ok(SqlMetadata { read, write, engine: Engine::Sqlite, writer: Some(WriterThread::start()?) })
     }
 
     /// Connects to PostgreSQL and applies migrations (under the server's advisory lock, so
@@ -146,7 +173,27 @@ impl SqlMetadata {
             .run(&pool)
             .await
             .map_err(|e| Error::Internal(format!("migrations: {e}")))?;
-        Ok(SqlMetadata { read: pool.clone(), write: pool, engine: Engine::Postgres })
+        Ok(SqlMetadata { read: pool.clone(), write: pool, engine: Engine::Postgres, writer: None })
+    }
+
+    /// Runs a write on the writer's thread (SQLite) or in place (PostgreSQL, where many connections
+    /// write at once and a round trip is a network one anyway). `write` gets the write pool.
+    ///
+    /// The write runs to its end even if the caller stops waiting (a client that hung up): a
+    /// transaction is committed or rolled back as a whole either way.
+    pub(crate) async fn writing<T, F, Fut>(&self, write: F) -> Result<T>
+    where
+        F: FnOnce(AnyPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let work = write(self.write.clone());
+        match &self.writer {
+            Some(thread) => {
+                thread.handle.spawn(work).await.map_err(|e| Error::Internal(format!("database writer task: {e}")))?
+            }
+            None => work.await,
+        }
     }
 
     pub fn engine(&self) -> Engine {
@@ -194,7 +241,13 @@ where
 }
 
 /// The id of a repository, creating it if needed (inside the caller's transaction).
+///
+/// Nearly every write names a repository that exists, so it looks first and inserts only when the
+/// name is missing: one statement on the common path, and no write to the repository's row.
 pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -> Result<i64> {
+    if let Some(id) = repo_id(&mut *tx, repo).await? {
+        return Ok(id);
+    }
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(repo.as_str())
         .bind(crate::domain::now())
@@ -202,4 +255,9 @@ pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -
         .await
         .map_err(db_err)?;
     repo_id(&mut *tx, repo).await?.ok_or_else(|| Error::Internal("repository vanished".into()))
+}
+
+/// `$from, $from+1, ...`: `count` numbered placeholders for an `IN (...)` list or a `VALUES` row.
+pub(crate) fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }

@@ -52,7 +52,7 @@ impl ScanStore for SqlMetadata {
     async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>> {
         // The condition is repeated on the row itself: when two replicas pick the same job at once,
         // the second update re-checks it against the first one's committed lease and takes nothing.
-        let row = sqlx::query(&format!(
+        let claim = format!(
             "UPDATE scans SET lease_until = $1, attempts = attempts + 1, updated_at = $2,
                  state = CASE WHEN state = 'pending' THEN 'scanning' ELSE state END
              WHERE (repository_id, manifest_digest) = (
@@ -60,16 +60,17 @@ impl ScanStore for SqlMetadata {
                  ORDER BY created_at, manifest_digest LIMIT 1)
                AND {CLAIMABLE}
              RETURNING repository_id, manifest_digest, attempts"
-        ))
-        .bind(lease_until)
-        .bind(now)
-        .fetch_optional(&self.write)
-        .await
-        .map_err(db_err)?;
+        );
+        let row = self
+            .writing(move |write| async move {
+                sqlx::query(&claim).bind(lease_until).bind(now).fetch_optional(&write).await.map_err(db_err)
+            })
+            .await?;
         let Some(row) = row else { return Ok(None) };
+        // A committed row's name: the read pool answers, and the single writer is free sooner.
         let name: String = sqlx::query_scalar("SELECT name FROM repositories WHERE id = $1")
             .bind(row.get::<i64, _>("repository_id"))
-            .fetch_one(&self.write)
+            .fetch_one(&self.read)
             .await
             .map_err(db_err)?;
         Ok(Some(ScanJob {
@@ -87,23 +88,28 @@ impl ScanStore for SqlMetadata {
         summary: &str,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(&format!(
+        let update = format!(
             "UPDATE scans SET findings = $1, summary = $2, lease_until = NULL, rescan = 0, attempts = 0, updated_at = $3,
                  state = CASE WHEN state = 'released' AND $4 != 'passed' THEN 'released' ELSE $5 END
              WHERE {}",
             where_job(6)
-        ))
-        .bind(findings)
-        .bind(summary)
-        .bind(now)
-        .bind(state.as_str())
-        .bind(state.as_str())
-        .bind(job.repo.as_str())
-        .bind(job.digest.as_str())
-        .execute(&self.write)
+        );
+        let (job, findings, summary) = (job.clone(), findings.to_owned(), summary.to_owned());
+        self.writing(move |write| async move {
+            sqlx::query(&update)
+                .bind(findings)
+                .bind(summary)
+                .bind(now)
+                .bind(state.as_str())
+                .bind(state.as_str())
+                .bind(job.repo.as_str())
+                .bind(job.digest.as_str())
+                .execute(&write)
+                .await
+                .map_err(db_err)?;
+            Ok(())
+        })
         .await
-        .map_err(db_err)?;
-        Ok(())
     }
 
     async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()> {

@@ -11,15 +11,21 @@ use crate::storage::{UploadId, WrittenPart};
 #[async_trait]
 impl UploadStore for SqlMetadata {
     async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()> {
-        sqlx::query("INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)")
+        let (id, repo) = (id.clone(), repo.clone());
+        self.writing(move |write| async move {
+            sqlx::query(
+                "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)",
+            )
             .bind(id.as_str())
             .bind(repo.as_str())
             .bind(now)
             .bind(now)
-            .execute(&self.write)
+            .execute(&write)
             .await
             .map_err(db_err)?;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>> {
@@ -57,20 +63,24 @@ impl UploadStore for SqlMetadata {
     }
 
     async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        // Optimistic concurrency: only the writer that saw the current end may extend it.
-        let moved = sqlx::query("UPDATE uploads SET size = size + $1, updated_at = $2 WHERE id = $3 AND size = $4")
-            .bind(part.size as i64)
-            .bind(now)
-            .bind(id.as_str())
-            .bind(offset as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if moved.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES ($1, $2, $3, $4, $5)")
+        let (id, part) = (id.clone(), part.clone());
+        self.writing(move |write| async move {
+            let mut tx = write.begin().await.map_err(db_err)?;
+            // Optimistic concurrency: only the writer that saw the current end may extend it.
+            let moved = sqlx::query("UPDATE uploads SET size = size + $1, updated_at = $2 WHERE id = $3 AND size = $4")
+                .bind(part.size as i64)
+                .bind(now)
+                .bind(id.as_str())
+                .bind(offset as i64)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if moved.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES ($1, $2, $3, $4, $5)",
+            )
             .bind(id.as_str())
             .bind(offset as i64)
             .bind(&part.part_id)
@@ -79,22 +89,28 @@ impl UploadStore for SqlMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
+            tx.commit().await.map_err(db_err)?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.write.begin().await.map_err(db_err)?;
-        let gone = sqlx::query("DELETE FROM uploads WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if gone.rows_affected() == 0 {
-            return Err(Error::UploadUnknown);
-        }
-        link(&mut tx, repo, d, size).await?;
-        tx.commit().await.map_err(db_err)
+        let (id, repo, d) = (id.clone(), repo.clone(), d.clone());
+        self.writing(move |write| async move {
+            let mut tx = write.begin().await.map_err(db_err)?;
+            let gone = sqlx::query("DELETE FROM uploads WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if gone.rows_affected() == 0 {
+                return Err(Error::UploadUnknown);
+            }
+            link(&mut tx, &repo, &d, size).await?;
+            tx.commit().await.map_err(db_err)
+        })
+        .await
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
