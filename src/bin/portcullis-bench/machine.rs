@@ -12,7 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct Limits {
     pub sha256_one_core_mb_s: Option<f64>,
     pub tls_loopback_mb_s: Option<f64>,
+    /// The median of `new_file_write_per_run_mb_s`.
     pub new_file_write_mb_s: Option<f64>,
+    /// Measured at the start of every run: the page cache fills as the runs write their blobs,
+    /// which slows new-file writes for the registries and for `dd` alike.
+    pub new_file_write_per_run_mb_s: Vec<f64>,
 }
 
 /// `openssl speed -evp sha256`: the largest block size's rate, in MB/s.

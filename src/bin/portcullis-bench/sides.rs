@@ -174,10 +174,11 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
 
     eprintln!("machine limits");
     let tls_config = portcullis::tls::setup(&portcullis::Config { data_dir: p_dir.clone(), ..Default::default() })?;
-    let limits = machine::Limits {
+    let mut limits = machine::Limits {
         sha256_one_core_mb_s: machine::sha256_speed(),
         tls_loopback_mb_s: machine::tls_loopback(tls_config.server_config, &ca_pem, 2 << 30).await,
-        new_file_write_mb_s: machine::dd_write(&blob.path, &out.join("dd-test.bin")),
+        new_file_write_mb_s: None,
+        new_file_write_per_run_mb_s: Vec::new(),
     };
     for r in &regs {
         eprintln!("[{}] creating {} tags", r.target.name, s.tags);
@@ -186,11 +187,15 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
     for run in 0..runs {
         // Alternate who goes first, so neither always meets a warmer (or fuller) page cache.
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
+        // The write limit under this run's conditions; each file is kept (as the blobs are) until the end.
+        eprintln!("run {run}: new-file write limit (dd)");
+        limits.new_file_write_per_run_mb_s.extend(machine::dd_write(&blob.path, &dd_file(out, run)));
         for i in order {
             let result = run_once(&regs[i].target, &blob, s, run).await?;
             regs[i].runs.push(result);
         }
     }
+    limits.new_file_write_mb_s = median(limits.new_file_write_per_run_mb_s.clone());
     for r in regs.iter_mut() {
         eprintln!("[{}] peak memory during {} concurrent uploads", r.target.name, s.memory_uploads);
         r.peak_rss_mib = measure::peak_memory(&r.target, &blob, "bench/memory", s.memory_uploads).await?;
@@ -234,11 +239,24 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
     println!("\n{table}");
     println!("tag listing: Portcullis {}; distribution {}", paging(p), paging(d));
     println!(
-        "machine: SHA-256 one core {} MB/s; TLS loopback {} MB/s; new-file write (dd conv=fdatasync) {} MB/s",
+        "machine: SHA-256 one core {} MB/s; TLS loopback {} MB/s; new-file write (dd conv=fdatasync, median of runs) {} MB/s (runs: {})",
         fmt(limits.sha256_one_core_mb_s),
         fmt(limits.tls_loopback_mb_s),
-        fmt(limits.new_file_write_mb_s)
+        fmt(limits.new_file_write_mb_s),
+        limits.new_file_write_per_run_mb_s.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
     );
+    if let Some(limit) = limits.new_file_write_mb_s {
+        let share = |f: &dyn Fn(&RunResult) -> Option<f64>| {
+            let (a, b) = both(f);
+            let pct = |v: Option<f64>| v.map(|v| format!("{:.0}%", v / limit * 100.0)).unwrap_or("n/a".into());
+            format!("Portcullis {}, distribution {}", pct(a), pct(b))
+        };
+        println!(
+            "of the new-file write limit: monolithic upload {}; chunked upload {}",
+            share(&|r| Some(r.monolithic.mb_per_s)),
+            share(&|r| Some(r.chunked.mb_per_s))
+        );
+    }
     println!("{runs} alternating runs, medians; blob {} MiB; {}", s.blob_mib, machine_line());
     let json = serde_json::json!({
         "machine": machine_line(), "limits": limits, "runs": runs, "rows": rows,
@@ -252,11 +270,17 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
         Err(e) => eprintln!("no chart: {e}"),
     }
     drop(regs);
-    let _ = std::fs::remove_file(out.join("dd-test.bin"));
+    for run in 0..runs {
+        let _ = std::fs::remove_file(dd_file(out, run));
+    }
     if !keep {
         let _ = std::fs::remove_dir_all(&data);
     }
     Ok(())
+}
+
+fn dd_file(out: &Path, run: usize) -> std::path::PathBuf {
+    out.join(format!("dd-test-{run}.bin"))
 }
 
 fn fmt(v: Option<f64>) -> String {
