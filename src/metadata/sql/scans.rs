@@ -62,8 +62,10 @@ impl ScanStore for SqlMetadata {
              RETURNING repository_id, manifest_digest, attempts"
         );
         let row = self
-            .writing(move |write| async move {
-                sqlx::query(&claim).bind(lease_until).bind(now).fetch_optional(&write).await.map_err(db_err)
+            .writing_relaxed(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(&claim).bind(lease_until).bind(now).fetch_optional(&mut *conn).await.map_err(db_err)
+                })
             })
             .await?;
         let Some(row) = row else { return Ok(None) };
@@ -95,19 +97,21 @@ impl ScanStore for SqlMetadata {
             where_job(6)
         );
         let (job, findings, summary) = (job.clone(), findings.to_owned(), summary.to_owned());
-        self.writing(move |write| async move {
-            sqlx::query(&update)
-                .bind(findings)
-                .bind(summary)
-                .bind(now)
-                .bind(state.as_str())
-                .bind(state.as_str())
-                .bind(job.repo.as_str())
-                .bind(job.digest.as_str())
-                .execute(&write)
-                .await
-                .map_err(db_err)?;
-            Ok(())
+        self.writing_relaxed(move |conn| {
+            Box::pin(async move {
+                sqlx::query(&update)
+                    .bind(findings)
+                    .bind(summary)
+                    .bind(now)
+                    .bind(state.as_str())
+                    .bind(state.as_str())
+                    .bind(job.repo.as_str())
+                    .bind(job.digest.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            })
         })
         .await
     }

@@ -1,7 +1,7 @@
 //! Upload sessions and their parts.
 
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::{blobs::link, db_err, digest, repo_name, SqlMetadata};
 use crate::domain::{Digest, Error, RepoName, Result};
@@ -12,18 +12,20 @@ use crate::storage::{UploadId, WrittenPart};
 impl UploadStore for SqlMetadata {
     async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()> {
         let (id, repo) = (id.clone(), repo.clone());
-        self.writing(move |write| async move {
-            sqlx::query(
-                "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)",
-            )
-            .bind(id.as_str())
-            .bind(repo.as_str())
-            .bind(now)
-            .bind(now)
-            .execute(&write)
-            .await
-            .map_err(db_err)?;
-            Ok(())
+        self.writing_relaxed(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)",
+                )
+                .bind(id.as_str())
+                .bind(repo.as_str())
+                .bind(now)
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            })
         })
         .await
     }
@@ -64,33 +66,36 @@ impl UploadStore for SqlMetadata {
 
     async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool> {
         let (id, part) = (id.clone(), part.clone());
-        self.writing(move |write| async move {
-            let mut tx = write.begin().await.map_err(db_err)?;
-            // Optimistic concurrency: only the writer that saw the current end may extend it.
-            let moved = sqlx::query("UPDATE uploads SET size = size + $1, updated_at = $2 WHERE id = $3 AND size = $4")
-                .bind(part.size as i64)
-                .bind(now)
+        self.writing_relaxed(move |conn| {
+            Box::pin(async move {
+                let mut tx = conn.begin().await.map_err(db_err)?;
+                // Optimistic concurrency: only the writer that saw the current end may extend it.
+                let moved =
+                    sqlx::query("UPDATE uploads SET size = size + $1, updated_at = $2 WHERE id = $3 AND size = $4")
+                        .bind(part.size as i64)
+                        .bind(now)
+                        .bind(id.as_str())
+                        .bind(offset as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                if moved.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES ($1, $2, $3, $4, $5)",
+                )
                 .bind(id.as_str())
                 .bind(offset as i64)
+                .bind(&part.part_id)
+                .bind(part.size as i64)
+                .bind(part.sha256.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            if moved.rows_affected() == 0 {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO upload_parts (upload_id, start, part_id, size, sha256) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id.as_str())
-            .bind(offset as i64)
-            .bind(&part.part_id)
-            .bind(part.size as i64)
-            .bind(part.sha256.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
-            Ok(true)
+                tx.commit().await.map_err(db_err)?;
+                Ok(true)
+            })
         })
         .await
     }
