@@ -44,3 +44,33 @@ async fn local_disk_chunked_upload_survives_a_restart() {
     let committed = restarted.commit(&upload, &[first, second], &whole).await.unwrap();
     assert_eq!(committed, portcullis::storage::Commit::Stored { size: 16 });
 }
+
+/// Local disk: an upload whose file went missing or shrank (removed behind the store's back, or
+/// left in an earlier version's layout) commits nothing and takes no further chunk; it is never
+/// padded into a blob whose bytes differ from its digest.
+#[tokio::test]
+async fn local_disk_lost_upload_file_is_refused_never_padded() {
+    use futures::StreamExt;
+    use portcullis::storage::{StorageError, UploadId};
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = |b: &'static [u8]| futures::stream::iter([Ok(bytes::Bytes::from_static(b))]).boxed();
+    let store = BlobStore::local(dir.path()).unwrap();
+    let upload = UploadId::new();
+    let part = store.write_part(&upload, 0, chunk(b"recorded bytes")).await.unwrap();
+    let file = dir.path().join("uploads").join(format!("{upload}.data"));
+    assert!(file.is_file(), "one file per upload");
+
+    std::fs::write(&file, b"rec").unwrap();
+    let commit = store.commit(&upload, std::slice::from_ref(&part), &part.sha256).await;
+    assert!(matches!(commit, Err(StorageError::UploadLost)), "{commit:?}");
+    let more = store.write_part(&upload, part.size, chunk(b" and more")).await;
+    assert!(matches!(more, Err(StorageError::UploadLost)), "{more:?}");
+
+    std::fs::remove_file(&file).unwrap();
+    let commit = store.commit(&upload, std::slice::from_ref(&part), &part.sha256).await;
+    assert!(matches!(commit, Err(StorageError::UploadLost)), "{commit:?}");
+    let more = BlobStore::local(dir.path()).unwrap().write_part(&upload, part.size, chunk(b" and more")).await;
+    assert!(matches!(more, Err(StorageError::UploadLost)), "{more:?}");
+    assert!(!file.exists(), "no file re-created with a hole");
+    assert!(!store.exists(&part.sha256).await.unwrap(), "nothing published");
+}

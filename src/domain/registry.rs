@@ -73,6 +73,7 @@ pub struct Page {
 pub(super) fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Body(e) => Error::UploadInvalid(format!("request body could not be read: {e}")),
+        StorageError::UploadLost => Error::UploadUnknown,
         // A remote store that still fails after its client's retries (throttling, 5xx, lost
         // connections): the client should come back later.
         StorageError::Backend(e @ object_store::Error::Generic { store, .. }) if store != "LocalFileSystem" => {

@@ -101,9 +101,18 @@ pub async fn write_at(
     if let Some(dir) = file_path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
+    // A later chunk continues a file that must hold the earlier ones: one that went missing is not
+    // re-created with a hole where they were.
+    let existing = match offset {
+        0 => None,
+        _ => Some(holding(root, path, offset).await?),
+    };
     let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITES_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path)?;
+        let mut file = match existing {
+            Some(file) => file,
+            None => std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path)?,
+        };
         file.seek(SeekFrom::Start(offset))?;
         let mut flushing = Writeback::new(offset);
         while let Some(batch) = received.blocking_recv() {
@@ -202,7 +211,7 @@ fn write_all_vectored(file: &mut std::fs::File, batch: &[Bytes]) -> std::io::Res
 
 /// A SHA-256 hasher fed with the first `len` bytes of the file (to resume a running digest).
 pub async fn hash_prefix(root: &FsPath, path: &Path, len: u64) -> Result<DigestHasher, StorageError> {
-    let file = std::fs::File::open(fs_path(root, path))?;
+    let file = holding(root, path, len).await?;
     let mut stream = stream_file(file, 0..len, 1 << 20);
     let mut hasher = DigestHasher::new(Algorithm::Sha256);
     while let Some(chunk) = stream.next().await {
@@ -211,14 +220,38 @@ pub async fn hash_prefix(root: &FsPath, path: &Path, len: u64) -> Result<DigestH
     Ok(hasher)
 }
 
-/// Sets the file's length to `len` (dropping bytes of refused chunks; creating an empty file).
-pub async fn ensure_len(root: &FsPath, path: &Path, len: u64) -> std::io::Result<()> {
-    let file_path = fs_path(root, path);
-    if let Some(dir) = file_path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
+/// Cuts the upload's file to `len` bytes, dropping the tail of refused chunks. A file that is
+/// missing or shorter is [`StorageError::UploadLost`], never padded: the digest recorded for its
+/// chunks describes bytes that must be there. No chunk at all (an empty blob) may have no file.
+pub async fn cut_to(root: &FsPath, path: &Path, len: u64) -> Result<(), StorageError> {
+    if len == 0 {
+        let file_path = fs_path(root, path);
+        if let Some(dir) = file_path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&file_path).await?;
+        return Ok(());
     }
-    let file = tokio::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path).await?;
-    file.set_len(len).await
+    let file = holding(root, path, len).await?;
+    Ok(tokio::fs::File::from_std(file).set_len(len).await?)
+}
+
+/// Opens the upload's file for writing if it holds at least `len` bytes.
+async fn holding(root: &FsPath, path: &Path, len: u64) -> Result<std::fs::File, StorageError> {
+    let file_path = fs_path(root, path);
+    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&file_path)?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
+    })
+    .await
+    .map_err(std::io::Error::other)?;
+    match opened {
+        Ok((file, size)) if size >= len => Ok(file),
+        Ok(_) => Err(StorageError::UploadLost),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::UploadLost),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

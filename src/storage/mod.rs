@@ -47,6 +47,11 @@ pub enum StorageError {
     Backend(#[from] object_store::Error),
     #[error("storage io: {0}")]
     Io(#[from] std::io::Error),
+    /// Local disk: the upload's file is missing or shorter than its recorded chunks (removed
+    /// behind our back, or left in an earlier version's layout). Nothing can be committed from it;
+    /// the client has to start the upload again.
+    #[error("the upload's data is missing or shorter than recorded")]
+    UploadLost,
 }
 
 /// A part written to an upload: its object, length and a SHA-256.
@@ -268,7 +273,8 @@ impl BlobStore {
     ) -> Result<Commit, StorageError> {
         let data = BlobKey::UploadFile(upload).path();
         let size: u64 = parts.iter().map(|p| p.size).sum();
-        local::ensure_len(root, &data, size).await?;
+        // Never zero-fill: the recorded digest describes bytes that must be in the file.
+        local::cut_to(root, &data, size).await?;
         self.running_hashes().remove(upload);
         let actual = match parts.last() {
             // Taken while the chunks streamed in: the digest of everything up to the last part.
