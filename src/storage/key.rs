@@ -75,12 +75,12 @@ impl BlobKey<'_> {
         }
     }
 
-    /// The digest a blob path stands for, if it is one.
     /// The upload an entry of `uploads/` belongs to: a part directory or a local upload file.
     pub fn parse_upload(name: &str) -> Option<UploadId> {
         name.strip_suffix(UPLOAD_FILE_SUFFIX).unwrap_or(name).parse().ok()
     }
 
+    /// The digest a blob path stands for, if it is one.
     pub fn parse_blob(path: &Path) -> Option<Digest> {
         let parts: Vec<_> = path.parts().collect();
         match parts.as_slice() {

@@ -98,9 +98,6 @@ pub async fn write_at(
     hasher: &mut DigestHasher,
 ) -> Result<u64, StorageError> {
     let file_path = fs_path(root, path);
-    if let Some(dir) = file_path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
-    }
     // A later chunk continues a file that must hold the earlier ones: one that went missing is not
     // re-created with a hole where they were.
     let existing = match offset {
@@ -111,7 +108,13 @@ pub async fn write_at(
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut file = match existing {
             Some(file) => file,
-            None => std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path)?,
+            None => {
+                // On the writer's thread: the first chunk costs no extra hop to the blocking pool.
+                if let Some(dir) = file_path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&file_path)?
+            }
         };
         file.seek(SeekFrom::Start(offset))?;
         let mut flushing = Writeback::new(offset);

@@ -246,8 +246,9 @@ impl SqlMetadata {
 }
 
 /// A write connection whose commits do not wait for the disk until [`restore`](Self::restore)
-/// sets them back to FULL. A connection that is not restored (an error, a panic) is closed rather
-/// than returned to the pool, so no later write can inherit the relaxed setting.
+/// sets them back to FULL (also after a failed write). A connection that could not be set back,
+/// or was dropped before (a panic), is closed rather than returned to the pool, so no later write
+/// can inherit the relaxed setting.
 struct Relaxed {
     conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
     relaxed: bool,
