@@ -203,15 +203,24 @@ pub enum StorageBackend {
     S3,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `local` (default) or `s3`.
     pub backend: StorageBackend,
     /// Directory of the local blob store; defaults to `<data_dir>/blobs`.
     pub path: Option<PathBuf>,
+    /// Local disk: write the bulk of uploads past the page cache (`O_DIRECT`) where the filesystem
+    /// allows it. Off, uploads fill the page cache and a blob's first pull reads it from there.
+    pub direct_writes: bool,
     /// The S3 settings, used when `backend = "s3"`.
     pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: StorageBackend::default(), path: None, direct_writes: true, s3: S3Config::default() }
+    }
 }
 
 /// An S3-compatible bucket. Credentials not set here come from the usual `AWS_*` variables.
@@ -482,6 +491,7 @@ mod tests {
         assert_eq!(env_key("PUBLIC_URL"), "public_url");
         assert_eq!(env_key("STORAGE_S3_ACCESS_KEY_ID"), "storage.s3.access_key_id");
         assert_eq!(env_key("STORAGE_BACKEND"), "storage.backend");
+        assert_eq!(env_key("STORAGE_DIRECT_WRITES"), "storage.direct_writes");
         assert_eq!(env_key("DATABASE_URL"), "database.url");
     }
 

@@ -131,7 +131,7 @@ impl App {
 /// The blob store the configuration names.
 fn open_blobs(config: &Config) -> anyhow::Result<BlobStore> {
     match config.storage.backend {
-        config::StorageBackend::Local => BlobStore::local(config.blob_dir())
+        config::StorageBackend::Local => BlobStore::local_with(config.blob_dir(), config.storage.direct_writes)
             .with_context(|| format!("opening blob store {}", config.blob_dir().display())),
         config::StorageBackend::S3 => BlobStore::s3(&config.storage.s3).context("opening the S3 blob store"),
     }

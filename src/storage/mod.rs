@@ -90,6 +90,8 @@ pub struct BlobStore {
     options: StoreOptions,
     /// Set for the local disk backend: lets us fsync committed blobs and sweep staging files.
     local_root: Option<PathBuf>,
+    /// Local disk: whether uploads may bypass the page cache.
+    direct: local::Direct,
     /// Local disk: each upload's running SHA-256 and the offset it has reached. Lost on restart,
     /// when the next chunk re-hashes the file up to its offset once.
     running: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, (u64, DigestHasher)>>>,
@@ -120,8 +122,13 @@ where
 }
 
 impl BlobStore {
-    /// A store on local disk under `root` (created if missing).
+    /// A store on local disk under `root` (created if missing), with direct writes.
     pub fn local(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        Self::local_with(root, true)
+    }
+
+    /// A store on local disk; `direct_writes` lets uploads bypass the page cache ([`local::Direct`]).
+    pub fn local_with(root: impl Into<PathBuf>, direct_writes: bool) -> Result<Self, StorageError> {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
@@ -129,6 +136,7 @@ impl BlobStore {
             store: Arc::new(store),
             options: StoreOptions { write_chunk: 1024 * 1024, chunk_min_length: 0 },
             local_root: Some(root),
+            direct: if direct_writes { local::Direct::Try } else { local::Direct::Never },
             running: Default::default(),
         })
     }
@@ -141,7 +149,7 @@ impl BlobStore {
 
     /// A store over any object store (memory in tests, S3 for scale).
     pub fn new(store: Arc<dyn ObjectStore>, options: StoreOptions) -> Self {
-        BlobStore { store, options, local_root: None, running: Default::default() }
+        BlobStore { store, options, local_root: None, direct: local::Direct::Never, running: Default::default() }
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -169,7 +177,7 @@ impl BlobStore {
                 // After a restart, or after a refused chunk moved the running hash past the end.
                 None => local::hash_prefix(root, &path, offset).await?,
             };
-            let size = local::write_at(root, &path, offset, body, &mut hasher).await?;
+            let (size, _) = local::write_at(root, &path, offset, body, &mut hasher, self.direct).await?;
             let sha256 = hasher.clone().finish();
             self.running_hashes().insert(upload.clone(), (offset + size, hasher));
             return Ok(WrittenPart { part_id: LOCAL_DATA.to_owned(), size, sha256 });

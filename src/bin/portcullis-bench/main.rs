@@ -42,6 +42,11 @@ enum Command {
         /// User for Docker token auth (the password comes from PORTCULLIS_BENCH_PASSWORD).
         #[arg(long)]
         user: Option<String>,
+        /// Only this large-blob measurement, `repeat` times, one JSON line each (for profiling).
+        #[arg(long, value_enum)]
+        only: Option<Only>,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
         #[command(flatten)]
         sizes: Sizes,
     },
@@ -66,6 +71,14 @@ enum Command {
         #[command(flatten)]
         sizes: Sizes,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum Only {
+    Monolithic,
+    Chunked,
+    Pull,
+    Memory,
 }
 
 #[derive(clap::Args, Clone)]
@@ -102,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Run { url, ca, pid, user, sizes } => {
+            Command::Run { url, ca, pid, user, only, repeat, sizes } => {
                 let credentials = user.map(|u| (u, std::env::var("PORTCULLIS_BENCH_PASSWORD").unwrap_or_default()));
                 let target = Arc::new(Target {
                     name: "registry".into(),
@@ -116,6 +129,9 @@ fn main() -> anyhow::Result<()> {
                 let dir = std::env::temp_dir().join("portcullis-bench");
                 std::fs::create_dir_all(&dir)?;
                 let blob = Arc::new(BlobFile::ensure(&dir.join("blob.bin"), sizes.blob_mib << 20)?);
+                if let Some(only) = only {
+                    return run_only(&target, &blob, &sizes, only, repeat).await;
+                }
                 measure::create_tags(&target, "bench/tags", sizes.tags, 8).await?;
                 let result = sides::run_once(&target, &blob, &sizes, 0).await?;
                 let memory = measure::peak_memory(&target, &blob, "bench/memory", sizes.memory_uploads).await?;
@@ -130,6 +146,29 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// One large-blob measurement, repeated; the pull pulls a blob uploaded once beforehand.
+async fn run_only(t: &Arc<Target>, blob: &Arc<BlobFile>, s: &Sizes, only: Only, repeat: usize) -> anyhow::Result<()> {
+    let repo = "bench/large-r0";
+    let pulled = match only {
+        Only::Pull => Some(measure::upload_monolithic(t, blob, repo).await?.1),
+        _ => None,
+    };
+    for _ in 0..repeat {
+        if let Only::Memory = only {
+            let peak = measure::peak_memory(t, blob, "bench/memory", s.memory_uploads).await?;
+            println!("{}", serde_json::json!({ "peak_rss_mib": peak }));
+            continue;
+        }
+        let result = match (only, &pulled) {
+            (Only::Pull, Some(digest)) => measure::pull(t, repo, digest).await?,
+            (Only::Chunked, _) => measure::upload_chunked(t, blob, repo, s.chunk_mib << 20).await?,
+            _ => measure::upload_monolithic(t, blob, repo).await?.0,
+        };
+        println!("{}", serde_json::to_string(&result)?);
+    }
+    Ok(())
 }
 
 pub const LOAD: fn(&Sizes) -> Duration = |s| Duration::from_secs(s.load_secs);
