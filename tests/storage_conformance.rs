@@ -8,10 +8,19 @@ use std::sync::Arc;
 use common::backends;
 use portcullis::storage::{conformance, BlobStore, StoreOptions};
 
+/// Direct writes on (the default): the suite's multi-MiB chunks, aligned and not, go to the disk
+/// past the page cache where this filesystem allows it.
 #[tokio::test]
 async fn local_disk() {
     let dir = tempfile::tempdir().unwrap();
     conformance::run(&BlobStore::local(dir.path()).unwrap()).await;
+}
+
+/// `storage.direct_writes = false`: every byte through the page cache.
+#[tokio::test]
+async fn local_disk_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::run(&BlobStore::local_with(dir.path(), false).unwrap()).await;
 }
 
 #[tokio::test]

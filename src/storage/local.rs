@@ -79,9 +79,11 @@ pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> Byte
 /// Bytes gathered before they go to the writer thread as one batch.
 const WRITE_BATCH: usize = 1 << 20;
 
-/// Batches in flight to the writer thread: with the one being gathered, an upload holds at most
-/// three batches (3 MiB) in memory, plus the writer's staging buffer.
-const WRITES_IN_FLIGHT: usize = 2;
+/// Batches queued for the writer thread. With the one being gathered and the one being written, an
+/// upload holds about three batches (3 MiB) plus the writer's staging buffer. One is enough: direct
+/// writes wait for the device, so the queue is always full, and a second queued batch only added
+/// 1 MiB per upload (8 concurrent 1 GiB uploads: peak RSS 84-90 -> 64-67 MiB, same throughput).
+const WRITES_IN_FLIGHT: usize = 1;
 
 /// Whether an upload's bulk may bypass the page cache (tests force the buffered path).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -125,7 +127,7 @@ pub async fn write_at(
         };
         let mut disk = DiskWriter::new(file, &file_path, offset, direct);
         while let Some(batch) = received.blocking_recv() {
-            disk.write(&batch)?;
+            disk.write(batch)?;
         }
         disk.finish()
     });
@@ -201,9 +203,11 @@ impl DiskWriter {
         }
     }
 
-    fn write(&mut self, batch: &[Bytes]) -> std::io::Result<()> {
+    /// Each of the body's buffers is let go as soon as it is staged: with writes that wait for the
+    /// device, holding the whole batch until it is written would add a batch per upload in memory.
+    fn write(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
         if self.direct.is_none() {
-            self.buffered_vectored(batch)?;
+            self.buffered_vectored(&batch)?;
             self.writeback.wrote(&self.file, self.at);
             return Ok(());
         }
