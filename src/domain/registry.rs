@@ -74,6 +74,8 @@ pub(super) fn storage_err(e: StorageError) -> Error {
     match e {
         StorageError::Body(e) => Error::UploadInvalid(format!("request body could not be read: {e}")),
         StorageError::UploadLost => Error::UploadUnknown,
+        // A full disk is the operator's to fix; the client may try again later (503, Retry-After).
+        e if e.is_out_of_space() => Error::Unavailable(format!("storage is full: {e}")),
         // A remote store that still fails after its client's retries (throttling, 5xx, lost
         // connections): the client should come back later.
         StorageError::Backend(e @ object_store::Error::Generic { store, .. }) if store != "LocalFileSystem" => {
@@ -160,6 +162,22 @@ fn page(items: Vec<String>, limit: u32) -> Page {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_unavailable_not_internal() {
+        for code in [libc::ENOSPC, libc::EDQUOT] {
+            let e = storage_err(StorageError::Io(std::io::Error::from_raw_os_error(code)));
+            assert!(matches!(e, Error::Unavailable(ref d) if d.contains("storage is full")), "{e:?}");
+        }
+        // As object_store's local backend reports it: the io error inside its own.
+        let wrapped = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        };
+        assert!(matches!(storage_err(StorageError::Backend(wrapped)), Error::Unavailable(_)));
+        let other = storage_err(StorageError::Io(std::io::Error::from_raw_os_error(libc::EIO)));
+        assert!(matches!(other, Error::Internal(_)), "{other:?}");
+    }
 
     #[test]
     fn ranges_resolve() {

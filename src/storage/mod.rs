@@ -54,6 +54,25 @@ pub enum StorageError {
     UploadLost,
 }
 
+impl StorageError {
+    /// The disk (or the quota) is full: nothing this request can fix, and nothing a later one
+    /// cannot, once an operator has made room.
+    pub fn is_out_of_space(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+                    || io.kind() == std::io::ErrorKind::StorageFull
+                {
+                    return true;
+                }
+            }
+            source = e.source();
+        }
+        false
+    }
+}
+
 /// A part written to an upload: its object, length and a SHA-256.
 ///
 /// On object stores `sha256` is the digest of the part's own bytes. On local disk, where all
