@@ -174,12 +174,14 @@ const DIRECT_ALIGN: usize = 4096;
 /// staying in the cache on the way in. What is not a whole aligned 1 MiB (the bytes up to the
 /// first 4 KiB boundary of a chunk that starts unaligned, and the last stretch of every chunk) goes
 /// through the page cache, so small blobs never wait for a synchronous device write and direct and
-/// buffered writes never share a page. A filesystem without `O_DIRECT` (tmpfs, some overlays), or
+/// buffered writes never share a page. A last batch that finds nothing staged (all of a blob under
+/// a MiB) goes to the page cache as it came, without a copy, and the direct descriptor is opened
+/// only when a first whole MiB is staged. A filesystem without `O_DIRECT` (tmpfs, some overlays), or
 /// one that refuses a direct write, gets buffered writes from then on, with early writeback.
 /// Durability is unchanged: commit fsyncs the file either way.
 struct DiskWriter {
     file: std::fs::File,
-    direct: Option<std::fs::File>,
+    direct: DirectFd,
     /// The file offset of the first staged byte; everything before it is written.
     at: u64,
     staging: Staging,
@@ -190,8 +192,8 @@ struct DiskWriter {
 impl DiskWriter {
     fn new(file: std::fs::File, path: &FsPath, offset: u64, direct: Direct) -> Self {
         let direct = match direct {
-            Direct::Try => open_direct(path),
-            Direct::Never => None,
+            Direct::Try => DirectFd::Unopened(path.to_path_buf()),
+            Direct::Never => DirectFd::Off,
         };
         DiskWriter {
             file,
@@ -206,7 +208,10 @@ impl DiskWriter {
     /// Each of the body's buffers is let go as soon as it is staged: with writes that wait for the
     /// device, holding the whole batch until it is written would add a batch per upload in memory.
     fn write(&mut self, batch: Vec<Bytes>) -> std::io::Result<()> {
-        if self.direct.is_none() {
+        // Every batch but the last is at least WRITE_BATCH long: a shorter one with nothing staged
+        // before it would only be staged to be written through the page cache at the end.
+        let last_alone = self.staging.is_empty() && batch.iter().map(Bytes::len).sum::<usize>() < WRITE_BATCH;
+        if matches!(self.direct, DirectFd::Off) || last_alone {
             self.buffered_vectored(&batch)?;
             self.writeback.wrote(&self.file, self.at);
             return Ok(());
@@ -240,9 +245,12 @@ impl DiskWriter {
     fn flush_direct(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let staged = std::mem::take(&mut self.staging);
+        if let DirectFd::Unopened(path) = &self.direct {
+            self.direct = open_direct(path).map_or(DirectFd::Off, DirectFd::Open);
+        }
         let written = match &self.direct {
-            Some(direct) => direct.write_all_at(staged.bytes(), self.at),
-            None => Err(std::io::ErrorKind::Unsupported.into()),
+            DirectFd::Open(direct) => direct.write_all_at(staged.bytes(), self.at),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
         };
         match written {
             Ok(()) => {
@@ -255,7 +263,7 @@ impl DiskWriter {
             // The filesystem took the file but not the write (alignment it wants larger, a mode
             // that cannot do it): this write and every later one go through the page cache.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.kind() == std::io::ErrorKind::Unsupported => {
-                self.direct = None;
+                self.direct = DirectFd::Off;
                 self.writeback = Writeback::new(self.at);
                 self.buffered(staged.bytes())
             }
@@ -291,6 +299,15 @@ impl DiskWriter {
     }
 }
 
+/// The upload file's second descriptor, the one that bypasses the page cache.
+enum DirectFd {
+    /// Not needed yet.
+    Unopened(std::path::PathBuf),
+    Open(std::fs::File),
+    /// Not wanted, or the filesystem has none.
+    Off,
+}
+
 /// A second descriptor of the upload's file that bypasses the page cache, where there is one.
 fn open_direct(path: &FsPath) -> Option<std::fs::File> {
     #[cfg(target_os = "linux")]
@@ -305,8 +322,7 @@ fn open_direct(path: &FsPath) -> Option<std::fs::File> {
     }
 }
 
-/// One batch's worth of bytes at an aligned address, allocated on first use (a blob smaller than a
-/// batch never needs it).
+/// One batch's worth of bytes at an aligned address, allocated on first use.
 #[derive(Default)]
 struct Staging {
     buf: Vec<u8>,
@@ -470,9 +486,11 @@ mod tests {
             assert_eq!(n, second.len() as u64);
             let end = (first.len() + second.len()) as u64;
             let mut tail = hasher.clone();
-            write_at(dir.path(), &path, end, body(vec![Ok(Bytes::from_static(b"end"))]), &mut tail, direct)
-                .await
-                .unwrap();
+            let (_, tail_direct) =
+                write_at(dir.path(), &path, end, body(vec![Ok(Bytes::from_static(b"end"))]), &mut tail, direct)
+                    .await
+                    .unwrap();
+            assert_eq!(tail_direct, 0, "a chunk under a MiB is written as it came");
             let mut want = [first, second].concat();
             assert_eq!(hasher.finish(), crate::domain::Digest::of(Algorithm::Sha256, &want));
             want.extend_from_slice(b"end");
