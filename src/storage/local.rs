@@ -1,5 +1,6 @@
-//! Local-disk specifics that `object_store` leaves out: fsync of committed blobs, large reads, and
-//! removal of staging files a crash left in an upload's directory.
+//! Local-disk specifics that `object_store` leaves out: uploads written at their offset into one
+//! file (whole aligned MiBs with `O_DIRECT`, the rest through the page cache; see [`DiskWriter`]),
+//! fsync of committed blobs, large reads, and removal of staging files a crash left behind.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;

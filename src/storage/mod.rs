@@ -61,9 +61,8 @@ impl StorageError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-                    || io.kind() == std::io::ErrorKind::StorageFull
-                {
+                // ENOSPC and EDQUOT.
+                if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
                     return true;
                 }
             }
