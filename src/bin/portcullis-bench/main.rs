@@ -42,7 +42,7 @@ enum Command {
         /// User for Docker token auth (the password comes from PORTCULLIS_BENCH_PASSWORD).
         #[arg(long)]
         user: Option<String>,
-        /// Only this large-blob measurement, `repeat` times, one JSON line each (for profiling).
+        /// Only this measurement, `repeat` times, one JSON line each (for profiling).
         #[arg(long, value_enum)]
         only: Option<Only>,
         #[arg(long, default_value_t = 1)]
@@ -79,6 +79,8 @@ enum Only {
     Chunked,
     Pull,
     Memory,
+    /// Small-image pushes (`--small-images` by `--small-clients`), one rate per repeat.
+    Small,
 }
 
 #[derive(clap::Args, Clone)]
@@ -125,7 +127,7 @@ fn main() -> anyhow::Result<()> {
                     credentials,
                     token: Default::default(),
                 });
-                target.use_token(&sides::repos(1)).await?;
+                target.use_token(&sides::repos(repeat.max(1))).await?;
                 let dir = std::env::temp_dir().join("portcullis-bench");
                 std::fs::create_dir_all(&dir)?;
                 let blob = Arc::new(BlobFile::ensure(&dir.join("blob.bin"), sizes.blob_mib << 20)?);
@@ -155,7 +157,13 @@ async fn run_only(t: &Arc<Target>, blob: &Arc<BlobFile>, s: &Sizes, only: Only, 
         Only::Pull => Some(measure::upload_monolithic(t, blob, repo).await?.1),
         _ => None,
     };
-    for _ in 0..repeat {
+    for run in 0..repeat {
+        if let Only::Small = only {
+            let rate =
+                measure::small_images(t, &format!("bench/small-r{run}"), s.small_images, s.small_clients).await?;
+            println!("{}", serde_json::to_string(&rate)?);
+            continue;
+        }
         if let Only::Memory = only {
             let peak = measure::peak_memory(t, blob, "bench/memory", s.memory_uploads).await?;
             println!("{}", serde_json::json!({ "peak_rss_mib": peak }));
