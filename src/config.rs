@@ -70,6 +70,10 @@ pub struct ScanConfig {
     pub lease: Duration,
     /// Attempts before a failing job ends in `error`.
     pub max_attempts: u32,
+    /// How often an idle scan worker, and a request waiting for a verdict, look in the database
+    /// for what another replica did (this replica's own pushes and verdicts wake them at once).
+    #[serde(with = "humantime_serde")]
+    pub poll: Duration,
 }
 
 impl Default for ScanConfig {
@@ -93,6 +97,7 @@ impl Default for ScanConfig {
             hook_timeout: Duration::from_secs(600),
             lease: Duration::from_secs(300),
             max_attempts: 5,
+            poll: crate::domain::DEFAULT_SCAN_POLL,
         }
     }
 }
@@ -410,9 +415,13 @@ impl Config {
                 anyhow::bail!("invalid configuration: scan.osv_dir {} is not a directory", dir.display());
             }
         }
-        if self.scan.max_attempts == 0 || self.scan.lease.is_zero() || self.scan.hook_timeout.is_zero() {
+        if self.scan.max_attempts == 0
+            || self.scan.lease.is_zero()
+            || self.scan.hook_timeout.is_zero()
+            || self.scan.poll.is_zero()
+        {
             anyhow::bail!(
-                "invalid configuration: scan.max_attempts, scan.lease and scan.hook_timeout must be positive"
+                "invalid configuration: scan.max_attempts, scan.lease, scan.hook_timeout and scan.poll must be positive"
             );
         }
         if let Some(url) = &self.database.url {

@@ -47,7 +47,7 @@ impl App {
             upload_expiry: config.uploads.expiry,
             max_page: config.limits.max_page,
         };
-        let registry = Registry::new(meta.clone(), blobs, limits);
+        let registry = Registry::new(meta.clone(), blobs, limits).with_scan_poll(config.scan.poll);
         let settings = AuthSettings {
             issuer: config.auth.issuer.clone().unwrap_or_else(|| config.public_url()),
             service: config.auth.service.clone(),

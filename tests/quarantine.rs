@@ -260,3 +260,39 @@ async fn synchronous_mode_answers_the_put_with_the_verdict() {
     // Elsewhere pushes do not wait.
     let (_, _) = push(&r, "team/app", "v1", clean_config(), images::layer_tar_gz("b", b"b", 0o644)).await;
 }
+
+/// With the database looked at only once an hour, a push still wakes the scan worker, and the
+/// verdict wakes the synchronous PUT and the long-poll that wait for it. Each scan takes a second
+/// (in a hook), so both are waiting when the verdict lands.
+#[tokio::test]
+async fn pushes_and_verdicts_wake_their_waiters_without_polling() {
+    // Across replicas a request learns of another replica's verdict only by looking again.
+    let poll = if common::backends::scaleout() { 1 } else { 3600 };
+    let r = TestRegistry::with_config(tempfile::tempdir().unwrap(), |c| {
+        c.scan.poll = std::time::Duration::from_secs(poll);
+        c.scan.hook = Some(vec!["/bin/sh".into(), "-c".into(), "cat > /dev/null; exec /bin/sleep 1".into()]);
+    })
+    .await;
+    r.admin_api("POST", "/api/v1/namespaces", json!({"name": "sync"})).await.expect(201, None);
+    r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "30s"})).await.expect(200, None);
+    let config = serde_json::to_vec(&clean_config()).unwrap();
+    let config_digest = r.push_blob("sync/app", &config).await;
+    let layer = images::layer_tar_gz("a", b"a", 0o644);
+    let layer_digest = r.push_blob("sync/app", &layer).await;
+    let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
+    // Unwoken, each wait would last its whole 30 s and then read the verdict that landed meanwhile.
+    let woken_in_time = |started: std::time::Instant| started.elapsed() < std::time::Duration::from_secs(20);
+    let started = std::time::Instant::now();
+    let reply = r.put_manifest("sync/app", "v1", OCI_MANIFEST, &manifest).await;
+    reply.expect(201, None);
+    assert_eq!(reply.header("portcullis-scan-state"), "passed");
+    assert!(woken_in_time(started), "the PUT was not woken by its verdict: {:?}", started.elapsed());
+
+    let (digest, _) = push(&r, "team/app", "v1", clean_config(), images::layer_tar_gz("b", b"b", 0o644)).await;
+    let started = std::time::Instant::now();
+    let waited =
+        r.admin_api("GET", &format!("/api/v1/scans?repository=team/app&digest={digest}&wait=30s"), json!(null)).await;
+    waited.expect(200, None);
+    assert_eq!(waited.json()["state"], "passed");
+    assert!(woken_in_time(started), "the long-poll was not woken by the verdict: {:?}", started.elapsed());
+}

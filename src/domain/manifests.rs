@@ -53,7 +53,12 @@ impl super::Registry {
             scan: parsed.is_image(),
         };
         match self.meta.put_manifest(&new).await? {
-            Ok(()) => Ok(PutManifest { digest, scanned: parsed.is_image(), subject: parsed.subject }),
+            Ok(()) => {
+                if parsed.is_image() {
+                    self.scan_queued();
+                }
+                Ok(PutManifest { digest, scanned: parsed.is_image(), subject: parsed.subject })
+            }
             Err(PutManifestRefused::MissingBlob(d)) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: d }),
             Err(PutManifestRefused::MissingManifest(d)) => {
                 Err(Error::ManifestBlobUnknown { kind: "manifest", digest: d })

@@ -17,7 +17,7 @@ pub use error::{Error, Result};
 pub use manifests::PutManifest;
 pub use names::{Reference, RepoName, Tag};
 pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};
-pub use scans::Gate;
+pub use scans::{Gate, DEFAULT_SCAN_POLL};
 pub use uploads::UploadState;
 
 /// Seconds since the Unix epoch: the one clock for stored timestamps.

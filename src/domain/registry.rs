@@ -32,6 +32,7 @@ pub struct Registry {
     pub(super) limits: Limits,
     /// Per-upload locks: chunks of one upload are written one after another.
     pub(super) upload_locks: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>>,
+    pub(super) scan_signals: Arc<super::scans::ScanSignals>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -87,7 +88,7 @@ pub(super) fn storage_err(e: StorageError) -> Error {
 
 impl Registry {
     pub fn new(meta: Arc<dyn Metadata>, blobs: BlobStore, limits: Limits) -> Self {
-        Registry { meta, blobs, limits, upload_locks: Default::default() }
+        Registry { meta, blobs, limits, upload_locks: Default::default(), scan_signals: Default::default() }
     }
 
     /// The blob store (for health checks).

@@ -4,6 +4,15 @@
 //! ordinary principals only once it passed or was released; an index takes the worst state of its
 //! children; artifacts (with a `subject`, or a non-image config) are not scanned and not gated. A
 //! blob is gated when every manifest of the repository that references it is blocked.
+//!
+//! Waiting: a push wakes this process's scan worker and a recorded verdict wakes whoever waits for
+//! one ([`ScanSignals`]), so neither a synchronous push nor a long-poll sleeps through a verdict.
+//! The signals are hints only: the database stays the truth, and every waiter still looks at it
+//! every `poll`, because on a shared database another replica may queue the job or record the verdict.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::{now, Digest, RepoName, Result};
 use crate::metadata::scans::{ScanJob, ScanRecord, ScanState};
@@ -16,7 +25,69 @@ pub enum Gate {
     Blocked { state: ScanState, summary: Option<String> },
 }
 
+/// This process's wake-ups between pushes, its scan worker and the requests waiting for verdicts.
+pub(crate) struct ScanSignals {
+    /// A job was queued (notify_one: the worker finds a stored permit if it was busy).
+    queued: Notify,
+    /// A verdict was recorded (notify_waiters: every waiter looks at its own record again).
+    verdict: Notify,
+    /// How often a waiter looks at the database without having been woken.
+    poll: Duration,
+}
+
+impl Default for ScanSignals {
+    fn default() -> Self {
+        ScanSignals { queued: Notify::new(), verdict: Notify::new(), poll: DEFAULT_SCAN_POLL }
+    }
+}
+
+/// The default of `scan.poll`.
+pub const DEFAULT_SCAN_POLL: Duration = Duration::from_secs(1);
+
 impl super::Registry {
+    /// Sets how often an idle scan worker and a waiting request look at the database unwoken.
+    pub fn with_scan_poll(mut self, poll: Duration) -> Self {
+        let signals = ScanSignals { poll: poll.max(Duration::from_millis(10)), ..Default::default() };
+        self.scan_signals = std::sync::Arc::new(signals);
+        self
+    }
+
+    /// Tells this process's scan worker that a job may be waiting.
+    pub(super) fn scan_queued(&self) {
+        self.scan_signals.queued.notify_one();
+    }
+
+    /// For the scan worker with nothing to do: returns when a job was queued here, or after `poll`.
+    pub async fn wait_for_scan_work(&self) {
+        let _ = tokio::time::timeout(self.scan_signals.poll, self.scan_signals.queued.notified()).await;
+    }
+
+    /// Reads the scan record of `repo@digest` until `settled` holds for it or `limit` has passed;
+    /// returns the last record read (`None`: there is none).
+    pub async fn wait_for_scan(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: Duration,
+        settled: impl Fn(&ScanRecord) -> bool,
+    ) -> Result<Option<ScanRecord>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            // Registered before the read, so a verdict recorded in between still wakes us.
+            let verdict = self.scan_signals.verdict.notified();
+            tokio::pin!(verdict);
+            verdict.as_mut().enable();
+            let record = self.meta.scan(repo, digest).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match record {
+                Some(r) if !settled(&r) && !left.is_zero() => {
+                    let _ = tokio::time::timeout(left.min(self.scan_signals.poll), verdict).await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// The gate for a manifest about to be served.
     pub async fn manifest_gate(&self, repo: &RepoName, manifest: &StoredManifest) -> Result<Gate> {
         let mut worst: Option<(ScanState, Option<String>)> = None;
@@ -102,22 +173,20 @@ impl super::Registry {
         &self,
         repo: &RepoName,
         digest: &Digest,
-        limit: std::time::Duration,
+        limit: Duration,
     ) -> Result<Option<ScanState>> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let state = self.meta.scan(repo, digest).await?.map(|r| r.effective_state(now()));
-            match state {
-                Some(ScanState::Pending | ScanState::Scanning) if std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
-                }
-                other => return Ok(other),
-            }
-        }
+        let open = |r: &ScanRecord| r.effective_state(now());
+        let record =
+            self.wait_for_scan(repo, digest, limit, |r| !matches!(open(r), ScanState::Pending | ScanState::Scanning));
+        Ok(record.await?.map(|r| open(&r)))
     }
 
     pub async fn request_rescan(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.meta.request_rescan(repo, digest, now()).await
+        let requested = self.meta.request_rescan(repo, digest, now()).await?;
+        if requested {
+            self.scan_queued();
+        }
+        Ok(requested)
     }
 
     pub async fn claim_scan(&self, lease: std::time::Duration) -> Result<Option<ScanJob>> {
@@ -126,10 +195,14 @@ impl super::Registry {
     }
 
     pub async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str) -> Result<()> {
-        self.meta.finish_scan(job, state, findings, summary, now()).await
+        self.meta.finish_scan(job, state, findings, summary, now()).await?;
+        self.scan_signals.verdict.notify_waiters();
+        Ok(())
     }
 
     pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str) -> Result<()> {
-        self.meta.fail_scan(job, retry_at, summary, now()).await
+        self.meta.fail_scan(job, retry_at, summary, now()).await?;
+        self.scan_signals.verdict.notify_waiters();
+        Ok(())
     }
 }

@@ -146,7 +146,7 @@ pub async fn run(registry: Registry, settings: ScanSettings) {
     loop {
         match run_once(&registry, &settings).await {
             Ok(true) => continue,
-            Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(false) => registry.wait_for_scan_work().await,
             Err(e) => {
                 tracing::warn!(error = %e, "scan worker");
                 tokio::time::sleep(Duration::from_secs(1)).await;

@@ -539,8 +539,9 @@ mod tests {
         // even though the body keeps flowing.
         std::fs::create_dir_all(dir.path().join("uploads/z.data")).unwrap();
         let endless = futures::stream::repeat_with(|| Ok(Bytes::from(vec![0u8; 64 * 1024]))).take(400).boxed();
-        let err =
-            write_at(dir.path(), &Path::from("uploads/z.data"), 0, endless, &mut hasher, Direct::Try).await.unwrap_err();
+        let err = write_at(dir.path(), &Path::from("uploads/z.data"), 0, endless, &mut hasher, Direct::Try)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StorageError::Io(_)), "{err:?}");
     }
 }

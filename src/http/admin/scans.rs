@@ -1,7 +1,7 @@
 //! `/api/v1/scans`: read a scan report (with pull rights on the repository; long-poll with
 //! `wait`), list scans by state (admins), release or rescan an image (admins).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -75,15 +75,9 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
             .min(MAX_WAIT),
         None => Duration::ZERO,
     };
-    let deadline = Instant::now() + wait;
-    loop {
-        let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
-        let settled = !matches!(record.state, ScanState::Pending | ScanState::Scanning) && !record.rescan_requested;
-        if settled || Instant::now() >= deadline {
-            return json(StatusCode::OK, report(&record));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let settled = |r: &ScanRecord| !matches!(r.state, ScanState::Pending | ScanState::Scanning) && !r.rescan_requested;
+    let record = state.registry.wait_for_scan(&repo, &digest, wait, settled).await?;
+    json(StatusCode::OK, report(&record.ok_or_else(|| ApiError::not_found("scan"))?))
 }
 
 pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {

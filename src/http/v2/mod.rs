@@ -191,6 +191,6 @@ fn location(path: String) -> HeaderValue {
     HeaderValue::from_str(&path).unwrap_or_else(|_| HeaderValue::from_static("/v2/"))
 }
 
-pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+pub(super) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
