@@ -2,7 +2,7 @@
 //! file (whole aligned MiBs with `O_DIRECT`, the rest through the page cache; see [`DiskWriter`]),
 //! fsync of committed blobs, large reads, and removal of staging files a crash left behind.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path as FsPath;
 
@@ -48,33 +48,59 @@ pub async fn remove_file(root: &FsPath, path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Streams `range` of a file in `chunk`-sized reads on the blocking pool.
+/// Streams `range` of a file in reads of up to `chunk` bytes.
+///
+/// What the page cache holds is read in place, on the request's task (`preadv2` with
+/// `RWF_NOWAIT`, a copy that never waits for the disk); only the rest goes to the blocking pool.
+/// Each of those hops cost two thread wake-ups per chunk, about a tenth of a cached pull's CPU.
 pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> ByteStream {
-    let state = (file, range.start, range.end, true);
-    futures::stream::try_unfold(state, move |(mut file, pos, end, first)| async move {
+    let state = (file, range.start, range.end);
+    futures::stream::try_unfold(state, move |(file, pos, end)| async move {
         if pos >= end {
             return Ok(None);
         }
         let want = chunk.min((end - pos) as usize);
-        let (file, bytes) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            if first {
-                file.seek(SeekFrom::Start(pos))?;
-            }
-            // Read into spare capacity: no zeroing of a buffer the read overwrites anyway (that
-            // memset, and the page faults it caused, were a fifth of a pull's CPU).
-            let mut buf = Vec::with_capacity(want);
-            (&mut file).take(want as u64).read_to_end(&mut buf)?;
-            if buf.len() < want {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shorter than recorded"));
-            }
-            Ok((file, Bytes::from(buf)))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let next = pos + bytes.len() as u64;
-        Ok(Some((bytes, (file, next, end, false))))
+        // Spare capacity only: no zeroing of a buffer the read overwrites anyway (that memset,
+        // and the page faults it caused, were a fifth of a pull's CPU).
+        let mut buf = Vec::with_capacity(want);
+        let (file, buf) = match pread_into(&file, &mut buf, pos, libc::RWF_NOWAIT) {
+            Ok(n) if n > 0 => (file, buf),
+            // Not cached (EAGAIN), a filesystem that cannot tell, or the end of a file shorter
+            // than recorded: the blocking read waits for the disk and reports what is wrong.
+            _ => tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                while buf.len() < want {
+                    let at = pos + buf.len() as u64;
+                    if pread_into(&file, &mut buf, at, 0)? == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "blob shorter than recorded",
+                        ));
+                    }
+                }
+                Ok((file, buf))
+            })
+            .await
+            .map_err(std::io::Error::other)??,
+        };
+        let next = pos + buf.len() as u64;
+        Ok(Some((Bytes::from(buf), (file, next, end))))
     })
     .boxed()
+}
+
+/// One `preadv2` at `pos` into `buf`'s spare capacity; returns the bytes read (0 at the end).
+fn pread_into(file: &std::fs::File, buf: &mut Vec<u8>, pos: u64, flags: libc::c_int) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
+    // SAFETY: the kernel writes at most `iov_len` bytes into the spare capacity.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos as libc::off_t, flags) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: those `n` bytes (at most the spare capacity) were just written by the read.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
 }
 
 /// Bytes gathered before they go to the writer thread as one batch.
@@ -454,6 +480,36 @@ async fn holding(root: &FsPath, path: &Path, len: u64) -> Result<std::fs::File, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn read_all(path: &FsPath, range: Range<u64>) -> std::io::Result<Vec<u8>> {
+        let mut stream = stream_file(std::fs::File::open(path)?, range, 256 * 1024);
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    /// Both read paths: in place from the page cache, and on the blocking pool once the file's
+    /// pages were dropped; a file shorter than its record is an error, not a short blob.
+    #[tokio::test]
+    async fn streams_cached_and_uncached_files_and_refuses_a_short_one() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let len = data.len() as u64;
+        assert_eq!(read_all(&path, 0..len).await.unwrap(), data);
+        assert_eq!(read_all(&path, 1000..2_500_001).await.unwrap(), &data[1000..2_500_001]);
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: a plain syscall on a descriptor we own.
+        assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+        assert_eq!(read_all(&path, 0..len).await.unwrap(), data);
+        let short = read_all(&path, 0..len + 10).await.unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
+    }
 
     fn body(chunks: Vec<std::io::Result<Bytes>>) -> ByteStream {
         futures::stream::iter(chunks).boxed()
