@@ -97,6 +97,39 @@ fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
     anyhow::bail!("{what} did not listen on port {port}")
 }
 
+/// Every upload is a distinct blob and every blob is kept to the end (as a registry keeps them), so a
+/// run needs room for all of them: the source blob, and per run a `dd` file plus a monolithic and a
+/// chunked upload into each registry, and 8 (`--memory-uploads`) more into each at the end.
+/// Checked up front, because a disk that fills mid-run leaves both registries answering errors.
+fn check_free_space(dir: &Path, runs: usize, s: &Sizes) -> anyhow::Result<()> {
+    let blobs = 1 + runs as u64 * 5 + 2 * s.memory_uploads as u64;
+    let needed = (blobs * s.blob_mib << 20) + (1 << 30);
+    let free = free_bytes(dir)?;
+    anyhow::ensure!(
+        free >= needed,
+        "the benchmark needs about {} GiB free under {} ({blobs} blobs of {} MiB); {} GiB are free. \
+         Free some space, or pass fewer --runs, a smaller --blob-mib or fewer --memory-uploads",
+        needed >> 30,
+        dir.display(),
+        s.blob_mib,
+        free >> 30
+    );
+    Ok(())
+}
+
+fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, filled on success.
+    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    // SAFETY: statvfs returned 0, so it filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
@@ -114,6 +147,7 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
     let data = out.join("data");
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
+    check_free_space(&data, runs, s)?;
     let blob = Arc::new(BlobFile::ensure(&out.join("blob.bin"), s.blob_mib << 20)?);
 
     // Portcullis first: its development CA and server certificate serve both registries.
