@@ -501,6 +501,7 @@ mod tests {
         assert_eq!(env_key("STORAGE_S3_ACCESS_KEY_ID"), "storage.s3.access_key_id");
         assert_eq!(env_key("STORAGE_BACKEND"), "storage.backend");
         assert_eq!(env_key("STORAGE_DIRECT_WRITES"), "storage.direct_writes");
+        assert_eq!(env_key("SCAN_POLL"), "scan.poll");
         assert_eq!(env_key("DATABASE_URL"), "database.url");
     }
 
