@@ -64,14 +64,14 @@ pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> Byte
         // Spare capacity only: no zeroing of a buffer the read overwrites anyway (that memset,
         // and the page faults it caused, were a fifth of a pull's CPU).
         let mut buf = Vec::with_capacity(want);
-        let (file, buf) = match pread_into(&file, &mut buf, pos, libc::RWF_NOWAIT) {
+        let (file, buf) = match pread_into(&file, &mut buf, want, pos, libc::RWF_NOWAIT) {
             Ok(n) if n > 0 => (file, buf),
             // Not cached (EAGAIN), a filesystem that cannot tell, or the end of a file shorter
             // than recorded: the blocking read waits for the disk and reports what is wrong.
             _ => tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 while buf.len() < want {
                     let at = pos + buf.len() as u64;
-                    if pread_into(&file, &mut buf, at, 0)? == 0 {
+                    if pread_into(&file, &mut buf, want, at, 0)? == 0 {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "blob shorter than recorded",
@@ -89,17 +89,26 @@ pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> Byte
     .boxed()
 }
 
-/// One `preadv2` at `pos` into `buf`'s spare capacity; returns the bytes read (0 at the end).
-fn pread_into(file: &std::fs::File, buf: &mut Vec<u8>, pos: u64, flags: libc::c_int) -> std::io::Result<usize> {
+/// One `preadv2` at `pos` that appends to `buf` until it holds `want` bytes (never more: a
+/// vector's capacity may exceed what was asked for); returns the bytes read (0 at the end).
+fn pread_into(
+    file: &std::fs::File,
+    buf: &mut Vec<u8>,
+    want: usize,
+    pos: u64,
+    flags: libc::c_int,
+) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
-    let spare = buf.spare_capacity_mut();
+    let room = want.saturating_sub(buf.len());
+    buf.reserve(room);
+    let spare = &mut buf.spare_capacity_mut()[..room];
     let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
-    // SAFETY: the kernel writes at most `iov_len` bytes into the spare capacity.
+    // SAFETY: the kernel writes at most `iov_len` bytes, all inside the spare capacity.
     let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos as libc::off_t, flags) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: those `n` bytes (at most the spare capacity) were just written by the read.
+    // SAFETY: those `n` bytes (at most `room`) were just written by the read.
     unsafe { buf.set_len(buf.len() + n as usize) };
     Ok(n as usize)
 }
