@@ -103,7 +103,7 @@ fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
 /// Checked up front, because a disk that fills mid-run leaves both registries answering errors.
 fn check_free_space(dir: &Path, runs: usize, s: &Sizes) -> anyhow::Result<()> {
     let blobs = 1 + runs as u64 * 5 + 2 * s.memory_uploads as u64;
-    let needed = (blobs * s.blob_mib << 20) + (1 << 30);
+    let needed = ((blobs * s.blob_mib) << 20) + (1 << 30);
     let free = free_bytes(dir)?;
     anyhow::ensure!(
         free >= needed,
@@ -127,7 +127,7 @@ fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the buffer.
     let st = unsafe { st.assume_init() };
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    Ok(st.f_bavail * st.f_frsize)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
