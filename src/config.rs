@@ -47,6 +47,8 @@ pub struct ScanConfig {
     pub root_user: RuleAction,
     pub secret_in_env: RuleAction,
     pub secret_in_file: RuleAction,
+    /// Secrets elsewhere in an image config (labels, history) or in a manifest's annotations.
+    pub secret_in_metadata: RuleAction,
     pub setuid_file: RuleAction,
     pub world_writable: RuleAction,
     pub exposed_ssh: RuleAction,
@@ -74,6 +76,12 @@ pub struct ScanConfig {
     /// for what another replica did (this replica's own pushes and verdicts wake them at once).
     #[serde(with = "humantime_serde")]
     pub poll: Duration,
+    /// Scans that run at once on this replica (each in its own sandbox process).
+    pub workers: usize,
+    /// The program run as the scan sandbox (`<program> scan-sandbox`); defaults to this one.
+    pub sandbox_program: Option<PathBuf>,
+    /// The budgets of one scan; hitting one ends the scan in `error`.
+    pub limits: crate::scan::limits::ScanLimits,
 }
 
 impl Default for ScanConfig {
@@ -83,6 +91,7 @@ impl Default for ScanConfig {
             root_user: p.action(Rule::RootUser),
             secret_in_env: p.action(Rule::SecretInEnv),
             secret_in_file: p.action(Rule::SecretInFile),
+            secret_in_metadata: p.action(Rule::SecretInMetadata),
             setuid_file: p.action(Rule::SetuidFile),
             world_writable: p.action(Rule::WorldWritable),
             exposed_ssh: p.action(Rule::ExposedSsh),
@@ -98,6 +107,9 @@ impl Default for ScanConfig {
             lease: Duration::from_secs(300),
             max_attempts: 5,
             poll: crate::domain::DEFAULT_SCAN_POLL,
+            workers: 2,
+            sandbox_program: None,
+            limits: crate::scan::limits::ScanLimits::default(),
         }
     }
 }
@@ -108,6 +120,7 @@ impl ScanConfig {
             (Rule::RootUser, self.root_user),
             (Rule::SecretInEnv, self.secret_in_env),
             (Rule::SecretInFile, self.secret_in_file),
+            (Rule::SecretInMetadata, self.secret_in_metadata),
             (Rule::SetuidFile, self.setuid_file),
             (Rule::WorldWritable, self.world_writable),
             (Rule::ExposedSsh, self.exposed_ssh),
@@ -311,6 +324,9 @@ pub struct LimitsConfig {
     pub max_manifest_bytes: usize,
     /// Largest page of tags or repositories.
     pub max_page: u32,
+    /// Most blobs (config and layers) or manifests one manifest may reference; more is refused
+    /// at push with MANIFEST_INVALID (each is scanned).
+    pub max_references: usize,
 }
 
 impl Default for Config {
@@ -339,12 +355,16 @@ impl Default for UploadsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_manifest_bytes: 4 * 1024 * 1024, max_page: 10_000 }
+        LimitsConfig {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_page: 10_000,
+            max_references: crate::domain::DEFAULT_MAX_REFERENCES,
+        }
     }
 }
 
 /// Tables inside a section, as `section.table`.
-const SUBSECTIONS: &[&str] = &["storage.s3"];
+const SUBSECTIONS: &[&str] = &["storage.s3", "scan.limits"];
 
 /// Maps `PORTCULLIS_TLS_CERT` to `tls.cert`, `PORTCULLIS_STORAGE_S3_BUCKET` to `storage.s3.bucket`
 /// and `PORTCULLIS_DATA_DIR` to `data_dir`.
@@ -402,6 +422,13 @@ impl Config {
         if self.limits.max_page == 0 {
             anyhow::bail!("invalid configuration: limits.max_page must be positive");
         }
+        if self.limits.max_references == 0 {
+            anyhow::bail!("invalid configuration: limits.max_references must be positive");
+        }
+        if self.scan.workers == 0 || self.scan.workers > 64 {
+            anyhow::bail!("invalid configuration: scan.workers must be between 1 and 64");
+        }
+        self.scan.limits.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if self.auth.service.is_empty() || self.auth.token_lifetime.is_zero() || self.auth.refresh_lifetime.is_zero() {
             anyhow::bail!(
                 "invalid configuration: auth.service, auth.token_lifetime and auth.refresh_lifetime must be set"
@@ -502,6 +529,8 @@ mod tests {
         assert_eq!(env_key("STORAGE_BACKEND"), "storage.backend");
         assert_eq!(env_key("STORAGE_DIRECT_WRITES"), "storage.direct_writes");
         assert_eq!(env_key("SCAN_POLL"), "scan.poll");
+        assert_eq!(env_key("SCAN_LIMITS_MAX_ENTRIES"), "scan.limits.max_entries");
+        assert_eq!(env_key("SCAN_WORKERS"), "scan.workers");
         assert_eq!(env_key("DATABASE_URL"), "database.url");
     }
 

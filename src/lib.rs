@@ -46,6 +46,7 @@ impl App {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             upload_expiry: config.uploads.expiry,
             max_page: config.limits.max_page,
+            max_references: config.limits.max_references,
         };
         let registry = Registry::new(meta.clone(), blobs, limits).with_scan_poll(config.scan.poll);
         let settings = AuthSettings {
@@ -89,9 +90,13 @@ impl App {
         })
     }
 
-    /// Runs scan jobs with the configured policy and hook until the task is dropped.
-    pub fn spawn_scan_worker(&self) -> tokio::task::JoinHandle<()> {
+    /// Runs the scan workers with the configured policy, sandbox and hook until the task is dropped.
+    pub fn spawn_scan_worker(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let c = &self.config.scan;
+        let program = match &c.sandbox_program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("finding this program, to run it as the scan sandbox")?,
+        };
         let osv = c.osv_dir.as_ref().and_then(|dir| match scan::osv::OsvDb::load_dir(dir) {
             Ok((db, skipped)) => {
                 tracing::info!(dir = %dir.display(), records = db.records, skipped, "loaded OSV records");
@@ -109,10 +114,14 @@ impl App {
             policy: c.policy(),
             hook: c.hook.clone(),
             hook_timeout: c.hook_timeout,
+            work_dir: self.config.data_dir.join("scan-work"),
             lease: c.lease,
             max_attempts: c.max_attempts,
+            workers: c.workers,
+            sandbox: scan::sandbox::Sandbox { program, limits: c.limits.clone() },
+            max_references: self.config.limits.max_references,
         };
-        tokio::spawn(scan::worker::run(self.registry.clone(), settings))
+        Ok(tokio::spawn(scan::worker::run(self.registry.clone(), settings)))
     }
 
     /// Proves that the database and the blob store are reachable and writable (`check-config`).

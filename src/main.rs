@@ -27,6 +27,9 @@ enum Command {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The scan sandbox (started by the registry itself; reads a scan on stdin).
+    #[command(hide = true)]
+    ScanSandbox,
     /// Offline administration of the data directory (the registry may be stopped).
     Admin {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
@@ -82,8 +85,12 @@ fn tune_allocator() {
 }
 
 fn main() -> std::process::ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    if let Command::ScanSandbox = cli.command {
+        // Its own process with its own limits: no runtime, no logging, no allocator tuning.
+        return portcullis::scan::sandbox::child_main();
+    }
+    tune_allocator();
     let result = match cli.command {
         Command::CheckConfig { config } => Config::load(config.as_deref())
             .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(check_config(c))),
@@ -93,6 +100,7 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Admin { config, task } => Config::load(config.as_deref())
             .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(admin(c, task))),
+        Command::ScanSandbox => unreachable!("handled above"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -188,7 +196,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let sweeper = app.spawn_upload_sweeper();
-    let scanner = app.spawn_scan_worker();
+    let scanner = app.spawn_scan_worker()?;
     portcullis::server::serve(listener, tls.server_config, app.router.clone(), shutdown_signal()).await?;
     sweeper.abort();
     scanner.abort();

@@ -4,8 +4,10 @@
 
 use std::io::Write;
 
-use portcullis::scan::layers::ImageScan;
-use portcullis::scan::{image_config, Policy, Rule};
+use portcullis::scan::content::ImageScan;
+use portcullis::scan::fs::Lookup;
+use portcullis::scan::limits::ScanLimits;
+use portcullis::scan::{image_config, Finding, Policy, Rule};
 use serde_json::json;
 
 enum Item<'a> {
@@ -45,13 +47,20 @@ fn zstd(bytes: &[u8]) -> Vec<u8> {
     ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
 }
 
-fn scan(layers: &[Vec<u8>]) -> Vec<(Rule, Option<String>, Option<String>)> {
-    let mut s = ImageScan::new();
-    for (i, layer) in layers.iter().enumerate() {
-        s.count_bytes(layer.len() as u64);
-        s.scan_layer(&format!("layer{i}"), layer.as_slice()).unwrap();
+/// A config that runs as uid 10001 and raises nothing.
+const CONFIG: &[u8] = br#"{"config": {"User": "10001"}}"#;
+
+fn scan_with(layers: &[Vec<u8>], config: &[u8]) -> Vec<Finding> {
+    let mut s = ImageScan::new(&ScanLimits::default());
+    let names: Vec<String> = (0..layers.len()).map(|i| format!("layer{i}")).collect();
+    for (name, layer) in names.iter().zip(layers) {
+        s.scan_layer(name, layer.as_slice()).unwrap();
     }
-    s.finish(&Policy::default()).into_iter().map(|f| (f.rule, f.path, f.layer)).collect()
+    s.finish(&names, config).unwrap().findings
+}
+
+fn scan(layers: &[Vec<u8>]) -> Vec<(Rule, Option<String>, Option<String>)> {
+    scan_with(layers, CONFIG).into_iter().map(|f| (f.rule, f.path, f.layer)).collect()
 }
 
 const AWS: &[u8] = b"[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n";
@@ -92,54 +101,40 @@ fn setuid_and_world_writable_respect_whiteouts() {
 #[test]
 fn config_rules_and_the_hardened_default_verdict() {
     let policy = Policy::default();
-    let root = image_config::check(json!({"config": {"Cmd": ["/app"]}}).to_string().as_bytes()).unwrap();
+    let root =
+        image_config::check(json!({"config": {"Cmd": ["/app"]}}).to_string().as_bytes(), &Lookup::Missing).unwrap();
     assert!(!policy.assess(root).passed(), "running as root blocks by default");
     let env = image_config::check(
-        json!({"config": {"User": "app", "Env": ["TLS_KEY=-----BEGIN EC PRIVATE KEY-----MHcCAQ"]}})
+        json!({"config": {"User": "1000", "Env": ["TLS_KEY=-----BEGIN EC PRIVATE KEY-----MHcCAQ"]}})
             .to_string()
             .as_bytes(),
+        &Lookup::Missing,
     )
     .unwrap();
     let a = policy.assess(env);
     assert_eq!(a.blocking.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInEnv]);
     // Setuid warns, it does not block.
-    let setuid = {
-        let mut s = ImageScan::new();
-        s.scan_layer("l", tar(&[Item::File("bin/ping", b"x", 0o4755)]).as_slice()).unwrap();
-        s.finish(&policy)
-    };
+    let setuid = scan_with(&[tar(&[Item::File("bin/ping", b"x", 0o4755)])], CONFIG);
     let a = policy.assess(setuid);
-    assert!(a.passed() && a.warnings.len() == 1);
+    assert!(a.passed() && a.warnings.len() == 1, "{a:?}");
 }
 
 #[test]
 fn a_clean_non_root_image_passes() {
-    let policy = Policy::default();
-    let mut findings = image_config::check(
-        json!({"config": {"User": "10001:10001", "Env": ["PATH=/usr/bin"]}}).to_string().as_bytes(),
-    )
-    .unwrap();
-    let mut s = ImageScan::new();
     let layer = gzip(&tar(&[
         Item::Dir("app/", 0o755),
         Item::File("app/server", b"\x7fELF binary", 0o755),
         Item::Dir("tmp/", 0o1777),
     ]));
-    s.count_bytes(layer.len() as u64);
-    s.scan_layer("l", layer.as_slice()).unwrap();
-    findings.extend(s.finish(&policy));
+    let findings = scan_with(&[layer], br#"{"config": {"User": "10001:10001", "Env": ["PATH=/usr/bin"]}}"#);
     assert!(findings.is_empty(), "{findings:?}");
-    assert!(policy.assess(findings).passed());
+    assert!(Policy::default().assess(findings).passed());
 }
 
 #[test]
-fn corrupt_layers_and_large_images_are_reported() {
-    let mut s = ImageScan::new();
+fn corrupt_layers_fail_closed() {
+    let mut s = ImageScan::new(&ScanLimits::default());
     let mut broken = gzip(&tar(&[Item::File("a", b"x", 0o644)]));
     broken.truncate(broken.len() / 2);
     assert!(s.scan_layer("bad", broken.as_slice()).is_err());
-    let mut s = ImageScan::new();
-    s.count_bytes(5 << 30);
-    let found = s.finish(&Policy::default());
-    assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::ImageTooLarge]);
 }

@@ -41,6 +41,9 @@ pub enum Error {
     PaginationInvalid(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The quarantine gate refused (see `domain::gate`).
+    #[error("{0}")]
+    Blocked(Box<super::Blocked>),
     /// A backend is temporarily unable to serve (throttling, connection loss).
     #[error("service unavailable")]
     Unavailable(String),

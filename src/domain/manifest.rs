@@ -1,13 +1,17 @@
 //! Manifest parsing and validation.
 //!
-//! Rule: a manifest is stored byte for byte as pushed; parsing only extracts what the registry must
-//! check or index (referenced blobs and child manifests, `subject`, `artifactType`, annotations).
-//! Four media types are accepted; Docker schema 1 and anything unknown are refused.
+//! Rules:
+//! - A manifest is stored byte for byte as pushed; parsing only extracts what the registry must
+//!   check or index (referenced blobs and child manifests, `subject`, `artifactType`, annotations).
+//!   Four media types are accepted; Docker schema 1 and anything unknown are refused.
+//! - What a manifest is to the quarantine gate ([`ParsedManifest::kind`]) is decided from what a
+//!   client would run, never from `subject` or `artifactType`, which the pusher may add to anything.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Digest, Error, Result};
+use crate::metadata::ManifestKind;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -71,26 +75,50 @@ pub struct ParsedManifest {
     pub annotations: Option<Map<String, Value>>,
     /// The config's media type (image manifests only).
     pub config_media_type: Option<String>,
-    /// Whether `artifactType` was set explicitly.
-    pub explicit_artifact_type: bool,
+    /// The media types of the layers, foreign ones included.
+    pub layer_media_types: Vec<String>,
 }
 
-/// Config media types of runnable images.
-const IMAGE_CONFIGS: [&str; 2] =
-    ["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+/// Whether a client unpacks a blob of this media type as a layer (or reads it as an image
+/// config). Docker applies any layer whose type starts with one of these prefixes, whatever
+/// follows; containerd and podman know a subset of them.
+fn runnable_type(media_type: &str) -> bool {
+    let t = media_type.to_ascii_lowercase();
+    t.starts_with("application/vnd.oci.image.") || t.starts_with("application/vnd.docker.")
+}
 
 impl ParsedManifest {
     pub fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
     }
 
-    /// A runnable image, as opposed to an index or an artifact (a signature, SBOM or attestation
-    /// with a `subject`, or anything whose config is not an image config). Only images are scanned.
-    pub fn is_image(&self) -> bool {
-        !self.is_index()
-            && self.subject.is_none()
-            && !self.explicit_artifact_type
-            && self.config_media_type.as_deref().is_some_and(|t| IMAGE_CONFIGS.contains(&t))
+    /// What the manifest is to the gate. An image is what some client would run: every layer of
+    /// a type clients unpack (containerd ignores the config's type, so it does not decide), or,
+    /// with no layers, an image config. Anything else with a config and layers (a cosign
+    /// signature, an SBOM, a chart) is an artifact, whose blobs are searched for secrets; it can
+    /// never open a blob that an image of its repository contains.
+    pub fn kind(&self) -> ManifestKind {
+        if self.is_index() {
+            ManifestKind::Index
+        } else if self.layer_media_types.is_empty() {
+            match self.config_media_type.as_deref() {
+                Some(t) if runnable_type(t) => ManifestKind::Image,
+                _ => ManifestKind::Artifact,
+            }
+        } else if self.layer_media_types.iter().all(|t| runnable_type(t)) {
+            ManifestKind::Image
+        } else {
+            ManifestKind::Artifact
+        }
+    }
+
+    /// How many blobs or manifests the manifest references (the config counts as one).
+    pub fn references(&self) -> usize {
+        if self.is_index() {
+            self.children.len()
+        } else {
+            self.layer_media_types.len() + 1
+        }
     }
 }
 
@@ -139,11 +167,10 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         return Err(Error::ManifestInvalid(format!("unsupported manifest media type {media_type:?}")));
     }
     let subject = raw.subject.map(|s| descriptor(s, "subject")).transpose()?.map(|d| d.digest);
-    let explicit_artifact_type = raw.artifact_type.is_some();
     let mut parsed = ParsedManifest {
         media_type,
-        explicit_artifact_type,
         config_media_type: None,
+        layer_media_types: Vec::new(),
         artifact_type: raw.artifact_type,
         subject,
         blobs: Vec::new(),
@@ -178,6 +205,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
             // Foreign layers live elsewhere (`urls`) and are never pushed here.
             let foreign = !layer.urls.is_empty();
             let d = descriptor(layer, "layers[]")?;
+            parsed.layer_media_types.push(d.media_type.clone());
             if !foreign && !parsed.blobs.contains(&d.digest) {
                 parsed.blobs.push(d.digest);
             }
@@ -208,6 +236,48 @@ mod tests {
         assert_eq!(m.blobs.len(), 2);
         assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
         assert_eq!(m.subject.unwrap().to_string(), d("s"));
+    }
+
+    fn manifest(config: &str, layers: &[&str], extra: serde_json::Value) -> ParsedManifest {
+        let mut body = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": config, "digest": d("c"), "size": 1},
+            "layers": layers.iter().enumerate().map(|(i, t)| serde_json::json!({"mediaType": t, "digest": d(&i.to_string()), "size": 1})).collect::<Vec<_>>(),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        parse(body.to_string().as_bytes(), None).unwrap()
+    }
+
+    #[test]
+    fn what_a_client_would_run_is_an_image_whatever_the_pusher_adds() {
+        const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+        const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let subject = serde_json::json!({"subject": {"mediaType": OCI_MANIFEST, "digest": d("s"), "size": 1}});
+        let typed = serde_json::json!({"artifactType": "application/vnd.example.sbom"});
+        for extra in [serde_json::json!({}), subject, typed] {
+            assert_eq!(manifest(CONFIG, &[LAYER], extra).kind(), ManifestKind::Image);
+        }
+        // containerd ignores the config's type: layers it unpacks make an image.
+        assert_eq!(
+            manifest("application/vnd.oci.empty.v1+json", &[LAYER], serde_json::json!({})).kind(),
+            ManifestKind::Image
+        );
+        assert_eq!(
+            manifest(CONFIG, &["Application/VND.OCI.Image.Layer.v1.tar+zstd"], serde_json::json!({})).kind(),
+            ManifestKind::Image
+        );
+        assert_eq!(manifest(CONFIG, &[], serde_json::json!({})).kind(), ManifestKind::Image);
+        // A cosign signature (an image config, a simple-signing layer), an SBOM, an oras artifact.
+        let cosign = manifest(CONFIG, &["application/vnd.dev.cosign.simplesigning.v1+json"], serde_json::json!({}));
+        assert_eq!(cosign.kind(), ManifestKind::Artifact);
+        assert_eq!(
+            manifest(CONFIG, &[LAYER, "application/spdx+json"], serde_json::json!({})).kind(),
+            ManifestKind::Artifact
+        );
+        let empty = "application/vnd.oci.empty.v1+json";
+        assert_eq!(manifest(empty, &[empty], serde_json::json!({})).kind(), ManifestKind::Artifact);
     }
 
     #[test]

@@ -3,15 +3,15 @@
 use super::digest::Algorithm;
 use super::manifest::parse;
 use super::{Digest, Error, Reference, RepoName, Result};
-use crate::metadata::{NewManifest, PutManifestRefused, Referrer, StoredManifest};
+use crate::metadata::{ManifestKind, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 
 /// The outcome of a manifest push.
 #[derive(Debug, Clone)]
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
-    /// Whether the manifest is an image that is scanned before ordinary principals may pull it.
-    pub scanned: bool,
+    /// What the manifest is; every kind is scanned before ordinary principals may pull it.
+    pub kind: ManifestKind,
 }
 
 impl super::Registry {
@@ -28,6 +28,13 @@ impl super::Registry {
             return Err(Error::ManifestTooLarge { limit: self.limits.max_manifest_bytes });
         }
         let parsed = parse(&bytes, content_type)?;
+        if parsed.references() > self.limits.max_references {
+            return Err(Error::ManifestInvalid(format!(
+                "the manifest references {} blobs or manifests; this registry accepts at most {} (limits.max_references)",
+                parsed.references(),
+                self.limits.max_references
+            )));
+        }
         let (digest, tag) = match reference {
             Reference::Digest(d) => {
                 let actual = Digest::of(d.algorithm(), &bytes);
@@ -50,14 +57,12 @@ impl super::Registry {
             blobs: parsed.blobs.clone(),
             children: parsed.children.iter().map(|c| c.digest.clone()).collect(),
             tag,
-            scan: parsed.is_image(),
+            kind: parsed.kind(),
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
-                if parsed.is_image() {
-                    self.scan_queued();
-                }
-                Ok(PutManifest { digest, scanned: parsed.is_image(), subject: parsed.subject })
+                self.scan_queued();
+                Ok(PutManifest { digest, kind: parsed.kind(), subject: parsed.subject })
             }
             Err(PutManifestRefused::MissingBlob(d)) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: d }),
             Err(PutManifestRefused::MissingManifest(d)) => {
@@ -66,8 +71,8 @@ impl super::Registry {
         }
     }
 
-    /// The manifest a tag or digest names in `repo`.
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+    /// The manifest a tag or digest names in `repo`, ungated: only the gate and HEAD use it.
+    pub(super) async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
         let found = match reference {
             Reference::Tag(t) => self.meta.manifest_by_tag(repo, t).await?,
             Reference::Digest(d) => self.meta.manifest_by_digest(repo, d).await?,

@@ -5,6 +5,7 @@
 
 pub mod digest;
 mod error;
+mod gate;
 pub mod manifest;
 mod manifests;
 pub mod names;
@@ -14,10 +15,11 @@ mod uploads;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use gate::{Blocked, ManifestHead, Reader, Target};
 pub use manifests::PutManifest;
 pub use names::{Reference, RepoName, Tag};
-pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};
-pub use scans::{Gate, DEFAULT_SCAN_POLL};
+pub use registry::{BlobRead, ByteRange, Limits, Page, Registry, DEFAULT_MAX_REFERENCES};
+pub use scans::DEFAULT_SCAN_POLL;
 pub use uploads::UploadState;
 
 /// Seconds since the Unix epoch: the one clock for stored timestamps.

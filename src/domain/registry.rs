@@ -16,11 +16,21 @@ pub struct Limits {
     pub upload_expiry: Duration,
     /// Largest page for tag and catalog listings.
     pub max_page: u32,
+    /// Most layers (plus config) of an image or artifact, or manifests of an index, in one manifest.
+    pub max_references: usize,
 }
+
+/// The default of `limits.max_references`.
+pub const DEFAULT_MAX_REFERENCES: usize = 1000;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_manifest_bytes: 4 * 1024 * 1024, upload_expiry: Duration::from_secs(24 * 3600), max_page: 10_000 }
+        Limits {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            upload_expiry: Duration::from_secs(24 * 3600),
+            max_page: 10_000,
+            max_references: DEFAULT_MAX_REFERENCES,
+        }
     }
 }
 
@@ -105,14 +115,14 @@ impl Registry {
         Some(self.blobs.options().chunk_min_length).filter(|&n| n > 0)
     }
 
-    /// Size of a blob readable in `repo`.
+    /// Size of a blob linked in `repo` (what a HEAD tells; the bytes are behind the gate).
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)
     }
 
-    /// Opens a blob readable in `repo`, optionally a range of it.
-    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobRead> {
-        let size = self.stat_blob(repo, digest).await?;
+    /// Opens a blob of `size` bytes, optionally a range of it. Only the gate calls this: every
+    /// read of a blob's bytes is decided there first.
+    pub(super) async fn open_blob(&self, digest: &Digest, size: u64, range: Option<ByteRange>) -> Result<BlobRead> {
         let range = range.map(|r| r.resolve(size)).transpose()?;
         match self.blobs.read(digest, range.clone()).await {
             Ok(body) => Ok(BlobRead { size, range, body }),

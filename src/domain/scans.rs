@@ -1,9 +1,7 @@
-//! The quarantine gate and the scan records behind it.
+//! Scan records and jobs: queueing, claiming, verdicts, releases, and waiting for a verdict.
+//! (The gate that acts on the verdicts is [`super::gate`].)
 //!
-//! Rules: state is per (repository, manifest digest), never per tag. An image may be pulled by
-//! ordinary principals only once it passed or was released; an index takes the worst state of its
-//! children; artifacts (with a `subject`, or a non-image config) are not scanned and not gated. A
-//! blob is gated when every manifest of the repository that references it is blocked.
+//! Rules: state is per (repository, manifest digest), never per tag; every manifest has one.
 //!
 //! Waiting: a push wakes this process's scan worker and a recorded verdict wakes whoever waits for
 //! one ([`ScanSignals`]), so neither a synchronous push nor a long-poll sleeps through a verdict.
@@ -15,15 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::{now, Digest, RepoName, Result};
-use crate::metadata::scans::{ScanJob, ScanRecord, ScanState};
-use crate::metadata::StoredManifest;
-
-/// Whether a pull may proceed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Gate {
-    Open,
-    Blocked { state: ScanState, summary: Option<String> },
-}
+use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState};
 
 /// This process's wake-ups between pushes, its scan worker and the requests waiting for verdicts.
 pub(crate) struct ScanSignals {
@@ -86,43 +76,6 @@ impl super::Registry {
                 other => return Ok(other),
             }
         }
-    }
-
-    /// The gate for a manifest about to be served.
-    pub async fn manifest_gate(&self, repo: &RepoName, manifest: &StoredManifest) -> Result<Gate> {
-        let mut worst: Option<(ScanState, Option<String>)> = None;
-        let mut consider = |state: ScanState, summary: Option<String>| {
-            if !state.allows_pull() && worst.as_ref().is_none_or(|(w, _)| state.badness() > w.badness()) {
-                worst = Some((state, summary));
-            }
-        };
-        let now = now();
-        let lapsed = |r: &ScanRecord| {
-            if r.effective_state(now) != r.state {
-                Some("its release expired".to_owned())
-            } else {
-                r.summary.clone()
-            }
-        };
-        if let Some(record) = self.meta.scan(repo, &manifest.digest).await? {
-            consider(record.effective_state(now), lapsed(&record));
-        }
-        if manifest.media_type == super::manifest::OCI_INDEX || manifest.media_type == super::manifest::DOCKER_LIST {
-            for child in self.meta.child_scans(repo, &manifest.digest).await? {
-                let summary =
-                    lapsed(&child).map(|s| format!("an image in this index ({}) is blocked: {s}", child.digest));
-                consider(child.effective_state(now), summary);
-            }
-        }
-        Ok(match worst {
-            Some((state, summary)) => Gate::Blocked { state, summary },
-            None => Gate::Open,
-        })
-    }
-
-    /// Whether a blob may be fetched by ordinary principals.
-    pub async fn blob_gate(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.meta.blob_pull_allowed(repo, digest, now()).await
     }
 
     pub async fn scan_record(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>> {
@@ -189,9 +142,20 @@ impl super::Registry {
         Ok(requested)
     }
 
-    pub async fn claim_scan(&self, lease: std::time::Duration) -> Result<Option<ScanJob>> {
+    /// Claims a job for `lease`; a job claimed `max_attempts` times already ends in `error` instead.
+    pub async fn claim_scan(&self, lease: std::time::Duration, max_attempts: u32) -> Result<Option<ScanJob>> {
         let now = now();
-        self.meta.claim_scan(now, now + lease.as_secs() as i64).await
+        self.meta.claim_scan(now, now + lease.as_secs() as i64, max_attempts).await
+    }
+
+    /// Records what a manifest is (for manifests stored before kinds were recorded).
+    pub async fn record_kind(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        kind: crate::metadata::ManifestKind,
+    ) -> Result<()> {
+        self.meta.record_kind(repo, digest, kind).await
     }
 
     pub async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str) -> Result<()> {
@@ -200,8 +164,8 @@ impl super::Registry {
         Ok(())
     }
 
-    pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str) -> Result<()> {
-        self.meta.fail_scan(job, retry_at, summary, now()).await?;
+    pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, give_up: GiveUp, summary: &str) -> Result<()> {
+        self.meta.fail_scan(job, retry_at, give_up, summary, now()).await?;
         self.scan_signals.verdict.notify_waiters();
         Ok(())
     }

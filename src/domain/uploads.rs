@@ -24,17 +24,6 @@ impl super::Registry {
         Ok(UploadState { id, size: 0 })
     }
 
-    /// Links `digest` into `repo` from `from` if it is readable there. False means: upload it instead.
-    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
-        match self.meta.linked_blob(from, digest).await? {
-            Some(size) => {
-                self.meta.link_blob(repo, digest, size).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
     /// Current state of a session.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadState> {
         let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;

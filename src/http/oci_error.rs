@@ -123,6 +123,11 @@ impl From<Error> for OciError {
             Error::ManifestTooLarge { .. } => Code::TooLarge,
             Error::PaginationInvalid(_) => Code::PaginationNumberInvalid,
             Error::Unsupported(_) => Code::Unsupported,
+            Error::Blocked(b) => match b.state {
+                crate::metadata::scans::ScanState::Quarantined => Code::Quarantined,
+                crate::metadata::scans::ScanState::Error => Code::ScanFailed,
+                _ => Code::ScanPending,
+            },
             Error::Unavailable(detail) => {
                 tracing::warn!(%detail, "backend unavailable");
                 // The backend already retried with back-off; tell the client when to come back.

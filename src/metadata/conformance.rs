@@ -1,8 +1,8 @@
 //! The metadata conformance suite: every [`Metadata`] implementation must pass [`run`] on an
 //! empty database (SQLite now; PostgreSQL runs the same suite).
 
-use super::scans::ScanState;
-use super::{Metadata, NewManifest, PutManifestRefused};
+use super::scans::{GiveUp, ScanState};
+use super::{ManifestKind, Metadata, NewManifest, PutManifestRefused};
 use crate::domain::digest::Algorithm;
 use crate::domain::{Digest, RepoName, Tag};
 use crate::storage::{UploadId, WrittenPart};
@@ -29,8 +29,23 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         blobs,
         children: Vec::new(),
         tag: t.map(tag),
-        scan: false,
+        kind: ManifestKind::Image,
     }
+}
+
+fn artifact(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>) -> NewManifest {
+    NewManifest { kind: ManifestKind::Artifact, ..manifest(r, body, blobs, subject, None) }
+}
+
+/// Claims every job there is and passes it.
+async fn drain(meta: &dyn Metadata, now: i64) {
+    while let Some(job) = meta.claim_scan(now, now + 1, 100).await.unwrap() {
+        meta.finish_scan(&job, ScanState::Passed, "[]", "ok", now).await.unwrap();
+    }
+}
+
+async fn readable(meta: &dyn Metadata, r: &RepoName, blob: &Digest, now: i64) -> bool {
+    meta.blob_access(r, blob, now).await.unwrap().expect("the blob is linked").readable
 }
 
 pub async fn run(meta: &dyn Metadata) {
@@ -98,32 +113,41 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(meta.list_repositories(None, 2).await.unwrap(), ["m/mid", "team/a"]);
     assert_eq!(meta.list_repositories(Some("team/a"), 2).await.unwrap(), ["z/last"]);
 
-    // Scans: a scanned manifest starts pending; jobs are claimed once per lease; verdicts gate blobs.
+    // Scans: every manifest starts pending; jobs are claimed once per lease; verdicts gate blobs.
+    let pending = meta.manifest_by_tag(&a, &tag("v1")).await.unwrap().unwrap();
+    assert_eq!(pending.verdict.map(|v| v.state), Some(ScanState::Pending), "a manifest comes with its verdict");
+    drain(meta, 900).await;
     let s = repo("scan/app");
     meta.link_blob(&s, &d("layer"), 5).await.unwrap();
-    let mut image = manifest("scan/app", "img", vec![d("layer")], None, Some("v1"));
-    image.scan = true;
-    meta.put_manifest(&image).await.unwrap().unwrap();
-    meta.put_manifest(&manifest("scan/app", "sig", vec![d("layer")], Some(d("img")), None)).await.unwrap().unwrap();
-    assert!(meta.scan(&s, &d("sig")).await.unwrap().is_none(), "artifacts are not scanned");
+    meta.put_manifest(&manifest("scan/app", "img", vec![d("layer")], None, Some("v1"))).await.unwrap().unwrap();
     assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
-    let job = meta.claim_scan(1000, 1300).await.unwrap().expect("a job");
+    assert!(!readable(meta, &s, &d("layer"), 1000).await, "a pending image's layer is closed");
+    let job = meta.claim_scan(1000, 1300, 5).await.unwrap().expect("a job");
     assert_eq!((job.repo.clone(), job.digest.clone(), job.attempts), (s.clone(), d("img"), 1));
-    assert!(meta.claim_scan(1001, 1301).await.unwrap().is_none(), "leased jobs are not claimed twice");
-    let again = meta.claim_scan(1400, 1700).await.unwrap().expect("a lapsed lease is claimable");
-    assert_eq!(again.attempts, 2);
-    meta.fail_scan(&again, Some(1500), "boom", 1400).await.unwrap();
+    assert!(meta.claim_scan(1001, 1301, 5).await.unwrap().is_none(), "leased jobs are not claimed twice");
+    let again = meta.claim_scan(1400, 1700, 5).await.unwrap().expect("a lapsed lease is claimable");
+    assert_eq!(again.attempts, 2, "every claim counts an attempt");
+    meta.fail_scan(&again, Some(1500), GiveUp::KeepVerdict, "boom", 1400).await.unwrap();
     assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
-    assert!(meta.claim_scan(1450, 1750).await.unwrap().is_none(), "not before its retry time");
-    let job = meta.claim_scan(1500, 1800).await.unwrap().unwrap();
+    assert!(meta.claim_scan(1450, 1750, 5).await.unwrap().is_none(), "not before its retry time");
+    let job = meta.claim_scan(1500, 1800, 5).await.unwrap().unwrap();
     meta.finish_scan(&job, ScanState::Quarantined, "[]", "runs as root", 1500).await.unwrap();
-    // The artifact still references the layer and is not scanned, so the layer stays readable.
-    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1500).await.unwrap());
-    assert!(meta.delete_manifest(&s, &d("sig")).await.unwrap());
-    assert!(!meta.blob_pull_allowed(&s, &d("layer"), 1500).await.unwrap(), "only blocked images use the layer");
+    // An artifact that lists the image's layer does not open it, even once it passed.
+    meta.put_manifest(&artifact("scan/app", "sig", vec![d("layer")], Some(d("img")))).await.unwrap().unwrap();
+    drain(meta, 1500).await;
+    assert_eq!(meta.scan(&s, &d("sig")).await.unwrap().unwrap().state, ScanState::Passed);
+    assert!(!readable(meta, &s, &d("layer"), 1500).await, "an artifact cannot open an image's layer");
+    // An artifact's own blob opens once the artifact passed.
+    meta.link_blob(&s, &d("sig-blob"), 2).await.unwrap();
+    assert!(!readable(meta, &s, &d("sig-blob"), 1500).await, "a blob no manifest references is closed");
+    meta.put_manifest(&artifact("scan/app", "sig2", vec![d("sig-blob")], Some(d("img")))).await.unwrap().unwrap();
+    assert!(!readable(meta, &s, &d("sig-blob"), 1500).await, "closed while its artifact is pending");
+    drain(meta, 1500).await;
+    assert!(readable(meta, &s, &d("sig-blob"), 1500).await);
+    assert_eq!(meta.blob_access(&s, &d("nothing"), 1500).await.unwrap(), None);
     assert_eq!(meta.list_scans(Some(ScanState::Quarantined), 10).await.unwrap().len(), 1);
     assert!(meta.request_rescan(&s, &d("img"), 1600).await.unwrap());
-    let rescan = meta.claim_scan(1600, 1900).await.unwrap().expect("a rescan job");
+    let rescan = meta.claim_scan(1600, 1900, 5).await.unwrap().expect("a rescan job");
     assert_eq!(
         meta.scan(&s, &d("img")).await.unwrap().unwrap().state,
         ScanState::Quarantined,
@@ -133,7 +157,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
     let released = meta.scan(&s, &d("img")).await.unwrap().unwrap();
     assert_eq!((released.state, released.released_by.as_deref()), (ScanState::Released, Some("admin")));
-    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1700).await.unwrap());
+    assert!(readable(meta, &s, &d("layer"), 1700).await);
     // A release with an expiry lapses.
     assert!(meta.release_scan(&s, &d("img"), "admin", "for a week", Some(2000), 1700).await.unwrap());
     let timed = meta.scan(&s, &d("img")).await.unwrap().unwrap();
@@ -141,8 +165,8 @@ pub async fn run(meta: &dyn Metadata) {
         (timed.effective_state(1999), timed.effective_state(2000)),
         (ScanState::Released, ScanState::Quarantined)
     );
-    assert!(meta.blob_pull_allowed(&s, &d("layer"), 1999).await.unwrap());
-    assert!(!meta.blob_pull_allowed(&s, &d("layer"), 2000).await.unwrap());
+    assert!(readable(meta, &s, &d("layer"), 1999).await);
+    assert!(!readable(meta, &s, &d("layer"), 2000).await);
     assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
     // Namespace rule overrides.
     assert!(meta.namespace_scan_rules("scan").await.unwrap().is_none());
@@ -153,11 +177,67 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(meta.set_namespace_scan_rules("scan", r#"{"root_user":"off"}"#, None, 2).await.unwrap());
     assert_eq!(meta.namespace_scan_sync("scan").await.unwrap(), None);
     assert_eq!(meta.namespace_scan_rules("scan").await.unwrap().as_deref(), Some(r#"{"root_user":"off"}"#));
+    // An index reaches its manifests at any depth, each once.
     let mut index = manifest("scan/app", "index", vec![], None, None);
-    index.children = vec![d("img")];
+    (index.kind, index.children) = (ManifestKind::Index, vec![d("img"), d("sig")]);
     meta.put_manifest(&index).await.unwrap().unwrap();
-    let children = meta.child_scans(&s, &d("index")).await.unwrap();
-    assert_eq!(children.iter().map(|c| c.state).collect::<Vec<_>>(), [ScanState::Released]);
+    let mut outer = manifest("scan/app", "outer", vec![], None, None);
+    (outer.kind, outer.children) = (ManifestKind::Index, vec![d("index"), d("img")]);
+    meta.put_manifest(&outer).await.unwrap().unwrap();
+    let mut reached = meta.manifest_closure(&s, &d("outer"), 100).await.unwrap();
+    reached.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    let mut expected = vec![d("outer"), d("index"), d("img"), d("sig")];
+    expected.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(reached.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), expected);
+    let img = reached.iter().find(|r| r.0 == d("img")).unwrap();
+    assert_eq!(img.1.as_ref().map(|v| v.state), Some(ScanState::Released));
+    assert_eq!(meta.manifest_closure(&s, &d("outer"), 2).await.unwrap().len(), 2, "bounded");
+    assert_eq!(
+        meta.blob_referrers(&s, &d("layer"), 10).await.unwrap().iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        {
+            let mut both = vec![d("img"), d("sig")];
+            both.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+            both
+        }
+    );
+    // Once the image is gone its layer stays closed: it was image content, and the artifact that
+    // still lists it cannot open it.
+    assert!(meta.delete_manifest(&s, &d("img")).await.unwrap());
+    assert!(!readable(meta, &s, &d("layer"), 2500).await, "a deleted image's layer stays closed");
+    drain(meta, 2500).await;
+
+    // A job whose worker dies every time is claimed `max_attempts` times, then ends in `error`.
+    meta.put_manifest(&manifest("scan/app", "crash", vec![], None, None)).await.unwrap().unwrap();
+    for attempt in 1..=3 {
+        let job = meta.claim_scan(3000 + attempt * 10, 3000 + attempt * 10 + 5, 3).await.unwrap().unwrap();
+        assert_eq!(job.attempts as i64, attempt);
+    }
+    assert!(meta.claim_scan(3100, 3105, 3).await.unwrap().is_none(), "not claimed a fourth time");
+    let crashed = meta.scan(&s, &d("crash")).await.unwrap().unwrap();
+    assert_eq!(crashed.state, ScanState::Error);
+    assert!(crashed.summary.unwrap().contains("3 times"));
+
+    // Namespaces take turns: a flood in one does not hold back another.
+    for i in 0..5 {
+        meta.put_manifest(&manifest("flood/app", &format!("flood-{i}"), vec![], None, None)).await.unwrap().unwrap();
+    }
+    let first = meta.claim_scan(4000, 4100, 5).await.unwrap().unwrap();
+    assert_eq!(first.repo.namespace(), "flood");
+    meta.put_manifest(&manifest("calm/app", "calm", vec![], None, None)).await.unwrap().unwrap();
+    let next = meta.claim_scan(4001, 4100, 5).await.unwrap().unwrap();
+    assert_eq!(next.digest, d("calm"), "the namespace served longest ago goes first");
+    drain(meta, 4200).await;
+    // A content failure ends a rescan in `error`; trouble around it keeps the verdict.
+    meta.put_manifest(&manifest("calm/app", "kept", vec![], None, None)).await.unwrap().unwrap();
+    drain(meta, 4300).await;
+    assert!(meta.request_rescan(&repo("calm/app"), &d("kept"), 4300).await.unwrap());
+    let job = meta.claim_scan(4300, 4400, 5).await.unwrap().unwrap();
+    meta.fail_scan(&job, None, GiveUp::KeepVerdict, "storage down", 4300).await.unwrap();
+    assert_eq!(meta.scan(&repo("calm/app"), &d("kept")).await.unwrap().unwrap().state, ScanState::Passed);
+    assert!(meta.request_rescan(&repo("calm/app"), &d("kept"), 4300).await.unwrap());
+    let job = meta.claim_scan(4300, 4400, 5).await.unwrap().unwrap();
+    meta.fail_scan(&job, None, GiveUp::Fail, "unreadable layer", 4300).await.unwrap();
+    assert_eq!(meta.scan(&repo("calm/app"), &d("kept")).await.unwrap().unwrap().state, ScanState::Error);
 
     // Uploads: parts in order, optimistic concurrency, completion, staleness.
     let id = UploadId::new();
@@ -184,10 +264,9 @@ pub async fn run(meta: &dyn Metadata) {
     // Concurrency, as several replicas on one database see it (each call may get its own
     // connection): one job is claimed by exactly one of many racing workers, and of many writers
     // racing to extend an upload at the same offset exactly one wins.
-    let mut jobs = manifest("race/app", "race-img", vec![], None, Some("v1"));
-    jobs.scan = true;
-    meta.put_manifest(&jobs).await.unwrap().unwrap();
-    let claims = futures::future::join_all((0..8).map(|_| meta.claim_scan(5000, 5300))).await;
+    drain(meta, 4900).await;
+    meta.put_manifest(&manifest("race/app", "race-img", vec![], None, Some("v1"))).await.unwrap().unwrap();
+    let claims = futures::future::join_all((0..8).map(|_| meta.claim_scan(5000, 5300, 5))).await;
     let won: Vec<_> = claims.into_iter().filter_map(|c| c.unwrap()).collect();
     assert_eq!(won.len(), 1, "exactly one worker holds the job");
     assert_eq!(won[0].digest, d("race-img"));
@@ -248,10 +327,15 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(matches!(refused, Err(PutManifestRefused::MissingBlob(m)) if m == d("big-absent")));
     let mut twice = layers.clone();
     twice.push(layers[0].clone());
-    let mut held = manifest("team/big", "big", twice, None, None);
-    held.scan = true;
-    meta.put_manifest(&held).await.unwrap().unwrap();
+    meta.put_manifest(&manifest("team/big", "big", twice, None, None)).await.unwrap().unwrap();
     for layer in [&layers[0], &layers[500], &layers[1000]] {
-        assert!(!meta.blob_pull_allowed(&big, layer, 0).await.unwrap(), "every batch of references is recorded");
+        let referrers = meta.blob_referrers(&big, layer, 10).await.unwrap();
+        assert_eq!(referrers.len(), 1, "every batch of references is recorded");
+        assert!(!readable(meta, &big, layer, 0).await);
     }
+    // Every batch is image content: an artifact listing the last layer cannot open it.
+    meta.put_manifest(&artifact("team/big", "big-art", vec![layers[1000].clone()], None)).await.unwrap().unwrap();
+    drain(meta, 6000).await;
+    assert!(meta.delete_manifest(&big, &d("big")).await.unwrap());
+    assert!(!readable(meta, &big, &layers[1000], 6000).await);
 }

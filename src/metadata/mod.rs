@@ -17,12 +17,55 @@ use async_trait::async_trait;
 use crate::domain::{Digest, RepoName, Result, Tag};
 use crate::storage::{UploadId, WrittenPart};
 
-/// A manifest as stored.
+/// What a manifest is to the quarantine gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManifestKind {
+    /// Something a client would run: scanned with every rule.
+    Image,
+    /// Anything else with blobs (signatures, SBOMs, charts): its blobs are searched for secrets.
+    Artifact,
+    /// A list of manifests: gated by the worst verdict of everything it reaches.
+    Index,
+}
+
+impl ManifestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestKind::Image => "image",
+            ManifestKind::Artifact => "artifact",
+            ManifestKind::Index => "index",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ManifestKind> {
+        Some(match s {
+            "image" => ManifestKind::Image,
+            "artifact" => ManifestKind::Artifact,
+            "index" => ManifestKind::Index,
+            _ => return None,
+        })
+    }
+}
+
+/// A manifest as stored, with its own verdict.
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
     pub digest: Digest,
     pub media_type: String,
     pub content: Vec<u8>,
+    /// `None` for manifests stored before kinds were recorded (the gate treats them as images).
+    pub kind: Option<ManifestKind>,
+    /// `None` when the manifest has no scan record, which the gate treats as blocked.
+    pub verdict: Option<scans::Verdict>,
+}
+
+/// Whether a blob linked in a repository may be read by ordinary principals, and its size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlobAccess {
+    pub size: u64,
+    /// Some image in the repository that references the blob passed or was released; or the blob
+    /// was never part of an image there and an artifact that references it passed.
+    pub readable: bool,
 }
 
 /// A manifest to insert, with what it references.
@@ -39,8 +82,8 @@ pub struct NewManifest {
     pub blobs: Vec<Digest>,
     pub children: Vec<Digest>,
     pub tag: Option<Tag>,
-    /// Whether the manifest is an image that must be scanned before ordinary principals pull it.
-    pub scan: bool,
+    /// Every manifest gets a scan record (pending); the kind says what the scan looks at.
+    pub kind: ManifestKind,
 }
 
 /// One entry of a referrers listing.
@@ -88,14 +131,18 @@ pub trait BlobIndex: Send + Sync {
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Whether the blob is recorded at all (in any repository).
     async fn blob_recorded(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// The size of `digest` in `repo` and whether the quarantine gate lets ordinary principals
+    /// read it at `now`; `None` if it is not linked there.
+    async fn blob_access(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<Option<BlobAccess>>;
 }
 
 #[async_trait]
 pub trait ManifestStore: Send + Sync {
-    /// Inserts a manifest, its references and its tag in one transaction, after checking inside
-    /// that transaction that every referenced blob and child manifest is in the repository.
+    /// Inserts a manifest, its references, its tag and its pending scan record in one transaction,
+    /// after checking inside that transaction that every referenced blob and child manifest is in
+    /// the repository. An image marks its blobs as image content in the repository for good.
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<Result<(), PutManifestRefused>>;
-    /// The manifest a tag points at.
+    /// The manifest a tag points at, with its verdict.
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>>;
     /// The manifest with this digest in this repository.
     async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>>;

@@ -74,14 +74,45 @@ pub struct ScanRecord {
     pub updated_at: i64,
 }
 
+/// The state in effect at `now`: a lapsed release counts as quarantined again.
+fn effective(state: ScanState, release_until: Option<i64>, now: i64) -> ScanState {
+    match (state, release_until) {
+        (ScanState::Released, Some(until)) if until <= now => ScanState::Quarantined,
+        (state, _) => state,
+    }
+}
+
 impl ScanRecord {
     /// The state in effect at `now`: a lapsed release counts as quarantined again.
     pub fn effective_state(&self, now: i64) -> ScanState {
-        match (self.state, self.release_until) {
-            (ScanState::Released, Some(until)) if until <= now => ScanState::Quarantined,
-            (state, _) => state,
-        }
+        effective(self.state, self.release_until, now)
     }
+}
+
+/// The part of a scan record the gate decides on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub state: ScanState,
+    pub summary: Option<String>,
+    pub release_until: Option<i64>,
+}
+
+impl Verdict {
+    /// The state in effect at `now`: a lapsed release counts as quarantined again.
+    pub fn effective_state(&self, now: i64) -> ScanState {
+        effective(self.state, self.release_until, now)
+    }
+}
+
+/// How a failed attempt ends once it is not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The content could not be read (or the sandbox kept dying on it): `error`, whatever the
+    /// verdict was, except an admin's release.
+    Fail,
+    /// Something around the scan failed (storage, database): a first scan ends in `error`, a
+    /// rescan keeps the verdict it had.
+    KeepVerdict,
 }
 
 /// A claimed job.
@@ -94,16 +125,28 @@ pub struct ScanJob {
 
 #[async_trait]
 pub trait ScanStore: Send + Sync {
-    /// The scan of a manifest; `None` for manifests that are not scanned (artifacts, indexes).
+    /// The scan record of a manifest.
     async fn scan(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ScanRecord>>;
-    /// Claims the oldest claimable job (pending and due, a lapsed lease, or a requested rescan) with
-    /// a lease until `lease_until`.
-    async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>>;
+    /// Claims a job (pending and due, a lapsed lease, or a requested rescan) with a lease until
+    /// `lease_until`, taking namespaces in turn (the one served longest ago first) and, within one,
+    /// the oldest job. Every claim counts an attempt; a job already claimed `max_attempts` times
+    /// is not claimed again but ends in `error`, so a job that kills its worker cannot loop.
+    async fn claim_scan(&self, now: i64, lease_until: i64, max_attempts: u32) -> Result<Option<ScanJob>>;
+    /// Records what a manifest is (for manifests stored before kinds were); an image's blobs
+    /// become image content in the repository.
+    async fn record_kind(&self, repo: &RepoName, digest: &Digest, kind: super::ManifestKind) -> Result<()>;
     /// Records a verdict; a released image stays released unless the new verdict passes.
     async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str, now: i64)
         -> Result<()>;
-    /// A failed attempt: retried at `retry_at`, or ends in `error` (a rescan keeps the verdict it had).
-    async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()>;
+    /// A failed attempt: retried at `retry_at`, or given up as `give_up` says.
+    async fn fail_scan(
+        &self,
+        job: &ScanJob,
+        retry_at: Option<i64>,
+        give_up: GiveUp,
+        summary: &str,
+        now: i64,
+    ) -> Result<()>;
     /// Releases a blocked image, optionally until a time. False if there is no scan record.
     async fn release_scan(
         &self,
@@ -118,8 +161,21 @@ pub trait ScanStore: Send + Sync {
     async fn request_rescan(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
     /// Scans in a state (all when `None`), most recent first.
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>>;
-    /// Scan records of the manifests an index references.
-    async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>>;
+    /// Every manifest `digest` reaches in `repo` (itself, and through indexes their manifests, at
+    /// any depth), with its verdict; at most `limit` of them.
+    async fn manifest_closure(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: u32,
+    ) -> Result<Vec<(Digest, Option<Verdict>)>>;
+    /// The manifests of `repo` that reference the blob, with their verdicts; at most `limit`.
+    async fn blob_referrers(
+        &self,
+        repo: &RepoName,
+        blob: &Digest,
+        limit: u32,
+    ) -> Result<Vec<(Digest, Option<Verdict>)>>;
     /// A namespace's rule overrides (JSON object of rule → action), if it has any.
     async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>>;
     /// Sets a namespace's rule overrides and synchronous-scan limit. False if the namespace does not exist.
@@ -134,6 +190,4 @@ pub trait ScanStore: Send + Sync {
     async fn namespace_scan_sync(&self, namespace: &str) -> Result<Option<u64>>;
     /// A tag that points at the manifest (the first in lexical order), for the scan hook.
     async fn scan_tag(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>>;
-    /// False when every manifest of `repo` that references the blob is scanned and not pullable at `now`.
-    async fn blob_pull_allowed(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
 }

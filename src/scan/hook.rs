@@ -1,6 +1,7 @@
-//! The external scanner hook: the image is written as an OCI image layout in a temporary
-//! directory and the configured argv runs (no shell) with a clean environment, in its own process
-//! group, with a timeout, and a JSON request on stdin.
+//! The external scanner hook: the image is written as an OCI image layout in a private directory
+//! (mode 0700, under the data directory's `scan-work/`, removed afterwards) and the configured
+//! argv runs (no shell) with a clean environment, in its own process group, with a timeout, and a
+//! JSON request on stdin. Its working directory is the layout's parent; it is given nothing else.
 //!
 //! Exit 0 passes, 1 fails; any other exit, a signal or the timeout is an error (the job is retried
 //! and the image stays blocked). Optional JSON findings on stdout are kept; anything else there is
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Finding, Rule, Severity};
-use crate::domain::{Digest, Registry, RepoName};
+use crate::domain::{Digest, Reader, Registry, RepoName};
 
 /// The most of the hook's stdout that is read.
 const MAX_STDOUT: u64 = 1 << 20;
@@ -44,7 +45,7 @@ struct HookFinding {
 }
 
 async fn copy_blob(registry: &Registry, repo: &RepoName, digest: &Digest, dir: &Path) -> Result<(), String> {
-    let mut body = registry.read_blob(repo, digest, None).await.map_err(|e| e.to_string())?.body;
+    let mut body = registry.read_blob(Reader::Unrestricted, repo, digest, None).await.map_err(|e| e.to_string())?.body;
     let mut file = tokio::fs::File::create(dir.join(digest.hex())).await.map_err(|e| e.to_string())?;
     while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
         file.write_all(&chunk).await.map_err(|e| e.to_string())?;
@@ -106,20 +107,30 @@ fn parse_findings(stdout: &[u8]) -> Vec<Finding> {
         .collect()
 }
 
+/// Creates `dir` (and its parents) readable by the registry's user only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Runs the hook on `repo@digest`; `Err` is an error outcome (retry, then `error`).
 pub async fn run(
     registry: &Registry,
     argv: &[String],
     timeout: Duration,
+    work_dir: &Path,
     repo: &RepoName,
     digest: &Digest,
     tag: &str,
 ) -> Result<HookOutcome, String> {
     let manifest = registry
-        .get_manifest(repo, &crate::domain::Reference::Digest(digest.clone()))
+        .read_manifest(Reader::Unrestricted, repo, &crate::domain::Reference::Digest(digest.clone()))
         .await
         .map_err(|e| e.to_string())?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    private_dir(work_dir).map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    // tempfile creates the directory 0700.
+    let dir = tempfile::Builder::new().prefix("hook-").tempdir_in(work_dir).map_err(|e| e.to_string())?;
     let layout = dir.path().join("layout");
     write_layout(registry, repo, &manifest, tag, &layout).await?;
     let request = serde_json::json!({"repository": repo.as_str(), "digest": digest.to_string(), "tag": tag,

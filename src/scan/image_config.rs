@@ -1,67 +1,156 @@
-//! Checks on the image configuration: the user it runs as, secrets in its environment, and an
-//! exposed SSH port.
+//! Checks on the image configuration: the user it runs as (resolved as runc resolves it, in the
+//! image's final filesystem), secrets anywhere in it, and an exposed SSH port.
+//!
+//! Rules:
+//! - The config is read as Go reads it ([`gojson`](super::gojson)): what the scanner sees as
+//!   `User` is what containerd and docker see.
+//! - `User` is parsed as runc parses it: the part before the first `:`; numeric if Go's `Atoi`
+//!   takes it (`00`, `+0` and `-0` are uid 0), else a name looked up in `/etc/passwd` (first
+//!   match, a uid that does not parse counts as 0, as runc's parser leaves it).
+//! - Whatever cannot be resolved counts as root: no `User`, a name the image's `/etc/passwd` does
+//!   not hold, a `/etc/passwd` the scanner cannot read.
+//! - Secrets are searched in every string of the config, decoded (a `\u002d` escape hides nothing).
 
-use serde::Deserialize;
-
+use super::fs::{Captured, Lookup};
+use super::gojson::{self, GoValue};
 use super::{secrets, Finding, Rule, Severity};
-
-#[derive(Debug, Default, Deserialize)]
-struct ImageConfig {
-    #[serde(default)]
-    config: Option<RunConfig>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RunConfig {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    env: Option<Vec<String>>,
-    #[serde(default)]
-    exposed_ports: Option<serde_json::Map<String, serde_json::Value>>,
-}
 
 fn finding(rule: Rule, severity: Severity, message: String) -> Finding {
     Finding { rule, severity, message, path: None, layer: None }
 }
 
-/// Whether a `User` value means root: empty, `root`, `0`, or `root`/`0` with any group.
-pub fn runs_as_root(user: &str) -> bool {
-    let name = user.trim().split(':').next().unwrap_or("");
-    name.is_empty() || name == "root" || name == "0"
+/// What the runtime reads from an image config.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RunConfig {
+    pub user: Option<String>,
+    pub env: Vec<String>,
+    pub exposed_ports: Vec<String>,
 }
 
-/// Findings of an image config blob. A config that is not JSON is an error, not a pass.
-pub fn check(config: &[u8]) -> Result<Vec<Finding>, String> {
-    let parsed: ImageConfig =
-        serde_json::from_slice(config).map_err(|e| format!("image config is not valid JSON: {e}"))?;
-    let run = parsed.config.unwrap_or_default();
+/// The run configuration as Go fills `ocispec.Image`; `Err` for a config that is not one.
+pub fn run_config(config: &GoValue) -> Result<RunConfig, String> {
+    let GoValue::Object(top) = config else { return Err("the image config is not a JSON object".into()) };
+    let Some(run) = gojson::object_field(top, "config").map_err(|e| format!("image config: {e}"))? else {
+        return Ok(RunConfig::default());
+    };
+    let err = |e: String| format!("image config: {e}");
+    Ok(RunConfig {
+        user: gojson::string_field(&run, "User").map_err(err)?.map(str::to_owned),
+        env: gojson::strings_field(&run, "Env").map_err(err)?.into_iter().map(str::to_owned).collect(),
+        exposed_ports: gojson::map_keys(&run, "ExposedPorts").map_err(err)?.into_iter().map(str::to_owned).collect(),
+    })
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits. `None` when it fails.
+pub fn go_atoi(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<i64>().ok()
+}
+
+/// runc's reading of one `/etc/passwd` line: (name, uid), where a uid that does not parse is 0.
+pub fn passwd_entry(line: &[u8]) -> Option<(Vec<u8>, i64)> {
+    let line = line.trim_ascii();
+    if line.is_empty() {
+        return None;
+    }
+    let mut fields = line.split(|&b| b == b':');
+    let name = fields.next().unwrap_or_default().to_vec();
+    let uid = fields.nth(1).and_then(|f| std::str::from_utf8(f).ok()).and_then(go_atoi).unwrap_or(0);
+    Some((name, uid))
+}
+
+/// Why the image would run as root, or `None` if it runs as someone else.
+pub fn root_reason(user: Option<&str>, passwd: &Lookup<'_>) -> Option<String> {
+    let spec = user.unwrap_or("");
+    let name = spec.split(':').next().unwrap_or("");
+    if name.is_empty() {
+        return Some(if spec.is_empty() {
+            "no User (root by default)".to_owned()
+        } else {
+            format!("User {spec:?} names no user, so root")
+        });
+    }
+    if let Some(uid) = go_atoi(name) {
+        return (uid == 0).then(|| format!("User {spec:?} is uid 0"));
+    }
+    if name == "root" {
+        return Some(format!("User {spec:?}"));
+    }
+    match passwd {
+        Lookup::File(Some(Captured::Passwd(lines))) => {
+            match lines.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
+                Some((_, 0)) => Some(format!("User {name:?} is uid 0 in the image's /etc/passwd")),
+                Some(_) => None,
+                None => Some(format!("User {name:?} is not in the image's /etc/passwd, so it cannot be resolved")),
+            }
+        }
+        Lookup::Missing => Some(format!("User {name:?} needs an /etc/passwd, which the image does not have")),
+        _ => Some(format!("User {name:?} cannot be resolved: the image's /etc/passwd is not a file the scanner reads")),
+    }
+}
+
+/// Findings of an image config, with `/etc/passwd` as the final filesystem has it.
+pub fn check(config: &[u8], passwd: &Lookup<'_>) -> Result<Vec<Finding>, String> {
+    let parsed = gojson::parse(config).map_err(|e| format!("image config is {e}"))?;
+    let run = run_config(&parsed)?;
     let mut findings = Vec::new();
-    let user = run.user.unwrap_or_default();
-    if runs_as_root(&user) {
-        let shown = if user.is_empty() { "no User (root by default)".to_owned() } else { format!("User {user:?}") };
+    if let Some(reason) = root_reason(run.user.as_deref(), passwd) {
         findings.push(finding(
             Rule::RootUser,
             Severity::High,
-            format!("the image runs as root: {shown}; set a non-root USER"),
+            format!("the image runs as root: {reason}; set a non-root USER"),
         ));
     }
-    for entry in run.env.unwrap_or_default() {
+    for entry in &run.env {
         let name = entry.split('=').next().unwrap_or("");
         // The value itself is never repeated in a finding.
         for kind in secrets::find(entry.as_bytes()) {
             findings.push(finding(
                 Rule::SecretInEnv,
                 Severity::Critical,
-                format!("environment variable {name} holds a {kind}"),
+                format!("environment variable {name:?} holds a {kind}"),
             ));
         }
     }
-    if run.exposed_ports.is_some_and(|p| p.contains_key("22/tcp") || p.contains_key("22")) {
+    let mut path = String::new();
+    let mut elsewhere = Vec::new();
+    gojson::strings(&parsed, &mut path, &mut |at, text| {
+        // The environment in effect is reported above, by variable name.
+        if run.env.iter().any(|e| e == text) {
+            return;
+        }
+        for kind in secrets::find(text.as_bytes()) {
+            elsewhere.push(format!("the image config holds a {kind} at {at}"));
+        }
+    });
+    elsewhere.dedup();
+    for message in elsewhere.into_iter().take(100) {
+        findings.push(finding(Rule::SecretInMetadata, Severity::Critical, message));
+    }
+    if run.exposed_ports.iter().any(|p| p == "22/tcp" || p == "22") {
         findings.push(finding(Rule::ExposedSsh, Severity::Medium, "the image exposes port 22 (SSH)".into()));
     }
     Ok(findings)
+}
+
+/// Secrets in a manifest's own JSON (annotations and the like), which every reader receives.
+pub fn manifest_secrets(manifest: &[u8]) -> Result<Vec<Finding>, String> {
+    let parsed = gojson::parse(manifest).map_err(|e| format!("manifest is {e}"))?;
+    let mut out = Vec::new();
+    gojson::strings(&parsed, &mut String::new(), &mut |at, text| {
+        for kind in secrets::find(text.as_bytes()) {
+            out.push(finding(
+                Rule::SecretInMetadata,
+                Severity::Critical,
+                format!("the manifest holds a {kind} at {at}"),
+            ));
+        }
+    });
+    out.truncate(100);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -70,20 +159,38 @@ mod tests {
     use serde_json::json;
 
     fn rules(config: serde_json::Value) -> Vec<Rule> {
-        check(config.to_string().as_bytes()).unwrap().into_iter().map(|f| f.rule).collect()
+        check(config.to_string().as_bytes(), &Lookup::Missing).unwrap().into_iter().map(|f| f.rule).collect()
     }
 
     #[test]
-    fn root_users() {
-        for user in ["", "root", "0", "0:0", "root:wheel", " root "] {
-            assert!(runs_as_root(user), "{user:?}");
+    fn users_are_parsed_as_runc_does() {
+        let none = Lookup::Missing;
+        for user in ["", "0", "00", "0000:0", "+0", "-0", "root", "root:wheel", ":1000", "0:1000"] {
+            assert!(root_reason(Some(user), &none).is_some(), "{user:?} is root");
         }
-        for user in ["app", "1000", "1000:1000", "nobody:nogroup", "rooter"] {
-            assert!(!runs_as_root(user), "{user:?}");
+        assert!(root_reason(None, &none).is_some());
+        for user in ["1000", "1000:1000", "+1000", "65534"] {
+            assert!(root_reason(Some(user), &none).is_none(), "{user:?} is not root");
         }
-        assert_eq!(rules(json!({"config": {}})), [Rule::RootUser]);
-        assert_eq!(rules(json!({})), [Rule::RootUser]);
-        assert!(rules(json!({"config": {"User": "1000"}})).is_empty());
+        let passwd = Captured::Passwd(
+            [
+                &b"root:x:0:0::/root:/bin/sh"[..],
+                b"app:x:1000:1000::/:/x",
+                b"toor:x:00:0",
+                b"odd:x:abc:1",
+                b"short",
+                b"app:x:0:0",
+            ]
+            .iter()
+            .filter_map(|l| passwd_entry(l))
+            .collect(),
+        );
+        let found = Lookup::File(Some(&passwd));
+        assert!(root_reason(Some("app"), &found).is_none(), "the first match wins");
+        for user in ["toor", "odd", "short", "nobody"] {
+            assert!(root_reason(Some(user), &found).is_some(), "{user:?} resolves to root or not at all");
+        }
+        assert!(root_reason(Some("app"), &Lookup::File(None)).is_some(), "an unreadable passwd fails closed");
     }
 
     #[test]
@@ -93,10 +200,16 @@ mod tests {
                    "ExposedPorts": {"22/tcp": {}, "8080/tcp": {}}}})
             .to_string()
             .as_bytes(),
+            &Lookup::File(Some(&Captured::Passwd(vec![(b"app".to_vec(), 1000)]))),
         )
         .unwrap();
         assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInEnv, Rule::ExposedSsh]);
         assert!(found[0].message.contains("DEPLOY_KEY") && !found[0].message.contains("BEGIN"));
-        assert!(check(b"not json").is_err());
+        assert!(check(b"not json", &Lookup::Missing).is_err());
+        assert_eq!(rules(json!({})), [Rule::RootUser]);
+        // An escaped secret in a label is found decoded.
+        let escaped = r#"{"config":{"User":"1000","Labels":{"k":"\u002d----BEGIN RSA PRIVATE KEY-----"}}}"#;
+        let found = check(escaped.as_bytes(), &Lookup::Missing).unwrap();
+        assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInMetadata]);
     }
 }

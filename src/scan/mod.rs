@@ -11,11 +11,16 @@
 //! Every pushed image gets a scan job ([`worker`]); until it passes (or an admin releases it) only
 //! admins may pull it (the gate is in `domain::scans`).
 
+pub mod archive;
+pub mod content;
+pub mod fs;
+pub mod gojson;
 pub mod hook;
 pub mod image_config;
-pub mod layers;
+pub mod limits;
 pub mod osv;
 pub mod packages;
+pub mod sandbox;
 pub mod secrets;
 pub mod versions;
 pub mod worker;
@@ -41,6 +46,8 @@ pub enum Rule {
     RootUser,
     SecretInFile,
     SecretInEnv,
+    /// A secret elsewhere in the image config (labels, history) or in a manifest's annotations.
+    SecretInMetadata,
     SetuidFile,
     WorldWritable,
     ExposedSsh,
@@ -93,6 +100,7 @@ impl Default for Policy {
             (Rule::RootUser, RuleAction::Block),
             (Rule::SecretInFile, RuleAction::Block),
             (Rule::SecretInEnv, RuleAction::Block),
+            (Rule::SecretInMetadata, RuleAction::Block),
             (Rule::SetuidFile, RuleAction::Warn),
             (Rule::WorldWritable, RuleAction::Warn),
             (Rule::ExposedSsh, RuleAction::Warn),

@@ -1,10 +1,10 @@
 //! Installed packages read from an image's package databases: dpkg's status file, apk's installed
 //! database, and Python distributions' `METADATA`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A package ecosystem, as OSV names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Ecosystem {
     Debian,
     Alpine,
@@ -25,7 +25,7 @@ impl Ecosystem {
 
 /// An installed package. `source` is the source package (Debian) or origin (Alpine), which is
 /// what the distributions' advisories name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub ecosystem: Ecosystem,
     pub name: String,

@@ -1,112 +1,204 @@
-//! The scan worker: claims jobs (with a lease, so a crashed worker's job is picked up again),
-//! streams the image's config and layers through the built-in checks, and records the verdict.
-//! Failures are retried with back-off before the job ends in `error`.
+//! The scan workers: claim jobs (with a lease, so a crashed worker's job is picked up again; every
+//! claim counts an attempt), send the manifest and its blobs through the [`sandbox`](super::sandbox),
+//! match the packages against OSV, run the hook, and record the verdict.
+//!
+//! Rules:
+//! - Several workers run at once (`scan.workers`); claims take namespaces in turn, so one
+//!   namespace's flood of pushes cannot hold back another's verdicts.
+//! - Each distinct blob of a manifest is sent once; a manifest listing more blobs than
+//!   `limits.max_references` is not scanned (it could not have been pushed under that limit).
+//! - How an attempt fails decides what happens next: content that cannot be read or hits a limit
+//!   fails closed at once (`error`, no retry: it would fail again); a sandbox that died is retried
+//!   and, after `max_attempts`, fails closed too; storage or database trouble is retried, and a
+//!   rescan that keeps failing keeps the verdict it had.
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
-use serde::Deserialize;
-use tokio_util::io::{StreamReader, SyncIoBridge};
+use futures::StreamExt;
 
-use super::layers::ImageScan;
-use super::{image_config, Finding, Policy};
-use crate::domain::{now, Digest, Reference, Registry};
-use crate::metadata::scans::{ScanJob, ScanState};
+use super::content::Outcome;
+use super::sandbox::{Blob, Item, Plan, Role, Sandbox, SandboxError, Subject};
+use super::{Finding, Policy, Rule, Severity};
+use crate::domain::manifest::parse;
+use crate::domain::{now, Digest, Error, Reader, Reference, Registry};
+use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
+use crate::metadata::ManifestKind;
 
-/// What the worker runs, from `[scan]` in the configuration.
+/// What the workers run, from `[scan]` in the configuration.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     pub policy: Policy,
     /// OSV records for vulnerability matching, with the threshold and allowlist.
     pub osv: Option<std::sync::Arc<super::osv::OsvDb>>,
-    pub vulnerability_threshold: super::Severity,
+    pub vulnerability_threshold: Severity,
     pub allowlist: Vec<super::osv::Allow>,
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Duration,
+    /// Where the hook's OCI layouts are written (a private directory under the data dir).
+    pub work_dir: std::path::PathBuf,
     pub lease: Duration,
     pub max_attempts: u32,
+    pub workers: usize,
+    pub sandbox: Sandbox,
+    pub max_references: usize,
 }
 
-/// Largest config blob read into memory.
-const MAX_CONFIG: u64 = 4 << 20;
-
-#[derive(Deserialize)]
-struct Descriptor {
-    digest: String,
-    size: u64,
+/// Why an attempt produced no verdict.
+#[derive(Debug)]
+enum Failure {
+    /// The content cannot be scanned: fail closed now.
+    Content(String),
+    /// The attempt failed; retry, and when attempts run out give up as said.
+    Retry(String, GiveUp),
 }
 
-#[derive(Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
+fn storage(e: Error) -> Failure {
+    Failure::Retry(e.to_string(), GiveUp::KeepVerdict)
 }
 
-async fn scan_image(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -> Result<Vec<Finding>, String> {
-    let policy = &settings.policy;
-    let manifest =
-        registry.get_manifest(&job.repo, &Reference::Digest(job.digest.clone())).await.map_err(|e| e.to_string())?;
-    let manifest: Manifest = serde_json::from_slice(&manifest.content).map_err(|e| format!("manifest: {e}"))?;
-    let config_digest: Digest = manifest.config.digest.parse().map_err(|e: crate::domain::Error| e.to_string())?;
-    if manifest.config.size > MAX_CONFIG {
-        return Err("image config is larger than 4 MiB".into());
+/// Scans one manifest; `Ok(None)` when it was deleted meanwhile.
+async fn scan_manifest(
+    registry: &Registry,
+    job: &ScanJob,
+    settings: &ScanSettings,
+) -> Result<Option<Vec<Finding>>, Failure> {
+    let reference = Reference::Digest(job.digest.clone());
+    let manifest = match registry.read_manifest(Reader::Unrestricted, &job.repo, &reference).await {
+        Ok(m) => m,
+        Err(Error::ManifestUnknown | Error::NameUnknown) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    let parsed = parse(&manifest.content, Some(&manifest.media_type))
+        .map_err(|e| Failure::Content(format!("the manifest cannot be read: {e}")))?;
+    let kind = parsed.kind();
+    if manifest.kind != Some(kind) {
+        registry.record_kind(&job.repo, &job.digest, kind).await.map_err(storage)?;
     }
-    let mut config = Vec::new();
-    let mut body = registry.read_blob(&job.repo, &config_digest, None).await.map_err(|e| e.to_string())?.body;
-    while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
-        config.extend_from_slice(&chunk);
-        if config.len() as u64 > MAX_CONFIG {
-            return Err("image config is larger than 4 MiB".into());
+    if parsed.references() > settings.max_references {
+        return Err(Failure::Content(format!(
+            "the manifest references {} blobs or manifests, more than limits.max_references ({})",
+            parsed.references(),
+            settings.max_references
+        )));
+    }
+    let (subject, layer_role) = match kind {
+        ManifestKind::Image => (Subject::Image, Role::Layer),
+        ManifestKind::Artifact => (Subject::Artifact, Role::Blob),
+        ManifestKind::Index => (Subject::Index, Role::Blob),
+    };
+    // `blobs` are config first, then layers, foreign ones excepted (they are not stored here).
+    let mut sends: Vec<(Role, Digest)> = Vec::new();
+    for (i, d) in parsed.blobs.iter().enumerate() {
+        let role = match (i, kind) {
+            (0, ManifestKind::Image) => Role::Config,
+            _ => layer_role,
+        };
+        if !sends.iter().any(|(_, s)| s == d) {
+            sends.push((role, d.clone()));
         }
     }
-    let mut findings = image_config::check(&config)?;
-    let mut scan = ImageScan::new();
-    scan.count_bytes(manifest.config.size);
-    for layer in manifest.layers {
-        let digest: Digest = layer.digest.parse().map_err(|e: crate::domain::Error| e.to_string())?;
-        scan.count_bytes(layer.size);
-        let body = registry.read_blob(&job.repo, &digest, None).await.map_err(|e| e.to_string())?.body;
-        // The tar reader is synchronous: it runs on the blocking pool, pulling bytes as it goes.
-        let reader = SyncIoBridge::new(StreamReader::new(body));
-        let name = digest.to_string();
-        scan = tokio::task::spawn_blocking(move || scan.scan_layer(&name, reader).map(|()| scan))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let order: Vec<String> = parsed.blobs.iter().skip(1).map(|d| d.to_string()).collect();
+    let layer_order = match kind {
+        // Repeats matter for the final filesystem: the manifest's own list, not the deduplicated one.
+        ManifestKind::Image => layer_digests(&manifest.content).unwrap_or(order),
+        _ => Vec::new(),
+    };
+    let plan = Plan { subject, limits: settings.sandbox.limits.clone(), order: layer_order };
+    let repo = job.repo.clone();
+    let stream = futures::stream::iter(sends)
+        .then(move |(role, digest)| {
+            let (registry, repo) = (registry.clone(), repo.clone());
+            async move {
+                let read = registry
+                    .read_blob(Reader::Unrestricted, &repo, &digest, None)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("reading {digest}: {e}")))?;
+                Ok(Blob { item: Item { role, digest: digest.to_string(), size: read.size }, body: read.body })
+            }
+        })
+        .boxed();
+    let outcome: Outcome = match settings.sandbox.run(&plan, &manifest.content, stream).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) | Err(SandboxError::Limit(e)) => return Err(Failure::Content(e.to_string())),
+        Err(SandboxError::Input(e)) => return Err(Failure::Retry(e, GiveUp::KeepVerdict)),
+        Err(SandboxError::Failed(e)) => return Err(Failure::Retry(e, GiveUp::Fail)),
+    };
+    let mut findings = outcome.findings;
+    if kind == ManifestKind::Image {
+        let total = declared_size(&manifest.content);
+        if total > settings.policy.max_image_bytes {
+            findings.push(Finding {
+                rule: Rule::ImageTooLarge,
+                severity: Severity::Low,
+                message: format!("the image is {total} bytes, above the limit of {}", settings.policy.max_image_bytes),
+                path: None,
+                layer: None,
+            });
+        }
+        if let Some(osv) = &settings.osv {
+            findings.extend(osv.scan(&outcome.packages, settings.vulnerability_threshold, &settings.allowlist, now()));
+        }
+        if let Some(argv) = &settings.hook {
+            findings.extend(run_hook(registry, job, argv, settings).await?);
+        }
     }
-    if let Some(osv) = &settings.osv {
-        findings.extend(osv.scan(&scan.packages(), settings.vulnerability_threshold, &settings.allowlist, now()));
-    }
-    findings.extend(scan.finish(policy));
-    Ok(findings)
+    Ok(Some(findings))
 }
 
-/// Built-in checks, then the hook if one is configured.
-async fn scan_all(registry: &Registry, job: &ScanJob, settings: &ScanSettings) -> Result<Vec<Finding>, String> {
-    let mut findings = scan_image(registry, job, settings).await?;
-    if let Some(argv) = &settings.hook {
-        let tag = registry.scan_tag(&job.repo, &job.digest).await.map_err(|e| e.to_string())?.unwrap_or_default();
-        match super::hook::run(registry, argv, settings.hook_timeout, &job.repo, &job.digest, &tag).await? {
-            super::hook::HookOutcome::Passed(reported) => findings.extend(reported),
-            super::hook::HookOutcome::Failed(reported) => {
-                findings.push(Finding {
-                    rule: super::Rule::Hook,
-                    severity: super::Severity::High,
+/// The layer digests of an image manifest in their listed order, repeats included.
+fn layer_digests(content: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(content).ok()?;
+    let layers = v.get("layers")?.as_array()?;
+    Some(
+        layers
+            .iter()
+            .filter(|l| l.get("urls").is_none_or(|u| u.as_array().is_none_or(|a| a.is_empty())))
+            .filter_map(|l| l.get("digest")?.as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+/// The sizes the manifest declares for its config and layers, summed.
+fn declared_size(content: &[u8]) -> u64 {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else { return 0 };
+    let size = |d: &serde_json::Value| d.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
+    let layers =
+        v.get("layers").and_then(|l| l.as_array()).map_or(0u64, |l| l.iter().map(size).fold(0, u64::saturating_add));
+    v.get("config").map_or(0, size).saturating_add(layers)
+}
+
+async fn run_hook(
+    registry: &Registry,
+    job: &ScanJob,
+    argv: &[String],
+    settings: &ScanSettings,
+) -> Result<Vec<Finding>, Failure> {
+    let tag = registry.scan_tag(&job.repo, &job.digest).await.map_err(storage)?.unwrap_or_default();
+    let outcome =
+        super::hook::run(registry, argv, settings.hook_timeout, &settings.work_dir, &job.repo, &job.digest, &tag)
+            .await
+            .map_err(|e| Failure::Retry(e, GiveUp::KeepVerdict))?;
+    Ok(match outcome {
+        super::hook::HookOutcome::Passed(reported) => reported,
+        super::hook::HookOutcome::Failed(mut reported) => {
+            reported.insert(
+                0,
+                Finding {
+                    rule: Rule::Hook,
+                    severity: Severity::High,
                     message: "the external scan hook rejected the image".into(),
                     path: None,
                     layer: None,
-                });
-                findings.extend(reported);
-            }
+                },
+            );
+            reported
         }
-    }
-    Ok(findings)
+    })
 }
 
 /// Runs one job if there is one; returns whether there was.
 pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<bool> {
-    let Some(job) = registry.claim_scan(settings.lease).await? else { return Ok(false) };
+    let Some(job) = registry.claim_scan(settings.lease, settings.max_attempts).await? else { return Ok(false) };
     // The namespace's overrides, on top of the global rules.
     let mut settings = settings.clone();
     if let Some(overrides) = registry.namespace_scan_rules(job.repo.namespace()).await? {
@@ -118,10 +210,10 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
         }
     }
     let settings = &settings;
-    let policy = &settings.policy;
-    match scan_all(registry, &job, settings).await {
-        Ok(findings) => {
-            let assessment = policy.assess(findings.clone());
+    match scan_manifest(registry, &job, settings).await {
+        Ok(None) => {}
+        Ok(Some(findings)) => {
+            let assessment = settings.policy.assess(findings.clone());
             let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
             let summary = if assessment.passed() {
                 format!("passed with {} warning(s)", assessment.warnings.len())
@@ -132,17 +224,21 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
             registry.finish_scan(&job, state, &findings, &summary).await?;
         }
-        Err(e) => {
+        Err(Failure::Content(reason)) => {
+            tracing::warn!(repository = %job.repo, digest = %job.digest, reason = %reason, "scan failed closed");
+            registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
+        }
+        Err(Failure::Retry(reason, give_up)) => {
             let retry = (job.attempts < settings.max_attempts).then(|| now() + (1i64 << job.attempts.min(10)));
-            tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, error = %e, "scan failed");
-            registry.fail_scan(&job, retry, &format!("scan failed: {e}")).await?;
+            tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = %reason, "scan attempt failed");
+            registry.fail_scan(&job, retry, give_up, &format!("scan failed: {reason}")).await?;
         }
     }
     Ok(true)
 }
 
-/// Works through scan jobs until the task is dropped.
-pub async fn run(registry: Registry, settings: ScanSettings) {
+/// One worker: works through scan jobs until the task is dropped.
+async fn work(registry: Registry, settings: ScanSettings) {
     loop {
         match run_once(&registry, &settings).await {
             Ok(true) => continue,
@@ -153,4 +249,10 @@ pub async fn run(registry: Registry, settings: ScanSettings) {
             }
         }
     }
+}
+
+/// Runs `settings.workers` workers until the task is dropped.
+pub async fn run(registry: Registry, settings: ScanSettings) {
+    let workers = (0..settings.workers.max(1)).map(|_| work(registry.clone(), settings.clone()));
+    futures::future::join_all(workers).await;
 }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod backends;
 pub mod images;
+pub mod layers;
 pub mod process;
 
 use axum::body::Body;
@@ -67,7 +68,11 @@ pub fn sha256(bytes: &[u8]) -> Digest {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() }
+    let mut config =
+        Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    // The test binary is not `portcullis`: scans run in the real binary's sandbox.
+    config.scan.sandbox_program = Some(env!("CARGO_BIN_EXE_portcullis").into());
+    config
 }
 
 impl TestRegistry {
@@ -88,7 +93,7 @@ impl TestRegistry {
             // The same configuration: one database, one bucket, one signing key file.
             let app = App::build(config.clone()).await.expect("app builds");
             app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
-            app.spawn_scan_worker();
+            app.spawn_scan_worker().expect("scan workers start");
             apps.push(app);
         }
         let app = apps.remove(0);
@@ -187,6 +192,39 @@ impl TestRegistry {
     pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> Reply {
         self.send("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("content-type", media_type)], body.to_vec())
             .await
+    }
+
+    /// Pushes an image of `config` and `layers` (in that order, repeats allowed) as `repo:tag`;
+    /// returns the manifest's digest and body, and the config's and each distinct layer's digests.
+    pub async fn push_layers(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: &[u8],
+        layers: &[&[u8]],
+    ) -> (Digest, Vec<u8>, Digest, Vec<Digest>) {
+        let config_digest = self.push_blob(repo, config).await;
+        let mut listed = Vec::new();
+        let mut distinct: Vec<Digest> = Vec::new();
+        for layer in layers {
+            let d = sha256(layer);
+            if !distinct.contains(&d) {
+                self.push_blob(repo, layer).await;
+                distinct.push(d.clone());
+            }
+            listed.push((d, layer.len()));
+        }
+        let manifest = images::oci_manifest(&config_digest, config.len(), &listed, None);
+        self.put_manifest(repo, tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
+        (sha256(&manifest), manifest, config_digest, distinct)
+    }
+
+    /// The scan record of `repo@digest` through the admin API, once it has a verdict.
+    pub async fn verdict(&self, repo: &str, digest: &Digest) -> serde_json::Value {
+        self.wait_scan(repo, digest).await;
+        let uri = format!("/api/v1/scans?repository={repo}&digest={digest}");
+        let basic = auth::basic("admin", ADMIN_PASSWORD);
+        self.send_raw("GET", &uri, &[("authorization", &basic)], Body::empty()).await.json()
     }
 
     /// Pushes a small image (config + one layer) and tags it; returns the manifest digest and bytes.

@@ -30,19 +30,18 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Reque
         blob_headers(&mut response, digest, size);
         return Ok(response);
     }
-    // HEAD stays open (re-pushes depend on it); a GET of a blob that only blocked images use is gated.
-    if !req.grants.who.principal.is_admin() && !registry.blob_gate(repo, digest).await? {
-        tracing::info!(target: "audit", subject = req.grants.who.principal.subject(), repository = %repo, %digest, "blob pull blocked by quarantine");
-        return Err(super::blocked(
-            state,
-            repo,
-            digest.as_str(),
-            crate::metadata::scans::ScanState::Quarantined,
-            Some("this blob belongs only to images that have not passed their scan"),
-        ));
-    }
+    // HEAD stays open (re-pushes depend on it); a GET passes the quarantine gate.
     let range = headers::byte_range(&req.headers)?;
-    let read = registry.read_blob(repo, digest, range).await?;
+    let read = match registry.read_blob(req.grants.reader(), repo, digest, range).await {
+        Ok(read) => read,
+        Err(e) => {
+            if let crate::domain::Error::Blocked(b) = &e {
+                let who = req.grants.who.principal.subject();
+                tracing::info!(target: "audit", subject = who, repository = %repo, %digest, state = b.state.as_str(), "blob pull blocked by quarantine");
+            }
+            return Err(super::refused(state, repo, e));
+        }
+    };
     let (status, length) = match &read.range {
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.end - r.start),
         None => (StatusCode::OK, read.size),

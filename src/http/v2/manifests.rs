@@ -5,10 +5,9 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
-use super::{header_str, location, HandlerResult, Request};
-use crate::domain::{Error, Gate, Reference, Registry, RepoName};
+use super::{header_str, location, refused, HandlerResult, Request};
+use crate::domain::{Error, ManifestHead, Reader, Reference, Registry, RepoName};
 use crate::http::AppState;
-use crate::metadata::StoredManifest;
 
 /// Whether the client's `Accept` headers allow `media_type`. No `Accept` allows everything.
 fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
@@ -26,9 +25,12 @@ fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
     offered.any(|v| v == media_type || v == "*/*")
 }
 
-fn manifest_response(m: StoredManifest, head: bool) -> Response {
-    let length = m.content.len();
-    let mut response = if head { StatusCode::OK.into_response() } else { (StatusCode::OK, m.content).into_response() };
+fn manifest_response(m: ManifestHead, content: Option<Vec<u8>>) -> Response {
+    let length = m.size;
+    let mut response = match content {
+        None => StatusCode::OK.into_response(),
+        Some(c) => (StatusCode::OK, c).into_response(),
+    };
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&m.media_type) {
         h.insert(header::CONTENT_TYPE, v);
@@ -41,23 +43,33 @@ fn manifest_response(m: StoredManifest, head: bool) -> Response {
 
 pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, req: &Request) -> HandlerResult {
     let registry = &state.registry;
-    let manifest = registry.get_manifest(repo, reference).await?;
+    // HEAD tells that the manifest exists (re-pushes depend on it), never its content.
+    if req.method == Method::HEAD {
+        let head = registry.head_manifest(repo, reference).await?;
+        if !acceptable(&req.headers, &head.media_type) {
+            return Err(Error::ManifestUnknown.into());
+        }
+        return Ok(manifest_response(head, None));
+    }
+    let who = req.grants.who.principal.subject();
+    let manifest = match registry.read_manifest(Reader::Ordinary, repo, reference).await {
+        Ok(m) => m,
+        Err(Error::Blocked(b)) if req.grants.reader() == Reader::Unrestricted => {
+            tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "quarantine bypassed by an admin");
+            registry.read_manifest(Reader::Unrestricted, repo, reference).await?
+        }
+        Err(e) => {
+            if let Error::Blocked(b) = &e {
+                tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "pull blocked by quarantine");
+            }
+            return Err(refused(state, repo, e));
+        }
+    };
     if !acceptable(&req.headers, &manifest.media_type) {
         return Err(Error::ManifestUnknown.into());
     }
-    // The quarantine gate: GET (not HEAD, which re-pushes depend on); admins pass, audited.
-    if req.method == Method::GET {
-        if let Gate::Blocked { state: scan, summary } = registry.manifest_gate(repo, &manifest).await? {
-            let who = req.grants.who.principal.subject();
-            if req.grants.who.principal.is_admin() {
-                tracing::info!(target: "audit", subject = who, repository = %repo, digest = %manifest.digest, state = scan.as_str(), "quarantine bypassed by an admin");
-            } else {
-                tracing::info!(target: "audit", subject = who, repository = %repo, digest = %manifest.digest, state = scan.as_str(), "pull blocked by quarantine");
-                return Err(super::blocked(state, repo, manifest.digest.as_str(), scan, summary.as_deref()));
-            }
-        }
-    }
-    Ok(manifest_response(manifest, req.method == Method::HEAD))
+    let head = ManifestHead { digest: manifest.digest, media_type: manifest.media_type, size: manifest.content.len() };
+    Ok(manifest_response(head, Some(manifest.content)))
 }
 
 pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: &Request, body: Body) -> HandlerResult {
@@ -81,9 +93,9 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
     let content_type = header_str(&req.headers, header::CONTENT_TYPE);
     let put = registry.put_manifest(repo, reference, content_type, body).await?;
     // Synchronous mode: the namespace asked to wait for the verdict inside the PUT (still a 201).
-    let verdict = match (put.scanned, registry.namespace_scan_sync(repo.namespace()).await?) {
-        (true, Some(limit)) => registry.wait_for_verdict(repo, &put.digest, limit).await?,
-        _ => None,
+    let verdict = match registry.namespace_scan_sync(repo.namespace()).await? {
+        Some(limit) => registry.wait_for_verdict(repo, &put.digest, limit).await?,
+        None => None,
     };
     let mut response = StatusCode::CREATED.into_response();
     let h = response.headers_mut();
@@ -92,11 +104,9 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
     if let Some(v) = verdict {
         h.insert("Portcullis-Scan-State", HeaderValue::from_static(v.as_str()));
     }
-    if put.scanned {
-        let status = format!("{}/api/v1/scans?repository={repo}&digest={}", state.public_url, put.digest);
-        if let Ok(v) = HeaderValue::from_str(&status) {
-            h.insert("Portcullis-Scan-Status", v);
-        }
+    let status = format!("{}/api/v1/scans?repository={repo}&digest={}", state.public_url, put.digest);
+    if let Ok(v) = HeaderValue::from_str(&status) {
+        h.insert("Portcullis-Scan-Status", v);
     }
     if let Some(subject) = put.subject {
         h.insert("OCI-Subject", HeaderValue::from_str(subject.as_str()).expect("digest"));

@@ -24,7 +24,7 @@ use super::{credentials, token, AppState};
 use crate::auth::jwt::{Access, TokenUse};
 use crate::auth::service::Authenticated;
 use crate::auth::{Action, AuthError, Scope};
-use crate::domain::RepoName;
+use crate::domain::{Error, Reader, RepoName};
 use crate::metadata::scans::ScanState;
 
 pub type HandlerResult = Result<Response, OciError>;
@@ -63,6 +63,14 @@ impl Grants {
                 && a.name == repo.as_str()
                 && a.actions.iter().any(|x| x == action.as_str() || x == "*")
         })
+    }
+    /// How the quarantine gate treats this caller: admins pass it (and are audited).
+    pub fn reader(&self) -> Reader {
+        if self.who.principal.is_admin() {
+            Reader::Unrestricted
+        } else {
+            Reader::Ordinary
+        }
     }
     fn may_catalog(&self) -> bool {
         self.access.iter().any(|a| a.kind == "registry" && a.name == "catalog")
@@ -157,24 +165,37 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
     }
 }
 
-/// The answer to a pull the quarantine gate stops: the code names the state, the message names
-/// the blocking findings and where to read the report.
-pub(super) fn blocked(
-    state: &AppState,
-    repo: &RepoName,
-    digest: &str,
-    scan: ScanState,
-    summary: Option<&str>,
-) -> OciError {
-    let report = format!("{}/api/v1/scans?repository={repo}&digest={digest}", state.public_url);
-    let (code, what) = match scan {
-        ScanState::Quarantined => (Code::Quarantined, "is quarantined"),
-        ScanState::Error => (Code::ScanFailed, "could not be scanned and is blocked"),
-        _ => (Code::ScanPending, "is waiting for its security scan"),
+/// The answer to a domain error, with the quarantine gate's refusals spelled out: the code names
+/// the state, the message what is blocked and why, and where to read the reports.
+pub(super) fn refused(state: &AppState, repo: &RepoName, e: Error) -> OciError {
+    let Error::Blocked(blocked) = e else { return e.into() };
+    let (code, retry) = match blocked.state {
+        ScanState::Quarantined => (Code::Quarantined, false),
+        ScanState::Error => (Code::ScanFailed, false),
+        _ => (Code::ScanPending, true),
     };
-    let detail = summary.map(|s| format!(": {s}")).unwrap_or_default();
-    let e = OciError::new(code, format!("image {repo}@{digest} {what}{detail}; report: {report}"));
-    if matches!(scan, ScanState::Pending | ScanState::Scanning) {
+    let reports: Vec<String> = blocked
+        .manifests
+        .iter()
+        .take(3)
+        .map(|d| format!("{}/api/v1/scans?repository={repo}&digest={d}", state.public_url))
+        .collect();
+    let what = match &blocked.target {
+        crate::domain::Target::Manifest(d) => format!("image {repo}@{d}"),
+        crate::domain::Target::Blob(d) => format!("blob {repo}@{d}"),
+    };
+    let how = match blocked.state {
+        ScanState::Quarantined => "is quarantined",
+        ScanState::Error => "could not be scanned and is blocked",
+        _ => "is waiting for its security scan",
+    };
+    let detail = blocked.summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+    let mut message = format!("{what} {how}{detail}");
+    if !reports.is_empty() {
+        message.push_str(&format!("; report: {}", reports.join(" ")));
+    }
+    let e = OciError::new(code, message);
+    if retry {
         e.with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
     } else {
         e

@@ -49,7 +49,7 @@ pub async fn start(registry: &Registry, repo: &RepoName, req: &Request, body: Bo
         if let Some(from) = req.query.get("from") {
             let from: RepoName = from.parse()?;
             // Mounting reads the source: it needs pull there too, or it quietly becomes an upload.
-            if req.grants.may(&from, Action::Pull) && registry.mount(repo, &digest, &from).await? {
+            if req.grants.may(&from, Action::Pull) && registry.mount(req.grants.reader(), repo, &digest, &from).await? {
                 return Ok(created(repo, &digest));
             }
         }

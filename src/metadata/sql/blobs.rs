@@ -1,10 +1,17 @@
 //! Repositories, blobs and their links.
 
 use async_trait::async_trait;
+use sqlx::Row;
 
 use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::domain::{now, Digest, RepoName, Result};
-use crate::metadata::{BlobIndex, RepositoryStore};
+use crate::metadata::{BlobAccess, BlobIndex, RepositoryStore};
+
+/// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
+const ALLOWED: &str =
+    "(s.state = 'passed' OR (s.state = 'released' AND (s.release_until IS NULL OR s.release_until > $1)))";
+/// A referencing manifest that counts as an image (one stored before kinds were recorded does too).
+const IMAGE: &str = "(m.digest IS NOT NULL AND (m.kind IS NULL OR m.kind = 'image'))";
 
 #[async_trait]
 impl RepositoryStore for SqlMetadata {
@@ -65,6 +72,38 @@ impl BlobIndex for SqlMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn blob_access(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<Option<BlobAccess>> {
+        let row = sqlx::query(&format!(
+            "SELECT b.size AS size, rb.in_image AS in_image,
+                 COALESCE(SUM(CASE WHEN {IMAGE} THEN 1 ELSE 0 END), 0) AS images,
+                 COALESCE(SUM(CASE WHEN {IMAGE} AND {ALLOWED} THEN 1 ELSE 0 END), 0) AS open_images,
+                 COALESCE(SUM(CASE WHEN m.kind = 'artifact' AND {ALLOWED} THEN 1 ELSE 0 END), 0) AS open_artifacts
+             FROM repositories r
+             JOIN repository_blobs rb ON rb.repository_id = r.id AND rb.digest = $3
+             JOIN blobs b ON b.digest = rb.digest
+             LEFT JOIN manifest_references mr
+                 ON mr.repository_id = rb.repository_id AND mr.target_digest = rb.digest AND mr.kind = 'blob'
+             LEFT JOIN manifests m ON m.repository_id = mr.repository_id AND m.digest = mr.manifest_digest
+             LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
+             WHERE r.name = $2
+             GROUP BY b.size, rb.in_image"
+        ))
+        .bind(now)
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(|row| {
+            let count = |c: &str| row.get::<i64, _>(c);
+            let image_content = count("in_image") != 0 || count("images") > 0;
+            BlobAccess {
+                size: count("size") as u64,
+                readable: count("open_images") > 0 || (!image_content && count("open_artifacts") > 0),
+            }
+        }))
     }
 
     async fn blob_recorded(&self, digest: &Digest) -> Result<Option<u64>> {

@@ -3,15 +3,22 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
+use super::scans::verdict;
 use super::{db_err, digest, ensure_repo, placeholders, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::domain::{now, Digest, RepoName, Result, Tag};
-use crate::metadata::{ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
+use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
+
+/// A manifest with its verdict: `m` the manifest, `s` its scan record (outer-joined).
+const STORED: &str = "SELECT m.digest, m.media_type, m.content, m.kind, s.state, s.summary, s.release_until";
 
 fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
+    let kind: Option<String> = row.get("kind");
     Ok(StoredManifest {
         digest: digest(row.get("digest"))?,
         media_type: row.get("media_type"),
         content: row.get("content"),
+        kind: kind.as_deref().and_then(ManifestKind::parse),
+        verdict: verdict(&row)?,
     })
 }
 
@@ -46,6 +53,23 @@ async fn first_missing(
     Ok(None)
 }
 
+/// Marks `blobs` as image content in the repository (sticky; see migration 0008), inside the
+/// caller's transaction.
+pub(crate) async fn mark_image_content(tx: &mut sqlx::AnyConnection, repo_id: i64, blobs: &[Digest]) -> Result<()> {
+    for batch in blobs.chunks(REFERENCE_ROWS) {
+        let sql = format!(
+            "UPDATE repository_blobs SET in_image = 1 WHERE repository_id = $1 AND in_image = 0 AND digest IN ({})",
+            placeholders(2, batch.len())
+        );
+        let mut update = sqlx::query(&sql).bind(repo_id);
+        for d in batch {
+            update = update.bind(d.as_str());
+        }
+        update.execute(&mut *tx).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl ManifestStore for SqlMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
@@ -61,10 +85,12 @@ impl ManifestStore for SqlMetadata {
                 return Ok(Err(PutManifestRefused::MissingManifest(child)));
             }
             let now = now();
-            // Same digest means same bytes, so an existing row is already right.
+            // Same digest means same bytes, so an existing row is already right (a row stored
+            // before kinds were recorded learns its kind here).
             sqlx::query(
-                "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (repository_id, digest) DO NOTHING",
+                "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at, kind)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (repository_id, digest) DO UPDATE SET kind = excluded.kind WHERE manifests.kind IS NULL",
             )
             .bind(repo_id)
             .bind(m.digest.as_str())
@@ -75,6 +101,7 @@ impl ManifestStore for SqlMetadata {
             .bind(m.content.len() as i64)
             .bind(&m.content)
             .bind(now)
+            .bind(m.kind.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -93,20 +120,28 @@ impl ManifestStore for SqlMetadata {
                 }
                 insert.execute(&mut *tx).await.map_err(db_err)?;
             }
-            if m.scan {
-                // A re-push of a scanned image keeps its verdict.
-                sqlx::query(
-                    "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at)
-                     VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo_id)
-                .bind(m.digest.as_str())
-                .bind(now)
-                .bind(now)
+            if m.kind == ManifestKind::Image {
+                mark_image_content(&mut tx, repo_id, &m.blobs).await?;
+            }
+            // Every manifest is scanned; a re-push keeps its verdict.
+            let namespace = m.repo.namespace();
+            sqlx::query(
+                "INSERT INTO scans (repository_id, manifest_digest, state, created_at, updated_at, namespace)
+                 VALUES ($1, $2, 'pending', $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(namespace)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query("INSERT INTO scan_turns (namespace, served) VALUES ($1, 0) ON CONFLICT (namespace) DO NOTHING")
+                .bind(namespace)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            }
             if let Some(tag) = &m.tag {
                 sqlx::query(
                     "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
@@ -128,12 +163,13 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>> {
-        sqlx::query(
-            "SELECT m.digest, m.media_type, m.content FROM tags t
+        sqlx::query(&format!(
+            "{STORED} FROM tags t
              JOIN repositories r ON r.id = t.repository_id
              JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-             WHERE r.name = $1 AND t.name = $2",
-        )
+             LEFT JOIN scans s ON s.repository_id = m.repository_id AND s.manifest_digest = m.digest
+             WHERE r.name = $1 AND t.name = $2"
+        ))
         .bind(repo.as_str())
         .bind(tag.as_str())
         .fetch_optional(&self.read)
@@ -144,10 +180,12 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn manifest_by_digest(&self, repo: &RepoName, d: &Digest) -> Result<Option<StoredManifest>> {
-        sqlx::query(
-            "SELECT m.digest, m.media_type, m.content FROM manifests m
-             JOIN repositories r ON r.id = m.repository_id WHERE r.name = $1 AND m.digest = $2",
-        )
+        sqlx::query(&format!(
+            "{STORED} FROM manifests m
+             JOIN repositories r ON r.id = m.repository_id
+             LEFT JOIN scans s ON s.repository_id = m.repository_id AND s.manifest_digest = m.digest
+             WHERE r.name = $1 AND m.digest = $2"
+        ))
         .bind(repo.as_str())
         .bind(d.as_str())
         .fetch_optional(&self.read)

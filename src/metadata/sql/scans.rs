@@ -4,29 +4,69 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::manifests::mark_image_content;
 use super::{db_err, digest, repo_name, SqlMetadata};
 use crate::domain::{Digest, Error, RepoName, Result};
-use crate::metadata::scans::{ScanJob, ScanRecord, ScanState, ScanStore};
+use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState, ScanStore, Verdict};
+use crate::metadata::ManifestKind;
 
 const RECORD: &str = "SELECT r.name, s.* FROM scans s JOIN repositories r ON r.id = s.repository_id";
 
-/// A job that may be claimed at time `$2`: due, not leased, and still wanting a verdict. The last
-/// term is the predicate of the `scans_queue` partial index, word for word, so that a claim reads
-/// only the queue and never the whole table.
-const CLAIMABLE: &str = "next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
-    AND (state IN ('pending', 'scanning') OR rescan = 1)";
+/// The predicate of the `scans_queue` partial index (for the rows of alias `a`), so that the
+/// planners read only the queue and never the whole table.
+fn queued(a: &str) -> String {
+    format!("({a}.state IN ('pending', 'scanning') OR {a}.rescan = 1)")
+}
 
-/// Claims the oldest claimable job: `$1` the lease's end, `$2` now.
+/// A queued job of alias `a` that is due at `$2` and not leased. Claims also require `attempts < $3`.
+fn due(a: &str) -> String {
+    format!("{a}.next_attempt_at <= $2 AND ({a}.lease_until IS NULL OR {a}.lease_until < $2) AND {}", queued(a))
+}
+
+/// Claims a job: `$1` the lease's end, `$2` now, `$3` the attempts allowed. The namespace served
+/// longest ago among those with a claimable job goes first, then its oldest job. The condition is
+/// repeated on the row itself: of replicas picking the same job at once, one takes it.
 fn claim_sql() -> String {
+    let claimable = |a: &str| format!("{} AND {a}.attempts < $3", due(a));
     format!(
         "UPDATE scans SET lease_until = $1, attempts = attempts + 1, updated_at = $2,
              state = CASE WHEN state = 'pending' THEN 'scanning' ELSE state END
          WHERE (repository_id, manifest_digest) = (
-             SELECT repository_id, manifest_digest FROM scans WHERE {CLAIMABLE}
-             ORDER BY created_at, manifest_digest LIMIT 1)
-           AND {CLAIMABLE}
-         RETURNING repository_id, manifest_digest, attempts"
+             SELECT j.repository_id, j.manifest_digest FROM scans j
+             WHERE j.namespace = (
+                 SELECT t.namespace FROM scan_turns t
+                 WHERE EXISTS (SELECT 1 FROM scans q WHERE q.namespace = t.namespace AND {q})
+                 ORDER BY t.served, t.namespace LIMIT 1)
+               AND {j}
+             ORDER BY j.created_at, j.manifest_digest LIMIT 1)
+           AND {s}
+         RETURNING repository_id, manifest_digest, attempts, namespace",
+        q = claimable("q"),
+        j = claimable("j"),
+        s = claimable("scans"),
     )
+}
+
+/// Ends the jobs claimed `$3` times that never finished (their worker died each time): `$2` now.
+fn give_up_sql() -> String {
+    format!(
+        "UPDATE scans SET lease_until = NULL, rescan = 0, attempts = 0, updated_at = $2,
+             state = CASE WHEN state = 'released' THEN 'released' ELSE 'error' END,
+             summary = 'the scan was started ' || $1 || ' times and never finished (the scan sandbox or the registry stopped during it each time)'
+         WHERE {} AND scans.attempts >= $3",
+        due("scans")
+    )
+}
+
+/// The verdict columns `state`, `summary` and `release_until` of a row, if it has a scan record.
+pub(crate) fn verdict(row: &AnyRow) -> Result<Option<Verdict>> {
+    let state: Option<String> = row.get("state");
+    let Some(state) = state else { return Ok(None) };
+    Ok(Some(Verdict {
+        state: ScanState::parse(&state).ok_or_else(|| Error::Internal(format!("bad scan state {state}")))?,
+        summary: row.get("summary"),
+        release_until: row.get("release_until"),
+    }))
 }
 
 fn record(row: AnyRow) -> Result<ScanRecord> {
@@ -64,14 +104,39 @@ impl ScanStore for SqlMetadata {
             .transpose()
     }
 
-    async fn claim_scan(&self, now: i64, lease_until: i64) -> Result<Option<ScanJob>> {
-        // The condition is repeated on the row itself: when two replicas pick the same job at once,
-        // the second update re-checks it against the first one's committed lease and takes nothing.
-        let claim = claim_sql();
+    async fn claim_scan(&self, now: i64, lease_until: i64, max_attempts: u32) -> Result<Option<ScanJob>> {
+        let (give_up, claim) = (give_up_sql(), claim_sql());
+        let max = i64::from(max_attempts);
         let row = self
             .writing_relaxed(move |conn| {
                 Box::pin(async move {
-                    sqlx::query(&claim).bind(lease_until).bind(now).fetch_optional(&mut *conn).await.map_err(db_err)
+                    sqlx::query(&give_up)
+                        .bind(max.to_string())
+                        .bind(now)
+                        .bind(max)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    let row = sqlx::query(&claim)
+                        .bind(lease_until)
+                        .bind(now)
+                        .bind(max)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    if let Some(row) = &row {
+                        // This namespace goes to the back of the line.
+                        let namespace: String = row.get("namespace");
+                        sqlx::query(
+                            "UPDATE scan_turns SET served = (SELECT COALESCE(MAX(served), 0) + 1 FROM scan_turns)
+                             WHERE namespace = $1",
+                        )
+                        .bind(namespace)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db_err)?;
+                    }
+                    Ok(row)
                 })
             })
             .await?;
@@ -87,6 +152,35 @@ impl ScanStore for SqlMetadata {
             digest: digest(row.get("manifest_digest"))?,
             attempts: row.get::<i64, _>("attempts") as u32,
         }))
+    }
+
+    async fn record_kind(&self, repo: &RepoName, d: &Digest, kind: ManifestKind) -> Result<()> {
+        let (repo, d) = (repo.clone(), d.clone());
+        self.writing(move |write| async move {
+            let mut tx = write.begin().await.map_err(db_err)?;
+            let Some(repo_id) = super::repo_id(&mut *tx, &repo).await? else { return Ok(()) };
+            sqlx::query("UPDATE manifests SET kind = $1 WHERE repository_id = $2 AND digest = $3")
+                .bind(kind.as_str())
+                .bind(repo_id)
+                .bind(d.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if kind == ManifestKind::Image {
+                let blobs: Vec<String> = sqlx::query_scalar(
+                    "SELECT target_digest FROM manifest_references WHERE repository_id = $1 AND manifest_digest = $2 AND kind = 'blob'",
+                )
+                .bind(repo_id)
+                .bind(d.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                let blobs = blobs.into_iter().map(digest).collect::<Result<Vec<_>>>()?;
+                mark_image_content(&mut tx, repo_id, &blobs).await?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
+        .await
     }
 
     async fn finish_scan(
@@ -123,21 +217,26 @@ impl ScanStore for SqlMetadata {
         .await
     }
 
-    async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, summary: &str, now: i64) -> Result<()> {
-        let query = match retry_at {
-            Some(_) => format!(
-                "UPDATE scans SET lease_until = NULL, next_attempt_at = $1, summary = $2, updated_at = $3,
-                     state = CASE WHEN state = 'scanning' THEN 'pending' ELSE state END
-                 WHERE {}",
-                where_job(4)
-            ),
-            None => format!(
-                "UPDATE scans SET lease_until = NULL, next_attempt_at = $1, summary = $2, updated_at = $3, rescan = 0, attempts = 0,
-                     state = CASE WHEN state IN ('pending', 'scanning') THEN 'error' ELSE state END
-                 WHERE {}",
-                where_job(4)
-            ),
+    async fn fail_scan(
+        &self,
+        job: &ScanJob,
+        retry_at: Option<i64>,
+        give_up: GiveUp,
+        summary: &str,
+        now: i64,
+    ) -> Result<()> {
+        let state = match (retry_at, give_up) {
+            (Some(_), _) => "CASE WHEN state = 'scanning' THEN 'pending' ELSE state END",
+            (None, GiveUp::KeepVerdict) => "CASE WHEN state IN ('pending', 'scanning') THEN 'error' ELSE state END",
+            (None, GiveUp::Fail) => "CASE WHEN state = 'released' THEN 'released' ELSE 'error' END",
         };
+        // A retried attempt keeps its count; an ended job starts from zero when it is queued again.
+        let ended = if retry_at.is_some() { "" } else { ", rescan = 0, attempts = 0" };
+        let query = format!(
+            "UPDATE scans SET lease_until = NULL, next_attempt_at = $1, summary = $2, updated_at = $3, state = {state}{ended}
+             WHERE {}",
+            where_job(4)
+        );
         sqlx::query(&query)
             .bind(retry_at.unwrap_or(now))
             .bind(summary)
@@ -205,19 +304,53 @@ impl ScanStore for SqlMetadata {
         .collect()
     }
 
-    async fn child_scans(&self, repo: &RepoName, index: &Digest) -> Result<Vec<ScanRecord>> {
-        sqlx::query(&format!(
-            "{RECORD} JOIN manifest_references mr ON mr.repository_id = s.repository_id AND mr.target_digest = s.manifest_digest
-             WHERE r.name = $1 AND mr.manifest_digest = $2 AND mr.kind = 'manifest'"
-        ))
+    async fn manifest_closure(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        limit: u32,
+    ) -> Result<Vec<(Digest, Option<Verdict>)>> {
+        // UNION (not UNION ALL) visits each manifest once, however many indexes reach it.
+        let rows = sqlx::query(
+            "WITH RECURSIVE repo(id) AS (SELECT id FROM repositories WHERE name = $1),
+             reached(digest) AS (
+                 SELECT m.digest FROM manifests m WHERE m.repository_id = (SELECT id FROM repo) AND m.digest = $2
+                 UNION
+                 SELECT mr.target_digest FROM manifest_references mr JOIN reached ON mr.manifest_digest = reached.digest
+                 WHERE mr.repository_id = (SELECT id FROM repo) AND mr.kind = 'manifest')
+             SELECT reached.digest AS digest, s.state, s.summary, s.release_until FROM reached
+             LEFT JOIN scans s ON s.repository_id = (SELECT id FROM repo) AND s.manifest_digest = reached.digest
+             LIMIT $3",
+        )
         .bind(repo.as_str())
-        .bind(index.as_str())
+        .bind(d.as_str())
+        .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await
-        .map_err(db_err)?
-        .into_iter()
-        .map(record)
-        .collect()
+        .map_err(db_err)?;
+        rows.iter().map(|row| Ok((digest(row.get("digest"))?, verdict(row)?))).collect()
+    }
+
+    async fn blob_referrers(
+        &self,
+        repo: &RepoName,
+        blob: &Digest,
+        limit: u32,
+    ) -> Result<Vec<(Digest, Option<Verdict>)>> {
+        let rows = sqlx::query(
+            "SELECT mr.manifest_digest AS digest, s.state, s.summary, s.release_until
+             FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+             LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
+             WHERE r.name = $1 AND mr.target_digest = $2 AND mr.kind = 'blob'
+             ORDER BY mr.manifest_digest LIMIT $3",
+        )
+        .bind(repo.as_str())
+        .bind(blob.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(|row| Ok((digest(row.get("digest"))?, verdict(row)?))).collect()
     }
 
     async fn namespace_scan_rules(&self, namespace: &str) -> Result<Option<String>> {
@@ -275,25 +408,6 @@ impl ScanStore for SqlMetadata {
         .await
         .map_err(db_err)
     }
-
-    async fn blob_pull_allowed(&self, repo: &RepoName, d: &Digest, now: i64) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS total,
-                    COALESCE(SUM(CASE WHEN s.state IS NULL OR s.state = 'passed'
-                        OR (s.state = 'released' AND (s.release_until IS NULL OR s.release_until > $1)) THEN 1 ELSE 0 END), 0) AS open
-             FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-             LEFT JOIN scans s ON s.repository_id = mr.repository_id AND s.manifest_digest = mr.manifest_digest
-             WHERE r.name = $2 AND mr.target_digest = $3 AND mr.kind = 'blob'",
-        )
-        .bind(now)
-        .bind(repo.as_str())
-        .bind(d.as_str())
-        .fetch_one(&self.read)
-        .await
-        .map_err(db_err)?;
-        let (total, open): (i64, i64) = (row.get("total"), row.get("open"));
-        Ok(total == 0 || open > 0)
-    }
 }
 
 #[cfg(test)]
@@ -309,6 +423,7 @@ mod tests {
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", claim_sql()))
             .bind(1i64)
             .bind(1i64)
+            .bind(5i64)
             .fetch_all(&meta.write)
             .await
             .unwrap_or_else(|e| panic!("explain: {e}"));

@@ -1,0 +1,387 @@
+//! The ways around the quarantine gate that were found, and their variants: each must fail.
+//!
+//! The invariant under test (`domain::gate`): a non-admin never receives a byte of a blob unless
+//! some image that contains it has passed or been released, in a repository they may read. Every
+//! image here is built in the test, crafted ones included.
+
+mod common;
+
+use axum::body::Body;
+use common::images::{self, OCI_INDEX, OCI_MANIFEST};
+use common::layers::{config, gzip, skippable, tar, tar_unterminated, zstd, Entry, PRIVATE_KEY};
+use common::{sha256, TestRegistry};
+use portcullis::domain::Digest;
+use serde_json::json;
+
+/// A registry with a developer `dev` (pushes to `team`) and a reader `eve` (only pulls there).
+async fn setup() -> (TestRegistry, String, String) {
+    let r = TestRegistry::new().await;
+    let dev = r.user_with_role("dev", "team", "developer").await;
+    let eve = r.user_with_role("eve", "team", "reader").await;
+    (r, dev, eve)
+}
+
+async fn reader_token(r: &TestRegistry, eve: &str, repo: &str) -> String {
+    r.login("eve", eve, &[&format!("repository:{repo}:pull")]).await
+}
+
+/// Eve's GET of `path` in `repo`: its status and OCI code.
+async fn eve_gets(r: &TestRegistry, eve: &str, repo: &str, path: &str) -> (u16, String) {
+    let token = reader_token(r, eve, repo).await;
+    let reply = r.v2_as(&token, "GET", &format!("/v2/{repo}/{path}"), Body::empty()).await;
+    let code = if reply.status.is_success() { String::new() } else { reply.code() };
+    (reply.status.as_u16(), code)
+}
+
+#[track_caller]
+fn refused((status, code): (u16, String), what: &str) {
+    assert_eq!(status, 403, "{what} was served");
+    assert!(["QUARANTINED", "SCAN_FAILED", "SCAN_PENDING"].contains(&code.as_str()), "{what}: {code}");
+}
+
+/// A root image (quarantined by the default policy) whose one layer holds nothing bad.
+async fn quarantined_image(r: &TestRegistry, repo: &str) -> (Digest, Vec<u8>, Digest, Digest) {
+    let layer = gzip(&tar(&[Entry::File("app/run", b"#!/bin/sh\necho hi\n", 0o755)]));
+    let (digest, manifest, config_digest, layers) = r.push_layers(repo, "v1", &config(None), &[&layer]).await;
+    assert_eq!(r.wait_scan(repo, &digest).await, "quarantined");
+    (digest, manifest, config_digest, layers[0].clone())
+}
+
+fn with(manifest: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut m: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    edit(&mut m);
+    serde_json::to_vec(&m).unwrap()
+}
+
+#[tokio::test]
+async fn an_image_dressed_as_an_artifact_is_still_an_image() {
+    let (r, _dev, eve) = setup().await;
+    let (digest, manifest, config_digest, layer) = quarantined_image(&r, "team/app").await;
+    let subject = json!({"mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len()});
+    let disguises = [
+        with(&manifest, |m| m["subject"] = subject.clone()),
+        with(&manifest, |m| m["artifactType"] = "application/vnd.example.sbom".into()),
+        with(&manifest, |m| {
+            m["subject"] = subject.clone();
+            m["artifactType"] = "application/vnd.dev.cosign.artifact.sig.v1+json".into();
+            m["annotations"] = json!({"org.opencontainers.image.created": "2026-01-01T00:00:00Z"});
+        }),
+        // containerd ignores the config's type: layers it unpacks still make an image.
+        with(&manifest, |m| m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into()),
+        with(&manifest, |m| m["layers"][0]["mediaType"] = "APPLICATION/VND.OCI.IMAGE.LAYER.V1.TAR+GZIP".into()),
+    ];
+    for disguise in disguises {
+        let d = sha256(&disguise);
+        r.put_manifest("team/app", &d.to_string(), OCI_MANIFEST, &disguise).await.expect(201, None);
+        assert_eq!(r.wait_scan("team/app", &d).await, "quarantined", "{}", String::from_utf8_lossy(&disguise));
+        refused(eve_gets(&r, &eve, "team/app", &format!("manifests/{d}")).await, "the disguised manifest");
+    }
+    // Layers of a type no client unpacks make an artifact: it is scanned for secrets and may pass,
+    // but it cannot open the image's blobs, which an image of the repository contains.
+    let artifact = with(&manifest, |m| {
+        m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
+        m["layers"][0]["mediaType"] = "application/octet-stream".into();
+        m["subject"] = subject.clone();
+    });
+    let a = sha256(&artifact);
+    r.put_manifest("team/app", &a.to_string(), OCI_MANIFEST, &artifact).await.expect(201, None);
+    assert_eq!(r.wait_scan("team/app", &a).await, "passed");
+    assert_eq!(eve_gets(&r, &eve, "team/app", &format!("manifests/{a}")).await.0, 200);
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{layer}")).await, "the layer through an artifact");
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{config_digest}")).await, "the config through an artifact");
+
+    // Indexes, nested, of both formats, reach the image.
+    let index = images::index(&[(digest.clone(), manifest.len(), "amd64")]);
+    r.put_manifest("team/app", "index", OCI_INDEX, &index).await.expect(201, None);
+    let outer = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_INDEX, "digest": sha256(&index).to_string(), "size": index.len()}]}))
+    .unwrap();
+    r.put_manifest("team/app", "outer", OCI_INDEX, &outer).await.expect(201, None);
+    let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
+    let list = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": list_type,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
+                       "platform": {"architecture": "amd64", "os": "linux"}}]}))
+    .unwrap();
+    r.put_manifest("team/app", "list", list_type, &list).await.expect(201, None);
+    for (tag, d) in [("index", sha256(&index)), ("outer", sha256(&outer)), ("list", sha256(&list))] {
+        r.wait_scan("team/app", &d).await;
+        refused(eve_gets(&r, &eve, "team/app", &format!("manifests/{tag}")).await, tag);
+    }
+    let reply =
+        r.v2_as(&reader_token(&r, &eve, "team/app").await, "GET", "/v2/team/app/manifests/outer", Body::empty()).await;
+    let message = reply.json()["errors"][0]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&digest.to_string()) && message.contains("runs as root"), "{message}");
+
+    // A blob that no manifest references is not readable, nor one of a pending image.
+    let loose = r.push_blob("team/app", b"pushed alone").await;
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{loose}")).await, "a blob with no manifest");
+    // HEAD still answers (re-pushes depend on it), with no body.
+    let token = reader_token(&r, &eve, "team/app").await;
+    let head = r.v2_as(&token, "HEAD", &format!("/v2/team/app/blobs/{layer}"), Body::empty()).await;
+    assert_eq!((head.status.as_u16(), head.body.len()), (200, 0));
+}
+
+#[tokio::test]
+async fn every_frame_member_and_entry_is_scanned() {
+    let (r, _dev, eve) = setup().await;
+    let harmless = tar_unterminated(&[Entry::File("app/readme", b"nothing to see", 0o644)]);
+    let hidden = tar(&[Entry::File("root/.ssh/id_rsa", PRIVATE_KEY, 0o600), Entry::File("bin/su", b"\x7fELF", 0o4755)]);
+    let mut two_frames = zstd(&harmless);
+    two_frames.extend(zstd(&hidden));
+    let mut with_skippable = zstd(&harmless);
+    with_skippable.extend(skippable(b"padding a scanner might stop at"));
+    with_skippable.extend(zstd(&hidden));
+    let mut two_members = gzip(&harmless);
+    two_members.extend(gzip(&hidden));
+    let mut uncompressed = harmless.clone();
+    uncompressed.extend(&hidden);
+    for (what, layer) in [
+        ("two zstd frames", two_frames),
+        ("a skippable zstd frame", with_skippable),
+        ("two gzip members", two_members),
+        ("two concatenated tars", uncompressed),
+    ] {
+        let (d, _, _, layers) =
+            r.push_layers("team/frames", what.replace(' ', "-").as_str(), &config(Some("1000")), &[&layer]).await;
+        let v = r.verdict("team/frames", &d).await;
+        assert_eq!(v["state"], "quarantined", "{what}: {v}");
+        let rules: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
+        assert!(rules.contains(&"secret_in_file") && rules.contains(&"setuid_file"), "{what}: {rules:?}");
+        refused(eve_gets(&r, &eve, "team/frames", &format!("blobs/{}", layers[0])).await, what);
+    }
+
+    // What a client would not unpack the same way, or at all, fails closed: `error`, blocked.
+    let mut after_end = tar(&[Entry::File("a", b"a", 0o644)]);
+    after_end.extend(tar(&[Entry::File("root/.ssh/id_rsa", PRIVATE_KEY, 0o600)]));
+    let mut dir_with_data = Vec::new();
+    {
+        // A directory entry that claims 512 bytes of data, which is really another header.
+        let mut h = tar::Header::new_ustar();
+        h.set_path("d/").unwrap();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(512);
+        h.set_mode(0o755);
+        h.set_cksum();
+        dir_with_data.extend_from_slice(h.as_bytes());
+        dir_with_data.extend(tar(&[Entry::File("x", b"x", 0o644)]));
+    }
+    let mut truncated = gzip(&tar(&[Entry::File("big", &[7u8; 100_000], 0o644)]));
+    truncated.truncate(truncated.len() / 2);
+    let mut xz = b"\xfd7zXZ\x00".to_vec();
+    xz.extend([0u8; 64]);
+    let mut trailing = gzip(&tar(&[Entry::File("a", b"a", 0o644)]));
+    trailing.extend_from_slice(b"not a gzip member");
+    let hostile_whiteout = tar(&[Entry::File("etc/.wh..", b"", 0o644)]);
+    for (what, layer) in [
+        ("data after the end-of-archive marker", after_end),
+        ("a directory with data", dir_with_data),
+        ("a truncated layer", truncated),
+        ("an xz layer", xz),
+        ("bytes after the last gzip member", trailing),
+        ("a whiteout of ..", hostile_whiteout),
+        ("random bytes", (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect()),
+    ] {
+        let (d, _, _, layers) = r.push_layers("team/odd", "v1", &config(Some("1000")), &[&layer]).await;
+        let v = r.verdict("team/odd", &d).await;
+        assert_eq!(v["state"], "error", "{what}: {v}");
+        assert!(v["summary"].as_str().unwrap().contains("failed closed"), "{what}: {v}");
+        refused(eve_gets(&r, &eve, "team/odd", &format!("blobs/{}", layers[0])).await, what);
+        refused(eve_gets(&r, &eve, "team/odd", &format!("manifests/{d}")).await, what);
+    }
+}
+
+#[tokio::test]
+async fn a_mount_applies_the_source_gate() {
+    let (r, _dev, eve) = setup().await;
+    r.admin_api("POST", "/api/v1/namespaces", json!({"name": "mine"})).await.expect(201, None);
+    r.admin_api("PUT", "/api/v1/namespaces/mine/members/eve", json!({"role": "developer"})).await.expect(200, None);
+    let (digest, _, _, layer) = quarantined_image(&r, "team/app").await;
+    let token = r.login("eve", &eve, &["repository:team/app:pull", "repository:mine/copy:pull,push"]).await;
+    let mount = format!("/v2/mine/copy/blobs/uploads/?mount={layer}&from=team/app");
+    let reply = r.v2_as(&token, "POST", &mount, Body::empty()).await;
+    assert_eq!(reply.status.as_u16(), 202, "a blocked blob is not mounted; the client is asked to upload it");
+    r.v2_as(&token, "GET", &format!("/v2/mine/copy/blobs/{layer}"), Body::empty())
+        .await
+        .expect(404, Some("BLOB_UNKNOWN"));
+    // An admin may mount it; it still is closed to eve in her repository, where no image has passed.
+    r.send("POST", &mount, &[], Body::empty()).await.expect(201, None);
+    refused(eve_gets(&r, &eve, "mine/copy", &format!("blobs/{layer}")).await, "an admin-mounted blocked blob");
+    // Once released at the source, the mount works.
+    let release = json!({"repository": "team/app", "digest": digest.to_string(), "reason": "accepted"});
+    r.admin_api("POST", "/api/v1/scans/release", release).await.expect(200, None);
+    let mount2 = format!("/v2/mine/other/blobs/uploads/?mount={layer}&from=team/app");
+    let token = r.login("eve", &eve, &["repository:team/app:pull", "repository:mine/other:pull,push"]).await;
+    r.v2_as(&token, "POST", &mount2, Body::empty()).await.expect(201, None);
+}
+
+#[tokio::test]
+async fn a_rejected_or_deleted_image_keeps_its_layers_blocked() {
+    let (r, _dev, eve) = setup().await;
+    let (digest, manifest, config_digest, layer) = quarantined_image(&r, "team/app").await;
+    let reject = json!({"repository": "team/app", "digest": digest.to_string(), "reason": "root"});
+    r.admin_api("POST", "/api/v1/scans/reject", reject).await.expect(200, None);
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{layer}")).await, "a rejected image's layer");
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{config_digest}")).await, "a rejected image's config");
+    // An artifact listing them afterwards opens nothing: they were image content.
+    let artifact = with(&manifest, |m| m["layers"][0]["mediaType"] = "application/octet-stream".into());
+    let a = sha256(&artifact);
+    r.put_manifest("team/app", &a.to_string(), OCI_MANIFEST, &artifact).await.expect(201, None);
+    r.wait_scan("team/app", &a).await;
+    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{layer}")).await, "a rejected layer through an artifact");
+    // A manifest DELETE (by someone allowed to) does the same.
+    let (d2, _, _, layer2) = {
+        let layer = gzip(&tar(&[Entry::File("other", b"other", 0o644)]));
+        let (d, m, c, l) = r.push_layers("team/del", "v1", &config(None), &[&layer]).await;
+        assert_eq!(r.wait_scan("team/del", &d).await, "quarantined");
+        (d, m, c, l[0].clone())
+    };
+    r.send("DELETE", &format!("/v2/team/del/manifests/{d2}"), &[], Body::empty()).await.expect(202, None);
+    refused(eve_gets(&r, &eve, "team/del", &format!("blobs/{layer2}")).await, "a deleted image's layer");
+}
+
+/// `User` values and image files that make an image run as root, each quarantined.
+#[tokio::test]
+async fn every_way_to_say_root_is_root() {
+    let (r, _dev, _eve) = setup().await;
+    let plain = gzip(&tar(&[Entry::File("app/run", b"x", 0o755)]));
+    for (i, user) in ["00", "+0", "0000:0", "-0", "0:0:ignored"].iter().enumerate() {
+        let (d, ..) = r.push_layers("team/users", &format!("n{i}"), &config(Some(user)), &[&plain]).await;
+        assert_eq!(r.wait_scan("team/users", &d).await, "quarantined", "User {user:?}");
+    }
+    // Go reads keys case-insensitively, the last one winning; so does the scanner.
+    for (i, cfg) in [
+        r#"{"config":{"User":"1000","user":"0"}}"#,
+        r#"{"config":{"User":"1000","U\u017fER":"0"}}"#,
+        r#"{"CONFIG":{"User":"0"}}"#,
+        r#"{"config":{"User":"1000"},"config":null}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (d, ..) = r.push_layers("team/users", &format!("k{i}"), cfg.as_bytes(), &[&plain]).await;
+        assert_eq!(r.wait_scan("team/users", &d).await, "quarantined", "{cfg}");
+    }
+    // Names are resolved in the image's own final /etc/passwd.
+    let passwd = |line: &str| {
+        gzip(&tar(&[Entry::File("etc/passwd", format!("root:x:0:0::/root:/bin/sh\n{line}\n").as_bytes(), 0o644)]))
+    };
+    let cases: Vec<(&str, Vec<Vec<u8>>, &str)> = vec![
+        ("mapped to 0", vec![passwd("app:x:0:0::/:/bin/sh")], "quarantined"),
+        ("an unreadable uid", vec![passwd("app:x:zero:0::/:/bin/sh")], "quarantined"),
+        ("not in passwd", vec![passwd("other:x:1000:1000::/:/bin/sh")], "quarantined"),
+        ("no passwd at all", vec![plain.clone()], "quarantined"),
+        ("mapped to 1000", vec![passwd("app:x:1000:1000::/:/bin/sh")], "passed"),
+        // A later layer replaces /etc/passwd; the final one decides.
+        ("replaced above", vec![passwd("app:x:1000:1000::/:/bin/sh"), passwd("app:x:0:0::/:/bin/sh")], "quarantined"),
+        // /etc becomes a link to a directory whose passwd maps app to 0.
+        (
+            "a link to another passwd",
+            vec![
+                passwd("app:x:1000:1000::/:/bin/sh"),
+                gzip(&tar(&[
+                    Entry::Symlink("etc", "/opt/etc"),
+                    Entry::File("opt/etc/passwd", b"app:x:0:0::/:/bin/sh\n", 0o644),
+                ])),
+            ],
+            "quarantined",
+        ),
+    ];
+    for (i, (what, layers, expected)) in cases.iter().enumerate() {
+        let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+        let (d, ..) = r.push_layers("team/names", &format!("c{i}"), &config(Some("app")), &refs).await;
+        assert_eq!(r.wait_scan("team/names", &d).await, *expected, "User app, {what}");
+    }
+    // A layer listed again after another applies again: here its passwd wins over the middle one's.
+    let zero = passwd("app:x:0:0::/:/bin/sh");
+    let thousand = passwd("app:x:1000:1000::/:/bin/sh");
+    let (d, ..) = r.push_layers("team/names", "repeat", &config(Some("app")), &[&zero, &thousand, &zero]).await;
+    assert_eq!(r.wait_scan("team/names", &d).await, "quarantined", "the repeated layer's passwd is the final one");
+    let (d, ..) = r.push_layers("team/names", "repeat-ok", &config(Some("app")), &[&thousand, &zero, &thousand]).await;
+    assert_eq!(r.wait_scan("team/names", &d).await, "passed");
+}
+
+/// Work is bounded per scan, each distinct layer is read once, one namespace cannot starve
+/// another, and a manifest with more references than the limit is refused at push.
+#[tokio::test]
+async fn scans_are_bounded_deduplicated_and_fair() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = TestRegistry::with_config(dir, |c| {
+        // Five reads of the 8 MiB layer would exceed this; one does not.
+        c.scan.limits.max_decompressed_bytes = 24 << 20;
+        c.scan.workers = 1;
+        c.scan.hook = Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            r#"cat > /dev/null; case "$PORTCULLIS_REPOSITORY" in flood/*) sleep 1;; esac"#.into(),
+        ]);
+        c.limits.max_references = 50;
+    })
+    .await;
+    let big = zstd(&tar(&[Entry::File("data/blob", &vec![3u8; 8 << 20], 0o644)]));
+    let (d, ..) = r.push_layers("team/five", "v1", &config(Some("1000")), &[&big, &big, &big, &big, &big]).await;
+    let v = r.verdict("team/five", &d).await;
+    assert_eq!(v["state"], "passed", "a layer listed five times is read once: {v}");
+    // Over the budget, the scan fails closed and names the key.
+    let bigger = zstd(&tar(&[Entry::File("data/blob", &vec![4u8; 30 << 20], 0o644)]));
+    let (d, ..) = r.push_layers("team/bomb", "v1", &config(Some("1000")), &[&bigger]).await;
+    let v = r.verdict("team/bomb", &d).await;
+    assert_eq!(v["state"], "error");
+    assert!(v["summary"].as_str().unwrap().contains("scan.limits.max_decompressed_bytes"), "{v}");
+    // 20,000 files and 20,000 whiteouts of them: linear work, a verdict well within the scan timeout.
+    let names: Vec<String> = (0..20_000).map(|i| format!("d/f{i}")).collect();
+    let lower = zstd(&tar(&names.iter().map(|n| Entry::File(n, b"", 0o644)).collect::<Vec<_>>()));
+    let wh: Vec<String> = (0..20_000).map(|i| format!("d/.wh.f{i}")).collect();
+    let upper = zstd(&tar(&wh.iter().map(|n| Entry::File(n, b"", 0o644)).collect::<Vec<_>>()));
+    let (d, ..) = r.push_layers("team/wh", "v1", &config(Some("1000")), &[&lower, &upper]).await;
+    assert_eq!(r.wait_scan("team/wh", &d).await, "passed");
+
+    // Too many references: refused at push, with the limit named.
+    let layers: Vec<(Digest, usize)> = (0..60).map(|i| (sha256(format!("{i}").as_bytes()), 1)).collect();
+    let cfg = r.push_blob("team/wide", b"{}").await;
+    let wide = images::oci_manifest(&cfg, 2, &layers, None);
+    let reply = r.put_manifest("team/wide", "v1", OCI_MANIFEST, &wide).await;
+    reply.expect(400, Some("MANIFEST_INVALID"));
+    assert!(String::from_utf8_lossy(&reply.body).contains("limits.max_references"));
+
+    // Fairness: twelve slow images in one namespace, then one in another. Served in push order,
+    // the latter would wait for all twelve; namespaces in turn, it waits for one at most per worker.
+    let mut flood = Vec::new();
+    for i in 0..12 {
+        let layer = gzip(&tar(&[Entry::File("f", format!("{i}").as_bytes(), 0o644)]));
+        flood.push(r.push_layers("flood/app", &format!("v{i}"), &config(Some("1000")), &[&layer]).await.0);
+    }
+    let (calm, ..) = r.push_layers("calm/app", "v1", &config(Some("1000")), &[&gzip(&tar(&[]))]).await;
+    assert_eq!(r.wait_scan("calm/app", &calm).await, "passed");
+    let mut done = 0;
+    for d in &flood {
+        let repo: portcullis::domain::RepoName = "flood/app".parse().unwrap();
+        let state = r.app.registry.scan_record(&repo, d).await.unwrap().unwrap().state;
+        done += usize::from(!matches!(state.as_str(), "pending" | "scanning"));
+    }
+    assert!(done + 3 <= flood.len(), "{done} of {} flood verdicts came before the other namespace's", flood.len());
+}
+
+#[tokio::test]
+async fn a_sandbox_that_keeps_dying_ends_in_error_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("dies.sh");
+    std::fs::write(&script, "#!/bin/sh\nkill -9 $$\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let r = TestRegistry::with_config(dir, |c| {
+        c.scan.sandbox_program = Some(script.clone());
+        c.scan.max_attempts = 2;
+    })
+    .await;
+    let (d, ..) = r.push_layers("team/crash", "v1", &config(Some("1000")), &[&gzip(&tar(&[]))]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let repo: portcullis::domain::RepoName = "team/crash".parse().unwrap();
+    let record = loop {
+        let record = r.app.registry.scan_record(&repo, &d).await.unwrap().unwrap();
+        if record.state.as_str() == "error" {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {:?} after 30 s", record.state);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(record.summary.unwrap().contains("sandbox"), "the reason names the sandbox");
+}
