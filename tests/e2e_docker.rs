@@ -280,3 +280,65 @@ async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released
     let _ = docker_cmd(&["rmi", "-f", &tag]).output();
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// An image docker pushed and the scanner quarantined, pushed again by the developer with a
+/// made-up `subject` and `artifactType` (a new digest, "an artifact"): `docker pull` of it by a
+/// reader still fails with the reason, as does the original.
+#[tokio::test]
+async fn docker_cannot_pull_a_quarantined_image_dressed_as_an_artifact() {
+    if !require_tool("docker") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, host, certs) = trusted_server(dir.path());
+    use reqwest::Method;
+    api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "q"})).await;
+    for (user, role) in [("dev", "developer"), ("eve", "reader")] {
+        let body = serde_json::json!({"username": user, "password": format!("{user}-password-long")});
+        api(&server, Method::POST, "/api/v1/users", body).await;
+        let member = serde_json::json!({"role": role});
+        api(&server, Method::PUT, &format!("/api/v1/namespaces/q/members/{user}"), member).await;
+    }
+    let tag = format!("{host}/q/disguised:v1");
+    build_image(&dir.path().join("ctx"), &tag, "runs as root, dressed up", "");
+    login(&host, "dev", "dev-password-long");
+    let digest = pushed_digest(&docker(&["push", &tag]));
+    assert_eq!(wait_scan(&server, "q/disguised", &digest).await, "quarantined");
+
+    // The developer re-pushes the manifest as "an artifact" of itself.
+    let dev = server
+        .client_with_token(&server.token("dev", "dev-password-long", &["repository:q/disguised:pull,push"]).await);
+    let admin = server.admin_client(&["repository:q/disguised:pull"]).await;
+    let original = admin
+        .get(server.url(&format!("/v2/q/disguised/manifests/{digest}")))
+        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .send()
+        .await
+        .unwrap();
+    let media_type = original.headers()["content-type"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = original.json().await.unwrap();
+    let mut disguised = body.clone();
+    disguised["subject"] = serde_json::json!({"mediaType": media_type, "digest": digest, "size": 100});
+    disguised["artifactType"] = "application/vnd.example.sbom".into();
+    let disguised = serde_json::to_vec(&disguised).unwrap();
+    let disguised_digest = common::sha256(&disguised).to_string();
+    let put = dev
+        .put(server.url(&format!("/v2/q/disguised/manifests/{disguised_digest}")))
+        .header("content-type", media_type)
+        .body(disguised)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(wait_scan(&server, "q/disguised", &disguised_digest).await, "quarantined");
+
+    docker(&["rmi", "-f", &tag]);
+    login(&host, "eve", "eve-password-long");
+    for reference in [format!("{host}/q/disguised@{disguised_digest}"), tag.clone()] {
+        let refused = docker_cmd(&["pull", &reference]).output().unwrap();
+        assert!(!refused.status.success(), "eve pulled {reference}");
+        let said = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(said.contains("quarantined") && said.contains("runs as root"), "docker said: {said}");
+    }
+    let _ = std::fs::remove_dir_all(&certs);
+}

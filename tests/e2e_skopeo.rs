@@ -172,3 +172,104 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
         String::from_utf8_lossy(&untrusted.stderr)
     );
 }
+
+/// An admin API call on the real server.
+async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) {
+    let reply = server
+        .client()
+        .request(method, server.url(path))
+        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{path}: {}", reply.status());
+}
+
+/// skopeo pushes (zstd layers are copied as they are) an image whose layer is two zstd frames:
+/// a harmless first frame, and a second one with a private key and a setuid binary. containerd,
+/// podman and skopeo unpack both frames; so does the scanner, and the image stays unpullable.
+/// The same image dressed as an artifact (a made-up subject) stays unpullable too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_cannot_pull_a_two_frame_zstd_image_or_its_disguise() {
+    if !require_tool("skopeo") {
+        return;
+    }
+    use common::layers::{config, tar, tar_unterminated, zstd, Entry, PRIVATE_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = Server::start(&data);
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let certs = certs.to_str().unwrap();
+    use reqwest::Method;
+    api(&server, Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;
+    for (user, role) in [("dev", "developer"), ("eve", "reader")] {
+        let body = json!({"username": user, "password": format!("{user}-password-long")});
+        api(&server, Method::POST, "/api/v1/users", body).await;
+        api(&server, Method::PUT, &format!("/api/v1/namespaces/team/members/{user}"), json!({"role": role})).await;
+    }
+
+    let src = dir.path().join("src");
+    let mut layer = zstd(&tar_unterminated(&[Entry::File("app/readme", b"nothing here", 0o644)]));
+    layer.extend(zstd(&tar(&[
+        Entry::File("root/.ssh/id_rsa", PRIVATE_KEY, 0o600),
+        Entry::File("bin/su", b"x", 0o4755),
+    ])));
+    let (layer_digest, layer_size) = write_blob(&src, &layer);
+    let (config_digest, config_size) = write_blob(&src, &config(Some("1000")));
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": images::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer_digest.to_string(), "size": layer_size}]}))
+    .unwrap();
+    let (manifest_digest, manifest_size) = write_blob(&src, &manifest);
+    std::fs::write(src.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest.to_string(),
+        "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    std::fs::write(src.join("index.json"), top.to_string()).unwrap();
+    let host = server.host();
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "dev:dev-password-long",
+        &format!("oci:{}:v1", src.display()),
+        &format!("docker://{host}/team/zst:v1"),
+    ]);
+    let report = server.scan_state("team/zst", manifest_digest.as_str(), "60s").await;
+    assert_eq!(report, "quarantined", "the second frame's key and setuid binary were found");
+
+    // The same manifest with a made-up subject, pushed by the developer: still an image.
+    let mut disguised: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    disguised["subject"] =
+        json!({"mediaType": OCI_MANIFEST, "digest": manifest_digest.to_string(), "size": manifest_size});
+    disguised["artifactType"] = "application/vnd.example.sbom".into();
+    let disguised = serde_json::to_vec(&disguised).unwrap();
+    let disguised_digest = sha256(&disguised);
+    let dev =
+        server.client_with_token(&server.token("dev", "dev-password-long", &["repository:team/zst:pull,push"]).await);
+    let put = dev
+        .put(server.url(&format!("/v2/team/zst/manifests/{disguised_digest}")))
+        .header("content-type", OCI_MANIFEST)
+        .body(disguised)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    assert_eq!(server.scan_state("team/zst", disguised_digest.as_str(), "60s").await, "quarantined");
+
+    for reference in [format!("docker://{host}/team/zst:v1"), format!("docker://{host}/team/zst@{disguised_digest}")] {
+        let out = dir.path().join(format!("out-{}", sha256(reference.as_bytes()).hex()));
+        let pulled = Command::new("skopeo")
+            .args(["copy", "--src-cert-dir", certs, "--src-creds", "eve:eve-password-long", &reference])
+            .arg(format!("oci:{}:x", out.display()))
+            .output()
+            .unwrap();
+        assert!(!pulled.status.success(), "eve pulled {reference}");
+        let said = String::from_utf8_lossy(&pulled.stderr);
+        assert!(said.contains("quarantined"), "skopeo said: {said}");
+    }
+}
