@@ -18,7 +18,7 @@ use crate::scan::{Rule, RuleAction};
 
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
-const SECTIONS: &[&str] = &["tls", "storage", "database", "uploads", "limits", "auth", "scan"];
+const SECTIONS: &[&str] = &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -31,6 +31,7 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `text` or `json` logs.
     pub log_format: LogFormat,
+    pub server: ServerConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub database: DatabaseConfig,
@@ -67,6 +68,9 @@ pub struct ScanConfig {
     pub hook: Option<Vec<String>>,
     #[serde(with = "humantime_serde")]
     pub hook_timeout: Duration,
+    /// `uid:gid` to run the hook as (the registry must run as root for it); the hook then cannot
+    /// read the registry's files, only the layout handed to it.
+    pub hook_user: Option<String>,
     /// How long a claimed job is held before another worker may take it over.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
@@ -104,6 +108,7 @@ impl Default for ScanConfig {
             max_image_bytes: p.max_image_bytes,
             hook: None,
             hook_timeout: Duration::from_secs(600),
+            hook_user: None,
             lease: Duration::from_secs(300),
             max_attempts: 5,
             poll: crate::domain::DEFAULT_SCAN_POLL,
@@ -154,6 +159,16 @@ pub struct AuthConfig {
     /// Longest back-off.
     #[serde(with = "humantime_serde")]
     pub login_backoff_max: Duration,
+    /// How long a verified password is remembered, so that repeated logins (docker asks for a
+    /// token per repository) cost a hash instead of argon2 (0: never).
+    #[serde(with = "humantime_serde")]
+    pub password_cache: Duration,
+    /// Longest lifetime of a personal access token.
+    #[serde(with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// Longest lifetime of a robot account.
+    #[serde(with = "humantime_serde")]
+    pub max_robot_lifetime: Duration,
     /// ES256 token signing key (PEM); defaults to `<data_dir>/keys/token-signing.pem`, created on
     /// first start. Replicas must share it.
     pub signing_key: Option<PathBuf>,
@@ -172,8 +187,60 @@ impl Default for AuthConfig {
             login_free_failures: 5,
             login_backoff: Duration::from_secs(1),
             login_backoff_max: Duration::from_secs(300),
+            password_cache: Duration::from_secs(300),
+            max_token_lifetime: Duration::from_secs(365 * 86_400),
+            max_robot_lifetime: Duration::from_secs(365 * 86_400),
             signing_key: None,
             verify_keys: Vec::new(),
+        }
+    }
+}
+
+/// The listener's budgets: how long a connection may take and idle, how slow a body may be, how
+/// many connections there may be, and where client addresses come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// From accept to the first complete request head (PROXY header and TLS handshake included).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a connection may stay without a request in flight (and a later request head take).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Bytes per second a request body must average over each `body_rate_window` (0: no minimum).
+    pub body_min_rate: u64,
+    #[serde(with = "humantime_serde")]
+    pub body_rate_window: Duration,
+    /// Connections of this replica at once (also capped by the open-file limit).
+    pub max_connections: usize,
+    /// Connections from one client address at once (0: no cap). Behind a TCP load balancer without
+    /// the PROXY protocol every client has the balancer's address: raise it, or turn that on.
+    pub max_connections_per_address: usize,
+    /// Every connection starts with a PROXY protocol v2 header from a load balancer.
+    pub proxy_protocol: bool,
+    /// Addresses or ranges (`10.0.0.0/8`) of the load balancers: with `proxy_protocol`, only they
+    /// may connect; their `X-Forwarded-For` names the client. Empty: every peer is believed to be
+    /// one (the port must then be reachable by the balancer alone), and `X-Forwarded-For` never is.
+    pub trusted_proxies: Vec<String>,
+    /// Requests per second one client address may make (bursts of twice that; 0: no limit).
+    pub rate_limit_per_address: u32,
+    /// Requests per second one account or robot may make (bursts of twice that; 0: no limit).
+    pub rate_limit_per_principal: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_min_rate: 1024,
+            body_rate_window: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
+            rate_limit_per_address: 5000,
+            rate_limit_per_principal: 2000,
         }
     }
 }
@@ -309,9 +376,14 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UploadsConfig {
-    /// Upload sessions idle this long are removed with their data.
+    /// Upload sessions idle this long are removed with their data (a session being written to is
+    /// marked in use as it goes, so a long upload is never idle).
     #[serde(with = "humantime_serde")]
     pub expiry: Duration,
+    /// Open upload sessions one account or robot may have at once.
+    pub max_per_principal: u32,
+    /// Open upload sessions one repository may have at once.
+    pub max_per_repository: u32,
     /// How often expired sessions are swept.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
@@ -336,6 +408,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             public_url: None,
             log_format: LogFormat::Text,
+            server: ServerConfig::default(),
             tls: TlsConfig::default(),
             storage: StorageConfig::default(),
             database: DatabaseConfig::default(),
@@ -349,7 +422,12 @@ impl Default for Config {
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        UploadsConfig { expiry: Duration::from_secs(24 * 3600), sweep_interval: Duration::from_secs(600) }
+        UploadsConfig {
+            expiry: Duration::from_secs(3600),
+            sweep_interval: Duration::from_secs(300),
+            max_per_principal: 256,
+            max_per_repository: 256,
+        }
     }
 }
 
@@ -405,6 +483,19 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.server;
+        if s.header_timeout.is_zero() || s.idle_timeout.is_zero() || s.body_rate_window.is_zero() {
+            anyhow::bail!(
+                "invalid configuration: server.header_timeout, server.idle_timeout and server.body_rate_window must be positive"
+            );
+        }
+        if s.max_connections == 0 {
+            anyhow::bail!("invalid configuration: server.max_connections must be positive");
+        }
+        for p in &s.trusted_proxies {
+            p.parse::<crate::server::proxy::Cidr>()
+                .map_err(|e| anyhow::anyhow!("invalid configuration: server.trusted_proxies: {e}"))?;
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             anyhow::bail!("invalid configuration: tls.cert and tls.key must be set together");
         }
@@ -436,6 +527,9 @@ impl Config {
         }
         if self.scan.hook.as_ref().is_some_and(|h| h.is_empty() || h[0].is_empty()) {
             anyhow::bail!("invalid configuration: scan.hook must be a non-empty argv list");
+        }
+        if let Some(user) = &self.scan.hook_user {
+            user.parse::<crate::scan::hook::HookUser>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         }
         if let Some(dir) = &self.scan.osv_dir {
             if !dir.is_dir() {
@@ -482,10 +576,35 @@ impl Config {
                 );
             }
         }
+        if self.uploads.max_per_principal == 0 || self.uploads.max_per_repository == 0 {
+            anyhow::bail!(
+                "invalid configuration: uploads.max_per_principal and uploads.max_per_repository must be positive"
+            );
+        }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {
             anyhow::bail!("invalid configuration: uploads.expiry and uploads.sweep_interval must be positive");
         }
         Ok(())
+    }
+
+    /// The listener's settings, with the connection cap fitted to `open_files` (the process's
+    /// limit on open files, less what the database, blobs and scans need).
+    pub fn server_settings(&self, open_files: u64) -> crate::server::ServerSettings {
+        let s = &self.server;
+        let fits = open_files.saturating_sub(256).max(64) as usize;
+        crate::server::ServerSettings {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            body_min_rate: crate::server::body_rate::MinRate {
+                bytes_per_second: s.body_min_rate,
+                window: s.body_rate_window,
+            },
+            max_connections: s.max_connections.min(fits),
+            max_connections_per_address: s.max_connections_per_address,
+            proxy_protocol: s.proxy_protocol,
+            // Checked in `validate`.
+            trusted_proxies: s.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -531,6 +650,7 @@ mod tests {
         assert_eq!(env_key("SCAN_POLL"), "scan.poll");
         assert_eq!(env_key("SCAN_LIMITS_MAX_ENTRIES"), "scan.limits.max_entries");
         assert_eq!(env_key("SCAN_WORKERS"), "scan.workers");
+        assert_eq!(env_key("SERVER_MAX_CONNECTIONS"), "server.max_connections");
         assert_eq!(env_key("DATABASE_URL"), "database.url");
     }
 

@@ -38,8 +38,8 @@ pub struct App {
 impl App {
     /// Opens storage and metadata (running migrations) and builds the router.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        // A hook run as another user must pass through the data directory to its layout.
+        private_dir(&config.data_dir, if config.scan.hook_user.is_some() { 0o711 } else { 0o700 })?;
         let blobs = open_blobs(&config)?;
         let meta = Arc::new(open_metadata(&config).await?);
         let limits = Limits {
@@ -47,6 +47,10 @@ impl App {
             upload_expiry: config.uploads.expiry,
             max_page: config.limits.max_page,
             max_references: config.limits.max_references,
+            upload_sessions: metadata::SessionCaps {
+                per_principal: config.uploads.max_per_principal,
+                per_repository: config.uploads.max_per_repository,
+            },
         };
         let registry = Registry::new(meta.clone(), blobs, limits).with_scan_poll(config.scan.poll);
         let settings = AuthSettings {
@@ -57,15 +61,21 @@ impl App {
             free_failures: config.auth.login_free_failures,
             backoff_base: config.auth.login_backoff,
             backoff_max: config.auth.login_backoff_max,
+            password_cache: config.auth.password_cache,
+            max_token_lifetime: config.auth.max_token_lifetime,
+            max_robot_lifetime: config.auth.max_robot_lifetime,
         };
         let auth = Arc::new(
             AuthService::new(meta.clone(), &config.signing_key_path(), &config.auth.verify_keys, settings)
                 .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?,
         );
+        let limits =
+            http::rate::RateLimits::new(config.server.rate_limit_per_address, config.server.rate_limit_per_principal);
         let router = http::router(http::AppState {
             registry: registry.clone(),
             auth: auth.clone(),
             public_url: config.public_url(),
+            limits: Arc::new(limits),
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Ok(App { config, registry, auth, router, instance, meta })
@@ -114,6 +124,7 @@ impl App {
             policy: c.policy(),
             hook: c.hook.clone(),
             hook_timeout: c.hook_timeout,
+            hook_user: c.hook_user.as_deref().map(str::parse).transpose().map_err(|e: String| anyhow::anyhow!(e))?,
             work_dir: self.config.data_dir.join("scan-work"),
             lease: c.lease,
             max_attempts: c.max_attempts,
@@ -135,6 +146,24 @@ impl App {
     pub async fn close(&self) {
         self.meta.close().await;
     }
+}
+
+/// Creates the data directory readable by this user only, and makes an existing one so: it holds
+/// the database, the blobs (quarantined ones too) and the keys.
+fn private_dir(dir: &std::path::Path, wanted: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(wanted)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & !wanted != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory was open to others; narrowing it");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted))
+            .with_context(|| format!("setting {} to {wanted:o}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The blob store the configuration names.

@@ -85,6 +85,11 @@ fn tune_allocator() {
 }
 
 fn main() -> std::process::ExitCode {
+    // Everything this process creates (database, blobs, keys, scan layouts) is its user's alone.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     if let Command::ScanSandbox = cli.command {
         // Its own process with its own limits: no runtime, no logging, no allocator tuning.
@@ -171,6 +176,9 @@ async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_files = portcullis::server::raise_file_limit();
+    let settings = config.server_settings(open_files);
+    tracing::info!(open_files, max_connections = settings.max_connections, "connection limits");
     let tls = portcullis::tls::setup(&config)?;
     let app = App::build(config).await?;
     let admin_password = match std::env::var_os("PORTCULLIS_ADMIN_PASSWORD_FILE") {
@@ -197,7 +205,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let sweeper = app.spawn_upload_sweeper();
     let scanner = app.spawn_scan_worker()?;
-    portcullis::server::serve(listener, tls.server_config, app.router.clone(), shutdown_signal()).await?;
+    portcullis::server::serve(listener, tls.server_config, app.router.clone(), settings, shutdown_signal()).await?;
     sweeper.abort();
     scanner.abort();
     app.close().await;

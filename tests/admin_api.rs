@@ -38,7 +38,13 @@ async fn users_are_managed_by_admins_only() {
     )
     .await
     .expect(403, None);
-    r.api_as("alice", "alice-password-long", "PATCH", "/api/v1/users/alice", json!({"password": "alice-new-password"}))
+    // Changing one's own password needs the current one.
+    let change = |current: Option<&str>| json!({"password": "alice-new-password", "current_password": current});
+    r.api_as("alice", "alice-password-long", "PATCH", "/api/v1/users/alice", change(None)).await.expect(400, None);
+    r.api_as("alice", "alice-password-long", "PATCH", "/api/v1/users/alice", change(Some("wrong-password-x")))
+        .await
+        .expect(403, None);
+    r.api_as("alice", "alice-password-long", "PATCH", "/api/v1/users/alice", change(Some("alice-password-long")))
         .await
         .expect(200, None);
     r.api_as("alice", "alice-new-password", "GET", "/api/v1/users/alice", json!(null)).await.expect(200, None);
@@ -73,7 +79,10 @@ async fn malformed_input_gets_structured_errors() {
             .send_raw(
                 method,
                 uri,
-                &[("authorization", &common::auth::basic("admin", common::ADMIN_PASSWORD))],
+                &[
+                    ("authorization", &common::auth::basic("admin", common::ADMIN_PASSWORD)),
+                    ("content-type", "application/json"),
+                ],
                 body.clone(),
             )
             .await;
@@ -121,7 +130,7 @@ async fn owners_manage_their_namespace_only() {
     let robot = as_owner(
         "POST",
         "/api/v1/namespaces/team-a/robots".into(),
-        json!({"name": "ci", "actions": ["push", "pull"], "expires_at": "2099-01-01T00:00:00Z", "repositories": "apps/*"}),
+        json!({"name": "ci", "actions": ["push", "pull"], "expires_at": common::in_days(30), "repositories": "apps/*"}),
     )
     .await;
     robot.expect(201, None);
@@ -136,8 +145,8 @@ async fn owners_manage_their_namespace_only() {
     r.token_reply("robot$team-a+ci", robot.json()["secret"].as_str().unwrap(), &[]).await.expect(401, None);
     r.login("robot$team-a+ci", rotated.json()["secret"].as_str().unwrap(), &[]).await;
     for bad in [
-        json!({"name": "x", "actions": [], "expires_at": "2099-01-01T00:00:00Z"}),
-        json!({"name": "x", "actions": ["fly"], "expires_at": "2099-01-01T00:00:00Z"}),
+        json!({"name": "x", "actions": [], "expires_at": common::in_days(30)}),
+        json!({"name": "x", "actions": ["fly"], "expires_at": common::in_days(30)}),
         json!({"name": "x", "actions": ["pull"]}),
         json!({"name": "x", "actions": ["pull"], "expires_at": "2001-01-01T00:00:00Z"}),
         json!({"name": "x", "actions": ["pull"], "expires_at": "tomorrow"}),
@@ -147,7 +156,7 @@ async fn owners_manage_their_namespace_only() {
     as_owner(
         "POST",
         "/api/v1/namespaces/team-b/robots".into(),
-        json!({"name": "x", "actions": ["pull"], "expires_at": "2099-01-01T00:00:00Z"}),
+        json!({"name": "x", "actions": ["pull"], "expires_at": common::in_days(30)}),
     )
     .await
     .expect(403, None);
@@ -161,26 +170,34 @@ async fn robots_cannot_use_the_admin_api_and_tokens_are_personal() {
         .admin_api(
             "POST",
             "/api/v1/namespaces/team-a/robots",
-            json!({"name": "ci", "actions": ["pull"], "expires_at": 4102444800i64}),
+            json!({"name": "ci", "actions": ["pull"], "expires_at": common::in_days(30)}),
         )
         .await;
     let secret = robot.json()["secret"].as_str().unwrap().to_owned();
-    r.api_as("robot$team-a+ci", &secret, "POST", "/api/v1/tokens", json!({"name": "t", "expires_at": 4102444800i64}))
-        .await
-        .expect(403, None);
+    r.api_as(
+        "robot$team-a+ci",
+        &secret,
+        "POST",
+        "/api/v1/tokens",
+        json!({"name": "t", "expires_at": common::in_days(30)}),
+    )
+    .await
+    .expect(403, None);
     r.api_as("robot$team-a+ci", &secret, "GET", "/api/v1/namespaces/team-a/robots", json!(null))
         .await
         .expect(403, None);
     let token =
-        r.admin_api("POST", "/api/v1/tokens", json!({"name": "admin-laptop", "expires_at": 4102444800i64})).await;
+        r.admin_api("POST", "/api/v1/tokens", json!({"name": "admin-laptop", "expires_at": common::in_days(30)})).await;
     token.expect(201, None);
     let listed = r.admin_api("GET", "/api/v1/tokens", json!(null)).await;
     assert_eq!(listed.json()["items"][0]["name"], "admin-laptop");
     assert!(listed.json()["items"][0].get("token").is_none());
-    // The admin API accepts a personal token and a bearer token too.
+    // The admin API accepts a personal token, but no registry token: not even an admin's.
     let pat = token.json()["token"].as_str().unwrap().to_owned();
     r.api_as("admin", &pat, "GET", "/api/v1/users", json!(null)).await.expect(200, None);
     let bearer = r.login("admin", common::ADMIN_PASSWORD, &[]).await;
-    r.send_raw("GET", "/api/v1/users", &[("authorization", &format!("Bearer {bearer}"))], "").await.expect(200, None);
+    let refused = r.send_raw("GET", "/api/v1/users", &[("authorization", &format!("Bearer {bearer}"))], "").await;
+    refused.expect(401, None);
+    assert_eq!(refused.header("www-authenticate"), "Portcullis realm=\"admin\"", "no Basic challenge for browsers");
     r.admin_api("DELETE", "/api/v1/tokens/not-a-token", json!(null)).await.expect(404, None);
 }

@@ -48,8 +48,12 @@ async fn kill_9_during_concurrent_uploads_loses_no_completed_push() {
             }
         }));
     }
-    // Let pushes overlap for a while, then kill without any shutdown.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Let pushes overlap until enough have completed to mean something, then kill without any shutdown.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    while completed.lock().unwrap().len() < 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     server.kill9();
     for t in tasks {
         let _ = t.await;

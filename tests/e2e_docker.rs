@@ -147,17 +147,7 @@ async fn wait_scan(server: &Server, repo: &str, digest: &str) -> String {
 }
 
 async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
-    let reply = server
-        .client()
-        .request(method, server.url(path))
-        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(reply.status().is_success(), "{path}: {}", reply.status());
-    // (GET requests carry a JSON null body, which the API ignores.)
-    reply.json().await.unwrap_or(serde_json::Value::Null)
+    server.api(method, path, body).await
 }
 
 #[tokio::test]
@@ -189,14 +179,14 @@ async fn docker_login_as_user_robot_and_token_and_denied_push() {
         &server,
         Method::POST,
         "/api/v1/namespaces/team/robots",
-        serde_json::json!({"name": "ci", "actions": ["pull", "push"], "expires_at": "2099-01-01T00:00:00Z"}),
+        serde_json::json!({"name": "ci", "actions": ["pull", "push"], "expires_at": common::in_days(30)}),
     )
     .await;
     let pat = server
         .client()
         .post(server.url("/api/v1/tokens"))
         .basic_auth("dev", Some("dev-password-long"))
-        .json(&serde_json::json!({"name": "laptop", "expires_at": "2099-01-01T00:00:00Z"}))
+        .json(&serde_json::json!({"name": "laptop", "expires_at": common::in_days(30)}))
         .send()
         .await
         .unwrap()

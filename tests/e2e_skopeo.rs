@@ -63,9 +63,7 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let server = Server::start(&data);
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let certs = server.cert_dir(dir.path());
     let certs = certs.to_str().unwrap();
 
     let src = dir.path().join("src");
@@ -173,19 +171,6 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     );
 }
 
-/// An admin API call on the real server.
-async fn api(server: &Server, method: reqwest::Method, path: &str, body: serde_json::Value) {
-    let reply = server
-        .client()
-        .request(method, server.url(path))
-        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(reply.status().is_success(), "{path}: {}", reply.status());
-}
-
 /// skopeo pushes (zstd layers are copied as they are) an image whose layer is two zstd frames:
 /// a harmless first frame, and a second one with a private key and a setuid binary. containerd,
 /// podman and skopeo unpack both frames; so does the scanner, and the image stays unpullable.
@@ -200,16 +185,14 @@ async fn skopeo_cannot_pull_a_two_frame_zstd_image_or_its_disguise() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let server = Server::start(&data);
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    let certs = server.cert_dir(dir.path());
     let certs = certs.to_str().unwrap();
     use reqwest::Method;
-    api(&server, Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;
+    server.api(Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;
     for (user, role) in [("dev", "developer"), ("eve", "reader")] {
         let body = json!({"username": user, "password": format!("{user}-password-long")});
-        api(&server, Method::POST, "/api/v1/users", body).await;
-        api(&server, Method::PUT, &format!("/api/v1/namespaces/team/members/{user}"), json!({"role": role})).await;
+        server.api(Method::POST, "/api/v1/users", body).await;
+        server.api(Method::PUT, &format!("/api/v1/namespaces/team/members/{user}"), json!({"role": role})).await;
     }
 
     let src = dir.path().join("src");

@@ -26,7 +26,7 @@ async fn secrets_never_reach_the_log() {
         client
             .post(api("/api/v1/namespaces/team/robots"))
             .basic_auth("admin", Some(ADMIN_PASSWORD))
-            .json(&serde_json::json!({"name": "ci", "actions": ["pull"], "expires_at": "2099-01-01T00:00:00Z"}))
+            .json(&serde_json::json!({"name": "ci", "actions": ["pull"], "expires_at": common::in_days(30)}))
             .send()
             .await
             .unwrap(),
@@ -37,7 +37,7 @@ async fn secrets_never_reach_the_log() {
         client
             .post(api("/api/v1/tokens"))
             .basic_auth("alice", Some("alice-password-long"))
-            .json(&serde_json::json!({"name": "t", "expires_at": "2099-01-01T00:00:00Z"}))
+            .json(&serde_json::json!({"name": "t", "expires_at": common::in_days(30)}))
             .send()
             .await
             .unwrap(),

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use common::{sha256, test_config, TestRegistry};
-use portcullis::auth::service::Authenticated;
-use portcullis::auth::{ActionSet, Principal, Scope};
+use portcullis::auth::{ActionSet, Scope};
 
 use portcullis::Config;
 use rustls::pki_types::ServerName;
@@ -34,9 +33,16 @@ async fn start(edit: impl FnOnce(&mut Config, &std::path::Path)) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(portcullis::server::serve(listener, tls.server_config, registry.app.router.clone(), async {
-        let _ = rx.await;
-    }));
+    let settings = registry.app.config.server_settings(4096);
+    tokio::spawn(portcullis::server::serve(
+        listener,
+        tls.server_config,
+        registry.app.router.clone(),
+        settings,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Running { addr, ca_pem, registry, _shutdown: tx }
 }
 
@@ -137,7 +143,7 @@ async fn dev_ca_is_reused_across_starts() {
 #[tokio::test]
 async fn chunked_upload_and_pull_over_tls() {
     let r = start(|_, _| {}).await;
-    let admin = Authenticated { principal: Principal::User { name: "admin".into(), admin: true }, pat: None };
+    let admin = r.registry.admin().await;
     let token = r.registry.token_for(&admin, &[Scope::Repository("tls/app".parse().unwrap(), ActionSet::ALL)]).await;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());

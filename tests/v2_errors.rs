@@ -58,9 +58,18 @@ async fn unknown_endpoints_and_methods() {
 #[tokio::test]
 async fn references_and_digests_are_validated() {
     let r = TestRegistry::new().await;
-    r.get("/v2/a/manifests/-tag").await.expect(400, Some("TAG_INVALID"));
-    r.get(&format!("/v2/a/manifests/{}", "t".repeat(129))).await.expect(400, Some("TAG_INVALID"));
-    r.get("/v2/a/manifests/sha256:123").await.expect(400, Some("DIGEST_INVALID"));
+    // A read of a reference that is neither a tag nor a digest finds nothing (as the OCI
+    // conformance suite expects); a write of one is refused with the reason.
+    for bad in ["-tag".to_owned(), "t".repeat(129), "sha256:123".to_owned()] {
+        r.get(&format!("/v2/a/manifests/{bad}")).await.expect(404, Some("MANIFEST_UNKNOWN"));
+    }
+    for (bad, code) in [
+        ("-tag".to_owned(), "TAG_INVALID"),
+        ("t".repeat(129), "TAG_INVALID"),
+        ("sha256:123".to_owned(), "DIGEST_INVALID"),
+    ] {
+        r.put_manifest("a", &bad, common::images::OCI_MANIFEST, b"{}").await.expect(400, Some(code));
+    }
     r.get("/v2/a/blobs/sha256:xyz").await.expect(400, Some("DIGEST_INVALID"));
     r.get("/v2/a/blobs/latest").await.expect(400, Some("DIGEST_INVALID"));
 }

@@ -1,9 +1,12 @@
 //! Account administration: users, namespaces, members, robots and personal tokens.
 //!
 //! Rules: names are validated here; secrets are generated here from the OS-seeded CSPRNG, returned
-//! once, and stored only hashed; robots and tokens must expire.
+//! once, and stored only hashed; robots and tokens must expire, within `auth.max_robot_lifetime`
+//! and `auth.max_token_lifetime`. Every change that alters what an account may do (password,
+//! enabled, admin, a role, its namespace, a robot's secret) moves the account's `valid_after`
+//! stamp, so tokens issued before it stop working at once.
 
-use super::service::{AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
+use super::service::{now_ms, AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
 use super::{password, secrets, ActionSet, Role};
 use crate::domain::{now, Error};
 use crate::metadata::auth::{NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
@@ -40,6 +43,17 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     } else {
         Err(AccountError::Invalid(format!("{kind} must match [a-z0-9][a-z0-9._-]{{0,63}}")))
     }
+}
+
+/// Refuses an expiry further away than `max` (named by its configuration key).
+fn within(expires_at: i64, max: std::time::Duration, key: &str) -> Result<()> {
+    if expires_at - now() > max.as_secs() as i64 {
+        return Err(AccountError::Invalid(format!(
+            "expires_at is more than {} days away; the limit is {key}",
+            max.as_secs() / 86_400
+        )));
+    }
+    Ok(())
 }
 
 /// A secret shown once.
@@ -84,6 +98,7 @@ impl AuthService {
         if !self.store().update_user(username, &UserUpdate { password_hash, admin, disabled }).await? {
             return Err(AccountError::NotFound("user"));
         }
+        self.store().bump_user(username, now_ms()).await?;
         self.user(username).await
     }
 
@@ -99,6 +114,8 @@ impl AuthService {
     }
 
     pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        // The members lose what the namespace gave them: before the memberships go with it.
+        self.store().bump_members(name, now_ms()).await?;
         if self.store().delete_namespace(name).await? {
             Ok(())
         } else {
@@ -129,6 +146,10 @@ impl AuthService {
         if !self.store().set_namespace_public(name, public).await? {
             return Err(AccountError::NotFound("namespace"));
         }
+        if !public {
+            // Anonymous tokens that could pull here stop working.
+            self.store().bump_stamp("anonymous", now_ms()).await?;
+        }
         self.namespace(name).await
     }
 
@@ -145,11 +166,13 @@ impl AuthService {
         self.namespace(ns).await?;
         self.user(username).await?;
         self.store().set_member(ns, username, role).await?;
+        self.store().bump_user(username, now_ms()).await?;
         Ok(())
     }
 
     pub async fn remove_member(&self, ns: &str, username: &str) -> Result<()> {
         if self.store().remove_member(ns, username).await? {
+            self.store().bump_user(username, now_ms()).await?;
             Ok(())
         } else {
             Err(AccountError::NotFound("member"))
@@ -165,6 +188,7 @@ impl AuthService {
         expires_at: i64,
     ) -> Result<NewSecret<RobotRecord>> {
         check_name("robot name", name)?;
+        within(expires_at, self.settings().max_robot_lifetime, "auth.max_robot_lifetime")?;
         self.namespace(ns).await?;
         let set = ActionSet::parse_list(&actions.join(","));
         if set.is_empty() || actions.iter().any(|a| super::Action::parse(a).is_none()) {
@@ -175,6 +199,8 @@ impl AuthService {
         }
         let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));
         let record = RobotRecord {
+            id: 0,
+            valid_after_ms: 0,
             username: format!("{ROBOT_PREFIX}{ns}+{name}"),
             namespace: ns.to_owned(),
             name: name.to_owned(),
@@ -200,7 +226,7 @@ impl AuthService {
     pub async fn rotate_robot(&self, ns: &str, name: &str) -> Result<NewSecret<RobotRecord>> {
         let username = format!("{ROBOT_PREFIX}{ns}+{name}");
         let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));
-        if !self.store().rotate_robot(&username, &secrets::hash_token(&secret)).await? {
+        if !self.store().rotate_robot(&username, &secrets::hash_token(&secret), now_ms()).await? {
             return Err(AccountError::NotFound("robot"));
         }
         let record = self.store().robot(&username).await?.ok_or(AccountError::NotFound("robot"))?;
@@ -215,10 +241,19 @@ impl AuthService {
         }
     }
 
-    pub async fn create_token(&self, username: &str, name: &str, expires_at: i64) -> Result<NewSecret<TokenRecord>> {
+    /// A personal token for `username`; `parent` is the personal token the request came with, if
+    /// any (revoking it revokes this one).
+    pub async fn create_token(
+        &self,
+        username: &str,
+        name: &str,
+        expires_at: i64,
+        parent: Option<String>,
+    ) -> Result<NewSecret<TokenRecord>> {
         if name.is_empty() || name.len() > 100 {
             return Err(AccountError::Invalid("name must have 1 to 100 characters".into()));
         }
+        within(expires_at, self.settings().max_token_lifetime, "auth.max_token_lifetime")?;
         let id = secrets::random_string(12);
         let secret = format!("{TOKEN_PREFIX}{id}_{}", secrets::random_string(40));
         let record = TokenRecord {
@@ -230,6 +265,7 @@ impl AuthService {
             revoked: false,
             last_used_at: None,
             created_at: now(),
+            parent_id: parent,
         };
         self.store().create_token(&record).await?;
         Ok(NewSecret { record, secret })

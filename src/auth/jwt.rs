@@ -1,7 +1,10 @@
 //! Token signing and verification: ES256 JWTs with a `kid`, the public key published as JWKS.
 //!
 //! Rules: the algorithm is pinned (ES256 only; `none` and HMAC are refused before any key is
-//! used), the `kid` must name one of our keys, and iss, aud, exp, nbf and iat are all required and checked.
+//! used), the `kid` must name one of our keys, iss, aud, exp, nbf and iat are all required and
+//! checked, and a signature must be in its canonical low-`s` form: ECDSA's malleable twin (`s`
+//! replaced by `n - s`, which verifies too) is refused, so a token has exactly one valid
+//! spelling. Our own signatures are normalised to low `s`.
 
 use std::path::Path;
 
@@ -41,6 +44,13 @@ pub struct Claims {
     /// The personal access token this was issued for, so its revocation revokes this too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pat: Option<String>,
+    /// The principal's immutable id (`u:<id>`, `r:<id>`), so that a new account under a deleted
+    /// one's name does not inherit its tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// When it was issued, in milliseconds: refused if at or before the principal's stamp.
+    #[serde(default)]
+    pub iatms: i64,
     #[serde(rename = "use")]
     pub token_use: TokenUse,
 }
@@ -160,7 +170,8 @@ impl Keys {
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.signing.kid.clone());
-        Ok(jsonwebtoken::encode(&header, claims, &self.signing.encoding)?)
+        let token = jsonwebtoken::encode(&header, claims, &self.signing.encoding)?;
+        Ok(canonical_form(&token))
     }
 
     /// Verifies signature and claims; `use` must match.
@@ -191,6 +202,9 @@ impl Keys {
     /// The full check: algorithm, key, signature and every registered claim.
     fn verify_signed(&self, token: &str, issuer: &str, audience: &str) -> Result<Claims, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        if !canonical(token) {
+            return Err("token signature is not in its canonical (low-s) form".into());
+        }
         if header.alg != Algorithm::ES256 {
             return Err("token algorithm must be ES256".into());
         }
@@ -221,6 +235,50 @@ impl Keys {
     }
 }
 
+/// The order of P-256, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6, 0xfa,
+    0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+/// Half of it, rounded down: the largest canonical `s`.
+const P256_HALF_N: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xde, 0x73, 0x7d,
+    0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// The raw `r || s` of a compact JWS, if it is 64 bytes.
+fn signature(token: &str) -> Option<Vec<u8>> {
+    let sig = token.rsplit('.').next()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).ok()?;
+    (raw.len() == 64).then_some(raw)
+}
+
+/// Whether the signature's `s` is at most half the group order (big-endian comparison).
+fn canonical(token: &str) -> bool {
+    signature(token).is_some_and(|raw| raw[32..] <= P256_HALF_N[..])
+}
+
+/// The token with `s` replaced by `n - s` (the signature's twin, which verifies as well).
+fn with_negated_s(token: &str, mut raw: Vec<u8>) -> String {
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = P256_N[i] as i16 - raw[32 + i] as i16 - borrow;
+        borrow = i16::from(d < 0);
+        raw[32 + i] = d.rem_euclid(256) as u8;
+    }
+    let head = &token[..token.rfind('.').expect("a JWS has dots")];
+    format!("{head}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// The same token with a low `s` (both forms verify; only low `s` is accepted). Public for
+/// tools and tests that sign tokens with the registry's key themselves.
+pub fn canonical_form(token: &str) -> String {
+    match signature(token) {
+        Some(raw) if raw[32..] > P256_HALF_N[..] => with_negated_s(token, raw),
+        _ => token.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,7 +294,29 @@ mod tests {
             jti: "j".into(),
             access: Vec::new(),
             pat: None,
+            uid: None,
+            iatms: 0,
             token_use,
+        }
+    }
+
+    /// Every signature we make is low-s, and its high-s twin (which ECDSA would also accept) is refused.
+    #[test]
+    fn only_the_canonical_signature_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(&dir.path().join("k.pem"), &[]).unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (iss, aud) = ("https://r.example", "portcullis");
+        for i in 0..20 {
+            let mut c = claims(now + 600, now, TokenUse::Access);
+            c.jti = format!("j{i}");
+            let token = keys.sign(&c).unwrap();
+            assert!(canonical(&token));
+            assert!(keys.verify(&token, iss, aud, TokenUse::Access).is_ok());
+            let twin = with_negated_s(&token, signature(&token).unwrap());
+            assert!(!canonical(&twin));
+            let refused = keys.verify(&twin, iss, aud, TokenUse::Access).unwrap_err();
+            assert!(refused.contains("canonical"), "{refused}");
         }
     }
 

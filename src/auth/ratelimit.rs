@@ -1,9 +1,17 @@
-//! Login throttling: failures per account and per client address earn growing back-off.
+//! Login throttling: failed password logins earn growing back-off, per key.
 //!
-//! After `free` failures, each further failure doubles the lock-out (capped at `max`). While a key
-//! is locked out, logins for it are refused without checking the secret, so guessing gets nowhere
-//! and the answer does not tell whether the secret was right. The counts live in the database
-//! ([`ThrottleStore`]), so the limit holds across every replica behind a load balancer.
+//! Keys: `pair:<account>@<address>` for an account that exists, `unknown:<address>` for names
+//! that do not. An attacker therefore locks out only their own (account, address) pair, never the
+//! owner logging in from elsewhere; and a client spraying unknown names does not lock out the
+//! accounts of others behind the same address (a NAT, a CI runner).
+//!
+//! Each attempt is counted, atomically, before its secret is checked: of many concurrent guesses
+//! only the first `free` are checked at all. After `free` failures each further attempt doubles
+//! the lock-out (capped at `max`); while a key is locked out, logins for it are refused without
+//! checking the secret, so guessing gets nowhere and the answer does not tell whether the secret
+//! was right. The counts live in the database ([`ThrottleStore`]), so the limit holds across every
+//! replica behind a load balancer. High-entropy secrets (personal tokens, robot secrets) are not
+//! throttled: they cannot be guessed, and others' failures must not lock them out.
 
 use std::time::Duration;
 
@@ -34,28 +42,27 @@ impl LoginLimiter {
         self.base.saturating_mul(1 << doublings).min(self.max)
     }
 
-    /// How long any of `keys` is still locked out.
-    pub async fn blocked_for(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<Option<Duration>> {
+    /// How long `key` is still locked out, without counting an attempt.
+    pub async fn locked(&self, store: &dyn ThrottleStore, key: &str) -> Result<Option<Duration>> {
         let now = now_ms();
-        Ok(store
-            .login_failures(keys)
-            .await?
-            .into_iter()
-            .filter_map(|(n, last)| {
-                let until = last.saturating_add(self.lockout(n).as_millis() as i64);
-                (until > now).then(|| Duration::from_millis((until - now) as u64))
-            })
-            .max())
+        let Some((failures, last)) = store.login_failures(key).await? else { return Ok(None) };
+        let until = last.saturating_add(self.lockout(failures).as_millis() as i64);
+        Ok((until > now).then(|| Duration::from_millis((until - now) as u64)))
     }
 
-    pub async fn failure(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<()> {
+    /// Counts an attempt on `key` before its check; `Some(wait)` when the key is locked out and
+    /// the secret must not be checked.
+    pub async fn attempt(&self, store: &dyn ThrottleStore, key: &str) -> Result<Option<Duration>> {
         let now = now_ms();
         // Keys idle longer than the longest lock-out no longer matter.
-        store.record_login_failure(keys, now, now - self.max.as_millis() as i64).await
+        let (count, previous_at) = store.login_attempt(key, now, now - self.max.as_millis() as i64).await?;
+        let before = count.saturating_sub(1);
+        let until = previous_at.saturating_add(self.lockout(before).as_millis() as i64);
+        Ok((before >= self.free && until > now).then(|| Duration::from_millis((until - now) as u64)))
     }
 
-    pub async fn success(&self, store: &dyn ThrottleStore, keys: &[String]) -> Result<()> {
-        store.clear_login_failures(keys).await
+    pub async fn success(&self, store: &dyn ThrottleStore, key: &str) -> Result<()> {
+        store.clear_login_failures(key).await
     }
 }
 

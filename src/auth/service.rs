@@ -1,5 +1,14 @@
 //! The authentication service: logins (password, personal token, robot secret) with throttling,
 //! token issue and verification, and the per-use re-check of the principal behind a token.
+//!
+//! Rules:
+//! - A token names its principal by name and immutable id, and carries when it was issued (ms).
+//!   On every use the principal is loaded again: it must still exist with that id, be enabled (not
+//!   revoked, not expired), and the token must be younger than its `valid_after` stamp, which a
+//!   password change, a secret rotation, a role change or removal, and a namespace's deletion move
+//!   forward. A token issued with a personal token dies with it (and its children).
+//! - Passwords are throttled per (account, address) ([`super::ratelimit`]), counted before the
+//!   check; personal tokens and robot secrets are hash lookups, never throttled.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +34,9 @@ pub enum AuthError {
     BadCredentials,
     #[error("too many failed logins; retry in {0:?}")]
     Throttled(Duration),
+    /// Password checks are saturated; retry shortly.
+    #[error("too many logins are being checked at once; retry in a second")]
+    Busy,
     #[error("{0}")]
     InvalidToken(String),
     #[error(transparent)]
@@ -41,18 +53,38 @@ pub struct AuthSettings {
     pub free_failures: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How long a verified password is remembered (0: never).
+    pub password_cache: Duration,
+    /// Longest lifetime of a personal access token and of a robot.
+    pub max_token_lifetime: Duration,
+    pub max_robot_lifetime: Duration,
 }
 
-/// A principal, and the personal token it logged in with, if any.
+/// A principal, its immutable id (`u:<id>`, `r:<id>`; none for anonymous), and the personal
+/// token it logged in with, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Authenticated {
     pub principal: Principal,
+    pub uid: Option<String>,
     pub pat: Option<String>,
 }
 
 impl Authenticated {
     pub fn anonymous() -> Self {
-        Authenticated { principal: Principal::Anonymous, pat: None }
+        Authenticated { principal: Principal::Anonymous, uid: None, pat: None }
+    }
+}
+
+/// Milliseconds since the Unix epoch: the resolution of `valid_after` stamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn user_principal(u: &crate::metadata::auth::UserRecord, pat: Option<String>) -> Authenticated {
+    Authenticated {
+        principal: Principal::User { name: u.username.clone(), admin: u.admin },
+        uid: Some(format!("u:{}", u.id)),
+        pat,
     }
 }
 
@@ -68,6 +100,7 @@ pub struct AuthService {
     keys: Keys,
     settings: AuthSettings,
     limiter: LoginLimiter,
+    verified: password::Verified,
 }
 
 impl AuthService {
@@ -79,7 +112,8 @@ impl AuthService {
         settings: AuthSettings,
     ) -> anyhow::Result<Self> {
         let limiter = LoginLimiter::new(settings.free_failures, settings.backoff_base, settings.backoff_max);
-        Ok(AuthService { store, keys: Keys::load_or_create(key_path, verify_keys)?, settings, limiter })
+        let verified = password::Verified::new(settings.password_cache);
+        Ok(AuthService { store, keys: Keys::load_or_create(key_path, verify_keys)?, settings, limiter, verified })
     }
 
     pub(super) fn store(&self) -> &dyn AuthStore {
@@ -126,29 +160,61 @@ impl AuthService {
         Ok(file)
     }
 
-    /// Checks a username and secret (password, personal token or robot secret), with throttling
-    /// per account and per client address.
+    /// Checks a username and secret (password, personal token or robot secret). Passwords are
+    /// throttled per (account, address); the high-entropy secrets are not.
     pub async fn login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
-        let keys = [format!("account:{username}"), format!("client:{client}")];
-        if let Some(wait) = self.limiter.blocked_for(self.store.as_ref(), &keys).await? {
-            tracing::warn!(target: "audit", account = %username, %client, ?wait, "login refused: throttled");
+        if username.starts_with(ROBOT_PREFIX) || secret.starts_with(TOKEN_PREFIX) {
+            return match self.check_high_entropy(username, secret).await? {
+                Some(who) => {
+                    tracing::info!(target: "audit", account = ?username, %client, personal_token = who.pat.is_some(), "login");
+                    Ok(who)
+                }
+                None => {
+                    tracing::warn!(target: "audit", account = ?username, %client, "failed login");
+                    Err(AuthError::BadCredentials)
+                }
+            };
+        }
+        let user = self.store.user(username).await?;
+        let key = match &user {
+            Some(u) => format!("pair:{}@{client}", u.username),
+            None => format!("unknown:{client}"),
+        };
+        // Locked out: refused unchecked (and no remembered password is consulted, which would
+        // let guesses through the lock-out).
+        if let Some(wait) = self.limiter.locked(self.store.as_ref(), &key).await? {
+            tracing::warn!(target: "audit", account = ?username, %client, ?wait, "login refused: throttled");
             return Err(AuthError::Throttled(wait));
         }
-        match self.check_secret(username, secret).await? {
-            Some(who) => {
-                self.limiter.success(self.store.as_ref(), &keys[..1]).await?;
-                tracing::info!(target: "audit", account = %username, %client, personal_token = who.pat.is_some(), "login");
-                Ok(who)
+        // A password verified a moment ago, under the same stamp: a hash, not an argon2 run.
+        if let Some(u) = user.as_ref().filter(|u| !u.disabled) {
+            if self.verified.holds(u.id, u.valid_after_ms, secret) {
+                return Ok(user_principal(u, None));
             }
-            None => {
-                self.limiter.failure(self.store.as_ref(), &keys).await?;
-                tracing::warn!(target: "audit", account = %username, %client, "failed login");
+        }
+        if let Some(wait) = self.limiter.attempt(self.store.as_ref(), &key).await? {
+            tracing::warn!(target: "audit", account = ?username, %client, ?wait, "login refused: throttled");
+            return Err(AuthError::Throttled(wait));
+        }
+        let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
+        let matches = password::verify(secret.to_owned(), stored).await.map_err(|_| AuthError::Busy)?;
+        match user {
+            Some(u) if matches && !u.disabled => {
+                self.limiter.success(self.store.as_ref(), &key).await?;
+                self.verified.remember(u.id, u.valid_after_ms, secret);
+                tracing::info!(target: "audit", account = ?username, %client, "login");
+                Ok(user_principal(&u, None))
+            }
+            _ => {
+                tracing::warn!(target: "audit", account = ?username, %client, "failed login");
                 Err(AuthError::BadCredentials)
             }
         }
     }
 
-    async fn check_secret(&self, username: &str, secret: &str) -> Result<Option<Authenticated>, AuthError> {
+    /// A robot secret or a personal access token: a lookup by name or id and a constant-time
+    /// comparison of SHA-256 hashes. `None` when it does not match.
+    async fn check_high_entropy(&self, username: &str, secret: &str) -> Result<Option<Authenticated>, AuthError> {
         let now = now();
         if username.starts_with(ROBOT_PREFIX) {
             let Some(r) = self.store.robot(username).await? else {
@@ -160,43 +226,30 @@ impl AuthService {
                 return Ok(None);
             }
             self.store.touch_robot(username, now).await?;
-            return Ok(Some(Authenticated { principal: robot_principal(&r), pat: None }));
+            return Ok(Some(robot_principal(&r)));
         }
         let user = self.store.user(username).await?;
-        if let Some(rest) = secret.strip_prefix(TOKEN_PREFIX) {
-            let id = rest.split('_').next().unwrap_or("");
-            let token = self.store.token(id).await?;
-            let ok = match (&user, &token) {
-                (Some(u), Some(t)) => {
-                    secrets::token_matches(secret, &t.secret_hash)
-                        && t.username == u.username
-                        && !t.revoked
-                        && t.expires_at > now
-                        && !u.disabled
-                }
-                _ => {
-                    secrets::token_matches(secret, &secrets::hash_token(""));
-                    false
-                }
-            };
-            if !ok {
-                return Ok(None);
+        let rest = secret.strip_prefix(TOKEN_PREFIX).unwrap_or("");
+        let id = rest.split('_').next().unwrap_or("");
+        let token = self.store.token(id).await?;
+        let ok = match (&user, &token) {
+            (Some(u), Some(t)) => {
+                secrets::token_matches(secret, &t.secret_hash)
+                    && t.username == u.username
+                    && !t.revoked
+                    && t.expires_at > now
+                    && !u.disabled
             }
-            self.store.touch_token(id, now).await?;
-            let u = user.expect("checked above");
-            return Ok(Some(Authenticated {
-                principal: Principal::User { name: u.username, admin: u.admin },
-                pat: Some(id.to_owned()),
-            }));
-        }
-        let stored = user.as_ref().map_or_else(|| password::dummy_hash().to_owned(), |u| u.password_hash.clone());
-        let matches = password::verify(secret.to_owned(), stored).await;
-        match user {
-            Some(u) if matches && !u.disabled => {
-                Ok(Some(Authenticated { principal: Principal::User { name: u.username, admin: u.admin }, pat: None }))
+            _ => {
+                secrets::token_matches(secret, &secrets::hash_token(""));
+                false
             }
-            _ => Ok(None),
+        };
+        if !ok {
+            return Ok(None);
         }
+        self.store.touch_token(id, now).await?;
+        Ok(user.map(|u| user_principal(&u, Some(id.to_owned()))))
     }
 
     /// The namespace facts the policy needs for `principal` on `repo`.
@@ -248,6 +301,9 @@ impl AuthService {
             TokenUse::Refresh => self.settings.refresh_lifetime,
         };
         let iat = now();
+        // One millisecond past any stamp set at this moment, so that a token issued right after
+        // a change (a new password's first login) is younger than the change.
+        let iatms = now_ms().max(iat * 1000) + 1;
         let claims = Claims {
             iss: self.settings.issuer.clone(),
             sub: who.principal.subject().to_owned(),
@@ -258,59 +314,73 @@ impl AuthService {
             jti: secrets::random_string(22),
             access,
             pat: who.pat.clone(),
+            uid: who.uid.clone(),
+            iatms,
             token_use,
         };
         let token = self.keys.sign(&claims).map_err(Error::internal)?;
         Ok(Issued { token, expires_in: lifetime.as_secs(), issued_at: iat })
     }
 
-    /// Verifies a token and re-checks that its principal may still act (not disabled or revoked).
+    /// Verifies a token and re-checks that its principal may still act: the same account (by id),
+    /// enabled, and the token younger than the account's stamp.
     pub async fn verify(&self, token: &str, token_use: TokenUse) -> Result<(Authenticated, Vec<Access>), AuthError> {
         let claims = self
             .keys
             .verify(token, &self.settings.issuer, &self.settings.service, token_use)
             .map_err(AuthError::InvalidToken)?;
-        let who = self.principal(&claims.sub, claims.pat.as_deref()).await?;
+        let who = self.principal(&claims).await?;
         Ok((who, claims.access))
     }
 
-    /// The current principal for a token subject, or an error if it may no longer act.
-    async fn principal(&self, sub: &str, pat: Option<&str>) -> Result<Authenticated, AuthError> {
+    /// The current principal for a token's claims, or an error if it may no longer act.
+    async fn principal(&self, claims: &Claims) -> Result<Authenticated, AuthError> {
         let now = now();
-        let revoked =
-            || AuthError::InvalidToken("the account behind this token is disabled, expired or revoked".into());
+        let revoked = || {
+            AuthError::InvalidToken(
+                "the account behind this token is disabled, expired, revoked or changed since it was issued".into(),
+            )
+        };
+        let (sub, uid) = (claims.sub.as_str(), claims.uid.as_deref());
         if sub.is_empty() {
+            // Anonymous: a namespace made private since then ends such tokens.
+            if claims.iatms <= self.store.stamp("anonymous").await? {
+                return Err(revoked());
+            }
             return Ok(Authenticated::anonymous());
         }
         if sub.starts_with(ROBOT_PREFIX) {
             let r = self.store.robot(sub).await?.ok_or_else(revoked)?;
-            if r.revoked || r.expires_at <= now {
+            let same = uid == Some(format!("r:{}", r.id).as_str());
+            if !same || r.revoked || r.expires_at <= now || claims.iatms <= r.valid_after_ms {
                 return Err(revoked());
             }
-            return Ok(Authenticated { principal: robot_principal(&r), pat: None });
+            return Ok(robot_principal(&r));
         }
         let u = self.store.user(sub).await?.ok_or_else(revoked)?;
-        if u.disabled {
+        let same = uid == Some(format!("u:{}", u.id).as_str());
+        if !same || u.disabled || claims.iatms <= u.valid_after_ms {
             return Err(revoked());
         }
-        if let Some(id) = pat {
+        if let Some(id) = claims.pat.as_deref() {
             let t = self.store.token(id).await?.ok_or_else(revoked)?;
             if t.revoked || t.expires_at <= now || t.username != u.username {
                 return Err(revoked());
             }
         }
-        Ok(Authenticated {
-            principal: Principal::User { name: u.username, admin: u.admin },
-            pat: pat.map(str::to_owned),
-        })
+        Ok(user_principal(&u, claims.pat.clone()))
     }
 }
 
-fn robot_principal(r: &crate::metadata::auth::RobotRecord) -> Principal {
-    Principal::Robot(Robot {
-        username: r.username.clone(),
-        namespace: r.namespace.clone(),
-        actions: ActionSet::parse_list(&r.actions.join(",")),
-        repositories: r.repositories.clone(),
-    })
+fn robot_principal(r: &crate::metadata::auth::RobotRecord) -> Authenticated {
+    Authenticated {
+        principal: Principal::Robot(Robot {
+            username: r.username.clone(),
+            namespace: r.namespace.clone(),
+            actions: ActionSet::parse_list(&r.actions.join(",")),
+            repositories: r.repositories.clone(),
+        }),
+        uid: Some(format!("r:{}", r.id)),
+        pat: None,
+    }
 }

@@ -41,6 +41,9 @@ pub enum Error {
     PaginationInvalid(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A cap on open upload sessions was reached.
+    #[error("{0}")]
+    TooManyUploads(String),
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
     Blocked(Box<super::Blocked>),

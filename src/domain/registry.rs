@@ -18,6 +18,8 @@ pub struct Limits {
     pub max_page: u32,
     /// Most layers (plus config) of an image or artifact, or manifests of an index, in one manifest.
     pub max_references: usize,
+    /// Open upload sessions allowed per principal and per repository.
+    pub upload_sessions: crate::metadata::SessionCaps,
 }
 
 /// The default of `limits.max_references`.
@@ -27,9 +29,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_manifest_bytes: 4 * 1024 * 1024,
-            upload_expiry: Duration::from_secs(24 * 3600),
+            upload_expiry: Duration::from_secs(3600),
             max_page: 10_000,
             max_references: DEFAULT_MAX_REFERENCES,
+            upload_sessions: crate::metadata::SessionCaps { per_principal: 256, per_repository: 256 },
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::registry::storage_err;
 use super::{now, Digest, Error, RepoName, Result};
-use crate::metadata::Upload;
+use crate::metadata::{SessionCap, Upload};
 use crate::storage::{ByteStream, Commit, UploadId, WrittenPart};
 
 /// Where an upload stands.
@@ -17,11 +17,36 @@ pub struct UploadState {
 }
 
 impl super::Registry {
-    /// Opens an upload session.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
+    /// Opens an upload session for `owner` (the principal's name), within the session caps.
+    pub async fn start_upload(&self, repo: &RepoName, owner: &str) -> Result<UploadState> {
         let id = UploadId::new();
-        self.meta.create_upload(&id, repo, now()).await?;
-        Ok(UploadState { id, size: 0 })
+        match self.meta.create_upload(&id, repo, owner, now(), self.limits.upload_sessions).await? {
+            Ok(()) => Ok(UploadState { id, size: 0 }),
+            Err(SessionCap::Principal(n)) => Err(Error::TooManyUploads(format!(
+                "{n} upload sessions are open for this account, the most allowed (uploads.max_per_principal); finish or cancel some"
+            ))),
+            Err(SessionCap::Repository(n)) => Err(Error::TooManyUploads(format!(
+                "{n} upload sessions are open in {repo}, the most allowed (uploads.max_per_repository); finish or cancel some"
+            ))),
+        }
+    }
+
+    /// Runs `work` (a write into session `id`) while marking the session as in use every quarter
+    /// of `uploads.expiry`, so that a long upload is never swept as idle under it.
+    async fn in_use<T>(&self, id: &UploadId, work: impl std::future::Future<Output = T>) -> T {
+        let every = (self.limits.upload_expiry / 4).max(std::time::Duration::from_secs(1));
+        let beat = async {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.meta.touch_upload(id, now()).await {
+                    tracing::warn!(upload = %id, error = %e, "could not mark an upload session as in use");
+                }
+            }
+        };
+        tokio::select! {
+            done = work => done,
+            never = beat => never,
+        }
     }
 
     /// Current state of a session.
@@ -42,7 +67,7 @@ impl super::Registry {
         let lock = self.upload_lock(id);
         let _held = lock.lock().await;
         let upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
-        let Some(part) = self.write_chunk(&upload, range, body).await? else {
+        let Some(part) = self.in_use(id, self.write_chunk(&upload, range, body)).await? else {
             return Ok(UploadState { id: id.clone(), size: upload.size });
         };
         if !self.meta.append_part(id, upload.size, &part, now()).await? {
@@ -109,11 +134,11 @@ impl super::Registry {
         let _held = lock.lock().await;
         let mut upload = self.meta.get_upload(repo, id).await?.ok_or(Error::UploadUnknown)?;
         if let Some((range, body)) = last_chunk {
-            if let Some(part) = self.write_chunk(&upload, range, body).await? {
+            if let Some(part) = self.in_use(id, self.write_chunk(&upload, range, body)).await? {
                 upload.parts.push(part);
             }
         }
-        match self.blobs.commit(id, &upload.parts, digest).await.map_err(storage_err)? {
+        match self.in_use(id, self.blobs.commit(id, &upload.parts, digest)).await.map_err(storage_err)? {
             Commit::Stored { size } => {
                 self.meta.complete_upload(id, repo, digest, size).await?;
                 self.discard_upload_objects(id).await;
@@ -128,8 +153,14 @@ impl super::Registry {
     }
 
     /// A whole blob in one request (`POST ?digest=`).
-    pub async fn upload_monolithic(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
-        let state = self.start_upload(repo).await?;
+    pub async fn upload_monolithic(
+        &self,
+        repo: &RepoName,
+        owner: &str,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let state = self.start_upload(repo, owner).await?;
         let result = self.complete_upload(repo, &state.id, digest, Some((None, body))).await;
         if result.is_err() {
             // The session was never shown to the client, so nothing may outlive the failure.

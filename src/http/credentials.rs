@@ -15,6 +15,17 @@ impl ClientAddr {
     }
 }
 
+/// The client address as a handler argument.
+pub struct Client(pub IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(ClientAddr::of(&parts.extensions)))
+    }
+}
+
 fn authorization<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (s, rest) = value.split_once(' ')?;

@@ -5,7 +5,9 @@
 
 mod admin;
 pub mod credentials;
+mod guards;
 pub mod oci_error;
+pub mod rate;
 pub mod token;
 pub mod v2;
 
@@ -30,6 +32,7 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// The configured public URL (no trailing slash): the token realm is built from it alone.
     pub public_url: String,
+    pub limits: Arc<rate::RateLimits>,
 }
 
 /// One year, the usual HSTS lifetime; the registry never speaks plaintext anyway.
@@ -42,20 +45,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(v2::handle))
         .route("/token", get(token::get).post(token::post))
         .route("/.well-known/jwks.json", get(token::jwks))
-        .nest("/api/v1", admin::router())
+        .nest(
+            "/api/v1",
+            admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), guards::same_origin_json)),
+        )
         .fallback(|| async { OciError::new(Code::NotFound, "no such endpoint").into_response() })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guards::limit_addresses))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &axum::http::Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    // The path is the client's text: debug-formatted, so it can never forge a line.
+                    tracing::info_span!("request", method = %req.method(), path = ?req.uri().path())
                 })
                 .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
                     tracing::debug!(status = res.status().as_u16(), ?latency, "response");
                 }),
         )
-        .layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(HSTS),
-        ))
+        .layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)))
         .with_state(state)
 }

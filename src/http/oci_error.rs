@@ -123,6 +123,10 @@ impl From<Error> for OciError {
             Error::ManifestTooLarge { .. } => Code::TooLarge,
             Error::PaginationInvalid(_) => Code::PaginationNumberInvalid,
             Error::Unsupported(_) => Code::Unsupported,
+            Error::TooManyUploads(_) => {
+                return OciError::new(Code::TooManyRequests, message)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
+            }
             Error::Blocked(b) => match b.state {
                 crate::metadata::scans::ScanState::Quarantined => Code::Quarantined,
                 crate::metadata::scans::ScanState::Error => Code::ScanFailed,

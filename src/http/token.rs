@@ -19,12 +19,14 @@ use crate::auth::{AuthError, Scope};
 /// A failed login is answered only after this pause, which slows guessing further.
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
 
-/// `Bearer realm="<public_url>/token",service="<service>"[,scope="..."][,error="..."]`.
-pub fn challenge(state: &AppState, scope: Option<&Scope>, error: Option<&str>) -> HeaderValue {
+/// `Bearer realm="<public_url>/token",service="<service>"[,scope="a b"][,error="..."]`: several
+/// scopes are separated by a space, as distribution writes them (a mount asks for the source's pull).
+pub fn challenge(state: &AppState, scopes: &[&Scope], error: Option<&str>) -> HeaderValue {
     let mut value =
         format!("Bearer realm=\"{}/token\",service=\"{}\"", state.public_url, state.auth.settings().service);
-    if let Some(s) = scope {
-        value.push_str(&format!(",scope=\"{}\"", s.to_challenge()));
+    if !scopes.is_empty() {
+        let joined = scopes.iter().map(|s| s.to_challenge()).collect::<Vec<_>>().join(" ");
+        value.push_str(&format!(",scope=\"{joined}\""));
     }
     if let Some(e) = error {
         value.push_str(&format!(",error=\"{e}\""));
@@ -46,6 +48,9 @@ async fn refused(e: AuthError) -> Response {
         AuthError::Throttled(wait) => OciError::new(Code::TooManyRequests, "too many failed logins; try again later")
             .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))
             .into_response(),
+        AuthError::Busy => OciError::new(Code::Unavailable, "too many logins are being checked at once; retry shortly")
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .into_response(),
         AuthError::Internal(e) => OciError::from(e).into_response(),
     }
 }
@@ -57,6 +62,9 @@ fn bad_request(message: &str) -> Response {
 
 /// Issues an access token for `scopes`, and a refresh token when asked.
 async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refresh: bool) -> Response {
+    if let Err(limited) = state.limits.check_principal(who.principal.subject()) {
+        return super::guards::too_many("/token", limited);
+    }
     let issued = async {
         let access = state.auth.grant(who, scopes).await?;
         let token = state.auth.issue(who, access, TokenUse::Access)?;

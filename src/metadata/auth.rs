@@ -8,12 +8,18 @@ use crate::domain::Result;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UserRecord {
+    /// The account's immutable id (a new account under a deleted one's name has another).
+    #[serde(skip)]
+    pub id: i64,
     pub username: String,
     #[serde(skip)]
     pub password_hash: String,
     pub admin: bool,
     pub disabled: bool,
     pub created_at: i64,
+    /// Tokens issued at or before this time (ms) are refused.
+    #[serde(skip)]
+    pub valid_after_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +31,8 @@ pub struct NamespaceRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RobotRecord {
+    #[serde(skip)]
+    pub id: i64,
     pub username: String,
     pub namespace: String,
     pub name: String,
@@ -36,6 +44,9 @@ pub struct RobotRecord {
     pub revoked: bool,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    /// Tokens issued at or before this time (ms) are refused.
+    #[serde(skip)]
+    pub valid_after_ms: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +61,8 @@ pub struct TokenRecord {
     pub revoked: bool,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    /// The personal token this one was created with, if any: revoking it revokes this one.
+    pub parent_id: Option<String>,
 }
 
 /// Changes to a user; `None` leaves a field as it is.
@@ -60,15 +73,17 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
 }
 
-/// Failed logins per throttling key, shared by every replica on the database.
+/// Login attempts per throttling key, shared by every replica on the database.
 #[async_trait]
 pub trait ThrottleStore: Send + Sync {
-    /// `(failures, time of the last failure in ms)` of each key that has failures.
-    async fn login_failures(&self, keys: &[String]) -> Result<Vec<(u32, i64)>>;
-    /// Counts one failure for each key at `now_ms`, and forgets keys idle since `forget_before_ms`.
-    async fn record_login_failure(&self, keys: &[String], now_ms: i64, forget_before_ms: i64) -> Result<()>;
-    /// Forgets the failures of `keys` (after a successful login).
-    async fn clear_login_failures(&self, keys: &[String]) -> Result<()>;
+    /// Counts an attempt on `key` at `now_ms`, atomically, before its secret is checked; returns
+    /// the count with this one and the time of the attempt before it (0 if none). Keys idle since
+    /// `forget_before_ms` are forgotten.
+    async fn login_attempt(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(u32, i64)>;
+    /// `(attempts, time of the last in ms)` of `key`, without counting one.
+    async fn login_failures(&self, key: &str) -> Result<Option<(u32, i64)>>;
+    /// Forgets the attempts of `key` (after a successful login).
+    async fn clear_login_failures(&self, key: &str) -> Result<()>;
 }
 
 #[async_trait]
@@ -80,6 +95,13 @@ pub trait AuthStore: ThrottleStore + Send + Sync {
     async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>>;
     /// False if the user does not exist.
     async fn update_user(&self, username: &str, update: &UserUpdate) -> Result<bool>;
+    /// Refuses every token issued to the user until `now_ms`. False if the user does not exist.
+    async fn bump_user(&self, username: &str, now_ms: i64) -> Result<bool>;
+    /// The same for every member of a namespace.
+    async fn bump_members(&self, namespace: &str, now_ms: i64) -> Result<()>;
+    /// A named stamp (`anonymous`: refuses anonymous tokens issued before it), 0 if never set.
+    async fn stamp(&self, name: &str) -> Result<i64>;
+    async fn bump_stamp(&self, name: &str, now_ms: i64) -> Result<()>;
     /// Deletes a user with its memberships and personal tokens. False if it did not exist.
     async fn delete_user(&self, username: &str) -> Result<bool>;
 
@@ -102,14 +124,15 @@ pub trait AuthStore: ThrottleStore + Send + Sync {
     async fn create_robot(&self, robot: &RobotRecord) -> Result<bool>;
     async fn robot(&self, username: &str) -> Result<Option<RobotRecord>>;
     async fn list_robots(&self, namespace: &str) -> Result<Vec<RobotRecord>>;
-    /// Replaces the secret (and un-revokes nothing: a revoked robot stays revoked).
-    async fn rotate_robot(&self, username: &str, secret_hash: &str) -> Result<bool>;
+    /// Replaces the secret and refuses tokens issued until `now_ms` (a revoked robot stays revoked).
+    async fn rotate_robot(&self, username: &str, secret_hash: &str, now_ms: i64) -> Result<bool>;
     async fn revoke_robot(&self, username: &str) -> Result<bool>;
     async fn touch_robot(&self, username: &str, now: i64) -> Result<()>;
 
     async fn create_token(&self, token: &TokenRecord) -> Result<()>;
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
     async fn list_tokens(&self, username: &str) -> Result<Vec<TokenRecord>>;
+    /// Revokes the token and every token created with it (at any depth). False if it was not the user's.
     async fn revoke_token(&self, username: &str, id: &str) -> Result<bool>;
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
 }

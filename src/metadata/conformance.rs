@@ -2,7 +2,7 @@
 //! empty database (SQLite now; PostgreSQL runs the same suite).
 
 use super::scans::{GiveUp, ScanState};
-use super::{ManifestKind, Metadata, NewManifest, PutManifestRefused};
+use super::{ManifestKind, Metadata, NewManifest, PutManifestRefused, SessionCap, SessionCaps};
 use crate::domain::digest::Algorithm;
 use crate::domain::{Digest, RepoName, Tag};
 use crate::storage::{UploadId, WrittenPart};
@@ -32,6 +32,8 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         kind: ManifestKind::Image,
     }
 }
+
+const CAPS: SessionCaps = SessionCaps { per_principal: 100, per_repository: 100 };
 
 fn artifact(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>) -> NewManifest {
     NewManifest { kind: ManifestKind::Artifact, ..manifest(r, body, blobs, subject, None) }
@@ -241,7 +243,7 @@ pub async fn run(meta: &dyn Metadata) {
 
     // Uploads: parts in order, optimistic concurrency, completion, staleness.
     let id = UploadId::new();
-    meta.create_upload(&id, &a, 100).await.unwrap();
+    meta.create_upload(&id, &a, "alice", 100, CAPS).await.unwrap().unwrap();
     assert!(meta.get_upload(&repo("team/b"), &id).await.unwrap().is_none(), "a session belongs to its repository");
     let part = |n: &str, size| WrittenPart { part_id: n.into(), size, sha256: d(n) };
     assert!(meta.append_part(&id, 0, &part("p1", 5), 101).await.unwrap());
@@ -257,9 +259,23 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(!meta.upload_exists(&id).await.unwrap());
     assert!(meta.complete_upload(&id, &a, &d("blob"), 12).await.is_err(), "a session completes once");
     let other = UploadId::new();
-    meta.create_upload(&other, &a, 100).await.unwrap();
+    meta.create_upload(&other, &a, "alice", 100, CAPS).await.unwrap().unwrap();
     assert!(meta.delete_upload(&other).await.unwrap());
     assert!(!meta.delete_upload(&other).await.unwrap());
+    // Open sessions are capped per principal and per repository; a touch keeps one from going stale.
+    let two = SessionCaps { per_principal: 2, per_repository: 3 };
+    let opened: Vec<UploadId> = (0..2).map(|_| UploadId::new()).collect();
+    for id in &opened {
+        meta.create_upload(id, &repo("caps/a"), "bob", 100, two).await.unwrap().unwrap();
+    }
+    let refused = meta.create_upload(&UploadId::new(), &repo("caps/b"), "bob", 100, two).await.unwrap();
+    assert_eq!(refused, Err(SessionCap::Principal(2)));
+    meta.create_upload(&UploadId::new(), &repo("caps/a"), "carol", 100, two).await.unwrap().unwrap();
+    let refused = meta.create_upload(&UploadId::new(), &repo("caps/a"), "dave", 100, two).await.unwrap();
+    assert_eq!(refused, Err(SessionCap::Repository(3)));
+    meta.touch_upload(&opened[0], 500).await.unwrap();
+    let stale = meta.stale_uploads(400).await.unwrap();
+    assert!(stale.contains(&opened[1]) && !stale.contains(&opened[0]), "the touched session is not stale");
 
     // Concurrency, as several replicas on one database see it (each call may get its own
     // connection): one job is claimed by exactly one of many racing workers, and of many writers
@@ -271,7 +287,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(won.len(), 1, "exactly one worker holds the job");
     assert_eq!(won[0].digest, d("race-img"));
     let id = UploadId::new();
-    meta.create_upload(&id, &a, 100).await.unwrap();
+    meta.create_upload(&id, &a, "alice", 100, CAPS).await.unwrap().unwrap();
     let appends = futures::future::join_all((0..8).map(|i| {
         let (id, part) = (id.clone(), part(&format!("racer{i}"), 10));
         async move { meta.append_part(&id, 0, &part, 101).await.unwrap() }
@@ -292,16 +308,25 @@ pub async fn run(meta: &dyn Metadata) {
     .await;
     assert_eq!(racers.iter().filter(|w| **w).count(), 1, "exactly one racing replica holds a new lease");
 
-    // Failed logins: every concurrent failure counts, a success clears, idle keys are forgotten.
-    let keys = vec!["account:mallory".to_owned(), "client:192.0.2.7".to_owned()];
-    futures::future::join_all((0..8).map(|i| meta.record_login_failure(&keys, 10_000 + i, 0))).await;
-    let counts = meta.login_failures(&keys).await.unwrap();
-    assert_eq!(counts.iter().map(|c| c.0).collect::<Vec<_>>(), [8, 8], "no failure lost in the race");
-    assert!(counts.iter().all(|c| (10_000..10_008).contains(&c.1)));
-    meta.clear_login_failures(&keys[..1]).await.unwrap();
-    assert_eq!(meta.login_failures(&keys).await.unwrap().len(), 1, "only the account was cleared");
-    meta.record_login_failure(&["account:other".to_owned()], 50_000, 20_000).await.unwrap();
-    assert!(meta.login_failures(&keys).await.unwrap().is_empty(), "idle keys are forgotten");
+    // Login attempts: each of many concurrent ones gets its own number, a success clears, idle
+    // keys are forgotten, keys are independent.
+    let key = "pair:mallory@192.0.2.7";
+    let counted = futures::future::join_all((0..8).map(|i| meta.login_attempt(key, 10_000 + i, 0))).await;
+    let mut numbers: Vec<u32> = counted.into_iter().map(|c| c.unwrap().0).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=8).collect::<Vec<_>>(), "no attempt lost in the race, none counted twice");
+    let (ninth, previous) = meta.login_attempt(key, 10_100, 0).await.unwrap();
+    assert_eq!(ninth, 9);
+    assert!((10_000..10_008).contains(&previous), "the time of the attempt before");
+    assert_eq!(meta.login_attempt("unknown:192.0.2.7", 10_100, 0).await.unwrap().0, 1, "keys are independent");
+    meta.clear_login_failures(key).await.unwrap();
+    assert_eq!(meta.login_attempt(key, 10_200, 0).await.unwrap(), (1, 0), "a success starts over");
+    meta.login_attempt("pair:other@x", 50_000, 20_000).await.unwrap();
+    assert_eq!(meta.login_attempt(key, 50_001, 20_000).await.unwrap().0, 1, "idle keys are forgotten");
+    // Stamps: unset is 0; a bump sets it.
+    assert_eq!(meta.stamp("anonymous").await.unwrap(), 0);
+    meta.bump_stamp("anonymous", 77).await.unwrap();
+    assert_eq!(meta.stamp("anonymous").await.unwrap(), 77);
     assert_eq!(meta.get_upload(&a, &id).await.unwrap().unwrap().parts.len(), 1);
 
     // Lexical means bytewise, whatever the database's collation: digits, upper case, `_`, then

@@ -156,10 +156,34 @@ pub trait ManifestStore: Send + Sync {
     async fn referrers(&self, repo: &RepoName, digest: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
 }
 
+/// How many upload sessions may be open at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionCaps {
+    pub per_principal: u32,
+    pub per_repository: u32,
+}
+
+/// Which cap refused a new session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SessionCap {
+    Principal(u32),
+    Repository(u32),
+}
+
 #[async_trait]
 pub trait UploadStore: Send + Sync {
-    /// Opens a session for `repo`.
-    async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()>;
+    /// Opens a session for `repo` on behalf of `owner`, unless the owner or the repository already
+    /// has as many open as `caps` allow.
+    async fn create_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        owner: &str,
+        now: i64,
+        caps: SessionCaps,
+    ) -> Result<Result<(), SessionCap>>;
+    /// Marks a session as in use at `now` (a long write keeps it from expiring).
+    async fn touch_upload(&self, id: &UploadId, now: i64) -> Result<()>;
     /// The session, if it exists and belongs to `repo`.
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>>;
     /// Appends a part if the session still ends at `offset`; false if another write got there first.

@@ -2,6 +2,9 @@
 //! (mode 0700, under the data directory's `scan-work/`, removed afterwards) and the configured
 //! argv runs (no shell) with a clean environment, in its own process group, with a timeout, and a
 //! JSON request on stdin. Its working directory is the layout's parent; it is given nothing else.
+//! It runs with `PR_SET_NO_NEW_PRIVS`; with `scan.hook_user = "uid:gid"` (the registry running as
+//! root) it runs as that user, without supplementary groups, and the layout is handed to it,
+//! so it cannot read the registry's data directory or keys.
 //!
 //! Exit 0 passes, 1 fails; any other exit, a signal or the timeout is an error (the job is retried
 //! and the image stays blocked). Optional JSON findings on stdout are kept; anything else there is
@@ -107,35 +110,77 @@ fn parse_findings(stdout: &[u8]) -> Vec<Finding> {
         .collect()
 }
 
-/// Creates `dir` (and its parents) readable by the registry's user only.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+/// Creates `dir` (and its parents) with `mode` (0700, or 0711 to let the hook's user through).
+fn private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// Runs the hook on `repo@digest`; `Err` is an error outcome (retry, then `error`).
+/// A `uid:gid` the hook runs as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HookUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::str::FromStr for HookUser {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (u, g) = s.split_once(':').ok_or("scan.hook_user must be uid:gid (numbers)")?;
+        let num = |v: &str| v.parse::<u32>().map_err(|_| "scan.hook_user must be uid:gid (numbers)".to_owned());
+        Ok(HookUser { uid: num(u)?, gid: num(g)? })
+    }
+}
+
+/// Gives the layout to the hook's user (the registry must be root to do so).
+fn hand_over(dir: &Path, user: HookUser) -> std::io::Result<()> {
+    std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid))?;
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            hand_over(&entry?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+/// How the hook runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook<'a> {
+    pub argv: &'a [String],
+    pub timeout: Duration,
+    pub user: Option<HookUser>,
+    /// Where its layouts are written (under the data directory).
+    pub work_dir: &'a Path,
+}
+
 pub async fn run(
     registry: &Registry,
-    argv: &[String],
-    timeout: Duration,
-    work_dir: &Path,
+    hook: Hook<'_>,
     repo: &RepoName,
     digest: &Digest,
     tag: &str,
 ) -> Result<HookOutcome, String> {
+    let Hook { argv, timeout, user, work_dir } = hook;
     let manifest = registry
         .read_manifest(Reader::Unrestricted, repo, &crate::domain::Reference::Digest(digest.clone()))
         .await
         .map_err(|e| e.to_string())?;
-    private_dir(work_dir).map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
+    // The hook's user must pass through the work directory to its layout (and see nothing else).
+    let mode = if user.is_some() { 0o711 } else { 0o700 };
+    private_dir(work_dir, mode).map_err(|e| format!("creating {}: {e}", work_dir.display()))?;
     // tempfile creates the directory 0700.
     let dir = tempfile::Builder::new().prefix("hook-").tempdir_in(work_dir).map_err(|e| e.to_string())?;
     let layout = dir.path().join("layout");
     write_layout(registry, repo, &manifest, tag, &layout).await?;
+    if let Some(user) = user {
+        hand_over(dir.path(), user).map_err(|e| format!("giving the layout to uid {}: {e}", user.uid))?;
+    }
     let request = serde_json::json!({"repository": repo.as_str(), "digest": digest.to_string(), "tag": tag,
         "media_type": manifest.media_type, "layout": layout.display().to_string()});
-    let mut child = tokio::process::Command::new(&argv[0])
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
         .args(&argv[1..])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -148,9 +193,22 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start the scan hook {:?}: {e}", argv[0]))?;
+        .kill_on_drop(true);
+    // SAFETY: the closure only makes system calls (prctl, setgroups, setgid, setuid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(u) = user {
+                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(u.gid) != 0 || libc::setuid(u.uid) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| format!("cannot start the scan hook {:?}: {e}", argv[0]))?;
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");

@@ -34,6 +34,8 @@ pub struct ScanSettings {
     pub allowlist: Vec<super::osv::Allow>,
     pub hook: Option<Vec<String>>,
     pub hook_timeout: Duration,
+    /// The user the hook runs as, if not the registry's.
+    pub hook_user: Option<super::hook::HookUser>,
     /// Where the hook's OCI layouts are written (a private directory under the data dir).
     pub work_dir: std::path::PathBuf,
     pub lease: Duration,
@@ -174,10 +176,15 @@ async fn run_hook(
     settings: &ScanSettings,
 ) -> Result<Vec<Finding>, Failure> {
     let tag = registry.scan_tag(&job.repo, &job.digest).await.map_err(storage)?.unwrap_or_default();
-    let outcome =
-        super::hook::run(registry, argv, settings.hook_timeout, &settings.work_dir, &job.repo, &job.digest, &tag)
-            .await
-            .map_err(|e| Failure::Retry(e, GiveUp::KeepVerdict))?;
+    let hook = super::hook::Hook {
+        argv,
+        timeout: settings.hook_timeout,
+        user: settings.hook_user,
+        work_dir: &settings.work_dir,
+    };
+    let outcome = super::hook::run(registry, hook, &job.repo, &job.digest, &tag)
+        .await
+        .map_err(|e| Failure::Retry(e, GiveUp::KeepVerdict))?;
     Ok(match outcome {
         super::hook::HookOutcome::Passed(reported) => reported,
         super::hook::HookOutcome::Failed(mut reported) => {
@@ -225,12 +232,12 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             registry.finish_scan(&job, state, &findings, &summary).await?;
         }
         Err(Failure::Content(reason)) => {
-            tracing::warn!(repository = %job.repo, digest = %job.digest, reason = %reason, "scan failed closed");
+            tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
         }
         Err(Failure::Retry(reason, give_up)) => {
             let retry = (job.attempts < settings.max_attempts).then(|| now() + (1i64 << job.attempts.min(10)));
-            tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = %reason, "scan attempt failed");
+            tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = ?reason, "scan attempt failed");
             registry.fail_scan(&job, retry, give_up, &format!("scan failed: {reason}")).await?;
         }
     }

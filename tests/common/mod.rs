@@ -7,6 +7,7 @@ pub mod backends;
 pub mod images;
 pub mod layers;
 pub mod process;
+pub mod proxied;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
@@ -63,6 +64,11 @@ impl Reply {
     }
 }
 
+/// A time `days` from now, as the admin API takes expiry times (Unix seconds).
+pub fn in_days(days: i64) -> serde_json::Value {
+    (portcullis::domain::now() + days * 86_400).into()
+}
+
 pub fn sha256(bytes: &[u8]) -> Digest {
     Digest::of(Algorithm::Sha256, bytes)
 }
@@ -109,6 +115,16 @@ impl TestRegistry {
         TestRegistry { dir: tempfile::tempdir().unwrap(), app, others: Vec::new(), turn: Default::default() }
     }
 
+    /// The bootstrap admin, as a token names it.
+    pub async fn admin(&self) -> Authenticated {
+        let id = self.app.auth.user("admin").await.unwrap().id;
+        Authenticated {
+            principal: Principal::User { name: "admin".into(), admin: true },
+            uid: Some(format!("u:{id}")),
+            pat: None,
+        }
+    }
+
     /// A token for `who` with what it may have of `scopes`, through the same grant logic as /token.
     pub async fn token_for(&self, who: &Authenticated, scopes: &[Scope]) -> String {
         let access = self.app.auth.grant(who, scopes).await.unwrap();
@@ -130,8 +146,7 @@ impl TestRegistry {
                 scopes.push(Scope::Repository(from, ActionSet::ALL));
             }
         }
-        let admin = Authenticated { principal: Principal::User { name: "admin".into(), admin: true }, pat: None };
-        self.token_for(&admin, &scopes).await
+        self.token_for(&self.admin().await, &scopes).await
     }
 
     /// Sends a request as the admin (a token is added unless `headers` carry `authorization`).

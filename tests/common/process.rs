@@ -98,6 +98,29 @@ impl Server {
         reply.json::<serde_json::Value>().await.unwrap()["state"].as_str().unwrap_or("").to_owned()
     }
 
+    /// An admin API call as `admin`; panics unless it succeeds. The JSON answer (null if none).
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let reply = self
+            .client()
+            .request(method, self.url(path))
+            .basic_auth("admin", Some(super::ADMIN_PASSWORD))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(reply.status().is_success(), "{path}: {}", reply.status());
+        // (GET requests carry a JSON null body, which the API ignores.)
+        reply.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A directory holding only the development CA's certificate, for `--cert-dir` options.
+    pub fn cert_dir(&self, parent: &Path) -> PathBuf {
+        let certs = parent.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::copy(self.ca_path(), certs.join("ca.crt")).unwrap();
+        certs
+    }
+
     /// A client that trusts this registry's CA and sends `token` with every request.
     pub fn client_with_token(&self, token: &str) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();

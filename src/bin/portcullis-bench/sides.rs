@@ -160,6 +160,10 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
         .env("PORTCULLIS_DATA_DIR", &p_dir)
         .env("PORTCULLIS_LOG", "warn")
         .env("PORTCULLIS_ADMIN_PASSWORD", BENCH_PASSWORD)
+        // Request rate limits are a policy, not a speed: off, as distribution has none. (The
+        // client is one address and one account making thousands of requests a second.)
+        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_ADDRESS", "0")
+        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_PRINCIPAL", "0")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(out.join("portcullis.log"))?)
         .spawn()

@@ -1,6 +1,11 @@
 //! The admin API under `/api/v1`: JSON in and out, one error shape
-//! (`{"error": {"code", "message"}}`), authenticated with HTTP Basic (password or personal token)
-//! or a bearer token. Who may do what is checked by [`require_admin`] and [`require_owner`].
+//! (`{"error": {"code", "message"}}`). Who may do what is checked by [`require_admin`] and
+//! [`require_owner`].
+//!
+//! Rules:
+//! - It takes only credentials meant for it: HTTP Basic with a password, a personal access token or
+//!   a robot secret. Registry tokens (bearer) are refused, so a pull token cannot change a password.
+//! - A `401` carries no `Basic` challenge, so a browser never caches credentials for it.
 
 mod namespaces;
 mod robots;
@@ -20,7 +25,6 @@ use serde_json::json;
 use super::credentials::{self, ClientAddr};
 use super::AppState;
 use crate::auth::accounts::AccountError;
-use crate::auth::jwt::TokenUse;
 use crate::auth::service::Authenticated;
 use crate::auth::{AuthError, Principal, Role};
 use crate::domain::Error;
@@ -102,7 +106,8 @@ impl IntoResponse for ApiError {
         let mut r =
             (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"portcullis\""));
+            // Not `Basic`: a browser would prompt and cache the credentials for every later request.
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Portcullis realm=\"admin\""));
         }
         r
     }
@@ -126,20 +131,35 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "authentication required");
-        let who = if let Some((user, secret)) = credentials::basic(&parts.headers) {
-            state.auth.login(&user, &secret, ClientAddr::of(&parts.extensions)).await
-        } else if let Some(token) = credentials::bearer(&parts.headers) {
-            state.auth.verify(token, TokenUse::Access).await.map(|(who, _)| who)
-        } else {
-            return Err(unauthorized());
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let Some((user, secret)) = credentials::basic(&parts.headers) else {
+            if credentials::bearer(&parts.headers).is_some() {
+                return Err(unauthorized(
+                    "the admin API takes HTTP Basic credentials (a password, personal access token or robot secret), not registry tokens",
+                ));
+            }
+            return Err(unauthorized("authentication required"));
         };
-        match who {
-            Ok(w) if w.principal != Principal::Anonymous => Ok(Caller(w)),
-            Ok(_) | Err(AuthError::BadCredentials | AuthError::InvalidToken(_)) => Err(unauthorized()),
+        match state.auth.login(&user, &secret, ClientAddr::of(&parts.extensions)).await {
+            Ok(w) if w.principal != Principal::Anonymous => match state.limits.check_principal(w.principal.subject()) {
+                Ok(()) => Ok(Caller(w)),
+                Err(limited) => Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    format!("too many {}; retry in {} s", limited.what, limited.retry_after_secs()),
+                )),
+            },
+            Ok(_) | Err(AuthError::BadCredentials | AuthError::InvalidToken(_)) => {
+                Err(unauthorized("authentication required"))
+            }
             Err(AuthError::Throttled(_)) => {
                 Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many failed logins"))
             }
+            Err(AuthError::Busy) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many logins are being checked at once; retry shortly",
+            )),
             Err(AuthError::Internal(e)) => Err(e.into()),
         }
     }

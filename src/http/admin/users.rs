@@ -1,5 +1,7 @@
 //! `/api/v1/users`: create, list, show, update (disable, password, admin). Admins only, except
-//! that users may read themselves and change their own password.
+//! that users may read themselves and change their own password. Changing one's own password
+//! (admins too) needs the current one (`current_password`), checked and throttled like a login:
+//! a stolen personal token alone cannot take over the account.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -23,6 +25,7 @@ struct NewUser {
 #[serde(deny_unknown_fields)]
 struct UserPatch {
     password: Option<String>,
+    current_password: Option<String>,
     admin: Option<bool>,
     disabled: Option<bool>,
 }
@@ -51,13 +54,31 @@ pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(usern
 pub async fn update(
     State(state): State<AppState>,
     Caller(who): Caller,
+    client: crate::http::credentials::Client,
     Path(username): Path<String>,
     body: Bytes,
 ) -> ApiResult {
     let patch: UserPatch = parse(&body)?;
-    let only_own_password = who.principal.subject() == username && patch.admin.is_none() && patch.disabled.is_none();
+    let own = who.principal.subject() == username;
+    let only_own_password = own && patch.admin.is_none() && patch.disabled.is_none();
     if !only_own_password {
         require_admin(&who)?;
+    }
+    if own && patch.password.is_some() {
+        let current = patch.current_password.as_deref().filter(|c| !c.starts_with(crate::auth::service::TOKEN_PREFIX));
+        let Some(current) = current else {
+            return Err(ApiError::invalid(
+                "changing your own password needs current_password (the password, not a token)",
+            ));
+        };
+        match state.auth.login(&username, current, client.0).await {
+            Ok(_) => {}
+            Err(crate::auth::AuthError::Internal(e)) => return Err(e.into()),
+            Err(crate::auth::AuthError::Throttled(_)) => {
+                return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many failed logins"))
+            }
+            Err(_) => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "current_password is not right")),
+        }
     }
     if who.principal.subject() == username && patch.disabled == Some(true) {
         return Err(ApiError::invalid("you cannot disable yourself"));

@@ -6,7 +6,7 @@
 
 pub mod access;
 mod blobs;
-mod headers;
+pub mod headers;
 mod listings;
 mod manifests;
 pub mod route;
@@ -88,12 +88,18 @@ impl Grants {
 
 /// Authenticates the bearer token and checks it grants what the route needs. Every deny answers
 /// with a challenge naming the scope, so clients know what token to fetch.
-async fn authorize(state: &AppState, headers: &HeaderMap, needed: &Needed) -> Result<Grants, Response> {
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    needed: &Needed,
+    also: Option<&Scope>,
+) -> Result<Grants, Response> {
     let scope = match needed {
         Needed::Scope(s) => Some(s),
         Needed::Token => None,
     };
-    let challenge = |error: Option<&str>| token::challenge(state, scope, error);
+    let scopes: Vec<&Scope> = scope.into_iter().chain(also).collect();
+    let challenge = |error: Option<&str>| token::challenge(state, &scopes, error);
     let Some(bearer) = credentials::bearer(headers) else {
         let e = OciError::new(Code::Unauthorized, "authentication required");
         return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(None)).into_response());
@@ -107,6 +113,9 @@ async fn authorize(state: &AppState, headers: &HeaderMap, needed: &Needed) -> Re
             return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("invalid_token"))).into_response());
         }
     };
+    if let Err(limited) = state.limits.check_principal(grants.who.principal.subject()) {
+        return Err(super::guards::too_many("/v2/", limited));
+    }
     if !grants.satisfies(needed) {
         tracing::info!(target: "audit", subject = grants.who.principal.subject(), scope = ?scope, "access denied");
         let e = OciError::new(Code::Denied, "requested access to the resource is denied");
@@ -130,11 +139,20 @@ pub async fn handle(
         }
     };
     let needed = access::required(&route, &method);
-    let grants = match authorize(&state, &headers, &needed).await {
+    let query = Query::parse(&uri);
+    // A mount reads its source: the challenge asks for pull there too, so the client's token
+    // covers it (without, clients fall back to uploading the blob again).
+    let mount_source = match (&route, query.get("mount"), query.get("from")) {
+        (V2Route::UploadStart(_), Some(_), Some(from)) => {
+            from.parse().ok().map(|r| Scope::Repository(r, crate::auth::ActionSet::of(&[Action::Pull])))
+        }
+        _ => None,
+    };
+    let grants = match authorize(&state, &headers, &needed, mount_source.as_ref()).await {
         Ok(g) => g,
         Err(response) => return with_api_version(response),
     };
-    let req = Request { method, headers, query: Query::parse(&uri), grants };
+    let req = Request { method, headers, query, grants };
     let response = match dispatch(&state, route, &req, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -154,6 +172,13 @@ async fn dispatch(state: &AppState, route: V2Route, req: &Request, body: Body) -
         }
         (V2Route::Manifest(repo, reference), Method::PUT) => manifests::put(state, &repo, &reference, req, body).await,
         (V2Route::Manifest(repo, reference), Method::DELETE) => manifests::delete(registry, &repo, &reference).await,
+        (V2Route::BadReference(_, text), Method::PUT) => match text.parse::<crate::domain::Reference>() {
+            Err(e) => Err(e.into()),
+            Ok(_) => Err(crate::domain::Error::ManifestUnknown.into()),
+        },
+        (V2Route::BadReference(..), Method::GET | Method::HEAD | Method::DELETE) => {
+            Err(crate::domain::Error::ManifestUnknown.into())
+        }
         (V2Route::Blob(repo, digest), Method::GET | Method::HEAD) => blobs::get(state, &repo, &digest, req).await,
         (V2Route::Blob(repo, digest), Method::DELETE) => blobs::delete(registry, &repo, &digest).await,
         (V2Route::UploadStart(repo), Method::POST) => uploads::start(registry, &repo, req, body).await,

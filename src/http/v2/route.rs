@@ -13,6 +13,9 @@ pub enum V2Route {
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
+    /// A manifest path whose reference is neither a tag nor a digest: after authentication, a
+    /// read answers `MANIFEST_UNKNOWN` (as the conformance suite expects) and a write the reason.
+    BadReference(RepoName, String),
     Blob(RepoName, Digest),
     UploadStart(RepoName),
     Upload(RepoName, UploadId),
@@ -59,7 +62,13 @@ impl V2Route {
         let (head, last) = rest.rsplit_once('/').ok_or(RouteError::NotFound)?;
         let (head, keyword) = head.rsplit_once('/').ok_or(RouteError::NotFound)?;
         match keyword {
-            "manifests" => Ok(V2Route::Manifest(name(head)?, last.parse()?)),
+            "manifests" => {
+                let repo = name(head)?;
+                Ok(match last.parse() {
+                    Ok(reference) => V2Route::Manifest(repo, reference),
+                    Err(_) => V2Route::BadReference(repo, last.to_owned()),
+                })
+            }
             "referrers" => Ok(V2Route::Referrers(name(head)?, last.parse()?)),
             "blobs" => Ok(V2Route::Blob(name(head)?, last.parse()?)),
             "uploads" => {
@@ -77,6 +86,7 @@ impl V2Route {
             V2Route::Base | V2Route::Catalog => None,
             V2Route::Tags(r)
             | V2Route::Manifest(r, _)
+            | V2Route::BadReference(r, _)
             | V2Route::Blob(r, _)
             | V2Route::UploadStart(r)
             | V2Route::Upload(r, _)
@@ -115,8 +125,9 @@ mod tests {
         assert!(invalid("/v2/a%2Fb/tags/list"));
         assert!(invalid("/v2/team-a/../team-b/x/manifests/latest"));
         assert!(invalid("/v2/UPPER/tags/list"));
-        assert!(invalid("/v2/a/manifests/bad:digest"));
-        assert!(invalid("/v2/a/manifests/-tag"));
+        assert!(matches!(V2Route::parse("/v2/a/manifests/bad:digest"), Ok(V2Route::BadReference(..))));
+        assert!(matches!(V2Route::parse("/v2/a/manifests/-tag"), Ok(V2Route::BadReference(..))));
+        assert!(invalid("/v2/A/manifests/-tag"), "the name is checked before the reference");
         assert!(invalid("/v2/a/blobs/notadigest"));
         assert!(invalid("/v2/a/blobs/uploads/not-a-uuid"));
         assert!(matches!(V2Route::parse("/v2/a/blobs/uploads/../../etc"), Err(RouteError::NotFound)));

@@ -55,10 +55,10 @@ pub async fn start(registry: &Registry, repo: &RepoName, req: &Request, body: Bo
         }
         // Not mountable: fall back to a regular upload session, as the spec asks.
     } else if let Some(digest) = digest_param(req)? {
-        registry.upload_monolithic(repo, &digest, body_stream(body)).await?;
+        registry.upload_monolithic(repo, req.grants.who.principal.subject(), &digest, body_stream(body)).await?;
         return Ok(created(repo, &digest));
     }
-    let state = registry.start_upload(repo).await?;
+    let state = registry.start_upload(repo, req.grants.who.principal.subject()).await?;
     Ok(in_progress(StatusCode::ACCEPTED, repo, &state, registry.chunk_min_length()))
 }
 

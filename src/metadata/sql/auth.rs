@@ -11,6 +11,8 @@ use crate::metadata::auth::{AuthStore, NamespaceRecord, RobotRecord, TokenRecord
 
 fn user(row: AnyRow) -> UserRecord {
     UserRecord {
+        id: row.get("id"),
+        valid_after_ms: row.get("valid_after_ms"),
         username: row.get("username"),
         password_hash: row.get("password_hash"),
         admin: row.get::<i64, _>("admin") != 0,
@@ -30,6 +32,8 @@ fn namespace(row: AnyRow) -> NamespaceRecord {
 fn robot(row: AnyRow) -> RobotRecord {
     let actions: String = row.get("actions");
     RobotRecord {
+        id: row.get("id"),
+        valid_after_ms: row.get("valid_after_ms"),
         username: row.get("username"),
         namespace: row.get("namespace"),
         name: row.get("name"),
@@ -53,6 +57,7 @@ fn token(row: AnyRow) -> TokenRecord {
         revoked: row.get::<i64, _>("revoked") != 0,
         last_used_at: row.get("last_used_at"),
         created_at: row.get("created_at"),
+        parent_id: row.get("parent_id"),
     }
 }
 
@@ -72,11 +77,16 @@ const TOKEN: &str = "SELECT t.*, u.username FROM personal_tokens t JOIN users u 
 impl AuthStore for SqlMetadata {
     async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool> {
         let done =
-            sqlx::query("INSERT INTO users (username, password_hash, admin, created_at) VALUES ($1, $2, $3, $4)")
+            // Born with a stamp: tokens of an earlier account of the same name (whose id a database
+            // may hand out again) are older than it.
+            sqlx::query(
+                "INSERT INTO users (username, password_hash, admin, created_at, valid_after_ms) VALUES ($1, $2, $3, $4, $5)",
+            )
                 .bind(username)
                 .bind(password_hash)
                 .bind(admin as i64)
                 .bind(now)
+                .bind(crate::auth::service::now_ms())
                 .execute(&self.write)
                 .await;
         inserted(done)
@@ -111,6 +121,50 @@ impl AuthStore for SqlMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn bump_user(&self, username: &str, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET valid_after_ms = $1 WHERE username = $2")
+            .bind(now_ms)
+            .bind(username)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn bump_members(&self, namespace: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET valid_after_ms = $1 WHERE id IN (
+                 SELECT m.user_id FROM memberships m JOIN namespaces n ON n.id = m.namespace_id WHERE n.name = $2)",
+        )
+        .bind(now_ms)
+        .bind(namespace)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn stamp(&self, name: &str) -> Result<i64> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT value_ms FROM stamps WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+        Ok(value.unwrap_or(0))
+    }
+
+    async fn bump_stamp(&self, name: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO stamps (name, value_ms) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value_ms = excluded.value_ms",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn delete_user(&self, username: &str) -> Result<bool> {
@@ -226,8 +280,8 @@ impl AuthStore for SqlMetadata {
 
     async fn create_robot(&self, r: &RobotRecord) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO robots (namespace_id, name, username, secret_hash, actions, repositories, expires_at, created_at)
-             SELECT id, $1, $2, $3, $4, $5, $6, $7 FROM namespaces WHERE name = $8",
+            "INSERT INTO robots (namespace_id, name, username, secret_hash, actions, repositories, expires_at, created_at, valid_after_ms)
+             SELECT id, $1, $2, $3, $4, $5, $6, $7, $8 FROM namespaces WHERE name = $9",
         )
         .bind(&r.name)
         .bind(&r.username)
@@ -236,6 +290,7 @@ impl AuthStore for SqlMetadata {
         .bind(&r.repositories)
         .bind(r.expires_at)
         .bind(r.created_at)
+        .bind(crate::auth::service::now_ms())
         .bind(&r.namespace)
         .execute(&self.write)
         .await;
@@ -257,13 +312,15 @@ impl AuthStore for SqlMetadata {
         Ok(rows.into_iter().map(robot).collect())
     }
 
-    async fn rotate_robot(&self, username: &str, secret_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE robots SET secret_hash = $1 WHERE username = $2 AND revoked = 0")
-            .bind(secret_hash)
-            .bind(username)
-            .execute(&self.write)
-            .await
-            .map_err(db_err)?;
+    async fn rotate_robot(&self, username: &str, secret_hash: &str, now_ms: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE robots SET secret_hash = $1, valid_after_ms = $2 WHERE username = $3 AND revoked = 0")
+                .bind(secret_hash)
+                .bind(now_ms)
+                .bind(username)
+                .execute(&self.write)
+                .await
+                .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -288,14 +345,15 @@ impl AuthStore for SqlMetadata {
 
     async fn create_token(&self, t: &TokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO personal_tokens (id, user_id, name, secret_hash, expires_at, created_at)
-             SELECT $1, id, $2, $3, $4, $5 FROM users WHERE username = $6",
+            "INSERT INTO personal_tokens (id, user_id, name, secret_hash, expires_at, created_at, parent_id)
+             SELECT $1, id, $2, $3, $4, $5, $6 FROM users WHERE username = $7",
         )
         .bind(&t.id)
         .bind(&t.name)
         .bind(&t.secret_hash)
         .bind(t.expires_at)
         .bind(t.created_at)
+        .bind(&t.parent_id)
         .bind(&t.username)
         .execute(&self.write)
         .await
@@ -318,9 +376,14 @@ impl AuthStore for SqlMetadata {
     }
 
     async fn revoke_token(&self, username: &str, id: &str) -> Result<bool> {
+        // The token, if it is the user's and not revoked yet, and every token created with it.
         let done = sqlx::query(
-            "UPDATE personal_tokens SET revoked = 1 WHERE id = $1 AND revoked = 0
-             AND user_id = (SELECT id FROM users WHERE username = $2)",
+            "WITH RECURSIVE revoked(id) AS (
+                 SELECT t.id FROM personal_tokens t JOIN users u ON u.id = t.user_id
+                 WHERE t.id = $1 AND u.username = $2 AND t.revoked = 0
+                 UNION
+                 SELECT c.id FROM personal_tokens c JOIN revoked ON c.parent_id = revoked.id)
+             UPDATE personal_tokens SET revoked = 1 WHERE id IN (SELECT id FROM revoked) AND revoked = 0",
         )
         .bind(id)
         .bind(username)

@@ -5,25 +5,69 @@ use sqlx::{Connection, Row};
 
 use super::{blobs::link, db_err, digest, repo_name, SqlMetadata};
 use crate::domain::{Digest, Error, RepoName, Result};
-use crate::metadata::{Upload, UploadStore};
+use crate::metadata::{SessionCap, SessionCaps, Upload, UploadStore};
 use crate::storage::{UploadId, WrittenPart};
 
 #[async_trait]
 impl UploadStore for SqlMetadata {
-    async fn create_upload(&self, id: &UploadId, repo: &RepoName, now: i64) -> Result<()> {
-        let (id, repo) = (id.clone(), repo.clone());
+    async fn create_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        owner: &str,
+        now: i64,
+        caps: SessionCaps,
+    ) -> Result<Result<(), SessionCap>> {
+        let (id, repo, owner) = (id.clone(), repo.clone(), owner.to_owned());
         self.writing_relaxed(move |conn| {
             Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO uploads (id, repository, size, created_at, updated_at) VALUES ($1, $2, 0, $3, $4)",
+                // One statement: the caps are checked on the rows the insert sees.
+                let done = sqlx::query(
+                    "INSERT INTO uploads (id, repository, size, created_at, updated_at, owner)
+                     SELECT $1, $2, 0, $3, $4, $5
+                     WHERE (SELECT COUNT(*) FROM uploads WHERE owner = $6) < $7
+                       AND (SELECT COUNT(*) FROM uploads WHERE repository = $8) < $9",
                 )
                 .bind(id.as_str())
                 .bind(repo.as_str())
                 .bind(now)
                 .bind(now)
+                .bind(&owner)
+                .bind(&owner)
+                .bind(i64::from(caps.per_principal))
+                .bind(repo.as_str())
+                .bind(i64::from(caps.per_repository))
                 .execute(&mut *conn)
                 .await
                 .map_err(db_err)?;
+                if done.rows_affected() > 0 {
+                    return Ok(Ok(()));
+                }
+                let mine: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM uploads WHERE owner = $1")
+                    .bind(&owner)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(Err(if mine >= i64::from(caps.per_principal) {
+                    SessionCap::Principal(caps.per_principal)
+                } else {
+                    SessionCap::Repository(caps.per_repository)
+                }))
+            })
+        })
+        .await
+    }
+
+    async fn touch_upload(&self, id: &UploadId, now: i64) -> Result<()> {
+        let id = id.clone();
+        self.writing_relaxed(move |conn| {
+            Box::pin(async move {
+                sqlx::query("UPDATE uploads SET updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
                 Ok(())
             })
         })
