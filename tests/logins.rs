@@ -84,3 +84,66 @@ async fn log_lines_cannot_be_forged_and_files_are_private() {
         assert_eq!(mode(&path) & 0o077, 0, "{file} is readable by others");
     }
 }
+
+/// `server.trusted_proxies`: only the listed balancer may connect with the PROXY protocol on, and
+/// only a trusted peer's `X-Forwarded-For` names the client (here a TLS-reencrypting proxy at
+/// 127.0.0.2; loopback addresses are all local).
+#[tokio::test]
+async fn only_trusted_proxies_name_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = common::backends::for_data_dir(dir.path()).map(|n| common::backends::env(&n)).unwrap_or_default();
+    env.push(("PORTCULLIS_SERVER_TRUSTED_PROXIES".into(), "[\"127.0.0.2\"]".into()));
+    env.push(("PORTCULLIS_AUTH_LOGIN_BACKOFF".into(), "60s".into()));
+    let server = common::process::Server::start_with_env(dir.path(), common::process::free_port(), None, &env);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(server.ca_path()).unwrap()).unwrap();
+    let from = |source: [u8; 4]| {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca.clone())
+            .local_address(std::net::IpAddr::from(source))
+            .build()
+            .unwrap()
+    };
+    let (proxy, direct) = (from([127, 0, 0, 2]), from([127, 0, 0, 1]));
+    let login = |client: &reqwest::Client, forwarded: &str, password: &str| {
+        client
+            .get(server.url("/token?service=portcullis"))
+            .basic_auth("admin", Some(password))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    for i in 0..6 {
+        login(&proxy, "198.51.100.1, 203.0.113.7", &format!("wrong-{i}")).await.unwrap();
+    }
+    // The client the proxy named is locked out; another client through the same proxy is not.
+    assert_eq!(login(&proxy, "203.0.113.7", ADMIN_PASSWORD).await.unwrap().status(), 429);
+    assert_eq!(login(&proxy, "203.0.113.8", ADMIN_PASSWORD).await.unwrap().status(), 200);
+    // A direct client's X-Forwarded-For is not believed: it cannot borrow another's address.
+    assert_eq!(login(&direct, "203.0.113.8", "wrong-direct").await.unwrap().status(), 401);
+    for i in 0..6 {
+        login(&direct, "203.0.113.9", &format!("wrong-{i}")).await.unwrap();
+    }
+    assert_eq!(login(&proxy, "203.0.113.9", ADMIN_PASSWORD).await.unwrap().status(), 200);
+    assert_eq!(login(&direct, "203.0.113.10", ADMIN_PASSWORD).await.unwrap().status(), 429, "the direct client is itself");
+
+    // With the PROXY protocol on, a peer outside the list cannot connect at all.
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = common::backends::for_data_dir(dir.path()).map(|n| common::backends::env(&n)).unwrap_or_default();
+    env.push(("PORTCULLIS_SERVER_PROXY_PROTOCOL".into(), "true".into()));
+    env.push(("PORTCULLIS_SERVER_TRUSTED_PROXIES".into(), "[\"127.0.0.2\"]".into()));
+    let server = common::process::Server::start_with_env(dir.path(), common::process::free_port(), None, &env);
+    let config = tls_config(&server);
+    let mut outsider = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let header = portcullis::server::proxy::header_for(ip(1), std::net::IpAddr::from([127, 0, 0, 1]));
+    let _ = outsider.write_all(&header).await;
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), outsider.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "an outsider's connection was not closed: {read:?}");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+    let mut balancer = socket.connect(std::net::SocketAddr::from(([127, 0, 0, 1], server.port))).await.unwrap();
+    balancer.write_all(&header).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect("127.0.0.1".try_into().unwrap(), balancer).await;
+    assert!(tls.is_ok(), "the trusted balancer was refused");
+}
