@@ -60,6 +60,8 @@ proptest! {
         }
         if let Ok(Some((a, b))) = headers::content_range(&h) {
             prop_assert!(a <= b);
+            // What callers compute from it cannot overflow.
+            prop_assert!((b - a).checked_add(1).is_some());
         }
         let structured = format!("bytes={}", value);
         if let Ok(v) = HeaderValue::from_str(&structured) {

@@ -124,7 +124,11 @@ async fn only_trusted_proxies_name_the_client() {
         login(&direct, "203.0.113.9", &format!("wrong-{i}")).await.unwrap();
     }
     assert_eq!(login(&proxy, "203.0.113.9", ADMIN_PASSWORD).await.unwrap().status(), 200);
-    assert_eq!(login(&direct, "203.0.113.10", ADMIN_PASSWORD).await.unwrap().status(), 429, "the direct client is itself");
+    assert_eq!(
+        login(&direct, "203.0.113.10", ADMIN_PASSWORD).await.unwrap().status(),
+        429,
+        "the direct client is itself"
+    );
 
     // With the PROXY protocol on, a peer outside the list cannot connect at all.
     let dir = tempfile::tempdir().unwrap();

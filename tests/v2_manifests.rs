@@ -189,4 +189,10 @@ async fn blob_range_requests() {
     let bad = r.send("GET", &uri, &[("range", "bytes=10-20")], Body::empty()).await;
     bad.expect(416, Some("RANGE_INVALID"));
     assert_eq!(bad.header("content-range"), "bytes */10");
+    // A Range header that is not a valid range is ignored: the whole blob (RFC 9110).
+    for ignored in ["bytes=a-b", "bytes=5-2", "pages=1-2"] {
+        let whole = r.send("GET", &uri, &[("range", ignored)], Body::empty()).await;
+        whole.expect(200, None);
+        assert_eq!(&whole.body[..], b"0123456789", "{ignored}");
+    }
 }

@@ -18,6 +18,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -61,6 +62,12 @@ pub fn router(state: AppState) -> Router {
                     tracing::debug!(status = res.status().as_u16(), ?latency, "response");
                 }),
         )
+        // A handler bug must cost one request, never the connection task or a stack trace to the
+        // client: the panic is logged (without the request's text) and answered with an opaque 500.
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            tracing::error!("a request handler panicked; answered 500");
+            OciError::new(Code::Unknown, "internal error").into_response()
+        }))
         .layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)))
         .with_state(state)
 }

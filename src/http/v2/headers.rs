@@ -16,13 +16,17 @@ pub fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, Error> {
     let (a, b) = s.split_once('-').ok_or_else(invalid)?;
     let start: u64 = a.trim().parse().map_err(|_| invalid())?;
     let end: u64 = b.trim().parse().map_err(|_| invalid())?;
-    if end < start {
+    // An inclusive range whose length does not fit in 64 bits (0-18446744073709551615) is refused
+    // here, so that no caller's `end - start + 1` can overflow.
+    if end < start || end - start == u64::MAX {
         return Err(invalid());
     }
     Ok(Some((start, end)))
 }
 
-/// `Range: bytes=...` of a blob GET. Forms we do not serve (several ranges) are ignored, as HTTP allows.
+/// `Range: bytes=...` of a blob GET. A header that is not a valid single range (several ranges, other
+/// units, bad syntax) is ignored and the whole blob served, as RFC 9110 asks; a valid range the
+/// blob cannot satisfy is refused later, with the blob's real size.
 pub fn byte_range(headers: &HeaderMap) -> Result<Option<ByteRange>, Error> {
     let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
@@ -33,15 +37,14 @@ pub fn byte_range(headers: &HeaderMap) -> Result<Option<ByteRange>, Error> {
     if spec.contains(',') {
         return Ok(None);
     }
-    let unsatisfiable = || Error::RangeNotSatisfiable { size: 0 };
-    let (a, b) = spec.split_once('-').ok_or_else(unsatisfiable)?;
-    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| unsatisfiable());
-    Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
-        (false, false) => ByteRange::FromTo(num(a)?, num(b)?),
-        (false, true) => ByteRange::From(num(a)?),
-        (true, false) => ByteRange::Suffix(num(b)?),
-        (true, true) => return Err(unsatisfiable()),
-    }))
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let num = |s: &str| s.trim().parse::<u64>().ok();
+    Ok(match (a.trim().is_empty(), b.trim().is_empty()) {
+        (false, false) => num(a).zip(num(b)).and_then(|(a, b)| (a <= b).then_some(ByteRange::FromTo(a, b))),
+        (false, true) => num(a).map(ByteRange::From),
+        (true, false) => num(b).map(ByteRange::Suffix),
+        (true, true) => None,
+    })
 }
 
 /// The declared body length, if any.
@@ -74,8 +77,12 @@ mod tests {
         assert_eq!(content_range(&h(header::CONTENT_RANGE, "bytes 5-9/10")).unwrap(), Some((5, 9)));
         assert!(content_range(&h(header::CONTENT_RANGE, "9-5")).is_err());
         assert!(content_range(&h(header::CONTENT_RANGE, "x")).is_err());
+        assert!(content_range(&h(header::CONTENT_RANGE, "0-18446744073709551615")).is_err());
+        assert!(content_range(&h(header::CONTENT_RANGE, "1-18446744073709551615")).is_ok());
         assert_eq!(byte_range(&h(header::RANGE, "bytes=-5")).unwrap(), Some(ByteRange::Suffix(5)));
         assert_eq!(byte_range(&h(header::RANGE, "bytes=0-1,4-5")).unwrap(), None);
-        assert!(byte_range(&h(header::RANGE, "bytes=a-b")).is_err());
+        for ignored in ["bytes=a-b", "bytes=5-2", "bytes=-", "bytes=7", "items=0-1"] {
+            assert_eq!(byte_range(&h(header::RANGE, ignored)).unwrap(), None, "{ignored}");
+        }
     }
 }
