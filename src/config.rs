@@ -399,6 +399,9 @@ pub struct LimitsConfig {
     /// Most blobs (config and layers) or manifests one manifest may reference; more is refused
     /// at push with MANIFEST_INVALID (each is scanned).
     pub max_references: usize,
+    /// Most manifests an index may reach, a manifest counted once for each index that lists it;
+    /// more is refused at push with MANIFEST_INVALID (the gate walks them on every pull).
+    pub max_index_reach: usize,
 }
 
 impl Default for Config {
@@ -437,6 +440,7 @@ impl Default for LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_page: 10_000,
             max_references: crate::domain::DEFAULT_MAX_REFERENCES,
+            max_index_reach: crate::domain::DEFAULT_MAX_INDEX_REACH,
         }
     }
 }
@@ -515,6 +519,12 @@ impl Config {
         }
         if self.limits.max_references == 0 {
             anyhow::bail!("invalid configuration: limits.max_references must be positive");
+        }
+        if !(1..=crate::domain::DEFAULT_MAX_INDEX_REACH).contains(&self.limits.max_index_reach) {
+            anyhow::bail!(
+                "invalid configuration: limits.max_index_reach must be between 1 and {} (the gate decides no further)",
+                crate::domain::DEFAULT_MAX_INDEX_REACH
+            );
         }
         if self.scan.workers == 0 || self.scan.workers > 64 {
             anyhow::bail!("invalid configuration: scan.workers must be between 1 and 64");

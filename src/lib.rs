@@ -47,6 +47,7 @@ impl App {
             upload_expiry: config.uploads.expiry,
             max_page: config.limits.max_page,
             max_references: config.limits.max_references,
+            max_index_reach: config.limits.max_index_reach,
             upload_sessions: metadata::SessionCaps {
                 per_principal: config.uploads.max_per_principal,
                 per_repository: config.uploads.max_per_repository,

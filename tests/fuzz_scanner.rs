@@ -196,7 +196,7 @@ proptest! {
             let _ = image_config::check(&data, &Lookup::Missing);
             let _ = image_config::manifest_secrets(&data);
             if let Ok(m) = portcullis::domain::manifest::parse(&data, None) {
-                let _ = (m.kind(), m.references());
+                let _ = (m.classify(), m.references());
             }
         })?;
     }

@@ -69,18 +69,38 @@ async fn an_image_dressed_as_an_artifact_is_still_an_image() {
         // containerd ignores the config's type: layers it unpacks still make an image.
         with(&manifest, |m| m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into()),
         with(&manifest, |m| m["layers"][0]["mediaType"] = "APPLICATION/VND.OCI.IMAGE.LAYER.V1.TAR+GZIP".into()),
+        // Types docker pulls as (possibly gzipped) layers, under a config type it refuses:
+        // containerd or docker still runs them, as the config is an image config.
+        with(&manifest, |m| {
+            m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
+            m["layers"][0]["mediaType"] = "application/octet-stream".into();
+        }),
+        with(&manifest, |m| m["layers"][0]["mediaType"] = "".into()),
+        with(&manifest, |m| m["layers"][0]["mediaType"] = "text/html".into()),
+        with(&manifest, |m| {
+            m["layers"][0]["mediaType"] = "application/vnd.doc\u{212A}er.image.rootfs.diff.tar.gzip".into()
+        }),
+        // A layer no client knows next to one containerd unpacks (docker refuses the whole).
+        with(&manifest, |m| {
+            m["config"]["mediaType"] = "application/vnd.example.config".into();
+            let extra =
+                json!({"mediaType": "application/vnd.example.data", "digest": config_digest.to_string(), "size": 1});
+            m["layers"].as_array_mut().unwrap().push(extra);
+        }),
     ];
     for disguise in disguises {
         let d = sha256(&disguise);
         r.put_manifest("team/app", &d.to_string(), OCI_MANIFEST, &disguise).await.expect(201, None);
-        assert_eq!(r.wait_scan("team/app", &d).await, "quarantined", "{}", String::from_utf8_lossy(&disguise));
+        // Quarantined for its root user, or failed closed (a layer no reader unpacks).
+        let state = r.wait_scan("team/app", &d).await;
+        assert!(["quarantined", "error"].contains(&state.as_str()), "{state}: {}", String::from_utf8_lossy(&disguise));
         refused(eve_gets(&r, &eve, "team/app", &format!("manifests/{d}")).await, "the disguised manifest");
     }
     // Layers of a type no client unpacks make an artifact: it is scanned for secrets and may pass,
     // but it cannot open the image's blobs, which an image of the repository contains.
     let artifact = with(&manifest, |m| {
         m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
-        m["layers"][0]["mediaType"] = "application/octet-stream".into();
+        m["layers"][0]["mediaType"] = "application/vnd.example.data".into();
         m["subject"] = subject.clone();
     });
     let a = sha256(&artifact);
@@ -179,6 +199,7 @@ async fn every_frame_member_and_entry_is_scanned() {
         ("an xz layer", xz),
         ("bytes after the last gzip member", trailing),
         ("a whiteout of ..", hostile_whiteout),
+        ("a PAX global header", tar(&[Entry::GlobalHeader("etc"), Entry::File("a", b"a", 0o644)])),
         ("random bytes", (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect()),
     ] {
         let (d, _, _, layers) = r.push_layers("team/odd", "v1", &config(Some("1000")), &[&layer]).await;
@@ -253,6 +274,8 @@ async fn every_way_to_say_root_is_root() {
         r#"{"config":{"User":"1000","user":"0"}}"#,
         r#"{"config":{"User":"1000","U\u017fER":"0"}}"#,
         r#"{"CONFIG":{"User":"0"}}"#,
+        r#"{"conf\u0131g":{"User":"0"}}"#,
+        r#"{"CONF\u0130G":{"User":"0"}}"#,
         r#"{"config":{"User":"1000"},"config":null}"#,
     ]
     .iter()
@@ -271,6 +294,19 @@ async fn every_way_to_say_root_is_root() {
         ("not in passwd", vec![passwd("other:x:1000:1000::/:/bin/sh")], "quarantined"),
         ("no passwd at all", vec![plain.clone()], "quarantined"),
         ("mapped to 1000", vec![passwd("app:x:1000:1000::/:/bin/sh")], "passed"),
+        // setuid takes 32 bits: 4294967296 is uid 0 to the kernel.
+        ("a uid that wraps to 0", vec![passwd("app:x:4294967296:0::/:/bin/sh")], "quarantined"),
+        // Go trims Unicode white space off each line, so these lines name `app` first.
+        (
+            "a line led by a no-break space",
+            vec![passwd("\u{a0}app:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh")],
+            "quarantined",
+        ),
+        (
+            "a line led by a vertical tab",
+            vec![passwd("\u{b}app:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh")],
+            "quarantined",
+        ),
         // A later layer replaces /etc/passwd; the final one decides.
         ("replaced above", vec![passwd("app:x:1000:1000::/:/bin/sh"), passwd("app:x:0:0::/:/bin/sh")], "quarantined"),
         // /etc becomes a link to a directory whose passwd maps app to 0.
@@ -384,4 +420,113 @@ async fn a_sandbox_that_keeps_dying_ends_in_error_after_max_attempts() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert!(record.summary.unwrap().contains("sandbox"), "the reason names the sandbox");
+}
+
+/// Manifests are read as Go reads them, layers as containerd and docker would both unpack them,
+/// and nothing a blocked manifest holds leaks through the referrers listing.
+#[tokio::test]
+async fn what_clients_read_is_what_the_gate_reads() {
+    let (r, _dev, eve) = setup().await;
+    let (digest, manifest, _config, _layer) = quarantined_image(&r, "team/go").await;
+    // Keys Go would fold onto a field, or a field twice: refused at push, naming the key.
+    let evil = r#"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":1}"#;
+    let text = String::from_utf8(manifest.clone()).unwrap();
+    for variant in [
+        text.replacen("{", &format!("{{\"LAYERS\":[{evil}],"), 1),
+        text.replacen("{", "{\"conf\\u0131g\":{},", 1),
+        text.replacen("\"layers\"", "\"Layers\"", 1),
+    ] {
+        let reply = r.put_manifest("team/go", "folded", OCI_MANIFEST, variant.as_bytes()).await;
+        reply.expect(400, Some("MANIFEST_INVALID"));
+        assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("clients would read"), "{variant}");
+    }
+
+    // A layer declared uncompressed whose bytes are gzip: containerd and docker would disagree.
+    let plain = tar(&[Entry::File("app/run", b"x", 0o755)]);
+    let (d, m, ..) = r.push_layers("team/go", "raw", &config(Some("1000")), &[&gzip(&plain)]).await;
+    assert_eq!(r.wait_scan("team/go", &d).await, "passed");
+    let declared_raw = with(&m, |m| m["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar".into());
+    let raw_digest = sha256(&declared_raw);
+    r.put_manifest("team/go", "declared-raw", OCI_MANIFEST, &declared_raw).await.expect(201, None);
+    let v = r.verdict("team/go", &raw_digest).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("declared uncompressed"), "{v}");
+    // The same type over tar bytes is fine.
+    let (d, m, ..) = r.push_layers("team/go", "plain", &config(Some("1000")), &[&plain]).await;
+    r.wait_scan("team/go", &d).await;
+    let honest = with(&m, |m| m["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar".into());
+    r.put_manifest("team/go", "honest", OCI_MANIFEST, &honest).await.expect(201, None);
+    assert_eq!(r.wait_scan("team/go", &sha256(&honest)).await, "passed");
+
+    // A foreign layer is fetched from elsewhere by clients: the image cannot be scanned.
+    let foreign = with(&honest, |m| {
+        let layer = json!({"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "digest": sha256(b"elsewhere").to_string(), "size": 9, "urls": ["https://example.com/layer"]});
+        m["layers"].as_array_mut().unwrap().push(layer);
+    });
+    r.put_manifest("team/go", "foreign", OCI_MANIFEST, &foreign).await.expect(201, None);
+    let v = r.verdict("team/go", &sha256(&foreign)).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("foreign layer"), "{v}");
+
+    // A hard link whose header says setuid makes its target setuid; file capabilities count too.
+    let links = gzip(&tar(&[
+        Entry::File("usr/bin/tool", b"\x7fELF", 0o755),
+        Entry::HardLinkMode("usr/bin/alias", "usr/bin/tool", 0o4755),
+        Entry::WithPax(
+            "usr/bin/ping",
+            b"\x7fELF",
+            0o755,
+            &[("SCHILY.xattr.security.capability", b"\x01\x00\x00\x02\x00\x20")],
+        ),
+    ]));
+    let (d, ..) = r.push_layers("team/go", "links", &config(Some("1000")), &[&links]).await;
+    let v = r.verdict("team/go", &d).await;
+    let messages: Vec<&str> =
+        v["findings"].as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.contains("/usr/bin/tool is setuid")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("/usr/bin/ping has file capabilities")), "{messages:?}");
+
+    // A quarantined referrer's annotations are its bytes: listed without them for a reader.
+    let referrer = with(&manifest, |m| {
+        m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": sha256(&honest).to_string(), "size": honest.len()});
+        m["annotations"] = json!({"note": "what the quarantined manifest says"});
+    });
+    r.put_manifest("team/go", &sha256(&referrer).to_string(), OCI_MANIFEST, &referrer).await.expect(201, None);
+    assert_eq!(r.wait_scan("team/go", &sha256(&referrer)).await, "quarantined");
+    let path = format!("/v2/team/go/referrers/{}", sha256(&honest));
+    let listed = r.v2_as(&reader_token(&r, &eve, "team/go").await, "GET", &path, Body::empty()).await;
+    let entry = &listed.json()["manifests"][0];
+    assert_eq!(entry["digest"], sha256(&referrer).to_string());
+    assert!(entry.get("annotations").is_none(), "{entry}");
+    let admin = r.send("GET", &path, &[], Body::empty()).await;
+    assert_eq!(admin.json()["manifests"][0]["annotations"]["note"], "what the quarantined manifest says");
+    let _ = digest;
+}
+
+/// An index may not reach more manifests than `limits.max_index_reach`, a manifest counted once
+/// for each index that lists it: nested indexes sharing children would make one small manifest
+/// cost the gate millions of rows.
+#[tokio::test]
+async fn an_index_reaches_a_bounded_number_of_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = TestRegistry::with_config(dir, |c| c.limits.max_index_reach = 6).await;
+    let (a, am) = r.push_image("team/reach", "a", "a").await;
+    let (b, bm) = r.push_image("team/reach", "b", "b").await;
+    let entry = |d: &Digest, len: usize, t: &str| json!({"mediaType": t, "digest": d.to_string(), "size": len});
+    let index = |children: Vec<serde_json::Value>| {
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})).unwrap()
+    };
+    let inner = index(vec![entry(&a, am.len(), OCI_MANIFEST), entry(&b, bm.len(), OCI_MANIFEST)]);
+    r.put_manifest("team/reach", "inner", OCI_INDEX, &inner).await.expect(201, None);
+    let mid = index(vec![entry(&sha256(&inner), inner.len(), OCI_INDEX), entry(&a, am.len(), OCI_MANIFEST)]);
+    r.put_manifest("team/reach", "mid", OCI_INDEX, &mid).await.expect(201, None);
+    // mid and inner (2), what mid lists (inner, a) and what inner lists (a, b): 6, the limit.
+    let top = index(vec![entry(&sha256(&mid), mid.len(), OCI_INDEX), entry(&sha256(&inner), inner.len(), OCI_INDEX)]);
+    r.put_manifest("team/reach", "top", OCI_INDEX, &top).await.expect(201, None);
+    // One more level: 7, refused.
+    let over = index(vec![entry(&sha256(&top), top.len(), OCI_INDEX)]);
+    let reply = r.put_manifest("team/reach", "over", OCI_INDEX, &over).await;
+    reply.expect(400, Some("MANIFEST_INVALID"));
+    assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("limits.max_index_reach"));
 }

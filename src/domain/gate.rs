@@ -36,7 +36,8 @@ pub enum Reader {
 }
 
 /// The largest number of manifests an index may reach and still be gated (beyond it, blocked).
-const MAX_CLOSURE: u32 = 10_000;
+/// Pushes are held below `limits.max_index_reach`; this catches what was stored before that.
+const MAX_CLOSURE: u32 = super::DEFAULT_MAX_INDEX_REACH as u32;
 
 /// Why the gate refused.
 #[derive(Debug, Clone, PartialEq)]

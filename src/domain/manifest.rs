@@ -4,12 +4,22 @@
 //! - A manifest is stored byte for byte as pushed; parsing only extracts what the registry must
 //!   check or index (referenced blobs and child manifests, `subject`, `artifactType`, annotations).
 //!   Four media types are accepted; Docker schema 1 and anything unknown are refused.
-//! - What a manifest is to the quarantine gate ([`ParsedManifest::kind`]) is decided from what a
-//!   client would run, never from `subject` or `artifactType`, which the pusher may add to anything.
+//! - Clients read manifests with Go's `encoding/json`, which matches keys to fields ignoring case
+//!   (with Unicode folding) and lets the last of two keys win. A manifest is refused if any
+//!   object in it has a key that Go would read as a descriptor or manifest field but that is not
+//!   spelled exactly as that field, or has one field twice: the registry and every client then
+//!   read the same `layers`, `config`, `digest` and `mediaType`.
+//! - What a manifest is to the quarantine gate ([`ParsedManifest::classify`]) is decided from what
+//!   a client would run, never from `subject` or `artifactType`, which the pusher may add to
+//!   anything: docker runs a manifest whose config and layers all have types it accepts
+//!   ([`docker_accepts`]); containerd unpacks the layers it knows whatever the config's type, if
+//!   the config has a `rootfs`. So a manifest with a layer docker or containerd would unpack is an
+//!   image unless its config is not an image config, which only its bytes can tell.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::gojson::{self, GoValue};
 use super::{Digest, Error, Result};
 use crate::metadata::ManifestKind;
 
@@ -25,6 +35,65 @@ const DOCKER_SCHEMA1: [&str; 2] = [
 /// Media types of manifests this registry stores.
 pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
+/// The largest config the gate reads to tell an image from an artifact; a larger one under a
+/// runnable layer makes the manifest an image.
+pub const MAX_CLASSIFIED_CONFIG: u64 = 4 << 20;
+
+/// Every field of the Go structs clients decode manifests, indexes, descriptors and platforms
+/// into. `annotations` is a map (its keys are kept as they are), so its contents are not checked.
+const GO_FIELDS: [&str; 19] = [
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "config",
+    "layers",
+    "manifests",
+    "subject",
+    "annotations",
+    "digest",
+    "size",
+    "urls",
+    "data",
+    "platform",
+    "architecture",
+    "os",
+    "os.version",
+    "os.features",
+    "variant",
+    "features",
+];
+
+/// Refuses keys that Go would read differently from the registry (see the module doc).
+fn check_keys(value: &GoValue) -> Result<()> {
+    match value {
+        GoValue::Array(items) => items.iter().try_for_each(check_keys),
+        GoValue::Object(entries) => {
+            let mut seen: Vec<&str> = Vec::new();
+            for (key, value) in entries {
+                if let Some(field) = GO_FIELDS.iter().find(|f| gojson::field_matches(key, f)) {
+                    if key != field {
+                        return Err(Error::ManifestInvalid(format!(
+                            "the key {:?} is not spelled {field:?}, but clients would read it as {field:?}",
+                            key.chars().take(64).collect::<String>()
+                        )));
+                    }
+                    if seen.contains(field) {
+                        return Err(Error::ManifestInvalid(format!(
+                            "the key {field:?} appears twice in one object; clients would read the last one"
+                        )));
+                    }
+                    seen.push(field);
+                    if *field == "annotations" {
+                        continue;
+                    }
+                }
+                check_keys(value)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawDescriptor {
@@ -73,18 +142,80 @@ pub struct ParsedManifest {
     /// Child manifests of an index that must be present in the repository.
     pub children: Vec<Descriptor>,
     pub annotations: Option<Map<String, Value>>,
-    /// The config's media type (image manifests only).
-    pub config_media_type: Option<String>,
-    /// The media types of the layers, foreign ones included.
-    pub layer_media_types: Vec<String>,
+    /// The config (image manifests only).
+    pub config: Option<Descriptor>,
+    /// The layers in their listed order, repeats and foreign layers included.
+    pub layers: Vec<Layer>,
 }
 
-/// Whether a client unpacks a blob of this media type as a layer (or reads it as an image
-/// config). Docker applies any layer whose type starts with one of these prefixes, whatever
-/// follows; containerd and podman know a subset of them.
-fn runnable_type(media_type: &str) -> bool {
-    let t = media_type.to_ascii_lowercase();
-    t.starts_with("application/vnd.oci.image.") || t.starts_with("application/vnd.docker.")
+/// A layer as listed in a manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer {
+    pub media_type: String,
+    pub digest: Digest,
+    /// A foreign layer (`urls`): clients fetch it from elsewhere, so it is never stored here.
+    pub foreign: bool,
+}
+
+impl Layer {
+    /// Whether containerd reads this layer's bytes as they are: a type it unpacks that names no
+    /// compression. (Docker sniffs the compression whatever the type says.)
+    pub fn read_raw(&self) -> bool {
+        containerd_unpacks(&self.media_type) && !["gzip", "zstd"].iter().any(|c| self.media_type.contains(c))
+    }
+}
+
+/// Whether docker pulls a blob of this type as a layer or an image config: moby's
+/// `checkSupportedMediaType`, which lower-cases the type (Go's `strings.ToLower`) and takes these
+/// exactly or followed by `.` and anything. The empty type is on the list, so a type starting
+/// with `.` is accepted too.
+pub fn docker_accepts(media_type: &str) -> bool {
+    const SUPPORTED: [&str; 6] = [
+        "application/vnd.oci.image",
+        "application/vnd.docker",
+        "application/octet-stream",
+        "application/json",
+        "text/html",
+        "",
+    ];
+    let t = gojson::lower(media_type);
+    SUPPORTED.iter().any(|s| t == *s || t.strip_prefix(s).is_some_and(|rest| rest.starts_with('.')))
+}
+
+/// Whether containerd unpacks a layer of this type (its `images.IsLayerType`, case-sensitive).
+fn containerd_unpacks(media_type: &str) -> bool {
+    if media_type.starts_with("application/vnd.oci.image.layer.") {
+        return true;
+    }
+    let base = media_type.split('+').next().unwrap_or("");
+    matches!(
+        base,
+        "application/vnd.docker.image.rootfs.diff.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    )
+}
+
+/// What the gate can tell about a manifest from the manifest alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    Known(ManifestKind),
+    /// A layer some client would unpack under a config docker does not take: an image if the
+    /// config is an image config ([`kind_by_config`]).
+    ByConfig,
+}
+
+/// An image if the config (at most [`MAX_CLASSIFIED_CONFIG`] bytes) has a `rootfs`, as Go would
+/// read it: containerd takes the layers' diff ids from there, and without it runs nothing.
+pub fn kind_by_config(config: &[u8]) -> ManifestKind {
+    match gojson::parse(config) {
+        Ok(GoValue::Object(entries)) if entries.iter().any(|(k, _)| gojson::field_matches(k, "rootfs")) => {
+            ManifestKind::Image
+        }
+        _ => ManifestKind::Artifact,
+    }
 }
 
 impl ParsedManifest {
@@ -92,23 +223,24 @@ impl ParsedManifest {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
     }
 
-    /// What the manifest is to the gate. An image is what some client would run: every layer of
-    /// a type clients unpack (containerd ignores the config's type, so it does not decide), or,
-    /// with no layers, an image config. Anything else with a config and layers (a cosign
-    /// signature, an SBOM, a chart) is an artifact, whose blobs are searched for secrets; it can
-    /// never open a blob that an image of its repository contains.
-    pub fn kind(&self) -> ManifestKind {
+    /// What the manifest is to the gate. An image is what some client would run: a config and
+    /// layers docker takes, or a layer docker or containerd would unpack under a config that
+    /// turns out to be an image config. Anything else (a cosign signature, an SBOM, a chart) is
+    /// an artifact, whose blobs are searched for secrets; it can never open a blob that an image
+    /// of its repository contains.
+    pub fn classify(&self) -> Classified {
         if self.is_index() {
-            ManifestKind::Index
-        } else if self.layer_media_types.is_empty() {
-            match self.config_media_type.as_deref() {
-                Some(t) if runnable_type(t) => ManifestKind::Image,
-                _ => ManifestKind::Artifact,
-            }
-        } else if self.layer_media_types.iter().all(|t| runnable_type(t)) {
-            ManifestKind::Image
+            return Classified::Known(ManifestKind::Index);
+        }
+        let config_taken = self.config.as_ref().is_some_and(|c| docker_accepts(&c.media_type));
+        let layers_taken = self.layers.iter().filter(|l| docker_accepts(&l.media_type)).count();
+        if config_taken && layers_taken == self.layers.len() {
+            Classified::Known(ManifestKind::Image)
+        } else if layers_taken > 0 {
+            // containerd's layer types are all among docker's, so this covers both.
+            Classified::ByConfig
         } else {
-            ManifestKind::Artifact
+            Classified::Known(ManifestKind::Artifact)
         }
     }
 
@@ -117,7 +249,7 @@ impl ParsedManifest {
         if self.is_index() {
             self.children.len()
         } else {
-            self.layer_media_types.len() + 1
+            self.layers.len() + 1
         }
     }
 }
@@ -147,6 +279,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
     }
     let raw: RawManifest = serde_json::from_slice(bytes)
         .map_err(|e| Error::ManifestInvalid(format!("manifest is not valid JSON: {e}")))?;
+    check_keys(&gojson::parse(bytes).map_err(|e| Error::ManifestInvalid(format!("manifest is {e}")))?)?;
     if raw.schema_version != Some(2) {
         return Err(Error::ManifestInvalid("schemaVersion must be 2 (Docker schema 1 is not supported)".into()));
     }
@@ -169,8 +302,8 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
     let subject = raw.subject.map(|s| descriptor(s, "subject")).transpose()?.map(|d| d.digest);
     let mut parsed = ParsedManifest {
         media_type,
-        config_media_type: None,
-        layer_media_types: Vec::new(),
+        config: None,
+        layers: Vec::new(),
         artifact_type: raw.artifact_type,
         subject,
         blobs: Vec::new(),
@@ -199,16 +332,16 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         if parsed.artifact_type.is_none() {
             parsed.artifact_type = Some(config.media_type.clone());
         }
-        parsed.config_media_type = Some(config.media_type.clone());
-        parsed.blobs.push(config.digest);
+        parsed.blobs.push(config.digest.clone());
+        parsed.config = Some(config);
         for layer in layers {
             // Foreign layers live elsewhere (`urls`) and are never pushed here.
             let foreign = !layer.urls.is_empty();
             let d = descriptor(layer, "layers[]")?;
-            parsed.layer_media_types.push(d.media_type.clone());
             if !foreign && !parsed.blobs.contains(&d.digest) {
-                parsed.blobs.push(d.digest);
+                parsed.blobs.push(d.digest.clone());
             }
+            parsed.layers.push(Layer { media_type: d.media_type, digest: d.digest, foreign });
         }
     }
     Ok(parsed)
@@ -252,32 +385,106 @@ mod tests {
 
     #[test]
     fn what_a_client_would_run_is_an_image_whatever_the_pusher_adds() {
+        use Classified::{ByConfig, Known};
         const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
         const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        const IMAGE: Classified = Known(ManifestKind::Image);
+        const ARTIFACT: Classified = Known(ManifestKind::Artifact);
+        let none = serde_json::json!({});
         let subject = serde_json::json!({"subject": {"mediaType": OCI_MANIFEST, "digest": d("s"), "size": 1}});
         let typed = serde_json::json!({"artifactType": "application/vnd.example.sbom"});
-        for extra in [serde_json::json!({}), subject, typed] {
-            assert_eq!(manifest(CONFIG, &[LAYER], extra).kind(), ManifestKind::Image);
+        for extra in [none.clone(), subject, typed] {
+            assert_eq!(manifest(CONFIG, &[LAYER], extra).classify(), IMAGE);
         }
-        // containerd ignores the config's type: layers it unpacks make an image.
-        assert_eq!(
-            manifest("application/vnd.oci.empty.v1+json", &[LAYER], serde_json::json!({})).kind(),
-            ManifestKind::Image
-        );
-        assert_eq!(
-            manifest(CONFIG, &["Application/VND.OCI.Image.Layer.v1.tar+zstd"], serde_json::json!({})).kind(),
-            ManifestKind::Image
-        );
-        assert_eq!(manifest(CONFIG, &[], serde_json::json!({})).kind(), ManifestKind::Image);
-        // A cosign signature (an image config, a simple-signing layer), an SBOM, an oras artifact.
-        let cosign = manifest(CONFIG, &["application/vnd.dev.cosign.simplesigning.v1+json"], serde_json::json!({}));
-        assert_eq!(cosign.kind(), ManifestKind::Artifact);
-        assert_eq!(
-            manifest(CONFIG, &[LAYER, "application/spdx+json"], serde_json::json!({})).kind(),
-            ManifestKind::Artifact
-        );
+        // Types docker takes for layers, however they are written.
+        for layer in [
+            "Application/VND.OCI.Image.Layer.v1.tar+zstd",
+            "application/octet-stream",
+            "application/json",
+            "text/html",
+            "",
+            ".anything",
+            "application/vnd.docker.anything",
+            "application/vnd.doc\u{212A}er.image.rootfs.diff.tar.gzip",
+        ] {
+            assert_eq!(manifest(CONFIG, &[layer], none.clone()).classify(), IMAGE, "{layer:?}");
+        }
+        assert_eq!(manifest(CONFIG, &[], none.clone()).classify(), IMAGE);
+        // A runnable layer under a config docker refuses: containerd still runs it if the config
+        // is an image config, so the config's bytes decide.
         let empty = "application/vnd.oci.empty.v1+json";
-        assert_eq!(manifest(empty, &[empty], serde_json::json!({})).kind(), ManifestKind::Artifact);
+        assert_eq!(manifest(empty, &[LAYER], none.clone()).classify(), ByConfig);
+        assert_eq!(manifest(CONFIG, &[LAYER, "application/x-unknown"], none.clone()).classify(), ByConfig);
+        assert_eq!(
+            kind_by_config(br#"{"architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#),
+            ManifestKind::Image
+        );
+        assert_eq!(kind_by_config(br#"{"ROOTF\u017f":null}"#), ManifestKind::Image);
+        assert_eq!(kind_by_config(b"{}"), ManifestKind::Artifact);
+        assert_eq!(kind_by_config(b"not json"), ManifestKind::Artifact);
+        // A cosign signature (an image config, a simple-signing layer), an SBOM, a chart.
+        let cosign = manifest(CONFIG, &["application/vnd.dev.cosign.simplesigning.v1+json"], none.clone());
+        assert_eq!(cosign.classify(), ARTIFACT);
+        assert_eq!(manifest(CONFIG, &["application/spdx+json"], none.clone()).classify(), ARTIFACT);
+        assert_eq!(
+            manifest(
+                "application/vnd.cncf.helm.config.v1+json",
+                &["application/vnd.cncf.helm.chart.content.v1.tar+gzip"],
+                none.clone()
+            )
+            .classify(),
+            ARTIFACT
+        );
+        assert_eq!(manifest(empty, &[empty], none.clone()).classify(), ARTIFACT);
+        // Lookalikes of docker's prefixes are not its types.
+        assert_eq!(manifest(CONFIG, &["application/vnd.oci.images_are_fun"], none).classify(), ARTIFACT);
+    }
+
+    #[test]
+    fn raw_layers_are_those_containerd_reads_uncompressed() {
+        let layer = |t: &str| Layer {
+            media_type: t.into(),
+            digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000".parse().unwrap(),
+            foreign: false,
+        };
+        assert!(layer("application/vnd.oci.image.layer.v1.tar").read_raw());
+        assert!(layer("application/vnd.docker.image.rootfs.diff.tar").read_raw());
+        assert!(!layer("application/vnd.oci.image.layer.v1.tar+gzip").read_raw());
+        assert!(!layer("application/vnd.docker.image.rootfs.diff.tar.gzip").read_raw());
+        assert!(!layer("application/octet-stream").read_raw(), "containerd does not unpack it; docker sniffs");
+    }
+
+    #[test]
+    fn keys_go_would_read_differently_are_refused() {
+        let config =
+            serde_json::json!({"mediaType": "application/vnd.oci.image.config.v1+json", "digest": d("c"), "size": 1});
+        let layer =
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d("l"), "size": 1});
+        let base = |extra: &str| {
+            format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{layer}]{extra}}}"#)
+        };
+        assert!(parse(base("").as_bytes(), None).is_ok());
+        for extra in [
+            r#","LAYERS":[]"#.to_owned(),
+            r#","Layers":[]"#.to_owned(),
+            r#","layer\u017f":[]"#.to_owned(),
+            r#","conf\u0131g":{}"#.to_owned(),
+            r#","layers":[]"#.to_owned(),
+            format!(r#","manifests":[],"MediaType":"{OCI_MANIFEST}""#),
+        ] {
+            let body = base(&extra);
+            assert!(matches!(parse(body.as_bytes(), None), Err(Error::ManifestInvalid(_))), "{body}");
+        }
+        // Inside a descriptor too.
+        let folded = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{config},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","Digest":"{}","size":1}}]}}"#,
+            d("l"),
+            d("evil")
+        );
+        assert!(parse(folded.as_bytes(), None).is_err());
+        // Annotation keys are a map's keys: any spelling is kept as it is.
+        let annotated = base(r#","annotations":{"Digest":"x","digest":"y","LAYERS":"z"}"#);
+        assert!(parse(annotated.as_bytes(), None).is_ok());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Manifests: push with reference checks, fetch by tag or digest, delete, referrers.
 
+use futures::StreamExt;
+
 use super::digest::Algorithm;
-use super::manifest::parse;
-use super::{Digest, Error, Reference, RepoName, Result};
+use super::manifest::{kind_by_config, parse, Classified, ParsedManifest, MAX_CLASSIFIED_CONFIG};
+use super::{Digest, Error, Reader, Reference, RepoName, Result};
 use crate::metadata::{ManifestKind, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 
 /// The outcome of a manifest push.
@@ -45,6 +47,10 @@ impl super::Registry {
             }
             Reference::Tag(t) => (Digest::of(Algorithm::Sha256, &bytes), Some(t.clone())),
         };
+        if parsed.is_index() {
+            self.check_reach(repo, &parsed).await?;
+        }
+        let kind = self.manifest_kind(repo, &parsed).await?;
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
         let new = NewManifest {
             repo: repo.clone(),
@@ -57,18 +63,80 @@ impl super::Registry {
             blobs: parsed.blobs.clone(),
             children: parsed.children.iter().map(|c| c.digest.clone()).collect(),
             tag,
-            kind: parsed.kind(),
+            kind,
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
                 self.scan_queued();
-                Ok(PutManifest { digest, kind: parsed.kind(), subject: parsed.subject })
+                Ok(PutManifest { digest, kind, subject: parsed.subject })
             }
             Err(PutManifestRefused::MissingBlob(d)) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: d }),
             Err(PutManifestRefused::MissingManifest(d)) => {
                 Err(Error::ManifestBlobUnknown { kind: "manifest", digest: d })
             }
         }
+    }
+
+    /// Refuses an index that reaches more than `limits.max_index_reach` manifests through the
+    /// indexes it lists, a manifest counted once for each index that lists it (the edges the gate
+    /// walks on every pull): nested indexes sharing children would otherwise make one small
+    /// manifest cost millions of rows.
+    /// The walk itself stops at the limit. Stored manifests never change, so the bound holds.
+    async fn check_reach(&self, repo: &RepoName, parsed: &ParsedManifest) -> Result<()> {
+        let limit = self.limits.max_index_reach;
+        let refuse = |reach: usize| {
+            Error::ManifestInvalid(format!(
+                "the index reaches at least {reach} manifests through the indexes it lists; this registry \
+                 accepts at most {limit} (limits.max_index_reach)"
+            ))
+        };
+        let mut reach = parsed.children.len();
+        let mut seen: std::collections::HashSet<Digest> = std::collections::HashSet::new();
+        let mut frontier: Vec<Digest> =
+            parsed.children.iter().filter(|c| seen.insert(c.digest.clone())).map(|c| c.digest.clone()).collect();
+        while !frontier.is_empty() && reach <= limit {
+            let left = u32::try_from(limit - reach + 1).unwrap_or(u32::MAX);
+            let next = self.meta.manifest_children(repo, &frontier, left).await?;
+            reach += next.len();
+            frontier = next.into_iter().filter(|d| seen.insert(d.clone())).collect();
+        }
+        if reach > limit {
+            return Err(refuse(reach));
+        }
+        Ok(())
+    }
+
+    /// What a manifest of `repo` is to the gate ([`ParsedManifest::classify`]), reading its config
+    /// when only the config can tell.
+    pub async fn manifest_kind(&self, repo: &RepoName, parsed: &ParsedManifest) -> Result<ManifestKind> {
+        let config = match (parsed.classify(), &parsed.config) {
+            (Classified::Known(kind), _) => return Ok(kind),
+            (Classified::ByConfig, Some(config)) => config,
+            (Classified::ByConfig, None) => return Ok(ManifestKind::Image),
+        };
+        // Too large to read here: the scan of an image decides what it holds.
+        if config.size > MAX_CLASSIFIED_CONFIG {
+            return Ok(ManifestKind::Image);
+        }
+        let read = match self.read_blob(Reader::Unrestricted, repo, &config.digest, None).await {
+            Ok(read) => read,
+            Err(Error::BlobUnknown) => {
+                return Err(Error::ManifestBlobUnknown { kind: "blob", digest: config.digest.clone() })
+            }
+            Err(e) => return Err(e),
+        };
+        if read.size > MAX_CLASSIFIED_CONFIG {
+            return Ok(ManifestKind::Image);
+        }
+        let mut bytes = Vec::with_capacity(read.size as usize);
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Error::Internal(format!("reading the config: {e}")))?);
+            if bytes.len() as u64 > MAX_CLASSIFIED_CONFIG {
+                return Ok(ManifestKind::Image);
+            }
+        }
+        Ok(kind_by_config(&bytes))
     }
 
     /// The manifest a tag or digest names in `repo`, ungated: only the gate and HEAD use it.
@@ -97,13 +165,25 @@ impl super::Registry {
         }
     }
 
-    /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type.
+    /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type. An
+    /// ordinary reader sees a referrer's annotations (bytes of that manifest) only when its
+    /// verdict is open; its digest, type and size are listed either way, as HEAD would tell them.
     pub async fn referrers(
         &self,
+        reader: Reader,
         repo: &RepoName,
         digest: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
-        self.meta.referrers(repo, digest, artifact_type).await
+        let mut found = self.meta.referrers(repo, digest, artifact_type).await?;
+        if reader == Reader::Ordinary {
+            let now = super::now();
+            for r in &mut found {
+                if !r.verdict.as_ref().is_some_and(|v| v.effective_state(now).allows_pull()) {
+                    r.annotations = None;
+                }
+            }
+        }
+        Ok(found)
     }
 }

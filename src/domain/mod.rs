@@ -6,6 +6,7 @@
 pub mod digest;
 mod error;
 mod gate;
+pub mod gojson;
 pub mod manifest;
 mod manifests;
 pub mod names;
@@ -18,7 +19,7 @@ pub use error::{Error, Result};
 pub use gate::{Blocked, ManifestHead, Reader, Target};
 pub use manifests::PutManifest;
 pub use names::{Reference, RepoName, Tag};
-pub use registry::{BlobRead, ByteRange, Limits, Page, Registry, DEFAULT_MAX_REFERENCES};
+pub use registry::{BlobRead, ByteRange, Limits, Page, Registry, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES};
 pub use scans::DEFAULT_SCAN_POLL;
 pub use uploads::UploadState;
 

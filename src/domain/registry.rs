@@ -18,12 +18,16 @@ pub struct Limits {
     pub max_page: u32,
     /// Most layers (plus config) of an image or artifact, or manifests of an index, in one manifest.
     pub max_references: usize,
+    /// Most manifests an index may reach, a manifest counted once for each index that lists it.
+    pub max_index_reach: usize,
     /// Open upload sessions allowed per principal and per repository.
     pub upload_sessions: crate::metadata::SessionCaps,
 }
 
 /// The default of `limits.max_references`.
 pub const DEFAULT_MAX_REFERENCES: usize = 1000;
+/// The default of `limits.max_index_reach` (the gate refuses to decide beyond it, too).
+pub const DEFAULT_MAX_INDEX_REACH: usize = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -32,6 +36,7 @@ impl Default for Limits {
             upload_expiry: Duration::from_secs(3600),
             max_page: 10_000,
             max_references: DEFAULT_MAX_REFERENCES,
+            max_index_reach: DEFAULT_MAX_INDEX_REACH,
             upload_sessions: crate::metadata::SessionCaps { per_principal: 256, per_repository: 256 },
         }
     }

@@ -94,6 +94,8 @@ pub struct Referrer {
     pub size: u64,
     pub artifact_type: Option<String>,
     pub annotations: Option<String>,
+    /// The referrer's own verdict (its annotations are its own bytes, which the verdict covers).
+    pub verdict: Option<scans::Verdict>,
 }
 
 /// An upload session.
@@ -154,6 +156,9 @@ pub trait ManifestStore: Send + Sync {
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Manifests whose `subject` is `digest`, optionally only those of one artifact type.
     async fn referrers(&self, repo: &RepoName, digest: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    /// The child manifests the indexes `parents` of `repo` list, one per listing (repeats kept);
+    /// at most `limit`, so a caller bounds its own work.
+    async fn manifest_children(&self, repo: &RepoName, parents: &[Digest], limit: u32) -> Result<Vec<Digest>>;
 }
 
 /// How many upload sessions may be open at once.

@@ -172,6 +172,13 @@ impl ImageScan {
 
     /// Reads one layer (each distinct digest once); `digest` names it in findings.
     pub fn scan_layer(&mut self, digest: &str, reader: impl Read) -> Result<(), ScanError> {
+        self.scan_declared_layer(digest, false, reader)
+    }
+
+    /// Reads one layer whose media type may say it is uncompressed (`read_raw`): containerd then
+    /// reads its bytes as they are while docker sniffs and decompresses them, so compressed bytes
+    /// under such a type are two different layers to two clients, and are refused.
+    pub fn scan_declared_layer(&mut self, digest: &str, read_raw: bool, reader: impl Read) -> Result<(), ScanError> {
         if self.layers.contains_key(digest) {
             return Ok(());
         }
@@ -183,10 +190,26 @@ impl ImageScan {
                 "layer {digest} is {format}-compressed, which the scanner does not read"
             )));
         }
+        if read_raw && opened.compression.is_compressed() {
+            return Err(ScanError::unreadable(format!(
+                "layer {digest} is declared uncompressed but its bytes are {:?}-compressed: containerd would \
+                 read them as they are and docker would decompress them, so they would not run the same files",
+                opened.compression
+            )));
+        }
         let mut tar = TarReader::new(opened.reader, self.budgets.tar_bounds());
         let mut ops = Vec::new();
         while let Some(entry) = tar.next_entry()? {
             let path = fs::clean(&entry.path);
+            if entry.capability {
+                self.findings.push(Finding {
+                    rule: Rule::SetuidFile,
+                    severity: Severity::Medium,
+                    message: format!("{} has file capabilities (security.capability)", shown(&path)),
+                    path: Some(shown(&path)),
+                    layer: Some(digest.to_owned()),
+                });
+            }
             let kind = match entry.kind {
                 EntryKind::File => {
                     let parse = parse_as(&path);
@@ -213,6 +236,13 @@ impl ImageScan {
                 EntryKind::Symlink => PutKind::Symlink(entry.link),
                 EntryKind::HardLink => PutKind::HardLink(entry.link),
                 EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => PutKind::Other,
+                EntryKind::GlobalHeader => {
+                    return Err(ScanError::unreadable(format!(
+                        "layer {digest} has a PAX global header at {}: unpackers remove what stands at its path, \
+                         and Go drops the extended headers before it",
+                        shown(&path)
+                    )))
+                }
             };
             ops.push(fs::op_for(path, kind, entry.mode)?);
         }

@@ -246,11 +246,11 @@ impl Tree {
             PutKind::Other => Kind::Other,
             PutKind::Dir => Kind::Dir { children: HashMap::new(), opaque_pass: 0 },
             PutKind::HardLink(target) => {
-                let (kind, target_mode) = self.link_target(target)?;
+                let (kind, shared_mode) = self.link_target(target, mode)?;
                 let node = self.walk_to_dir(k, layer, parent, true)?.expect("created");
                 let Kind::Dir { children, .. } = &mut node.kind else { unreachable!() };
                 children
-                    .insert(name.clone().into_boxed_slice(), Node { kind, mode: target_mode, occurrence: k, layer });
+                    .insert(name.clone().into_boxed_slice(), Node { kind, mode: shared_mode, occurrence: k, layer });
                 return Ok(());
             }
         };
@@ -268,18 +268,22 @@ impl Tree {
         Ok(())
     }
 
-    /// What a hard link to `target` (a path in the archive, as extracted so far) becomes.
-    fn link_target(&self, target: &[u8]) -> Result<(Kind, u32), ScanError> {
+    /// What a hard link to `target` (a path in the archive, as extracted so far) becomes, and
+    /// the mode the shared inode ends with. Unpackers chmod the link to the link header's mode
+    /// when a check on the host succeeds (docker and containerd look the target up relative to
+    /// their own working directory), and the chmod changes the target too; whether it happens is
+    /// the host's business, so both end with every bit of either mode.
+    fn link_target(&mut self, target: &[u8], link_mode: u32) -> Result<(Kind, u32), ScanError> {
         let path = clean(target);
-        let mut node = &self.root;
+        let mut node = &mut self.root;
         for (i, name) in path.iter().enumerate() {
-            let Kind::Dir { children, .. } = &node.kind else {
+            let Kind::Dir { children, .. } = &mut node.kind else {
                 return Err(ScanError::unreadable(format!(
                     "a hard link to {} passes through a non-directory",
                     shown(&path[..i])
                 )));
             };
-            node = children.get(name.as_slice()).ok_or_else(|| {
+            node = children.get_mut(name.as_slice()).ok_or_else(|| {
                 ScanError::unreadable(format!("a hard link to {}, which does not exist", shown(&path)))
             })?;
             if i + 1 < path.len() && matches!(node.kind, Kind::Symlink(_)) {
@@ -297,6 +301,9 @@ impl Tree {
                 return Err(ScanError::unreadable(format!("a hard link to the directory {}", shown(&path))))
             }
         };
+        if !matches!(kind, Kind::Symlink(_)) {
+            node.mode |= link_mode & 0o7777;
+        }
         Ok((kind, node.mode))
     }
 
@@ -473,12 +480,16 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_take_the_target_mode_and_symlink_loops_end() {
+    fn hard_links_share_their_mode_and_symlink_loops_end() {
         let mut t = Tree::default();
         t.apply(0, &[file("bin/su", 0o4755), put("bin/alias", PutKind::HardLink(b"./bin/su".to_vec()), 0o644)])
             .unwrap();
         t.apply(1, &[put("bin/.wh.su", PutKind::File(None), 0)]).unwrap();
         assert_eq!(files(&t), [("/bin/alias".into(), 0o4755)]);
+        // The link header's mode reaches the target through the shared inode.
+        let mut t = Tree::default();
+        t.apply(0, &[file("bin/tool", 0o755), put("x", PutKind::HardLink(b"bin/tool".to_vec()), 0o4755)]).unwrap();
+        assert_eq!(files(&t), [("/bin/tool".into(), 0o4755), ("/x".into(), 0o4755)]);
         let mut t = Tree::default();
         t.apply(0, &[put("a", PutKind::Symlink(b"b".to_vec()), 0), put("b", PutKind::Symlink(b"a".to_vec()), 0)])
             .unwrap();

@@ -2,18 +2,20 @@
 //! image's final filesystem), secrets anywhere in it, and an exposed SSH port.
 //!
 //! Rules:
-//! - The config is read as Go reads it ([`gojson`](super::gojson)): what the scanner sees as
+//! - The config is read as Go reads it ([`gojson`](crate::domain::gojson)): what the scanner sees as
 //!   `User` is what containerd and docker see.
 //! - `User` is parsed as runc parses it: the part before the first `:`; numeric if Go's `Atoi`
 //!   takes it (`00`, `+0` and `-0` are uid 0), else a name looked up in `/etc/passwd` (first
-//!   match, a uid that does not parse counts as 0, as runc's parser leaves it).
+//!   match, lines trimmed of Unicode white space as Go trims them, a uid that does not parse
+//!   counts as 0, as runc's parser leaves it). A uid outside `1..=i32::MAX` counts as root: the
+//!   kernel's `setuid` takes 32 bits, so 4294967296 wraps to 0.
 //! - Whatever cannot be resolved counts as root: no `User`, a name the image's `/etc/passwd` does
 //!   not hold, a `/etc/passwd` the scanner cannot read.
 //! - Secrets are searched in every string of the config, decoded (a `\u002d` escape hides nothing).
 
 use super::fs::{Captured, Lookup};
-use super::gojson::{self, GoValue};
 use super::{secrets, Finding, Rule, Severity};
+use crate::domain::gojson::{self, GoValue};
 
 fn finding(rule: Rule, severity: Severity, message: String) -> Finding {
     Finding { rule, severity, message, path: None, layer: None }
@@ -41,6 +43,11 @@ pub fn run_config(config: &GoValue) -> Result<RunConfig, String> {
     })
 }
 
+/// Whether a key holds a secret: such a key must not appear in a finding's path.
+fn holds_secret(key: &str) -> bool {
+    !secrets::find(key.as_bytes()).is_empty()
+}
+
 /// Go's `strconv.Atoi`: an optional sign and decimal digits. `None` when it fails.
 pub fn go_atoi(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
@@ -50,9 +57,50 @@ pub fn go_atoi(s: &str) -> Option<i64> {
     s.parse::<i64>().ok()
 }
 
+/// Go's `bytes.TrimSpace`: Unicode white space (`\v`, U+0085 and U+00A0 included) off both
+/// ends, where the bytes there are valid UTF-8.
+fn trim_go_space(mut b: &[u8]) -> &[u8] {
+    let is_space =
+        |bytes: &[u8]| std::str::from_utf8(bytes).ok().and_then(|s| s.chars().next()).map(char::is_whitespace);
+    'front: while !b.is_empty() {
+        for n in 1..=b.len().min(4) {
+            match is_space(&b[..n]) {
+                Some(true) => {
+                    b = &b[n..];
+                    continue 'front;
+                }
+                Some(false) => break 'front,
+                None => {}
+            }
+        }
+        break;
+    }
+    'back: while !b.is_empty() {
+        for n in 1..=b.len().min(4) {
+            match is_space(&b[b.len() - n..]) {
+                Some(true) => {
+                    b = &b[..b.len() - n];
+                    continue 'back;
+                }
+                Some(false) => break 'back,
+                None => {}
+            }
+        }
+        break;
+    }
+    b
+}
+
+/// Whether the kernel would see uid 0: runc passes Go's `int` to `setuid`, which takes 32 bits,
+/// so a uid from `/etc/passwd` beyond them wraps (4294967296 is root). Negative uids and those
+/// above `i32::MAX` count as root too: the scanner cannot tell what they become.
+pub fn is_root_uid(uid: i64) -> bool {
+    uid <= 0 || uid > i64::from(i32::MAX)
+}
+
 /// runc's reading of one `/etc/passwd` line: (name, uid), where a uid that does not parse is 0.
 pub fn passwd_entry(line: &[u8]) -> Option<(Vec<u8>, i64)> {
-    let line = line.trim_ascii();
+    let line = trim_go_space(line);
     if line.is_empty() {
         return None;
     }
@@ -74,7 +122,7 @@ pub fn root_reason(user: Option<&str>, passwd: &Lookup<'_>) -> Option<String> {
         });
     }
     if let Some(uid) = go_atoi(name) {
-        return (uid == 0).then(|| format!("User {spec:?} is uid 0"));
+        return is_root_uid(uid).then(|| format!("User {spec:?} is uid 0 or outside the uid range"));
     }
     if name == "root" {
         return Some(format!("User {spec:?}"));
@@ -82,7 +130,9 @@ pub fn root_reason(user: Option<&str>, passwd: &Lookup<'_>) -> Option<String> {
     match passwd {
         Lookup::File(Some(Captured::Passwd(lines))) => {
             match lines.iter().find(|(n, _)| n.as_slice() == name.as_bytes()) {
-                Some((_, 0)) => Some(format!("User {name:?} is uid 0 in the image's /etc/passwd")),
+                Some((_, uid)) if is_root_uid(*uid) => {
+                    Some(format!("User {name:?} is uid 0 in the image's /etc/passwd (or wraps to it)"))
+                }
                 Some(_) => None,
                 None => Some(format!("User {name:?} is not in the image's /etc/passwd, so it cannot be resolved")),
             }
@@ -117,7 +167,7 @@ pub fn check(config: &[u8], passwd: &Lookup<'_>) -> Result<Vec<Finding>, String>
     }
     let mut path = String::new();
     let mut elsewhere = Vec::new();
-    gojson::strings(&parsed, &mut path, &mut |at, text| {
+    gojson::strings(&parsed, &mut path, &holds_secret, &mut |at, text| {
         // The environment in effect is reported above, by variable name.
         if run.env.iter().any(|e| e == text) {
             return;
@@ -140,7 +190,7 @@ pub fn check(config: &[u8], passwd: &Lookup<'_>) -> Result<Vec<Finding>, String>
 pub fn manifest_secrets(manifest: &[u8]) -> Result<Vec<Finding>, String> {
     let parsed = gojson::parse(manifest).map_err(|e| format!("manifest is {e}"))?;
     let mut out = Vec::new();
-    gojson::strings(&parsed, &mut String::new(), &mut |at, text| {
+    gojson::strings(&parsed, &mut String::new(), &holds_secret, &mut |at, text| {
         for kind in secrets::find(text.as_bytes()) {
             out.push(finding(
                 Rule::SecretInMetadata,
@@ -165,7 +215,7 @@ mod tests {
     #[test]
     fn users_are_parsed_as_runc_does() {
         let none = Lookup::Missing;
-        for user in ["", "0", "00", "0000:0", "+0", "-0", "root", "root:wheel", ":1000", "0:1000"] {
+        for user in ["", "0", "00", "0000:0", "+0", "-0", "root", "root:wheel", ":1000", "0:1000", "4294967296", "-1"] {
             assert!(root_reason(Some(user), &none).is_some(), "{user:?} is root");
         }
         assert!(root_reason(None, &none).is_some());
@@ -180,6 +230,10 @@ mod tests {
                 b"odd:x:abc:1",
                 b"short",
                 b"app:x:0:0",
+                b"wrap:x:4294967296:0",
+                b"\x0bvt:x:0:0\x0b",
+                "\u{a0}nbsp:x:0:0".as_bytes(),
+                b"big:x:99999999999999999999:0",
             ]
             .iter()
             .filter_map(|l| passwd_entry(l))
@@ -187,7 +241,8 @@ mod tests {
         );
         let found = Lookup::File(Some(&passwd));
         assert!(root_reason(Some("app"), &found).is_none(), "the first match wins");
-        for user in ["toor", "odd", "short", "nobody"] {
+        // Go trims Unicode white space (a vertical tab, a no-break space) off each line.
+        for user in ["toor", "odd", "short", "nobody", "wrap", "vt", "nbsp", "big"] {
             assert!(root_reason(Some(user), &found).is_some(), "{user:?} resolves to root or not at all");
         }
         assert!(root_reason(Some("app"), &Lookup::File(None)).is_some(), "an unreadable passwd fails closed");
@@ -211,5 +266,10 @@ mod tests {
         let escaped = r#"{"config":{"User":"1000","Labels":{"k":"\u002d----BEGIN RSA PRIVATE KEY-----"}}}"#;
         let found = check(escaped.as_bytes(), &Lookup::Missing).unwrap();
         assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInMetadata]);
+        // A secret used as a key is found, and the finding does not repeat it.
+        let keyed = r#"{"config":{"User":"1000","Labels":{"AKIAIOSFODNN7EXAMPLE":"id"}}}"#;
+        let found = check(keyed.as_bytes(), &Lookup::Missing).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].message.contains("AKIA") && found[0].message.contains("<hidden key>"), "{found:?}");
     }
 }

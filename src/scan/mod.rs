@@ -14,7 +14,6 @@
 pub mod archive;
 pub mod content;
 pub mod fs;
-pub mod gojson;
 pub mod hook;
 pub mod image_config;
 pub mod limits;

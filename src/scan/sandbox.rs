@@ -71,6 +71,9 @@ pub struct Item {
     pub role: Role,
     pub digest: String,
     pub size: u64,
+    /// A layer whose media type says it is uncompressed (containerd reads it as it is).
+    #[serde(default)]
+    pub read_raw: bool,
 }
 
 /// The child's answer.
@@ -141,7 +144,7 @@ pub fn scan_input(mut input: impl BufRead) -> Result<Outcome, ScanError> {
                 manifest_findings = image_config::manifest_secrets(&bytes).map_err(ScanError::Unreadable)?;
             }
             Role::Config => config = Some(read_small(&mut body, item.size, limits.max_file_bytes, "the image config")?),
-            Role::Layer => image.scan_layer(&item.digest, &mut body)?,
+            Role::Layer => image.scan_declared_layer(&item.digest, item.read_raw, &mut body)?,
             Role::Blob => artifact.scan_blob(&item.digest, &mut body)?,
         }
         // Every decoder reads its blob to the end; anything left over is a protocol error.
@@ -254,7 +257,8 @@ impl Sandbox {
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let plan_line = serde_json::to_string(plan).map_err(|e| SandboxError::Failed(e.to_string()))?;
-        let manifest_item = Item { role: Role::Manifest, digest: String::new(), size: manifest.len() as u64 };
+        let manifest_item =
+            Item { role: Role::Manifest, digest: String::new(), size: manifest.len() as u64, read_raw: false };
         let feed = async move {
             let line = |value: &Item| serde_json::to_string(value).map(|s| s + "\n");
             stdin.write_all(format!("{plan_line}\n").as_bytes()).await?;

@@ -72,7 +72,11 @@ async fn scan_manifest(
     };
     let parsed = parse(&manifest.content, Some(&manifest.media_type))
         .map_err(|e| Failure::Content(format!("the manifest cannot be read: {e}")))?;
-    let kind = parsed.kind();
+    let kind = match registry.manifest_kind(&job.repo, &parsed).await {
+        Ok(kind) => kind,
+        Err(e @ Error::ManifestBlobUnknown { .. }) => return Err(Failure::Content(e.to_string())),
+        Err(e) => return Err(storage(e)),
+    };
     if manifest.kind != Some(kind) {
         registry.record_kind(&job.repo, &job.digest, kind).await.map_err(storage)?;
     }
@@ -88,34 +92,44 @@ async fn scan_manifest(
         ManifestKind::Artifact => (Subject::Artifact, Role::Blob),
         ManifestKind::Index => (Subject::Index, Role::Blob),
     };
+    if kind == ManifestKind::Image {
+        if let Some(foreign) = parsed.layers.iter().find(|l| l.foreign) {
+            return Err(Failure::Content(format!(
+                "layer {} is a foreign layer: clients fetch it from its urls, so the registry cannot scan it",
+                foreign.digest
+            )));
+        }
+    }
     // `blobs` are config first, then layers, foreign ones excepted (they are not stored here).
-    let mut sends: Vec<(Role, Digest)> = Vec::new();
+    let mut sends: Vec<(Role, Digest, bool)> = Vec::new();
     for (i, d) in parsed.blobs.iter().enumerate() {
         let role = match (i, kind) {
             (0, ManifestKind::Image) => Role::Config,
             _ => layer_role,
         };
-        if !sends.iter().any(|(_, s)| s == d) {
-            sends.push((role, d.clone()));
+        // Listed twice under different types, the layer is read raw if any listing says so.
+        let read_raw = role == Role::Layer && parsed.layers.iter().any(|l| &l.digest == d && l.read_raw());
+        if !sends.iter().any(|(_, s, _)| s == d) {
+            sends.push((role, d.clone(), read_raw));
         }
     }
-    let order: Vec<String> = parsed.blobs.iter().skip(1).map(|d| d.to_string()).collect();
     let layer_order = match kind {
         // Repeats matter for the final filesystem: the manifest's own list, not the deduplicated one.
-        ManifestKind::Image => layer_digests(&manifest.content).unwrap_or(order),
+        ManifestKind::Image => parsed.layers.iter().map(|l| l.digest.to_string()).collect(),
         _ => Vec::new(),
     };
     let plan = Plan { subject, limits: settings.sandbox.limits.clone(), order: layer_order };
     let repo = job.repo.clone();
     let stream = futures::stream::iter(sends)
-        .then(move |(role, digest)| {
+        .then(move |(role, digest, read_raw)| {
             let (registry, repo) = (registry.clone(), repo.clone());
             async move {
                 let read = registry
                     .read_blob(Reader::Unrestricted, &repo, &digest, None)
                     .await
                     .map_err(|e| std::io::Error::other(format!("reading {digest}: {e}")))?;
-                Ok(Blob { item: Item { role, digest: digest.to_string(), size: read.size }, body: read.body })
+                let item = Item { role, digest: digest.to_string(), size: read.size, read_raw };
+                Ok(Blob { item, body: read.body })
             }
         })
         .boxed();
@@ -145,19 +159,6 @@ async fn scan_manifest(
         }
     }
     Ok(Some(findings))
-}
-
-/// The layer digests of an image manifest in their listed order, repeats included.
-fn layer_digests(content: &[u8]) -> Option<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_slice(content).ok()?;
-    let layers = v.get("layers")?.as_array()?;
-    Some(
-        layers
-            .iter()
-            .filter(|l| l.get("urls").is_none_or(|u| u.as_array().is_none_or(|a| a.is_empty())))
-            .filter_map(|l| l.get("digest")?.as_str().map(str::to_owned))
-            .collect(),
-    )
 }
 
 /// The sizes the manifest declares for its config and layers, summed.

@@ -9,6 +9,12 @@ pub enum Entry<'a> {
     Dir(&'a str, u32),
     Symlink(&'a str, &'a str),
     HardLink(&'a str, &'a str),
+    /// A hard link whose own header carries `mode` (unpackers may chmod the shared inode to it).
+    HardLinkMode(&'a str, &'a str, u32),
+    /// A file with PAX records before it (extended attributes, say).
+    WithPax(&'a str, &'a [u8], u32, &'a [(&'a str, &'a [u8])]),
+    /// A PAX global header named `path`.
+    GlobalHeader(&'a str),
 }
 
 /// A tar archive of `entries`, with its end-of-archive marker.
@@ -41,6 +47,29 @@ pub fn tar(entries: &[Entry]) -> Vec<u8> {
                 h.set_size(0);
                 h.set_mode(0o644);
                 b.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::HardLinkMode(path, target, mode) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                h.set_mode(*mode);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::WithPax(path, content, mode, records) => {
+                b.append_pax_extensions(records.iter().map(|(k, v)| (*k, *v))).unwrap();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(content.len() as u64);
+                h.set_mode(*mode);
+                b.append_data(&mut h, path, *content).unwrap();
+            }
+            Entry::GlobalHeader(path) => {
+                let record = b"15 comment=hey\n";
+                let mut h = tar::Header::new_ustar();
+                h.set_path(path).unwrap();
+                h.set_entry_type(tar::EntryType::XGlobalHeader);
+                h.set_size(record.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                b.append(&h, &record[..]).unwrap();
             }
         }
     }

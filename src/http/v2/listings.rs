@@ -74,7 +74,7 @@ pub async fn tags(registry: &Registry, repo: &RepoName, req: &Request) -> Handle
 
 pub async fn referrers(registry: &Registry, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
     let filter = req.query.get("artifactType").filter(|s| !s.is_empty());
-    let found = registry.referrers(repo, digest, filter).await?;
+    let found = registry.referrers(req.grants.reader(), repo, digest, filter).await?;
     let manifests: Vec<Value> = found
         .into_iter()
         .map(|r| {

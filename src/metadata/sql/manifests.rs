@@ -238,8 +238,10 @@ impl ManifestStore for SqlMetadata {
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
         let rows = sqlx::query(
-            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM manifests m
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations, s.state, s.summary, s.release_until
+             FROM manifests m
              JOIN repositories r ON r.id = m.repository_id
+             LEFT JOIN scans s ON s.repository_id = m.repository_id AND s.manifest_digest = m.digest
              WHERE r.name = $1 AND m.subject = $2 AND ($3 IS NULL OR m.artifact_type = $4)
              ORDER BY m.digest",
         )
@@ -258,8 +260,33 @@ impl ManifestStore for SqlMetadata {
                     size: row.get::<i64, _>("size") as u64,
                     artifact_type: row.get("artifact_type"),
                     annotations: row.get("annotations"),
+                    verdict: verdict(&row)?,
                 })
             })
             .collect()
+    }
+
+    async fn manifest_children(&self, repo: &RepoName, parents: &[Digest], limit: u32) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for batch in parents.chunks(REFERENCE_ROWS) {
+            let left = i64::from(limit) - out.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let sql = format!(
+                "SELECT mr.target_digest FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+                 WHERE r.name = $1 AND mr.kind = 'manifest' AND mr.manifest_digest IN ({}) LIMIT ${}",
+                placeholders(2, batch.len()),
+                batch.len() + 2
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql).bind(repo.as_str());
+            for d in batch {
+                query = query.bind(d.as_str());
+            }
+            for d in query.bind(left).fetch_all(&self.read).await.map_err(db_err)? {
+                out.push(digest(d)?);
+            }
+        }
+        Ok(out)
     }
 }

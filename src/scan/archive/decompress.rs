@@ -26,11 +26,26 @@ pub enum Compression {
     Unsupported(&'static str),
 }
 
+/// How many leading bytes [`Compression::sniff`] needs to decide.
+pub const MAGIC_LEN: usize = 8;
+
 impl Compression {
+    /// A zstd skippable frame (magic 0x184D2A50 to 0x184D2A5F, then a length): containerd and
+    /// docker take a stream that starts with one for zstd, so the scanner must too.
+    fn skippable_frame(magic: &[u8]) -> bool {
+        magic.len() >= 8 && u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) & 0xFFFF_FFF0 == 0x184D_2A50
+    }
+
+    /// Whether the bytes are compressed in a format a client would decode.
+    pub fn is_compressed(self) -> bool {
+        self != Compression::None
+    }
+
+    /// The format the first [`MAGIC_LEN`] bytes name (fewer only at the end of the stream).
     pub fn sniff(magic: &[u8]) -> Compression {
         if magic.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || Self::skippable_frame(magic) {
             Compression::Zstd
         } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
             Compression::Unsupported("xz")
@@ -138,8 +153,21 @@ pub struct Decompressed<'a> {
 /// Opens `reader` by its magic bytes; the decompressed bytes count against `budget`.
 /// `Compression::Unsupported` comes back undecoded, for the caller to refuse or search as is.
 pub fn open<'a>(reader: impl Read + 'a, budget: &Allowance) -> Result<Decompressed<'a>, ScanError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let compression = Compression::sniff(buffered.fill_buf().map_err(crate::scan::limits::from_io)?);
+    // The magic is read in full before sniffing: a pipe may hand over fewer bytes per read.
+    let mut reader = reader;
+    let mut magic = [0u8; MAGIC_LEN];
+    let mut have = 0;
+    while have < MAGIC_LEN {
+        match reader.read(&mut magic[have..]) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(crate::scan::limits::from_io(e)),
+        }
+    }
+    let compression = Compression::sniff(&magic[..have]);
+    let head: Box<dyn Read + 'a> = Box::new(std::io::Cursor::new(magic[..have].to_vec()).chain(reader));
+    let buffered = BufReader::with_capacity(256 * 1024, head);
     let inner: Box<dyn Read + 'a> = match compression {
         // A multi-member decoder: a second gzip member is decoded, and bytes after the last
         // member that are not another member are an error (as Go's gzip reader has it).
@@ -220,5 +248,33 @@ mod tests {
         assert_eq!(Compression::sniff(b"\xfd7zXZ\x00rest"), Compression::Unsupported("xz"));
         assert_eq!(Compression::sniff(b"BZh91AY"), Compression::Unsupported("bzip2"));
         assert_eq!(Compression::sniff(b"ustar"), Compression::None);
+    }
+
+    #[test]
+    fn a_stream_that_starts_with_a_skippable_frame_is_zstd() {
+        let mut stream = 0x184D2A5Fu32.to_le_bytes().to_vec();
+        stream.extend_from_slice(&3u32.to_le_bytes());
+        stream.extend_from_slice(b"abc");
+        stream.extend(zstd(b"the layer"));
+        assert_eq!(Compression::sniff(&stream), Compression::Zstd);
+        assert_eq!(read_all(&stream, 1 << 20).unwrap(), b"the layer");
+        // Read one byte at a time, as a slow pipe might deliver it: the same answer.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(buf.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let budget = Allowance::decompressed(1 << 20);
+        let opened = open(Trickle(&stream), &budget).unwrap();
+        assert_eq!(opened.compression, Compression::Zstd);
+        let mut out = Vec::new();
+        opened.reader.take(1 << 20).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"the layer");
+        // Fewer than eight bytes are never a skippable frame.
+        assert_eq!(Compression::sniff(&0x184D2A50u32.to_le_bytes()), Compression::None);
     }
 }

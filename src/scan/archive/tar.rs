@@ -7,7 +7,10 @@
 //!   base-256 numbers, the USTAR, PAX, GNU and STAR formats and their name prefixes. An invalid
 //!   header is an error, never the end of the archive.
 //! - PAX records and GNU long names apply to the next entry as in Go (the last extended header
-//!   wins; a GNU long name wins over a PAX `path`); the PAX `size` decides where the data ends.
+//!   wins; a GNU long name wins over a PAX `path`, an empty one changes nothing); the PAX `size`
+//!   decides where the data ends. A PAX global header is handed back as an entry of its own and
+//!   forgets the extended headers before it, as Go does (unpackers then remove what stands at its
+//!   path, so an image scan refuses it). A `security.capability` attribute is reported.
 //! - End of archive: a zero block followed by a zero block (or by the end of the stream). A zero
 //!   block followed by a header is an error; after the end marker only zero bytes may follow (a
 //!   client stops there, so anything else would be bytes the scanner sees and nobody unpacks, or
@@ -34,6 +37,9 @@ pub enum EntryKind {
     BlockDevice,
     Dir,
     Fifo,
+    /// A PAX global header (`g`). Go returns it as an entry, dropping any extended header before
+    /// it, and unpackers remove whatever stands at its path before ignoring it.
+    GlobalHeader,
 }
 
 impl EntryKind {
@@ -52,6 +58,9 @@ pub struct Entry {
     pub mode: u32,
     pub size: u64,
     pub link: Vec<u8>,
+    /// A `security.capability` extended attribute (PAX `SCHILY.xattr.security.capability`), which
+    /// unpackers set: file capabilities grant privileges as setuid does.
+    pub capability: bool,
 }
 
 /// The bounds a reader enforces on one archive (the entry budget is shared by a scan).
@@ -183,6 +192,7 @@ struct Pax {
     path: Option<Vec<u8>>,
     linkpath: Option<Vec<u8>>,
     size: Option<u64>,
+    capability: bool,
 }
 
 fn parse_pax(mut data: &[u8]) -> Result<Pax, ScanError> {
@@ -213,6 +223,7 @@ fn parse_pax(mut data: &[u8]) -> Result<Pax, ScanError> {
         let value = (!value.is_empty()).then(|| value.to_vec());
         match key {
             b"path" => pax.path = value,
+            b"SCHILY.xattr.security.capability" => pax.capability = value.is_some(),
             b"linkpath" => pax.linkpath = value,
             b"size" => {
                 pax.size = match value {
@@ -366,10 +377,24 @@ impl<R: Read> TarReader<R> {
                     self.skip_rest()?;
                     match typeflag {
                         b'x' => pax = Some(parse_pax(&data)?),
-                        // Global headers are validated, then ignored (as containerd and docker do).
-                        b'g' => drop(parse_pax(&data)?),
-                        b'L' => long_name = Some(c_string(&data).to_vec()),
-                        _ => long_link = Some(c_string(&data).to_vec()),
+                        b'g' => {
+                            // Go hands the global header back as an entry, its own records merged
+                            // and whatever extended headers came before it forgotten.
+                            let records = parse_pax(&data)?;
+                            let path = records.path.unwrap_or_else(|| c_string(&block[0..100]).to_vec());
+                            self.check_path("path", &path)?;
+                            return Ok(Some(Entry {
+                                path,
+                                kind: EntryKind::GlobalHeader,
+                                mode: 0,
+                                size: 0,
+                                link: Vec::new(),
+                                capability: false,
+                            }));
+                        }
+                        // Go ignores an empty long name or link (`if gnuLongName != ""`).
+                        b'L' => long_name = Some(c_string(&data).to_vec()).filter(|n| !n.is_empty()),
+                        _ => long_link = Some(c_string(&data).to_vec()).filter(|n| !n.is_empty()),
                     }
                     continue;
                 }
@@ -408,7 +433,9 @@ impl<R: Read> TarReader<R> {
                 path = full;
             }
             let mut size = header_size;
+            let mut capability = false;
             if let Some(p) = pax.take() {
+                capability = p.capability;
                 if let Some(v) = p.path {
                     path = v;
                 }
@@ -446,7 +473,7 @@ impl<R: Read> TarReader<R> {
             self.check_path("link target", &link)?;
             self.begin_data(size);
             let mode = (mode as u64 & 0o7777) as u32;
-            return Ok(Some(Entry { path, kind, mode, size, link }));
+            return Ok(Some(Entry { path, kind, mode, size, link, capability }));
         }
     }
 }
@@ -540,15 +567,7 @@ pub(crate) mod tests {
         // A PAX header that says the next file has 512 bytes while its own header says 0: the
         // second file hides in "data" for a reader that ignores PAX sizes.
         let inner = file("hidden", b"secret");
-        let record = |k: &str, v: &str| {
-            let body = format!(" {k}={v}\n");
-            let mut n = body.len() + 1;
-            while format!("{n}{body}").len() != n {
-                n += 1;
-            }
-            format!("{n}{body}")
-        };
-        let pax = format!("{}{}", record("size", &inner.len().to_string()), record("path", "real/name"));
+        let pax = format!("{}{}", pax_record("size", &inner.len().to_string()), pax_record("path", "real/name"));
         let mut bytes = header(b"PaxHeaders/x", b'x', pax.len() as u64, 0o644, USTAR).to_vec();
         bytes.extend_from_slice(pax.as_bytes());
         bytes.resize(bytes.len().div_ceil(BLOCK) * BLOCK, 0);
@@ -559,6 +578,51 @@ pub(crate) mod tests {
         let got = entries(&bytes).unwrap();
         assert_eq!(got.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["real/name", "after"]);
         assert_eq!(got[0].2, inner, "the PAX size decides how much data the entry has");
+    }
+
+    fn pax_record(k: &str, v: &str) -> String {
+        let body = format!(" {k}={v}\n");
+        let mut n = body.len() + 1;
+        while format!("{n}{body}").len() != n {
+            n += 1;
+        }
+        format!("{n}{body}")
+    }
+
+    fn extended(typeflag: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = header(b"././@Ext", typeflag, data.len() as u64, 0o644, USTAR).to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        out
+    }
+
+    #[test]
+    fn global_headers_and_empty_long_names_behave_as_in_go() {
+        // A PAX `path` pending when a global header comes is forgotten: Go returns the global
+        // header as an entry and starts the next one afresh.
+        let mut bytes = extended(b'x', pax_record("path", "etc/shadow").as_bytes());
+        bytes.extend(extended(b'g', pax_record("comment", "hello").as_bytes()));
+        bytes.extend(file("etc/motd", b"hi"));
+        bytes.extend(end());
+        let got = entries(&bytes).unwrap();
+        assert_eq!(got[0].1, EntryKind::GlobalHeader);
+        assert_eq!((got[1].0.as_str(), got[1].1), ("etc/motd", EntryKind::File));
+        // An empty GNU long name does not replace the header's name.
+        let mut bytes = extended(b'L', b"\0");
+        bytes.extend(file("kept", b"x"));
+        bytes.extend(end());
+        assert_eq!(entries(&bytes).unwrap()[0].0, "kept");
+    }
+
+    #[test]
+    fn file_capabilities_are_reported() {
+        let mut bytes = extended(b'x', pax_record("SCHILY.xattr.security.capability", "\u{1}\0\0\u{2}").as_bytes());
+        bytes.extend(file("usr/bin/ping", b"elf"));
+        bytes.extend(file("usr/bin/plain", b"elf"));
+        bytes.extend(end());
+        let mut r = TarReader::new(&bytes[..], bounds());
+        assert!(r.next_entry().unwrap().unwrap().capability);
+        assert!(!r.next_entry().unwrap().unwrap().capability);
     }
 
     #[test]

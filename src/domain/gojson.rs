@@ -1,10 +1,10 @@
 //! JSON read the way Go's `encoding/json` fills a struct, which is how containerd, docker and
-//! podman read an image config.
+//! podman read manifests and image configs.
 //!
 //! Go differs from a plain JSON reading in ways a pusher can use to show the scanner one value
 //! and the runtime another; each is reproduced here:
 //! - keys match field names case-insensitively, with Unicode simple folding (`"user"`, `"USER"`
-//!   and `"uſer"` all fill `User`);
+//!   and `"uſer"` all fill `User`, `"conf\u0131g"` fills `config`);
 //! - a key repeated in one object fills the field again: the last one wins;
 //! - an object decoded into a field that already holds one is merged into it (Go reuses the
 //!   struct), and `null` resets a pointer or slice but leaves a string as it was.
@@ -80,22 +80,38 @@ pub fn parse(bytes: &[u8]) -> Result<GoValue, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))
 }
 
-/// Go's key folding for matching struct fields, enough for ASCII field names: ASCII letters fold
-/// to upper case, and the two non-ASCII letters whose fold set holds an ASCII letter fold with it
-/// (`ſ` U+017F with `s`, the Kelvin sign U+212A with `k`). Any other non-ASCII character cannot
-/// match an ASCII field name, so it is kept as it is.
+/// Go's key folding for matching struct fields (`unicode.ToUpper(unicode.ToLower(r))` per rune),
+/// enough for ASCII field names: ASCII letters fold to upper case, and so do the four non-ASCII
+/// letters whose simple case mappings reach an ASCII letter: `ſ` U+017F (`S`), the Kelvin sign
+/// U+212A (`K`), the dotted capital `İ` U+0130 and the dotless `ı` U+0131 (both `I`). Any other
+/// non-ASCII character cannot match an ASCII field name, so it is kept as it is.
 fn fold(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '\u{017F}' => 'S',
             '\u{212A}' => 'K',
+            '\u{0130}' | '\u{0131}' => 'I',
             c => c.to_ascii_uppercase(),
         })
         .collect()
 }
 
-fn matches(key: &str, field: &str) -> bool {
+/// Whether Go fills the struct field `field` (an ASCII name) from the JSON key `key`.
+pub fn field_matches(key: &str, field: &str) -> bool {
     key == field || fold(key) == fold(field)
+}
+
+/// Go's `strings.ToLower`, as far as it can reach ASCII text: ASCII letters, and the two
+/// non-ASCII letters whose simple lower case is ASCII (`İ` U+0130 to `i`, the Kelvin sign to `k`).
+/// Other characters are kept: their lower case is never ASCII.
+pub fn lower(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\u{0130}' => 'i',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
 }
 
 /// The entries an object-valued (struct or pointer-to-struct) field ends up with: every matching
@@ -106,7 +122,7 @@ pub fn object_field<'a>(
 ) -> Result<Option<Vec<&'a (String, GoValue)>>, String> {
     let mut merged: Option<Vec<&'a (String, GoValue)>> = None;
     for (key, value) in object {
-        if !matches(key, field) {
+        if !field_matches(key, field) {
             continue;
         }
         match value {
@@ -122,7 +138,7 @@ pub fn object_field<'a>(
 pub fn string_field<'a>(object: &[&'a (String, GoValue)], field: &str) -> Result<Option<&'a str>, String> {
     let mut found = None;
     for (key, value) in object.iter().map(|e| (&e.0, &e.1)) {
-        if !matches(key, field) {
+        if !field_matches(key, field) {
             continue;
         }
         match value {
@@ -138,7 +154,7 @@ pub fn string_field<'a>(object: &[&'a (String, GoValue)], field: &str) -> Result
 pub fn strings_field<'a>(object: &[&'a (String, GoValue)], field: &str) -> Result<Vec<&'a str>, String> {
     let mut found = Vec::new();
     for (key, value) in object.iter().map(|e| (&e.0, &e.1)) {
-        if !matches(key, field) {
+        if !field_matches(key, field) {
             continue;
         }
         found = match value {
@@ -160,7 +176,7 @@ pub fn strings_field<'a>(object: &[&'a (String, GoValue)], field: &str) -> Resul
 pub fn map_keys<'a>(object: &[&'a (String, GoValue)], field: &str) -> Result<Vec<&'a str>, String> {
     let mut keys = Vec::new();
     for (key, value) in object.iter().map(|e| (&e.0, &e.1)) {
-        if !matches(key, field) {
+        if !field_matches(key, field) {
             continue;
         }
         match value {
@@ -172,15 +188,21 @@ pub fn map_keys<'a>(object: &[&'a (String, GoValue)], field: &str) -> Result<Vec
     Ok(keys)
 }
 
-/// Every string in a value, keys included, with a short path to where it is.
-pub fn strings(value: &GoValue, path: &mut String, visit: &mut impl FnMut(&str, &str)) {
+/// Every string in a value, keys included, with a short path to where it is. A key `hide_key`
+/// picks (one holding a secret, say) is shown in paths as `<hidden key>`.
+pub fn strings(
+    value: &GoValue,
+    path: &mut String,
+    hide_key: &impl Fn(&str) -> bool,
+    visit: &mut impl FnMut(&str, &str),
+) {
     match value {
         GoValue::String(s) => visit(path, s),
         GoValue::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                strings(item, path, visit);
+                strings(item, path, hide_key, visit);
                 path.truncate(len);
             }
         }
@@ -190,10 +212,14 @@ pub fn strings(value: &GoValue, path: &mut String, visit: &mut impl FnMut(&str, 
                 if !path.is_empty() {
                     path.push('.');
                 }
-                // Keys are the pusher's text: shown escaped, and cut short.
-                path.push_str(&format!("{:?}", k.chars().take(64).collect::<String>()));
+                // Keys are the pusher's text: shown escaped, and cut short, or not at all.
+                if hide_key(k) {
+                    path.push_str("<hidden key>");
+                } else {
+                    path.push_str(&format!("{:?}", k.chars().take(64).collect::<String>()));
+                }
                 visit(path, k);
-                strings(v, path, visit);
+                strings(v, path, hide_key, visit);
                 path.truncate(len);
             }
         }
@@ -222,6 +248,10 @@ mod tests {
         assert_eq!(user(r#"{"config":{"User":"1000","user":"0"}}"#).as_deref(), Some("0"), "last key wins, folded");
         assert_eq!(user(r#"{"config":{"User":"1000","U\u017fer":"0"}}"#).as_deref(), Some("0"), "long s folds to s");
         assert_eq!(user(r#"{"CONFIG":{"User":"7"}}"#).as_deref(), Some("7"));
+        assert_eq!(user(r#"{"conf\u0131g":{"User":"8"}}"#).as_deref(), Some("8"), "dotless i folds to I");
+        assert_eq!(user(r#"{"CONF\u0130G":{"User":"9"}}"#).as_deref(), Some("9"), "dotted capital I folds to I");
+        assert_eq!(user(r#"{"conf\u00efg":{"User":"9"}}"#), None, "i with diaeresis is another letter");
+        assert_eq!(lower("Application/VND.Doc\u{212A}er.x"), "application/vnd.docker.x");
         assert_eq!(user(r#"{"config":{"User":"1000"},"config":{"Env":[]}}"#).as_deref(), Some("1000"), "merged");
         assert_eq!(user(r#"{"config":{"User":"1000"},"config":null}"#), None, "null resets the pointer");
         assert_eq!(user(r#"{"config":{"User":"1000","User":null}}"#).as_deref(), Some("1000"), "null keeps a string");
