@@ -23,12 +23,12 @@ fn write_blob(layout: &Path, bytes: &[u8]) -> (portcullis::domain::Digest, usize
 fn make_layout(layout: &Path) -> (portcullis::domain::Digest, Vec<portcullis::domain::Digest>) {
     let mut children = Vec::new();
     for arch in ["amd64", "arm64"] {
-        let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux", "config": {"User": "10001"},
-            "rootfs": {"type": "layers", "diff_ids": []}}))
-        .unwrap();
-        let (config_digest, config_size) = write_blob(layout, &config);
         let content: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(7) ^ arch.as_bytes()[1] as u32) as u8).collect();
         let layer = images::layer_tar_gz(&format!("opt/{arch}.bin"), &content, 0o644);
+        let config = serde_json::to_vec(&json!({"architecture": arch, "os": "linux", "config": {"User": "10001"},
+            "rootfs": {"type": "layers", "diff_ids": [images::diff_id(&layer)]}}))
+        .unwrap();
+        let (config_digest, config_size) = write_blob(layout, &config);
         let (layer_digest, layer_size) = write_blob(layout, &layer);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -202,7 +202,8 @@ async fn skopeo_cannot_pull_a_two_frame_zstd_image_or_its_disguise() {
         Entry::File("bin/su", b"x", 0o4755),
     ])));
     let (layer_digest, layer_size) = write_blob(&src, &layer);
-    let (config_digest, config_size) = write_blob(&src, &config(Some("1000")));
+    let config = images::with_diff_ids(&config(Some("1000")), &[&layer]);
+    let (config_digest, config_size) = write_blob(&src, &config);
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
         "config": {"mediaType": images::OCI_CONFIG, "digest": config_digest.to_string(), "size": config_size},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": layer_digest.to_string(), "size": layer_size}]}))

@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::layers::{gzip, skippable, tar, zstd, Entry, PRIVATE_KEY};
-use portcullis::scan::content::{ArtifactScan, ImageScan};
+use portcullis::scan::content::{ArtifactScan, ImageScan, ListedLayer};
 use portcullis::scan::fs::Lookup;
 use portcullis::scan::image_config;
 use portcullis::scan::limits::ScanLimits;
@@ -140,8 +140,10 @@ fn scan_layer(data: &[u8]) {
     let limits = limits();
     let mut image = ImageScan::new(&limits);
     if image.scan_layer("sha256:layer", data).is_ok() {
-        let order = ["sha256:layer".to_owned(), "sha256:layer".to_owned()];
-        let _ = image.finish(&order, br#"{"config":{"User":"app"}}"#);
+        let listed = ListedLayer { digest: "sha256:layer".to_owned(), containerd: true };
+        // Diff ids that match the layer (when it is an uncompressed tar) and ones that do not.
+        let config = common::images::with_diff_ids(br#"{"config":{"User":"app"}}"#, &[data, data]);
+        let _ = image.finish(&[listed.clone(), listed], &config, true);
     }
     let mut artifact = ArtifactScan::new(&limits);
     let _ = artifact.scan_blob("sha256:blob", data);
@@ -193,7 +195,7 @@ proptest! {
         })
     ) {
         bounded("a config or manifest", &data, || {
-            let _ = image_config::check(&data, &Lookup::Missing);
+            let _ = image_config::check(&data, Some(&Lookup::Missing));
             let _ = image_config::manifest_secrets(&data);
             if let Ok(m) = portcullis::domain::manifest::parse(&data, None) {
                 let _ = (m.classify(), m.references());
@@ -213,6 +215,6 @@ fn crafted_inputs_hit_their_budget_within_bounded_memory() {
     assert!(peak < MEMORY, "held {peak} bytes");
     // Deep nesting in JSON: serde_json's recursion limit answers, no stack overflow.
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    assert!(image_config::check(deep.as_bytes(), &Lookup::Missing).is_err());
+    assert!(image_config::check(deep.as_bytes(), Some(&Lookup::Missing)).is_err());
     assert!(portcullis::domain::manifest::parse(deep.as_bytes(), None).is_err());
 }

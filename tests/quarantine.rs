@@ -13,7 +13,7 @@ use serde_json::json;
 
 /// Pushes an image whose config and single layer are given; returns (manifest digest, layer digest).
 async fn push(r: &TestRegistry, repo: &str, tag: &str, config: serde_json::Value, layer: Vec<u8>) -> (Digest, Digest) {
-    let config = serde_json::to_vec(&config).unwrap();
+    let config = images::with_diff_ids(&serde_json::to_vec(&config).unwrap(), &[&layer]);
     let config_digest = r.push_blob(repo, &config).await;
     let layer_digest = r.push_blob(repo, &layer).await;
     let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest.clone(), layer.len())], None);
@@ -255,9 +255,9 @@ async fn synchronous_mode_answers_the_put_with_the_verdict() {
     let set = r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "20s"})).await;
     set.expect(200, None);
     assert_eq!(set.json()["sync_timeout"], "20s");
-    let config = serde_json::to_vec(&root_config()).unwrap();
-    let config_digest = r.push_blob("sync/app", &config).await;
     let layer = images::layer_tar_gz("a", b"a", 0o644);
+    let config = images::with_diff_ids(&serde_json::to_vec(&root_config()).unwrap(), &[&layer]);
+    let config_digest = r.push_blob("sync/app", &config).await;
     let layer_digest = r.push_blob("sync/app", &layer).await;
     let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
     let reply = r.put_manifest("sync/app", "v1", OCI_MANIFEST, &manifest).await;
@@ -281,9 +281,9 @@ async fn pushes_and_verdicts_wake_their_waiters_without_polling() {
     .await;
     r.admin_api("POST", "/api/v1/namespaces", json!({"name": "sync"})).await.expect(201, None);
     r.admin_api("PUT", "/api/v1/namespaces/sync/scan-policy", json!({"sync_timeout": "30s"})).await.expect(200, None);
-    let config = serde_json::to_vec(&clean_config()).unwrap();
-    let config_digest = r.push_blob("sync/app", &config).await;
     let layer = images::layer_tar_gz("a", b"a", 0o644);
+    let config = images::with_diff_ids(&serde_json::to_vec(&clean_config()).unwrap(), &[&layer]);
+    let config_digest = r.push_blob("sync/app", &config).await;
     let layer_digest = r.push_blob("sync/app", &layer).await;
     let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
     // Unwoken, each wait would last its whole 30 s and then read the verdict that landed meanwhile.

@@ -69,12 +69,6 @@ async fn an_image_dressed_as_an_artifact_is_still_an_image() {
         // containerd ignores the config's type: layers it unpacks still make an image.
         with(&manifest, |m| m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into()),
         with(&manifest, |m| m["layers"][0]["mediaType"] = "APPLICATION/VND.OCI.IMAGE.LAYER.V1.TAR+GZIP".into()),
-        // Types docker pulls as (possibly gzipped) layers, under a config type it refuses:
-        // containerd or docker still runs them, as the config is an image config.
-        with(&manifest, |m| {
-            m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
-            m["layers"][0]["mediaType"] = "application/octet-stream".into();
-        }),
         with(&manifest, |m| m["layers"][0]["mediaType"] = "".into()),
         with(&manifest, |m| m["layers"][0]["mediaType"] = "text/html".into()),
         with(&manifest, |m| {
@@ -97,18 +91,27 @@ async fn an_image_dressed_as_an_artifact_is_still_an_image() {
         refused(eve_gets(&r, &eve, "team/app", &format!("manifests/{d}")).await, "the disguised manifest");
     }
     // Layers of a type no client unpacks make an artifact: it is scanned for secrets and may pass,
-    // but it cannot open the image's blobs, which an image of the repository contains.
-    let artifact = with(&manifest, |m| {
-        m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
-        m["layers"][0]["mediaType"] = "application/vnd.example.data".into();
-        m["subject"] = subject.clone();
-    });
-    let a = sha256(&artifact);
-    r.put_manifest("team/app", &a.to_string(), OCI_MANIFEST, &artifact).await.expect(201, None);
-    assert_eq!(r.wait_scan("team/app", &a).await, "passed");
-    assert_eq!(eve_gets(&r, &eve, "team/app", &format!("manifests/{a}")).await.0, 200);
-    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{layer}")).await, "the layer through an artifact");
-    refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{config_digest}")).await, "the config through an artifact");
+    // but it cannot open the image's blobs, which an image of the repository contains. So do
+    // layers only docker would take under a config type docker refuses (and containerd skips).
+    let artifacts = [
+        with(&manifest, |m| {
+            m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
+            m["layers"][0]["mediaType"] = "application/vnd.example.data".into();
+            m["subject"] = subject.clone();
+        }),
+        with(&manifest, |m| {
+            m["config"]["mediaType"] = "application/vnd.oci.empty.v1+json".into();
+            m["layers"][0]["mediaType"] = "application/octet-stream".into();
+        }),
+    ];
+    for artifact in artifacts {
+        let a = sha256(&artifact);
+        r.put_manifest("team/app", &a.to_string(), OCI_MANIFEST, &artifact).await.expect(201, None);
+        assert_eq!(r.wait_scan("team/app", &a).await, "passed");
+        assert_eq!(eve_gets(&r, &eve, "team/app", &format!("manifests/{a}")).await.0, 200);
+        refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{layer}")).await, "the layer through an artifact");
+        refused(eve_gets(&r, &eve, "team/app", &format!("blobs/{config_digest}")).await, "the config through one");
+    }
 
     // Indexes, nested, of both formats, reach the image.
     let index = images::index(&[(digest.clone(), manifest.len(), "amd64")]);
@@ -200,7 +203,6 @@ async fn every_frame_member_and_entry_is_scanned() {
         ("bytes after the last gzip member", trailing),
         ("a whiteout of ..", hostile_whiteout),
         ("a PAX global header", tar(&[Entry::GlobalHeader("etc"), Entry::File("a", b"a", 0o644)])),
-        ("random bytes", (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect()),
     ] {
         let (d, _, _, layers) = r.push_layers("team/odd", "v1", &config(Some("1000")), &[&layer]).await;
         let v = r.verdict("team/odd", &d).await;
@@ -209,6 +211,18 @@ async fn every_frame_member_and_entry_is_scanned() {
         refused(eve_gets(&r, &eve, "team/odd", &format!("blobs/{}", layers[0])).await, what);
         refused(eve_gets(&r, &eve, "team/odd", &format!("manifests/{d}")).await, what);
     }
+    // Bytes that are no tar at all under a layer type (the diff id their own digest): every client
+    // fails to unpack them, so nothing runs, and they are searched for secrets as an artifact is.
+    let random: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let (d, ..) = r.push_layers("team/odd", "opaque", &config(Some("0")), &[&random]).await;
+    assert_eq!(r.wait_scan("team/odd", &d).await, "passed");
+    let mut with_key = random.clone();
+    with_key.splice(1000..1000, PRIVATE_KEY.iter().copied());
+    let (d, _, _, layers) = r.push_layers("team/odd", "opaque-key", &config(Some("0")), &[&with_key]).await;
+    let v = r.verdict("team/odd", &d).await;
+    assert_eq!(v["state"], "quarantined", "{v}");
+    assert_eq!(v["findings"][0]["rule"], "secret_in_file", "{v}");
+    refused(eve_gets(&r, &eve, "team/odd", &format!("blobs/{}", layers[0])).await, "an opaque layer with a key");
 }
 
 #[tokio::test]
@@ -274,9 +288,8 @@ async fn every_way_to_say_root_is_root() {
         r#"{"config":{"User":"1000","user":"0"}}"#,
         r#"{"config":{"User":"1000","U\u017fER":"0"}}"#,
         r#"{"CONFIG":{"User":"0"}}"#,
-        r#"{"conf\u0131g":{"User":"0"}}"#,
-        r#"{"CONF\u0130G":{"User":"0"}}"#,
-        r#"{"config":{"User":"1000"},"config":null}"#,
+        // Go ignores a key with a Turkish dotless i: the real `config` says root.
+        r#"{"config":{"User":"0"},"conf\u0131g":{"User":"1000"}}"#,
     ]
     .iter()
     .enumerate()
@@ -284,6 +297,13 @@ async fn every_way_to_say_root_is_root() {
         let (d, ..) = r.push_layers("team/users", &format!("k{i}"), cfg.as_bytes(), &[&plain]).await;
         assert_eq!(r.wait_scan("team/users", &d).await, "quarantined", "{cfg}");
     }
+    // docker reads `null` after the object as no config (root), podman and containerd keep the
+    // object: clients disagree, so it fails closed.
+    let cfg = br#"{"config":{"User":"1000"},"config":null}"#;
+    let (d, ..) = r.push_layers("team/users", "null-after", cfg, &[&plain]).await;
+    let v = r.verdict("team/users", &d).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("null after an object"), "{v}");
     // Names are resolved in the image's own final /etc/passwd.
     let passwd = |line: &str| {
         gzip(&tar(&[Entry::File("etc/passwd", format!("root:x:0:0::/root:/bin/sh\n{line}\n").as_bytes(), 0o644)]))
@@ -433,7 +453,7 @@ async fn what_clients_read_is_what_the_gate_reads() {
     let text = String::from_utf8(manifest.clone()).unwrap();
     for variant in [
         text.replacen("{", &format!("{{\"LAYERS\":[{evil}],"), 1),
-        text.replacen("{", "{\"conf\\u0131g\":{},", 1),
+        text.replacen("{", "{\"\\u017fubject\":{},", 1),
         text.replacen("\"layers\"", "\"Layers\"", 1),
     ] {
         let reply = r.put_manifest("team/go", "folded", OCI_MANIFEST, variant.as_bytes()).await;
@@ -441,16 +461,78 @@ async fn what_clients_read_is_what_the_gate_reads() {
         assert!(reply.json()["errors"][0]["message"].as_str().unwrap().contains("clients would read"), "{variant}");
     }
 
-    // A layer declared uncompressed whose bytes are gzip: containerd and docker would disagree.
+    // Clients unpack by the bytes, not the declared type, and check what they unpacked against the
+    // config's rootfs.diff_ids: gzip under the uncompressed type is the tar the gate read.
     let plain = tar(&[Entry::File("app/run", b"x", 0o755)]);
     let (d, m, ..) = r.push_layers("team/go", "raw", &config(Some("1000")), &[&gzip(&plain)]).await;
     assert_eq!(r.wait_scan("team/go", &d).await, "passed");
     let declared_raw = with(&m, |m| m["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar".into());
-    let raw_digest = sha256(&declared_raw);
     r.put_manifest("team/go", "declared-raw", OCI_MANIFEST, &declared_raw).await.expect(201, None);
-    let v = r.verdict("team/go", &raw_digest).await;
+    assert_eq!(r.wait_scan("team/go", &sha256(&declared_raw)).await, "passed");
+    // Diff ids that name other bytes (a client would unpack something else, or refuse), or none
+    // at all (podman unpacks unchecked): the gate cannot know what runs, so it fails closed.
+    let wrong = format!(
+        r#"{{"config":{{"User":"1000"}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+        sha256(b"something else")
+    );
+    let missing = r#"{"config":{"User":"1000"},"rootfs":{"type":"layers"}}"#.to_owned();
+    for (tag, config) in [("wrong-ids", wrong), ("no-ids", missing)] {
+        let (d, ..) = r.push_layers("team/go", tag, config.as_bytes(), &[&gzip(&plain)]).await;
+        let v = r.verdict("team/go", &d).await;
+        assert_eq!(v["state"], "error", "{tag}: {v}");
+        assert!(v["summary"].as_str().unwrap().contains("rootfs.diff_ids"), "{tag}: {v}");
+    }
+    // A layer docker applies but containerd skips (octet-stream): the diff ids say which client
+    // can run the image, and the gate judges the filesystem that client builds. Here containerd's
+    // /etc/passwd makes `app` root; docker's (the octet-stream layer on top) does not. podman
+    // before 5.3 applies both and checks no diff id: under a config podman pulls, the two
+    // readings cannot be told apart and the image fails closed.
+    let known = gzip(&tar(&[Entry::File("etc/passwd", b"app:x:0:0::/:/bin/sh\n", 0o644)]));
+    let extra = gzip(&tar(&[Entry::File("etc/passwd", b"app:x:1000:1000::/:/bin/sh\n", 0o644)]));
+    let app = br#"{"config":{"User":"app"},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let mut states = Vec::new();
+    for (tag, ids, config_type) in [
+        ("docker-view", vec![&known[..], &extra[..]], images::OCI_CONFIG),
+        ("podman-unchecked", vec![&known[..]], images::OCI_CONFIG),
+        ("containerd-view", vec![&known[..]], "application/vnd.example.config"),
+    ] {
+        let config = images::with_diff_ids(app, &ids);
+        let (_, m, ..) = r.push_layers("team/go", &format!("{tag}-base"), &config, &[&known, &extra]).await;
+        let m = with(&m, |m| {
+            m["layers"][1]["mediaType"] = "application/octet-stream".into();
+            m["config"]["mediaType"] = config_type.into();
+        });
+        r.put_manifest("team/go", tag, OCI_MANIFEST, &m).await.expect(201, None);
+        states.push(r.wait_scan("team/go", &sha256(&m)).await);
+    }
+    assert_eq!(states, ["passed", "error", "quarantined"]);
+    // Layers with a table of contents for partial pulls: podman and the stargz snapshotter build
+    // files from the table, not from the tar.
+    for key in ["io.github.containers.zstd-chunked.manifest-checksum", "containerd.io/snapshot/stargz/toc.digest"] {
+        let (_, m, ..) = r.push_layers("team/go", "toc-base", &config(Some("1000")), &[&gzip(&plain)]).await;
+        let m = with(&m, |m| m["layers"][0]["annotations"] = json!({key: "sha256:0"}));
+        r.put_manifest("team/go", "toc", OCI_MANIFEST, &m).await.expect(201, None);
+        let v = r.verdict("team/go", &sha256(&m)).await;
+        assert_eq!(v["state"], "error", "{key}: {v}");
+        assert!(v["summary"].as_str().unwrap().contains("table of contents"), "{key}: {v}");
+    }
+    // A cosign-like signature: an OCI image config over a JSON layer no client unpacks, its diff id
+    // the JSON's own digest. Nothing can run it; it is judged as an artifact is, and passes.
+    let payload =
+        br#"{"critical":{"identity":{"docker-reference":"team/go"},"type":"cosign container image signature"}}"#;
+    let (_, m, ..) = r.push_layers("team/go", "sig-base", &config(Some("0")), &[payload]).await;
+    let sig_manifest =
+        with(&m, |m| m["layers"][0]["mediaType"] = "application/vnd.dev.cosign.simplesigning.v1+json".into());
+    r.put_manifest("team/go", "sha256-x.sig", OCI_MANIFEST, &sig_manifest).await.expect(201, None);
+    assert_eq!(r.wait_scan("team/go", &sha256(&sig_manifest)).await, "passed");
+    assert_eq!(eve_gets(&r, &eve, "team/go", "manifests/sha256-x.sig").await.0, 200);
+    // A zstd stream that starts with a skippable frame: the scanner refuses to guess.
+    let mut skip_first = skippable(b"hello");
+    skip_first.extend(zstd(&plain));
+    let (d, ..) = r.push_layers("team/go", "skip-first", &config(Some("1000")), &[&skip_first]).await;
+    let v = r.verdict("team/go", &d).await;
     assert_eq!(v["state"], "error", "{v}");
-    assert!(v["summary"].as_str().unwrap().contains("declared uncompressed"), "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("skippable frame"), "{v}");
     // The same type over tar bytes is fine.
     let (d, m, ..) = r.push_layers("team/go", "plain", &config(Some("1000")), &[&plain]).await;
     r.wait_scan("team/go", &d).await;
@@ -487,10 +569,12 @@ async fn what_clients_read_is_what_the_gate_reads() {
     assert!(messages.iter().any(|m| m.contains("/usr/bin/tool is setuid")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("/usr/bin/ping has file capabilities")), "{messages:?}");
 
-    // A quarantined referrer's annotations are its bytes: listed without them for a reader.
+    // A quarantined referrer's annotations and artifact type are its bytes: listed without them
+    // for a reader, and left out of a listing filtered by type (which would tell the type).
     let referrer = with(&manifest, |m| {
         m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": sha256(&honest).to_string(), "size": honest.len()});
         m["annotations"] = json!({"note": "what the quarantined manifest says"});
+        m["artifactType"] = "application/vnd.example.plan".into();
     });
     r.put_manifest("team/go", &sha256(&referrer).to_string(), OCI_MANIFEST, &referrer).await.expect(201, None);
     assert_eq!(r.wait_scan("team/go", &sha256(&referrer)).await, "quarantined");
@@ -498,9 +582,15 @@ async fn what_clients_read_is_what_the_gate_reads() {
     let listed = r.v2_as(&reader_token(&r, &eve, "team/go").await, "GET", &path, Body::empty()).await;
     let entry = &listed.json()["manifests"][0];
     assert_eq!(entry["digest"], sha256(&referrer).to_string());
-    assert!(entry.get("annotations").is_none(), "{entry}");
+    assert!(entry.get("annotations").is_none() && entry.get("artifactType").is_none(), "{entry}");
+    let filtered = format!("{path}?artifactType=application/vnd.example.plan");
+    let listed = r.v2_as(&reader_token(&r, &eve, "team/go").await, "GET", &filtered, Body::empty()).await;
+    assert_eq!(listed.json()["manifests"], json!([]), "a filter is no oracle for a blocked type");
     let admin = r.send("GET", &path, &[], Body::empty()).await;
     assert_eq!(admin.json()["manifests"][0]["annotations"]["note"], "what the quarantined manifest says");
+    assert_eq!(admin.json()["manifests"][0]["artifactType"], "application/vnd.example.plan");
+    let admin = r.send("GET", &filtered, &[], Body::empty()).await;
+    assert_eq!(admin.json()["manifests"][0]["digest"], sha256(&referrer).to_string());
     let _ = digest;
 }
 

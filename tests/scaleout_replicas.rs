@@ -106,7 +106,7 @@ async fn chunks_alternate_between_replicas_and_a_third_serves_the_pull() {
     let put = http.put(cluster.url(0, &format!("{location}?digest={digest}"))).send().await.unwrap();
     assert_eq!(put.status(), 201);
 
-    let config_bytes = images::config_json("spread").into_bytes();
+    let config_bytes = images::with_diff_ids(images::config_json("spread").as_bytes(), &[&layer]);
     let config = common::process::push_blob_chunked(&http, &cluster.url(1, ""), "spread/app", &config_bytes, 1 << 20)
         .await
         .unwrap();

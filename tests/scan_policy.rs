@@ -4,7 +4,9 @@
 
 use std::io::Write;
 
-use portcullis::scan::content::ImageScan;
+mod common;
+
+use portcullis::scan::content::{ImageScan, ListedLayer};
 use portcullis::scan::fs::Lookup;
 use portcullis::scan::limits::ScanLimits;
 use portcullis::scan::{image_config, Finding, Policy, Rule};
@@ -56,7 +58,9 @@ fn scan_with(layers: &[Vec<u8>], config: &[u8]) -> Vec<Finding> {
     for (name, layer) in names.iter().zip(layers) {
         s.scan_layer(name, layer.as_slice()).unwrap();
     }
-    s.finish(&names, config).unwrap().findings
+    let listed: Vec<ListedLayer> = names.into_iter().map(|digest| ListedLayer { digest, containerd: true }).collect();
+    let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    s.finish(&listed, &common::images::with_diff_ids(config, &layers), true).unwrap().findings
 }
 
 fn scan(layers: &[Vec<u8>]) -> Vec<(Rule, Option<String>, Option<String>)> {
@@ -101,14 +105,14 @@ fn setuid_and_world_writable_respect_whiteouts() {
 #[test]
 fn config_rules_and_the_hardened_default_verdict() {
     let policy = Policy::default();
-    let root =
-        image_config::check(json!({"config": {"Cmd": ["/app"]}}).to_string().as_bytes(), &Lookup::Missing).unwrap();
+    let root = image_config::check(json!({"config": {"Cmd": ["/app"]}}).to_string().as_bytes(), Some(&Lookup::Missing))
+        .unwrap();
     assert!(!policy.assess(root).passed(), "running as root blocks by default");
     let env = image_config::check(
         json!({"config": {"User": "1000", "Env": ["TLS_KEY=-----BEGIN EC PRIVATE KEY-----MHcCAQ"]}})
             .to_string()
             .as_bytes(),
-        &Lookup::Missing,
+        Some(&Lookup::Missing),
     )
     .unwrap();
     let a = policy.assess(env);

@@ -94,8 +94,9 @@ async fn a_vulnerable_dpkg_package_quarantines_the_image() {
         serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"User": "10001"}})).unwrap();
     let mut digests = Vec::new();
     for (tag, version) in [("vulnerable", "3.0.11-1~deb12u1"), ("fixed", "3.0.11-1~deb12u2")] {
-        let config_digest = r.push_blob("team/app", &config).await;
         let layer = dpkg_layer(version);
+        let config = images::with_diff_ids(&config, &[&layer]);
+        let config_digest = r.push_blob("team/app", &config).await;
         let layer_digest = r.push_blob("team/app", &layer).await;
         let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
         r.put_manifest("team/app", tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);

@@ -60,7 +60,7 @@ async fn honest(
         round += 1;
         let tag = format!("r{round}");
         let layer = gzip(&tar(&[Entry::File("app/data", format!("{worker}-{round}").repeat(1000).as_bytes(), 0o644)]));
-        let cfg = config(Some("1000"));
+        let cfg = images::with_diff_ids(&config(Some("1000")), &[&layer]);
         let (c, l) = match (
             push_blob_chunked(client, &base, &repo, &cfg, 1 << 20).await,
             push_blob_chunked(client, &base, &repo, &layer, 256 << 10).await,

@@ -35,9 +35,10 @@ pub enum Reader {
     Ordinary,
 }
 
-/// The largest number of manifests an index may reach and still be gated (beyond it, blocked).
-/// Pushes are held below `limits.max_index_reach`; this catches what was stored before that.
-const MAX_CLOSURE: u32 = super::DEFAULT_MAX_INDEX_REACH as u32;
+/// The largest number of manifests an index may reach, itself included, and still be gated
+/// (beyond it, blocked). Pushes are held to `limits.max_index_reach` listings, which reach at
+/// most one manifest more (the index); this catches what was stored before that limit.
+const MAX_CLOSURE: u32 = super::DEFAULT_MAX_INDEX_REACH as u32 + 1;
 
 /// Why the gate refused.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 //! Go differs from a plain JSON reading in ways a pusher can use to show the scanner one value
 //! and the runtime another; each is reproduced here:
 //! - keys match field names case-insensitively, with Unicode simple folding (`"user"`, `"USER"`
-//!   and `"uſer"` all fill `User`, `"conf\u0131g"` fills `config`);
+//!   and `"uſer"` all fill `User`; `"conf\u0131g"` fills nothing);
 //! - a key repeated in one object fills the field again: the last one wins;
 //! - an object decoded into a field that already holds one is merged into it (Go reuses the
 //!   struct), and `null` resets a pointer or slice but leaves a string as it was.
@@ -80,17 +80,17 @@ pub fn parse(bytes: &[u8]) -> Result<GoValue, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))
 }
 
-/// Go's key folding for matching struct fields (`unicode.ToUpper(unicode.ToLower(r))` per rune),
-/// enough for ASCII field names: ASCII letters fold to upper case, and so do the four non-ASCII
-/// letters whose simple case mappings reach an ASCII letter: `ſ` U+017F (`S`), the Kelvin sign
-/// U+212A (`K`), the dotted capital `İ` U+0130 and the dotless `ı` U+0131 (both `I`). Any other
-/// non-ASCII character cannot match an ASCII field name, so it is kept as it is.
+/// Go's key folding for matching struct fields (`foldName`: each rune becomes the smallest rune of
+/// its `unicode.SimpleFold` orbit, so that two names fold alike exactly when `bytes.EqualFold`
+/// says they are equal), enough for ASCII field names: ASCII letters fold to upper case, and so
+/// do the only two non-ASCII runes whose orbit holds an ASCII letter, `ſ` U+017F (`S`) and the
+/// Kelvin sign U+212A (`K`). The Turkish `İ` and `ı` are alone in their orbits and fold to
+/// themselves. Any other non-ASCII character cannot match an ASCII field name, so it is kept.
 fn fold(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '\u{017F}' => 'S',
             '\u{212A}' => 'K',
-            '\u{0130}' | '\u{0131}' => 'I',
             c => c.to_ascii_uppercase(),
         })
         .collect()
@@ -114,8 +114,10 @@ pub fn lower(text: &str) -> String {
         .collect()
 }
 
-/// The entries an object-valued (struct or pointer-to-struct) field ends up with: every matching
-/// object merged in order, a `null` dropping what came before.
+/// The entries an object-valued field ends up with: every matching object merged in order. A
+/// `null` after an object is refused: docker decodes these fields into pointers (`null` drops
+/// what came before), containerd and podman into structs (`null` keeps it), so they would
+/// disagree. A `null` alone is no object for both.
 pub fn object_field<'a>(
     object: &'a [(String, GoValue)],
     field: &str,
@@ -126,7 +128,10 @@ pub fn object_field<'a>(
             continue;
         }
         match value {
-            GoValue::Null => merged = None,
+            GoValue::Null if merged.is_some() => {
+                return Err(format!("{field} is null after an object, which clients read in different ways"))
+            }
+            GoValue::Null => {}
             GoValue::Object(entries) => merged.get_or_insert_with(Vec::new).extend(entries.iter()),
             _ => return Err(format!("{field} is not an object")),
         }
@@ -248,12 +253,22 @@ mod tests {
         assert_eq!(user(r#"{"config":{"User":"1000","user":"0"}}"#).as_deref(), Some("0"), "last key wins, folded");
         assert_eq!(user(r#"{"config":{"User":"1000","U\u017fer":"0"}}"#).as_deref(), Some("0"), "long s folds to s");
         assert_eq!(user(r#"{"CONFIG":{"User":"7"}}"#).as_deref(), Some("7"));
-        assert_eq!(user(r#"{"conf\u0131g":{"User":"8"}}"#).as_deref(), Some("8"), "dotless i folds to I");
-        assert_eq!(user(r#"{"CONF\u0130G":{"User":"9"}}"#).as_deref(), Some("9"), "dotted capital I folds to I");
+        // The Turkish dotless i and dotted capital I are alone in their fold orbits: Go ignores these.
+        assert_eq!(user(r#"{"conf\u0131g":{"User":"8"}}"#), None);
+        assert_eq!(user(r#"{"CONF\u0130G":{"User":"9"}}"#), None);
+        assert_eq!(user(r#"{"config":{"User":"0"},"conf\u0131g":{"User":"1000"}}"#).as_deref(), Some("0"));
         assert_eq!(user(r#"{"conf\u00efg":{"User":"9"}}"#), None, "i with diaeresis is another letter");
         assert_eq!(lower("Application/VND.Doc\u{212A}er.x"), "application/vnd.docker.x");
         assert_eq!(user(r#"{"config":{"User":"1000"},"config":{"Env":[]}}"#).as_deref(), Some("1000"), "merged");
-        assert_eq!(user(r#"{"config":{"User":"1000"},"config":null}"#), None, "null resets the pointer");
+        // docker reads a pointer (null drops the object), containerd and podman a struct (kept).
+        let GoValue::Object(top) = parse(br#"{"config":{"User":"1000"},"config":null}"#).unwrap() else { panic!() };
+        assert!(object_field(&top, "config").unwrap_err().contains("null after an object"));
+        assert_eq!(
+            user(r#"{"config":null,"config":{"User":"1000"}}"#).as_deref(),
+            Some("1000"),
+            "null first is nothing"
+        );
+        assert_eq!(user(r#"{"config":null}"#), None);
         assert_eq!(user(r#"{"config":{"User":"1000","User":null}}"#).as_deref(), Some("1000"), "null keeps a string");
         let GoValue::Object(top) = parse(br#"{"config":{"User":5}}"#).unwrap() else { panic!() };
         let cfg = object_field(&top, "config").unwrap().unwrap();

@@ -10,11 +10,14 @@
 //!   spelled exactly as that field, or has one field twice: the registry and every client then
 //!   read the same `layers`, `config`, `digest` and `mediaType`.
 //! - What a manifest is to the quarantine gate ([`ParsedManifest::classify`]) is decided from what
-//!   a client would run, never from `subject` or `artifactType`, which the pusher may add to
-//!   anything: docker runs a manifest whose config and layers all have types it accepts
-//!   ([`docker_accepts`]); containerd unpacks the layers it knows whatever the config's type, if
-//!   the config has a `rootfs`. So a manifest with a layer docker or containerd would unpack is an
-//!   image unless its config is not an image config, which only its bytes can tell.
+//!   a client might run, never from `subject` or `artifactType`, which the pusher may add to
+//!   anything: docker pulls a manifest whose config and layers all have types it accepts
+//!   ([`docker_accepts`]); podman (containers/image) pulls any layers under an OCI image config
+//!   type, and any Docker schema 2 manifest; containerd unpacks the layers it knows
+//!   ([`containerd_unpacks`]) under any config that has a `rootfs`, which only the config's bytes
+//!   can tell. Whichever client might run it makes it an image; the scan then judges what each
+//!   client would really run (`scan::content`), and one that no client can run is judged as an
+//!   artifact would be.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -155,15 +158,18 @@ pub struct Layer {
     pub digest: Digest,
     /// A foreign layer (`urls`): clients fetch it from elsewhere, so it is never stored here.
     pub foreign: bool,
+    /// Annotated with a table of contents for lazy or partial pulls (zstd:chunked, eStargz):
+    /// clients that use it build files from the TOC, not from the tar the scanner reads.
+    pub lazy_toc: bool,
 }
 
-impl Layer {
-    /// Whether containerd reads this layer's bytes as they are: a type it unpacks that names no
-    /// compression. (Docker sniffs the compression whatever the type says.)
-    pub fn read_raw(&self) -> bool {
-        containerd_unpacks(&self.media_type) && !["gzip", "zstd"].iter().any(|c| self.media_type.contains(c))
-    }
-}
+/// Layer annotations through which podman (partial pulls) or containerd's stargz snapshotter
+/// find a layer's table of contents.
+pub const LAZY_TOC_ANNOTATIONS: [&str; 3] = [
+    "io.github.containers.zstd-chunked.manifest-checksum",
+    "io.github.containers.zstd-chunked.manifest-position",
+    "containerd.io/snapshot/stargz/toc.digest",
+];
 
 /// Whether docker pulls a blob of this type as a layer or an image config: moby's
 /// `checkSupportedMediaType`, which lower-cases the type (Go's `strings.ToLower`) and takes these
@@ -182,8 +188,11 @@ pub fn docker_accepts(media_type: &str) -> bool {
     SUPPORTED.iter().any(|s| t == *s || t.strip_prefix(s).is_some_and(|rest| rest.starts_with('.')))
 }
 
+/// The config type containers/image (podman, skopeo, CRI-O) requires of an OCI image.
+pub const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
 /// Whether containerd unpacks a layer of this type (its `images.IsLayerType`, case-sensitive).
-fn containerd_unpacks(media_type: &str) -> bool {
+pub fn containerd_unpacks(media_type: &str) -> bool {
     if media_type.starts_with("application/vnd.oci.image.layer.") {
         return true;
     }
@@ -208,13 +217,15 @@ pub enum Classified {
 }
 
 /// An image if the config (at most [`MAX_CLASSIFIED_CONFIG`] bytes) has a `rootfs`, as Go would
-/// read it: containerd takes the layers' diff ids from there, and without it runs nothing.
+/// read it: containerd takes the layers' diff ids from there, and without it runs nothing. A
+/// config the registry cannot parse is an image: Go accepts some JSON serde refuses.
 pub fn kind_by_config(config: &[u8]) -> ManifestKind {
     match gojson::parse(config) {
-        Ok(GoValue::Object(entries)) if entries.iter().any(|(k, _)| gojson::field_matches(k, "rootfs")) => {
-            ManifestKind::Image
+        Ok(GoValue::Object(entries)) if !entries.iter().any(|(k, _)| gojson::field_matches(k, "rootfs")) => {
+            ManifestKind::Artifact
         }
-        _ => ManifestKind::Artifact,
+        Ok(GoValue::Object(_)) | Err(_) => ManifestKind::Image,
+        Ok(_) => ManifestKind::Artifact,
     }
 }
 
@@ -228,16 +239,25 @@ impl ParsedManifest {
     /// turns out to be an image config. Anything else (a cosign signature, an SBOM, a chart) is
     /// an artifact, whose blobs are searched for secrets; it can never open a blob that an image
     /// of its repository contains.
+    /// Whether podman, skopeo and CRI-O (containers/image) would pull this as an image: layers,
+    /// and the OCI config type exactly, or a Docker schema 2 manifest. Before containers/image
+    /// 5.33 (podman 5.3) they applied every layer, whatever its type, without checking diff ids.
+    pub fn podman_pulls(&self) -> bool {
+        let config_type = self.config.as_ref().map(|c| c.media_type.as_str()).unwrap_or("");
+        !self.is_index()
+            && !self.layers.is_empty()
+            && (config_type == OCI_IMAGE_CONFIG || self.media_type == DOCKER_MANIFEST)
+    }
+
     pub fn classify(&self) -> Classified {
         if self.is_index() {
             return Classified::Known(ManifestKind::Index);
         }
-        let config_taken = self.config.as_ref().is_some_and(|c| docker_accepts(&c.media_type));
-        let layers_taken = self.layers.iter().filter(|l| docker_accepts(&l.media_type)).count();
-        if config_taken && layers_taken == self.layers.len() {
+        let config_type = self.config.as_ref().map(|c| c.media_type.as_str()).unwrap_or("");
+        let docker = docker_accepts(config_type) && self.layers.iter().all(|l| docker_accepts(&l.media_type));
+        if docker || self.podman_pulls() {
             Classified::Known(ManifestKind::Image)
-        } else if layers_taken > 0 {
-            // containerd's layer types are all among docker's, so this covers both.
+        } else if self.layers.iter().any(|l| containerd_unpacks(&l.media_type)) {
             Classified::ByConfig
         } else {
             Classified::Known(ManifestKind::Artifact)
@@ -337,11 +357,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
         for layer in layers {
             // Foreign layers live elsewhere (`urls`) and are never pushed here.
             let foreign = !layer.urls.is_empty();
+            let lazy_toc =
+                layer.annotations.as_ref().is_some_and(|a| LAZY_TOC_ANNOTATIONS.iter().any(|k| a.contains_key(*k)));
             let d = descriptor(layer, "layers[]")?;
             if !foreign && !parsed.blobs.contains(&d.digest) {
                 parsed.blobs.push(d.digest.clone());
             }
-            parsed.layers.push(Layer { media_type: d.media_type, digest: d.digest, foreign });
+            parsed.layers.push(Layer { media_type: d.media_type, digest: d.digest, foreign, lazy_toc });
         }
     }
     Ok(parsed)
@@ -396,7 +418,8 @@ mod tests {
         for extra in [none.clone(), subject, typed] {
             assert_eq!(manifest(CONFIG, &[LAYER], extra).classify(), IMAGE);
         }
-        // Types docker takes for layers, however they are written.
+        // Types docker takes, however they are written, under a config docker takes.
+        let docker_config = "application/vnd.docker.container.image.v1+json";
         for layer in [
             "Application/VND.OCI.Image.Layer.v1.tar+zstd",
             "application/octet-stream",
@@ -407,25 +430,30 @@ mod tests {
             "application/vnd.docker.anything",
             "application/vnd.doc\u{212A}er.image.rootfs.diff.tar.gzip",
         ] {
-            assert_eq!(manifest(CONFIG, &[layer], none.clone()).classify(), IMAGE, "{layer:?}");
+            assert_eq!(manifest(docker_config, &[layer], none.clone()).classify(), IMAGE, "{layer:?}");
         }
         assert_eq!(manifest(CONFIG, &[], none.clone()).classify(), IMAGE);
-        // A runnable layer under a config docker refuses: containerd still runs it if the config
-        // is an image config, so the config's bytes decide.
+        // podman pulls any layer under the OCI image config type: a cosign signature or a buildx
+        // attestation is an image here, and its scan finds that no client can run it.
+        for layer in ["application/vnd.dev.cosign.simplesigning.v1+json", "application/vnd.in-toto+json", "x/y"] {
+            assert_eq!(manifest(CONFIG, &[layer], none.clone()).classify(), IMAGE, "{layer:?}");
+        }
+        // A layer containerd unpacks under a config nobody else takes: the config's bytes decide.
         let empty = "application/vnd.oci.empty.v1+json";
         assert_eq!(manifest(empty, &[LAYER], none.clone()).classify(), ByConfig);
-        assert_eq!(manifest(CONFIG, &[LAYER, "application/x-unknown"], none.clone()).classify(), ByConfig);
+        assert_eq!(manifest("x/config", &[LAYER, "application/x-unknown"], none.clone()).classify(), ByConfig);
         assert_eq!(
             kind_by_config(br#"{"architecture":"amd64","rootfs":{"type":"layers","diff_ids":[]}}"#),
             ManifestKind::Image
         );
         assert_eq!(kind_by_config(br#"{"ROOTF\u017f":null}"#), ManifestKind::Image);
         assert_eq!(kind_by_config(b"{}"), ManifestKind::Artifact);
-        assert_eq!(kind_by_config(b"not json"), ManifestKind::Artifact);
-        // A cosign signature (an image config, a simple-signing layer), an SBOM, a chart.
-        let cosign = manifest(CONFIG, &["application/vnd.dev.cosign.simplesigning.v1+json"], none.clone());
-        assert_eq!(cosign.classify(), ARTIFACT);
-        assert_eq!(manifest(CONFIG, &["application/spdx+json"], none.clone()).classify(), ARTIFACT);
+        assert_eq!(kind_by_config(b"[]"), ManifestKind::Artifact);
+        // What the registry cannot parse, Go might: an image.
+        assert_eq!(kind_by_config(b"not json"), ManifestKind::Image);
+        assert_eq!(kind_by_config(br#"{"x":"\ud800","rootfs":{}}"#), ManifestKind::Image);
+        // An SBOM, a chart, an oras file: no client runs these.
+        assert_eq!(manifest(empty, &["application/spdx+json"], none.clone()).classify(), ARTIFACT);
         assert_eq!(
             manifest(
                 "application/vnd.cncf.helm.config.v1+json",
@@ -437,21 +465,7 @@ mod tests {
         );
         assert_eq!(manifest(empty, &[empty], none.clone()).classify(), ARTIFACT);
         // Lookalikes of docker's prefixes are not its types.
-        assert_eq!(manifest(CONFIG, &["application/vnd.oci.images_are_fun"], none).classify(), ARTIFACT);
-    }
-
-    #[test]
-    fn raw_layers_are_those_containerd_reads_uncompressed() {
-        let layer = |t: &str| Layer {
-            media_type: t.into(),
-            digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000".parse().unwrap(),
-            foreign: false,
-        };
-        assert!(layer("application/vnd.oci.image.layer.v1.tar").read_raw());
-        assert!(layer("application/vnd.docker.image.rootfs.diff.tar").read_raw());
-        assert!(!layer("application/vnd.oci.image.layer.v1.tar+gzip").read_raw());
-        assert!(!layer("application/vnd.docker.image.rootfs.diff.tar.gzip").read_raw());
-        assert!(!layer("application/octet-stream").read_raw(), "containerd does not unpack it; docker sniffs");
+        assert_eq!(manifest(docker_config, &["application/vnd.oci.images_are_fun"], none).classify(), ARTIFACT);
     }
 
     #[test]
@@ -468,7 +482,7 @@ mod tests {
             r#","LAYERS":[]"#.to_owned(),
             r#","Layers":[]"#.to_owned(),
             r#","layer\u017f":[]"#.to_owned(),
-            r#","conf\u0131g":{}"#.to_owned(),
+            r#","\u017fubject":{}"#.to_owned(),
             r#","layers":[]"#.to_owned(),
             format!(r#","manifests":[],"MediaType":"{OCI_MANIFEST}""#),
         ] {

@@ -166,8 +166,10 @@ impl super::Registry {
     }
 
     /// Manifests in `repo` whose subject is `digest`, optionally of one artifact type. An
-    /// ordinary reader sees a referrer's annotations (bytes of that manifest) only when its
-    /// verdict is open; its digest, type and size are listed either way, as HEAD would tell them.
+    /// ordinary reader sees a referrer's annotations and artifact type (text of that manifest or
+    /// its config) only when its verdict is open; its digest, media type and size are listed
+    /// either way, as HEAD would tell them. Filtered by type, blocked referrers are left out
+    /// (being listed would tell their type).
     pub async fn referrers(
         &self,
         reader: Reader,
@@ -178,9 +180,14 @@ impl super::Registry {
         let mut found = self.meta.referrers(repo, digest, artifact_type).await?;
         if reader == Reader::Ordinary {
             let now = super::now();
+            let open = |r: &Referrer| r.verdict.as_ref().is_some_and(|v| v.effective_state(now).allows_pull());
+            if artifact_type.is_some() {
+                found.retain(open);
+            }
             for r in &mut found {
-                if !r.verdict.as_ref().is_some_and(|v| v.effective_state(now).allows_pull()) {
+                if !open(r) {
                     r.annotations = None;
+                    r.artifact_type = None;
                 }
             }
         }

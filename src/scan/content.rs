@@ -4,7 +4,11 @@
 //! Rules:
 //! - Secrets are searched in every byte of every file of every layer, whatever its size, and in
 //!   every layer (a file deleted later can still be downloaded from the layer that has it).
-//! - File modes, the user and package databases are judged on the final filesystem ([`fs`]).
+//! - File modes, the user and package databases are judged on the final filesystem ([`fs`]) of
+//!   the layers a client would apply: their unpacked digests must be the config's diff ids, as
+//!   every client checks ([`runnable_view`]), so what is judged is what runs. A layer that is
+//!   not a tar archive at all cannot be unpacked; an image no client can run (a signature, an
+//!   attestation) is judged as an artifact.
 //! - A distinct layer is read once however often the manifest lists it; its effects apply at each
 //!   of its places.
 //! - An artifact's blobs are searched the same way (as tar archives when they are tar archives,
@@ -12,14 +16,16 @@
 //! - Nothing here does I/O beyond reading the readers it is handed; everything it keeps is
 //!   counted against [`ScanLimits`].
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::archive::decompress::{self, Compression};
-use super::archive::tar::{EntryKind, TarBounds, TarReader};
+use super::archive::tar::{is_header, EntryKind, TarBounds, TarReader};
 use super::fs::{self, Captured, Lookup, Op, PutKind, Tree};
 use super::limits::{from_io, Allowance, ScanError, ScanLimits};
 use super::packages::{self, Package};
@@ -151,11 +157,115 @@ fn read_entry<R: Read>(tar: &mut TarReader<R>, keep: bool) -> Result<(Vec<&'stat
     Ok((search.finish(), kept))
 }
 
+/// A layer as the manifest lists it (repeats kept): its digest, and whether containerd unpacks
+/// a layer of its type (it skips the others).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedLayer {
+    pub digest: String,
+    pub containerd: bool,
+}
+
+/// One distinct layer, read.
+struct LayerRead {
+    /// Its place among the distinct layers (for findings).
+    index: u32,
+    /// Its effects on the filesystem; `None` when its bytes are not a tar archive at all (the
+    /// first block is short or fails its checksum), which no client can unpack.
+    ops: Option<Rc<Vec<Op>>>,
+    /// `sha256:` of its decompressed bytes: what clients check against the config's diff ids.
+    diff_id: String,
+}
+
+/// A reader that hashes what it yields.
+struct Hashing<R> {
+    inner: R,
+    hasher: Rc<RefCell<Sha256>>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Searches a stream's bytes for secrets, as one blob.
+fn search_bytes(mut reader: impl Read, digest: &str, findings: &mut Findings) -> Result<(), ScanError> {
+    let mut search = secrets::Stream::default();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = fill(&mut buf, |b| reader.read(b).map_err(from_io))?;
+        if n == 0 {
+            break;
+        }
+        search.update(&buf[..n]);
+    }
+    for kind in search.finish() {
+        findings.push(Finding {
+            rule: Rule::SecretInFile,
+            severity: Severity::Critical,
+            message: format!("blob {digest} contains a {kind}"),
+            path: None,
+            layer: Some(digest.to_owned()),
+        });
+    }
+    Ok(())
+}
+
+/// Which of the listed layers a client would run: the ones whose unpacked digests it checks
+/// against the config's `rootfs.diff_ids`. `None` when no client can run the image.
+///
+/// - docker applies every layer; it refuses the image unless the diff ids are those of all
+///   layers, each unpacked as the scanner unpacked it. podman 5.3 and later do the same;
+/// - containerd applies only the layers of types it knows; it refuses unless the diff ids are
+///   those of exactly these;
+/// - podman, skopeo and CRI-O before 5.3 (containers/image 5.33) apply every layer, whatever
+///   its type, and check no diff id at all. So when podman would pull the image (`podman`) and
+///   can unpack every layer, containerd's subset is not the whole truth: that fails closed.
+///
+/// A client that decompresses a layer otherwise than the scanner gets other bytes, hence another
+/// digest, and refuses; so diff ids that match neither set, or a config without diff ids under
+/// tar layers (which podman would apply unchecked), fail closed.
+fn runnable_view<'a>(
+    listed: &[ListedLayer],
+    read: &[&'a LayerRead],
+    wanted: &[String],
+    podman: bool,
+) -> Result<Option<Vec<&'a LayerRead>>, ScanError> {
+    let ids = |layers: &[&LayerRead]| layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>();
+    let unpackable = |layers: &[&LayerRead]| layers.iter().all(|l| l.ops.is_some());
+    if wanted.is_empty() && !read.is_empty() && unpackable(read) {
+        return Err(ScanError::unreadable(
+            "the config lists no rootfs.diff_ids: podman would unpack the layers unchecked",
+        ));
+    }
+    if wanted == ids(read).as_slice() {
+        return Ok(unpackable(read).then(|| read.to_vec()));
+    }
+    let known: Vec<&LayerRead> = listed.iter().zip(read).filter(|(l, _)| l.containerd).map(|(_, r)| *r).collect();
+    if known.len() != read.len() && wanted == ids(&known).as_slice() {
+        if podman && unpackable(read) {
+            return Err(ScanError::unreadable(
+                "the config's rootfs.diff_ids name only the layers containerd unpacks, but podman before 5.3 \
+                 would unpack all of them unchecked: clients would run different files",
+            ));
+        }
+        // containerd unpacks these and nothing else; with none of them it unpacks nothing.
+        return Ok((!known.is_empty() && unpackable(&known)).then_some(known));
+    }
+    Err(ScanError::unreadable(format!(
+        "the config's rootfs.diff_ids ({} listed) do not match the {} layers as clients unpack them: a client \
+         that reads them otherwise could run other files",
+        wanted.len(),
+        read.len()
+    )))
+}
+
 /// Scans the layers and config of one image.
 pub struct ImageScan {
     budgets: Budgets,
-    /// Each distinct layer's digest, its index (for findings) and its effects on the filesystem.
-    layers: HashMap<String, (u32, Rc<Vec<Op>>)>,
+    layers: HashMap<String, LayerRead>,
     names: Vec<String>,
     findings: Findings,
 }
@@ -172,17 +282,10 @@ impl ImageScan {
 
     /// Reads one layer (each distinct digest once); `digest` names it in findings.
     pub fn scan_layer(&mut self, digest: &str, reader: impl Read) -> Result<(), ScanError> {
-        self.scan_declared_layer(digest, false, reader)
-    }
-
-    /// Reads one layer whose media type may say it is uncompressed (`read_raw`): containerd then
-    /// reads its bytes as they are while docker sniffs and decompresses them, so compressed bytes
-    /// under such a type are two different layers to two clients, and are refused.
-    pub fn scan_declared_layer(&mut self, digest: &str, read_raw: bool, reader: impl Read) -> Result<(), ScanError> {
         if self.layers.contains_key(digest) {
             return Ok(());
         }
-        let layer = self.names.len() as u32;
+        let index = self.names.len() as u32;
         self.names.push(digest.to_owned());
         let opened = decompress::open(reader, &self.budgets.decompressed)?;
         if let Compression::Unsupported(format) = opened.compression {
@@ -190,14 +293,35 @@ impl ImageScan {
                 "layer {digest} is {format}-compressed, which the scanner does not read"
             )));
         }
-        if read_raw && opened.compression.is_compressed() {
+        if opened.skippable_start {
             return Err(ScanError::unreadable(format!(
-                "layer {digest} is declared uncompressed but its bytes are {:?}-compressed: containerd would \
-                 read them as they are and docker would decompress them, so they would not run the same files",
-                opened.compression
+                "layer {digest} starts with a zstd skippable frame: docker and containerd read it as zstd, podman \
+                 reads it as it is"
             )));
         }
-        let mut tar = TarReader::new(opened.reader, self.budgets.tar_bounds());
+        let hasher = Rc::new(RefCell::new(Sha256::new()));
+        let mut hashing = Hashing { inner: opened.reader, hasher: hasher.clone() };
+        let mut head = vec![0u8; 512];
+        let n = fill(&mut head, |b| hashing.read(b).map_err(from_io))?;
+        head.truncate(n);
+        // As Go's tar reader starts: no bytes at all or a zero block is an empty archive; a short
+        // first block or one whose checksum fails is an error, so no client unpacks the layer.
+        let is_tar = n == 0 || (n == 512 && (head.iter().all(|&b| b == 0) || is_header(&head)));
+        let rest = std::io::Cursor::new(head).chain(hashing);
+        let ops = if is_tar {
+            Some(Rc::new(self.read_tar(digest, rest)?))
+        } else {
+            search_bytes(rest, digest, &mut self.findings)?;
+            None
+        };
+        let diff_id = format!("sha256:{}", hex::encode(hasher.borrow_mut().finalize_reset()));
+        self.layers.insert(digest.to_owned(), LayerRead { index, ops, diff_id });
+        Ok(())
+    }
+
+    /// The entries of one layer's tar archive, read to the end of its stream.
+    fn read_tar(&mut self, digest: &str, reader: impl Read) -> Result<Vec<Op>, ScanError> {
+        let mut tar = TarReader::new(reader, self.budgets.tar_bounds());
         let mut ops = Vec::new();
         while let Some(entry) = tar.next_entry()? {
             let path = fs::clean(&entry.path);
@@ -246,8 +370,11 @@ impl ImageScan {
             };
             ops.push(fs::op_for(path, kind, entry.mode)?);
         }
-        self.layers.insert(digest.to_owned(), (layer, Rc::new(ops)));
-        Ok(())
+        let mut rest = tar.into_inner();
+        if std::io::copy(&mut rest, &mut std::io::sink()).map_err(from_io)? != 0 {
+            return Err(ScanError::unreadable(format!("layer {digest} has bytes after its archive")));
+        }
+        Ok(ops)
     }
 
     fn parse(&self, parse: Option<Parse>, path: &[Vec<u8>], content: &[u8]) -> Result<Option<Captured>, ScanError> {
@@ -265,21 +392,38 @@ impl ImageScan {
         })
     }
 
-    /// Applies the layers in the manifest's `order`, then judges the config and the final filesystem.
-    pub fn finish(self, order: &[String], config: &[u8]) -> Result<Outcome, ScanError> {
-        let ImageScan { budgets, layers, mut findings, .. } = self;
-        let mut tree = Tree::default();
-        for digest in order {
-            let (index, ops) = layers
-                .get(digest)
-                .ok_or_else(|| ScanError::unreadable(format!("layer {digest} was listed but not read")))?;
-            tree.apply(*index, ops)?;
-        }
-        let names: Vec<&str> = {
-            let mut by_index: Vec<(&u32, &str)> = layers.iter().map(|(d, (i, _))| (i, d.as_str())).collect();
-            by_index.sort();
-            by_index.into_iter().map(|(_, d)| d).collect()
+    /// Judges the image as the client that would run it would see it: the layers it applies
+    /// ([`runnable_view`]) in the manifest's order, then the config and the final filesystem.
+    /// An image no client can run is judged as an artifact is: secrets only.
+    /// `podman`: podman would pull the image (see [`runnable_view`]).
+    pub fn finish(self, listed: &[ListedLayer], config: &[u8], podman: bool) -> Result<Outcome, ScanError> {
+        let ImageScan { budgets, layers, mut findings, names } = self;
+        let read = listed
+            .iter()
+            .map(|l| {
+                layers
+                    .get(&l.digest)
+                    .ok_or_else(|| ScanError::unreadable(format!("layer {} was listed but not read", l.digest)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let wanted = image_config::diff_ids(config).map_err(ScanError::Unreadable)?;
+        let Some(view) = runnable_view(listed, &read, &wanted, podman)? else {
+            for f in image_config::check(config, None).map_err(ScanError::Unreadable)? {
+                findings.push(f);
+            }
+            return Ok(Outcome {
+                findings: findings.into_vec(),
+                packages: Vec::new(),
+                decompressed_bytes: budgets.decompressed.used(),
+                entries: budgets.entries.used(),
+            });
         };
+        let mut tree = Tree::default();
+        for layer in &view {
+            let ops = layer.ops.as_ref().expect("a runnable view has only tar layers");
+            tree.apply(layer.index, ops)?;
+        }
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut packages = Vec::new();
         tree.walk(|v| {
             let path = format!("/{}", String::from_utf8_lossy(v.path.strip_prefix(b"/").unwrap_or(v.path)));
@@ -317,8 +461,23 @@ impl ImageScan {
                 )));
             }
         }
+        for e in &tree.escalations {
+            let bits = if e.mode & 0o6000 != 0 { "setuid or setgid" } else { "world-writable" };
+            findings.push(Finding {
+                rule: if e.mode & 0o6000 != 0 { Rule::SetuidFile } else { Rule::WorldWritable },
+                severity: Severity::Medium,
+                message: format!(
+                    "the hard link {} makes {} {bits} ({:o}), and every other name of that file with it",
+                    shown(&e.link),
+                    shown(&e.target),
+                    e.mode
+                ),
+                path: Some(shown(&e.target)),
+                layer: names.get(e.layer as usize).map(|d| (*d).to_owned()),
+            });
+        }
         let passwd = tree.lookup(b"etc/passwd");
-        for f in image_config::check(config, &passwd).map_err(ScanError::Unreadable)? {
+        for f in image_config::check(config, Some(&passwd)).map_err(ScanError::Unreadable)? {
             findings.push(f);
         }
         packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
@@ -353,7 +512,7 @@ impl ArtifactScan {
         let mut head = vec![0u8; 512];
         let n = fill(&mut head, |b| opened.reader.read(b).map_err(from_io))?;
         head.truncate(n);
-        let looks_like_tar = n == 512 && head.iter().any(|&b| b != 0) && super::archive::tar::is_header(&head);
+        let looks_like_tar = n == 512 && head.iter().any(|&b| b != 0) && is_header(&head);
         let rest = std::io::Cursor::new(head).chain(opened.reader);
         if looks_like_tar {
             let mut tar = TarReader::new(rest, self.budgets.tar_bounds());
@@ -374,25 +533,7 @@ impl ArtifactScan {
                 }
             }
         } else {
-            let mut search = secrets::Stream::default();
-            let mut buf = vec![0u8; CHUNK];
-            let mut rest = rest;
-            loop {
-                let n = fill(&mut buf, |b| rest.read(b).map_err(from_io))?;
-                if n == 0 {
-                    break;
-                }
-                search.update(&buf[..n]);
-            }
-            for kind in search.finish() {
-                self.findings.push(Finding {
-                    rule: Rule::SecretInFile,
-                    severity: Severity::Critical,
-                    message: format!("blob {digest} contains a {kind}"),
-                    path: None,
-                    layer: Some(digest.to_owned()),
-                });
-            }
+            search_bytes(rest, digest, &mut self.findings)?;
         }
         Ok(())
     }

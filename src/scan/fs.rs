@@ -142,11 +142,24 @@ pub struct Tree {
     occurrence: u32,
     /// Nodes visited so far: the measure of the work done, which stays linear in the input.
     steps: u64,
+    /// Hard links whose header gave their inode setuid, setgid or world-write bits it lacked: the
+    /// mode reaches every name of the inode, earlier links included, which the tree (one node per
+    /// name) does not follow, so each is reported whatever happens to the names later.
+    pub escalations: Vec<Escalation>,
+}
+
+/// A hard link that added mode bits to the file it links to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub link: Vec<Vec<u8>>,
+    pub target: Vec<Vec<u8>>,
+    pub mode: u32,
+    pub layer: u32,
 }
 
 impl Default for Tree {
     fn default() -> Self {
-        Tree { root: Node::dir(0o755, 0, 0), occurrence: 0, steps: 0 }
+        Tree { root: Node::dir(0o755, 0, 0), occurrence: 0, steps: 0, escalations: Vec::new() }
     }
 }
 
@@ -246,7 +259,15 @@ impl Tree {
             PutKind::Other => Kind::Other,
             PutKind::Dir => Kind::Dir { children: HashMap::new(), opaque_pass: 0 },
             PutKind::HardLink(target) => {
-                let (kind, shared_mode) = self.link_target(target, mode)?;
+                let (kind, shared_mode, added) = self.link_target(target, mode)?;
+                if added & 0o6002 != 0 {
+                    self.escalations.push(Escalation {
+                        link: path.to_vec(),
+                        target: clean(target),
+                        mode: shared_mode & 0o7777,
+                        layer,
+                    });
+                }
                 let node = self.walk_to_dir(k, layer, parent, true)?.expect("created");
                 let Kind::Dir { children, .. } = &mut node.kind else { unreachable!() };
                 children
@@ -273,7 +294,7 @@ impl Tree {
     /// when a check on the host succeeds (docker and containerd look the target up relative to
     /// their own working directory), and the chmod changes the target too; whether it happens is
     /// the host's business, so both end with every bit of either mode.
-    fn link_target(&mut self, target: &[u8], link_mode: u32) -> Result<(Kind, u32), ScanError> {
+    fn link_target(&mut self, target: &[u8], link_mode: u32) -> Result<(Kind, u32, u32), ScanError> {
         let path = clean(target);
         let mut node = &mut self.root;
         for (i, name) in path.iter().enumerate() {
@@ -301,10 +322,12 @@ impl Tree {
                 return Err(ScanError::unreadable(format!("a hard link to the directory {}", shown(&path))))
             }
         };
+        let mut added = 0;
         if !matches!(kind, Kind::Symlink(_)) {
-            node.mode |= link_mode & 0o7777;
+            added = link_mode & 0o7777 & !node.mode;
+            node.mode |= added;
         }
-        Ok((kind, node.mode))
+        Ok((kind, node.mode, added))
     }
 
     /// Follows `path` from the root as the kernel would inside the container: symbolic links in
@@ -490,6 +513,8 @@ mod tests {
         let mut t = Tree::default();
         t.apply(0, &[file("bin/tool", 0o755), put("x", PutKind::HardLink(b"bin/tool".to_vec()), 0o4755)]).unwrap();
         assert_eq!(files(&t), [("/bin/tool".into(), 0o4755), ("/x".into(), 0o4755)]);
+        assert_eq!(t.escalations.len(), 1);
+        assert_eq!((t.escalations[0].mode, t.escalations[0].target.clone()), (0o4755, clean(b"bin/tool")));
         let mut t = Tree::default();
         t.apply(0, &[put("a", PutKind::Symlink(b"b".to_vec()), 0), put("b", PutKind::Symlink(b"a".to_vec()), 0)])
             .unwrap();

@@ -142,12 +142,27 @@ pub fn root_reason(user: Option<&str>, passwd: &Lookup<'_>) -> Option<String> {
     }
 }
 
-/// Findings of an image config, with `/etc/passwd` as the final filesystem has it.
-pub fn check(config: &[u8], passwd: &Lookup<'_>) -> Result<Vec<Finding>, String> {
+/// The layer diff ids the config lists (`rootfs.diff_ids`, read as Go reads them): what docker,
+/// containerd and podman check each unpacked layer against.
+pub fn diff_ids(config: &[u8]) -> Result<Vec<String>, String> {
+    let parsed = gojson::parse(config).map_err(|e| format!("image config is {e}"))?;
+    let GoValue::Object(top) = &parsed else { return Err("the image config is not a JSON object".into()) };
+    let err = |e: String| format!("image config: {e}");
+    match gojson::object_field(top, "rootfs").map_err(err)? {
+        None => Ok(Vec::new()),
+        Some(rootfs) => {
+            Ok(gojson::strings_field(&rootfs, "diff_ids").map_err(err)?.into_iter().map(str::to_owned).collect())
+        }
+    }
+}
+
+/// Findings of an image config. `passwd` is `/etc/passwd` as the filesystem a client would run
+/// has it; `None` when no client can run the image, and then only secrets are looked for.
+pub fn check(config: &[u8], passwd: Option<&Lookup<'_>>) -> Result<Vec<Finding>, String> {
     let parsed = gojson::parse(config).map_err(|e| format!("image config is {e}"))?;
     let run = run_config(&parsed)?;
     let mut findings = Vec::new();
-    if let Some(reason) = root_reason(run.user.as_deref(), passwd) {
+    if let Some(reason) = passwd.and_then(|passwd| root_reason(run.user.as_deref(), passwd)) {
         findings.push(finding(
             Rule::RootUser,
             Severity::High,
@@ -180,7 +195,7 @@ pub fn check(config: &[u8], passwd: &Lookup<'_>) -> Result<Vec<Finding>, String>
     for message in elsewhere.into_iter().take(100) {
         findings.push(finding(Rule::SecretInMetadata, Severity::Critical, message));
     }
-    if run.exposed_ports.iter().any(|p| p == "22/tcp" || p == "22") {
+    if passwd.is_some() && run.exposed_ports.iter().any(|p| p == "22/tcp" || p == "22") {
         findings.push(finding(Rule::ExposedSsh, Severity::Medium, "the image exposes port 22 (SSH)".into()));
     }
     Ok(findings)
@@ -209,7 +224,7 @@ mod tests {
     use serde_json::json;
 
     fn rules(config: serde_json::Value) -> Vec<Rule> {
-        check(config.to_string().as_bytes(), &Lookup::Missing).unwrap().into_iter().map(|f| f.rule).collect()
+        check(config.to_string().as_bytes(), Some(&Lookup::Missing)).unwrap().into_iter().map(|f| f.rule).collect()
     }
 
     #[test]
@@ -255,20 +270,20 @@ mod tests {
                    "ExposedPorts": {"22/tcp": {}, "8080/tcp": {}}}})
             .to_string()
             .as_bytes(),
-            &Lookup::File(Some(&Captured::Passwd(vec![(b"app".to_vec(), 1000)]))),
+            Some(&Lookup::File(Some(&Captured::Passwd(vec![(b"app".to_vec(), 1000)])))),
         )
         .unwrap();
         assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInEnv, Rule::ExposedSsh]);
         assert!(found[0].message.contains("DEPLOY_KEY") && !found[0].message.contains("BEGIN"));
-        assert!(check(b"not json", &Lookup::Missing).is_err());
+        assert!(check(b"not json", Some(&Lookup::Missing)).is_err());
         assert_eq!(rules(json!({})), [Rule::RootUser]);
         // An escaped secret in a label is found decoded.
         let escaped = r#"{"config":{"User":"1000","Labels":{"k":"\u002d----BEGIN RSA PRIVATE KEY-----"}}}"#;
-        let found = check(escaped.as_bytes(), &Lookup::Missing).unwrap();
+        let found = check(escaped.as_bytes(), Some(&Lookup::Missing)).unwrap();
         assert_eq!(found.iter().map(|f| f.rule).collect::<Vec<_>>(), [Rule::SecretInMetadata]);
         // A secret used as a key is found, and the finding does not repeat it.
         let keyed = r#"{"config":{"User":"1000","Labels":{"AKIAIOSFODNN7EXAMPLE":"id"}}}"#;
-        let found = check(keyed.as_bytes(), &Lookup::Missing).unwrap();
+        let found = check(keyed.as_bytes(), Some(&Lookup::Missing)).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(!found[0].message.contains("AKIA") && found[0].message.contains("<hidden key>"), "{found:?}");
     }

@@ -22,7 +22,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::content::{ArtifactScan, ImageScan, Outcome};
+use super::content::{ArtifactScan, ImageScan, ListedLayer, Outcome};
 use super::image_config;
 use super::limits::{from_io, ScanError, ScanLimits};
 use crate::storage::ByteStream;
@@ -48,7 +48,10 @@ pub struct Plan {
     pub limits: ScanLimits,
     /// An image's layers in manifest order (repeats included).
     #[serde(default)]
-    pub order: Vec<String>,
+    pub layers: Vec<ListedLayer>,
+    /// podman would pull the image: it may apply every layer unchecked (see `content::runnable_view`).
+    #[serde(default)]
+    pub podman: bool,
 }
 
 /// What a blob is to the scan.
@@ -71,9 +74,6 @@ pub struct Item {
     pub role: Role,
     pub digest: String,
     pub size: u64,
-    /// A layer whose media type says it is uncompressed (containerd reads it as it is).
-    #[serde(default)]
-    pub read_raw: bool,
 }
 
 /// The child's answer.
@@ -144,7 +144,7 @@ pub fn scan_input(mut input: impl BufRead) -> Result<Outcome, ScanError> {
                 manifest_findings = image_config::manifest_secrets(&bytes).map_err(ScanError::Unreadable)?;
             }
             Role::Config => config = Some(read_small(&mut body, item.size, limits.max_file_bytes, "the image config")?),
-            Role::Layer => image.scan_declared_layer(&item.digest, item.read_raw, &mut body)?,
+            Role::Layer => image.scan_layer(&item.digest, &mut body)?,
             Role::Blob => artifact.scan_blob(&item.digest, &mut body)?,
         }
         // Every decoder reads its blob to the end; anything left over is a protocol error.
@@ -155,7 +155,7 @@ pub fn scan_input(mut input: impl BufRead) -> Result<Outcome, ScanError> {
     let mut outcome = match plan.subject {
         Subject::Image => {
             let config = config.ok_or_else(|| ScanError::unreadable("the image config was not sent"))?;
-            image.finish(&plan.order, &config)?
+            image.finish(&plan.layers, &config, plan.podman)?
         }
         Subject::Artifact => artifact.finish(),
         Subject::Index => Outcome::default(),
@@ -257,8 +257,7 @@ impl Sandbox {
         let mut stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let plan_line = serde_json::to_string(plan).map_err(|e| SandboxError::Failed(e.to_string()))?;
-        let manifest_item =
-            Item { role: Role::Manifest, digest: String::new(), size: manifest.len() as u64, read_raw: false };
+        let manifest_item = Item { role: Role::Manifest, digest: String::new(), size: manifest.len() as u64 };
         let feed = async move {
             let line = |value: &Item| serde_json::to_string(value).map(|s| s + "\n");
             stdin.write_all(format!("{plan_line}\n").as_bytes()).await?;

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::content::Outcome;
+use super::content::{ListedLayer, Outcome};
 use super::sandbox::{Blob, Item, Plan, Role, Sandbox, SandboxError, Subject};
 use super::{Finding, Policy, Rule, Severity};
-use crate::domain::manifest::parse;
+use crate::domain::manifest::{containerd_unpacks, parse};
 use crate::domain::{now, Digest, Error, Reader, Reference, Registry};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
 use crate::metadata::ManifestKind;
@@ -99,37 +99,46 @@ async fn scan_manifest(
                 foreign.digest
             )));
         }
+        if let Some(lazy) = parsed.layers.iter().find(|l| l.lazy_toc) {
+            return Err(Failure::Content(format!(
+                "layer {} carries a table of contents for partial pulls (zstd:chunked or eStargz): clients that \
+                 use it build files from the table, which the scanner does not check against the tar; push it \
+                 with gzip or plain zstd compression",
+                lazy.digest
+            )));
+        }
     }
     // `blobs` are config first, then layers, foreign ones excepted (they are not stored here).
-    let mut sends: Vec<(Role, Digest, bool)> = Vec::new();
+    let mut sends: Vec<(Role, Digest)> = Vec::new();
     for (i, d) in parsed.blobs.iter().enumerate() {
         let role = match (i, kind) {
             (0, ManifestKind::Image) => Role::Config,
             _ => layer_role,
         };
-        // Listed twice under different types, the layer is read raw if any listing says so.
-        let read_raw = role == Role::Layer && parsed.layers.iter().any(|l| &l.digest == d && l.read_raw());
-        if !sends.iter().any(|(_, s, _)| s == d) {
-            sends.push((role, d.clone(), read_raw));
+        if !sends.iter().any(|(_, s)| s == d) {
+            sends.push((role, d.clone()));
         }
     }
-    let layer_order = match kind {
+    let layers = match kind {
         // Repeats matter for the final filesystem: the manifest's own list, not the deduplicated one.
-        ManifestKind::Image => parsed.layers.iter().map(|l| l.digest.to_string()).collect(),
+        ManifestKind::Image => parsed
+            .layers
+            .iter()
+            .map(|l| ListedLayer { digest: l.digest.to_string(), containerd: containerd_unpacks(&l.media_type) })
+            .collect(),
         _ => Vec::new(),
     };
-    let plan = Plan { subject, limits: settings.sandbox.limits.clone(), order: layer_order };
+    let plan = Plan { subject, limits: settings.sandbox.limits.clone(), layers, podman: parsed.podman_pulls() };
     let repo = job.repo.clone();
     let stream = futures::stream::iter(sends)
-        .then(move |(role, digest, read_raw)| {
+        .then(move |(role, digest)| {
             let (registry, repo) = (registry.clone(), repo.clone());
             async move {
                 let read = registry
                     .read_blob(Reader::Unrestricted, &repo, &digest, None)
                     .await
                     .map_err(|e| std::io::Error::other(format!("reading {digest}: {e}")))?;
-                let item = Item { role, digest: digest.to_string(), size: read.size, read_raw };
-                Ok(Blob { item, body: read.body })
+                Ok(Blob { item: Item { role, digest: digest.to_string(), size: read.size }, body: read.body })
             }
         })
         .boxed();

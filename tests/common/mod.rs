@@ -218,6 +218,7 @@ impl TestRegistry {
         config: &[u8],
         layers: &[&[u8]],
     ) -> (Digest, Vec<u8>, Digest, Vec<Digest>) {
+        let config = &images::with_diff_ids(config, layers);
         let config_digest = self.push_blob(repo, config).await;
         let mut listed = Vec::new();
         let mut distinct: Vec<Digest> = Vec::new();
@@ -244,11 +245,11 @@ impl TestRegistry {
 
     /// Pushes a small image (config + one layer) and tags it; returns the manifest digest and bytes.
     pub async fn push_image(&self, repo: &str, tag: &str, seed: &str) -> (Digest, Vec<u8>) {
-        let config = self.push_blob(repo, images::config_json(seed).as_bytes()).await;
         let layer_bytes = images::layer_tar_gz(&format!("app/{seed}.txt"), seed.as_bytes(), 0o644);
+        let config_bytes = images::with_diff_ids(images::config_json(seed).as_bytes(), &[&layer_bytes]);
+        let config = self.push_blob(repo, &config_bytes).await;
         let layer = self.push_blob(repo, &layer_bytes).await;
-        let manifest =
-            images::oci_manifest(&config, images::config_json(seed).len(), &[(layer, layer_bytes.len())], None);
+        let manifest = images::oci_manifest(&config, config_bytes.len(), &[(layer, layer_bytes.len())], None);
         self.put_manifest(repo, tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
         (sha256(&manifest), manifest)
     }

@@ -235,7 +235,7 @@ pub async fn push_image(
     tag: &str,
     layer: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let config_bytes = super::images::config_json(tag).into_bytes();
+    let config_bytes = super::images::with_diff_ids(super::images::config_json(tag).as_bytes(), &[layer]);
     let config = push_blob_chunked(client, base, repo, &config_bytes, 1 << 20).await?;
     let layer_digest = push_blob_chunked(client, base, repo, layer, 256 * 1024).await?;
     let manifest = super::images::oci_manifest(&config, config_bytes.len(), &[(layer_digest, layer.len())], None);

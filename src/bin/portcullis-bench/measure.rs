@@ -194,7 +194,7 @@ pub async fn pull(t: &Target, repo: &str, digest: &str) -> anyhow::Result<Throug
 /// Pushes one small image (layer, config, manifest) tagged `tag`; returns the manifest bytes.
 pub async fn push_small_image(t: &Target, client: &reqwest::Client, repo: &str, tag: &str) -> anyhow::Result<Vec<u8>> {
     // A real (tiny) layer tarball and a non-root config, so the registry's scanner has honest work.
-    let layer = {
+    let (layer, diff_id) = {
         use std::io::Write;
         let content: Vec<u8> = (0..1024).map(|_| rand::random::<u8>()).collect();
         let mut tar = tar::Builder::new(Vec::new());
@@ -202,12 +202,14 @@ pub async fn push_small_image(t: &Target, client: &reqwest::Client, repo: &str, 
         header.set_size(content.len() as u64);
         header.set_mode(0o644);
         tar.append_data(&mut header, "data.bin", content.as_slice())?;
+        let tar = tar.into_inner()?;
+        let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar.into_inner()?)?;
-        gz.finish()?
+        gz.write_all(&tar)?;
+        (gz.finish()?, diff_id)
     };
     let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","config":{{"User":"10001"}},"rootfs":{{"type":"layers","diff_ids":["{tag}"]}}}}"#
+        r#"{{"architecture":"amd64","os":"linux","config":{{"User":"10001","Labels":{{"tag":"{tag}"}}}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
     );
     let mut descriptors = Vec::new();
     for bytes in [config.into_bytes(), layer] {

@@ -147,6 +147,9 @@ impl<R: BufRead> Read for ZstdFrames<R> {
 /// The decompressed bytes of a blob, as a client would unpack them.
 pub struct Decompressed<'a> {
     pub compression: Compression,
+    /// The stream starts with a zstd skippable frame: docker and containerd take it for zstd,
+    /// containers/image (podman) does not, so the two read different bytes.
+    pub skippable_start: bool,
     pub reader: Box<dyn Read + 'a>,
 }
 
@@ -166,6 +169,7 @@ pub fn open<'a>(reader: impl Read + 'a, budget: &Allowance) -> Result<Decompress
         }
     }
     let compression = Compression::sniff(&magic[..have]);
+    let skippable_start = Compression::skippable_frame(&magic[..have]);
     let head: Box<dyn Read + 'a> = Box::new(std::io::Cursor::new(magic[..have].to_vec()).chain(reader));
     let buffered = BufReader::with_capacity(256 * 1024, head);
     let inner: Box<dyn Read + 'a> = match compression {
@@ -175,7 +179,7 @@ pub fn open<'a>(reader: impl Read + 'a, budget: &Allowance) -> Result<Decompress
         Compression::Zstd => Box::new(ZstdFrames::new(buffered)),
         Compression::None | Compression::Unsupported(_) => Box::new(buffered),
     };
-    Ok(Decompressed { compression, reader: Box::new(Metered { inner, budget: budget.clone() }) })
+    Ok(Decompressed { compression, skippable_start, reader: Box::new(Metered { inner, budget: budget.clone() }) })
 }
 
 #[cfg(test)]

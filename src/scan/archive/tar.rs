@@ -246,6 +246,11 @@ impl<R: Read> TarReader<R> {
         TarReader { inner, bounds, remaining: 0, padding: 0, done: false }
     }
 
+    /// The stream, for whatever follows the archive.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Reads up to `buf.len()` bytes of the current entry's data; 0 at its end.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, ScanError> {
         if self.remaining == 0 || buf.is_empty() {
