@@ -14,7 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::scan::{Rule, RuleAction};
+use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
@@ -57,11 +57,11 @@ pub struct ScanConfig {
     /// Known vulnerabilities at or above `vulnerability_threshold` (and, separately, below it).
     pub vulnerability: RuleAction,
     pub vulnerability_low: RuleAction,
-    pub vulnerability_threshold: crate::scan::Severity,
+    pub vulnerability_threshold: crate::model::Severity,
     /// A directory of OSV records (JSON, searched recursively); without it no vulnerability matching.
     pub osv_dir: Option<PathBuf>,
     /// Vulnerability ids (or aliases such as CVE ids) to ignore, each until a time (Unix seconds) or for good.
-    pub allowlist: Vec<crate::scan::osv::Allow>,
+    pub allowlist: Vec<crate::model::Allow>,
     /// Size above which `image_too_large` fires.
     pub max_image_bytes: u64,
     /// An external scanner: argv (no shell). Exit 0 passes, 1 fails, anything else is an error.
@@ -85,57 +85,41 @@ pub struct ScanConfig {
     /// The program run as the scan sandbox (`<program> scan-sandbox`); defaults to this one.
     pub sandbox_program: Option<PathBuf>,
     /// The budgets of one scan; hitting one ends the scan in `error`.
-    pub limits: crate::scan::limits::ScanLimits,
+    pub limits: crate::model::ScanLimits,
 }
 
 impl Default for ScanConfig {
     fn default() -> Self {
-        let p = crate::scan::Policy::default();
         ScanConfig {
-            root_user: p.action(Rule::RootUser),
-            secret_in_env: p.action(Rule::SecretInEnv),
-            secret_in_file: p.action(Rule::SecretInFile),
-            secret_in_metadata: p.action(Rule::SecretInMetadata),
-            setuid_file: p.action(Rule::SetuidFile),
-            world_writable: p.action(Rule::WorldWritable),
-            exposed_ssh: p.action(Rule::ExposedSsh),
-            image_too_large: p.action(Rule::ImageTooLarge),
-            vulnerability: p.action(Rule::Vulnerability),
-            vulnerability_low: p.action(Rule::VulnerabilityLow),
-            vulnerability_threshold: crate::scan::Severity::High,
+            root_user: default_action(Rule::RootUser),
+            secret_in_env: default_action(Rule::SecretInEnv),
+            secret_in_file: default_action(Rule::SecretInFile),
+            secret_in_metadata: default_action(Rule::SecretInMetadata),
+            setuid_file: default_action(Rule::SetuidFile),
+            world_writable: default_action(Rule::WorldWritable),
+            exposed_ssh: default_action(Rule::ExposedSsh),
+            image_too_large: default_action(Rule::ImageTooLarge),
+            vulnerability: default_action(Rule::Vulnerability),
+            vulnerability_low: default_action(Rule::VulnerabilityLow),
+            vulnerability_threshold: crate::model::Severity::High,
             osv_dir: None,
             allowlist: Vec::new(),
-            max_image_bytes: p.max_image_bytes,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             hook: None,
             hook_timeout: Duration::from_secs(600),
             hook_user: None,
             lease: Duration::from_secs(300),
             max_attempts: 5,
-            poll: crate::domain::DEFAULT_SCAN_POLL,
+            poll: crate::model::DEFAULT_SCAN_POLL,
             workers: 2,
             sandbox_program: None,
-            limits: crate::scan::limits::ScanLimits::default(),
+            limits: crate::model::ScanLimits::default(),
         }
     }
 }
 
-impl ScanConfig {
-    pub fn policy(&self) -> crate::scan::Policy {
-        let rules = [
-            (Rule::RootUser, self.root_user),
-            (Rule::SecretInEnv, self.secret_in_env),
-            (Rule::SecretInFile, self.secret_in_file),
-            (Rule::SecretInMetadata, self.secret_in_metadata),
-            (Rule::SetuidFile, self.setuid_file),
-            (Rule::WorldWritable, self.world_writable),
-            (Rule::ExposedSsh, self.exposed_ssh),
-            (Rule::ImageTooLarge, self.image_too_large),
-            (Rule::Vulnerability, self.vulnerability),
-            (Rule::VulnerabilityLow, self.vulnerability_low),
-        ];
-        crate::scan::Policy { rules: rules.into_iter().collect(), max_image_bytes: self.max_image_bytes }
-    }
-}
+// `ScanConfig::policy` and `Config::server_settings` live in `lib.rs`, the wiring, so that this
+// module imports nothing but `model`.
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,8 +423,8 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
             max_page: 10_000,
-            max_references: crate::domain::DEFAULT_MAX_REFERENCES,
-            max_index_reach: crate::domain::DEFAULT_MAX_INDEX_REACH,
+            max_references: crate::model::DEFAULT_MAX_REFERENCES,
+            max_index_reach: crate::model::DEFAULT_MAX_INDEX_REACH,
         }
     }
 }
@@ -497,7 +481,7 @@ impl Config {
             anyhow::bail!("invalid configuration: server.max_connections must be positive");
         }
         for p in &s.trusted_proxies {
-            p.parse::<crate::server::proxy::Cidr>()
+            p.parse::<crate::model::Cidr>()
                 .map_err(|e| anyhow::anyhow!("invalid configuration: server.trusted_proxies: {e}"))?;
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -520,10 +504,10 @@ impl Config {
         if self.limits.max_references == 0 {
             anyhow::bail!("invalid configuration: limits.max_references must be positive");
         }
-        if !(1..=crate::domain::DEFAULT_MAX_INDEX_REACH).contains(&self.limits.max_index_reach) {
+        if !(1..=crate::model::DEFAULT_MAX_INDEX_REACH).contains(&self.limits.max_index_reach) {
             anyhow::bail!(
                 "invalid configuration: limits.max_index_reach must be between 1 and {} (the gate decides no further)",
-                crate::domain::DEFAULT_MAX_INDEX_REACH
+                crate::model::DEFAULT_MAX_INDEX_REACH
             );
         }
         if self.scan.workers == 0 || self.scan.workers > 64 {
@@ -539,7 +523,7 @@ impl Config {
             anyhow::bail!("invalid configuration: scan.hook must be a non-empty argv list");
         }
         if let Some(user) = &self.scan.hook_user {
-            user.parse::<crate::scan::hook::HookUser>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            user.parse::<crate::model::HookUser>().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         }
         if let Some(dir) = &self.scan.osv_dir {
             if !dir.is_dir() {
@@ -556,7 +540,7 @@ impl Config {
             );
         }
         if let Some(url) = &self.database.url {
-            if crate::metadata::sql::Engine::of_url(&url.0).is_none() {
+            if crate::model::Engine::of_url(&url.0).is_none() {
                 anyhow::bail!("invalid configuration: database.url must start with postgres:// or sqlite:");
             }
         }
@@ -595,26 +579,6 @@ impl Config {
             anyhow::bail!("invalid configuration: uploads.expiry and uploads.sweep_interval must be positive");
         }
         Ok(())
-    }
-
-    /// The listener's settings, with the connection cap fitted to `open_files` (the process's
-    /// limit on open files, less what the database, blobs and scans need).
-    pub fn server_settings(&self, open_files: u64) -> crate::server::ServerSettings {
-        let s = &self.server;
-        let fits = open_files.saturating_sub(256).max(64) as usize;
-        crate::server::ServerSettings {
-            header_timeout: s.header_timeout,
-            idle_timeout: s.idle_timeout,
-            body_min_rate: crate::server::body_rate::MinRate {
-                bytes_per_second: s.body_min_rate,
-                window: s.body_rate_window,
-            },
-            max_connections: s.max_connections.min(fits),
-            max_connections_per_address: s.max_connections_per_address,
-            proxy_protocol: s.proxy_protocol,
-            // Checked in `validate`.
-            trusted_proxies: s.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
-        }
     }
 
     pub fn public_url(&self) -> String {

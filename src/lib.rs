@@ -2,12 +2,20 @@
 //!
 //! Layers point one way: `http` → `domain` → `storage` (blob bytes) and `metadata` (rows, the
 //! source of truth). [`App::build`] wires them from a [`Config`]; `main` and the tests both use it.
+//!
+//! The rule (checked by `tests/layering.rs`): a module imports only the modules below it.
+//! - `model`: the shared vocabulary; imports nothing of ours. `config`: imports only `model`.
+//! - `storage` and `metadata`: only `model`. `domain`: `storage`, `metadata`, `model`.
+//! - `auth`: `metadata`, `model`. `scan`: `domain`, `metadata`, `storage`, `model`.
+//! - `http`: `domain`, `auth`, `model`. `server` (the listener): `http`, `model`. `tls`: `config`, `model`.
+//! - This file, `main.rs` and `bin/` are the wiring: they may use every module.
 
 pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metadata;
+pub mod model;
 pub mod scan;
 pub mod server;
 pub mod storage;
@@ -186,5 +194,71 @@ async fn open_metadata(config: &Config) -> anyhow::Result<SqlMetadata> {
         None => SqlMetadata::open(&config.database_path())
             .await
             .with_context(|| format!("opening database {}", config.database_path().display())),
+    }
+}
+
+// Config types hold plain values; what turns them into the settings of higher modules is wiring.
+
+impl config::ScanConfig {
+    pub fn policy(&self) -> scan::Policy {
+        let rules = [
+            (scan::Rule::RootUser, self.root_user),
+            (scan::Rule::SecretInEnv, self.secret_in_env),
+            (scan::Rule::SecretInFile, self.secret_in_file),
+            (scan::Rule::SecretInMetadata, self.secret_in_metadata),
+            (scan::Rule::SetuidFile, self.setuid_file),
+            (scan::Rule::WorldWritable, self.world_writable),
+            (scan::Rule::ExposedSsh, self.exposed_ssh),
+            (scan::Rule::ImageTooLarge, self.image_too_large),
+            (scan::Rule::Vulnerability, self.vulnerability),
+            (scan::Rule::VulnerabilityLow, self.vulnerability_low),
+        ];
+        scan::Policy { rules: rules.into_iter().collect(), max_image_bytes: self.max_image_bytes }
+    }
+}
+
+impl Config {
+    /// The listener's settings, with the connection cap fitted to `open_files` (the process's
+    /// limit on open files, less what the database, blobs and scans need).
+    pub fn server_settings(&self, open_files: u64) -> crate::server::ServerSettings {
+        let s = &self.server;
+        let fits = open_files.saturating_sub(256).max(64) as usize;
+        crate::server::ServerSettings {
+            header_timeout: s.header_timeout,
+            idle_timeout: s.idle_timeout,
+            body_min_rate: crate::server::body_rate::MinRate {
+                bytes_per_second: s.body_min_rate,
+                window: s.body_rate_window,
+            },
+            max_connections: s.max_connections.min(fits),
+            max_connections_per_address: s.max_connections_per_address,
+            proxy_protocol: s.proxy_protocol,
+            // Checked in `validate`.
+            trusted_proxies: s.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
+        }
+    }
+}
+
+impl TryFrom<&config::S3Config> for storage::s3::S3Options {
+    type Error = anyhow::Error;
+    fn try_from(c: &config::S3Config) -> anyhow::Result<Self> {
+        let secret_access_key = match (&c.secret_access_key, &c.secret_access_key_file) {
+            (Some(secret), _) => Some(secret.0.clone()),
+            (None, Some(file)) => Some(config::read_secret_file(file)?.0),
+            (None, None) => None,
+        };
+        Ok(storage::s3::S3Options {
+            bucket: c.bucket.clone(),
+            endpoint: c.endpoint.clone(),
+            region: c.region.clone(),
+            path_style: c.path_style,
+            access_key_id: c.access_key_id.clone(),
+            secret_access_key,
+            allow_http: c.allow_http,
+            prefix: c.prefix.clone(),
+            part_size: c.part_size,
+            max_retries: c.max_retries,
+            retry_timeout: c.retry_timeout,
+        })
     }
 }

@@ -8,8 +8,8 @@
 
 use super::service::{now_ms, AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
 use super::{password, secrets, ActionSet, Role};
-use crate::domain::{now, Error};
 use crate::metadata::auth::{NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
+use crate::model::{now, Error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -125,7 +125,7 @@ impl AuthService {
 
     pub async fn create_namespace(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
         // A namespace is the first segment of repository names, so it must be one.
-        if name.contains(['.', '_', '/']) || format!("{name}/x").parse::<crate::domain::RepoName>().is_err() {
+        if name.contains(['.', '_', '/']) || format!("{name}/x").parse::<crate::model::RepoName>().is_err() {
             return Err(AccountError::Invalid("namespace must match [a-z0-9]+(-+[a-z0-9]+)*".into()));
         }
         if !self.store().create_namespace(name, public, now()).await? {

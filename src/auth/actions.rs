@@ -1,6 +1,6 @@
 //! Actions and scopes of the Docker token protocol (`repository:<name>:pull,push`).
 
-use crate::domain::RepoName;
+use crate::model::RepoName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

@@ -20,34 +20,10 @@ pub mod service;
 pub use actions::{Action, ActionSet, Scope};
 pub use service::{AuthError, AuthService};
 
-/// A namespace role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Owner,
-    Maintainer,
-    Developer,
-    Reader,
-}
+pub use crate::model::Role;
 
+/// What each role may do is decided here, in `auth`.
 impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Maintainer => "maintainer",
-            Role::Developer => "developer",
-            Role::Reader => "reader",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Role> {
-        Some(match s {
-            "owner" => Role::Owner,
-            "maintainer" => Role::Maintainer,
-            "developer" => Role::Developer,
-            "reader" => Role::Reader,
-            _ => return None,
-        })
-    }
     /// What the role may do on the namespace's repositories.
     pub fn actions(self) -> ActionSet {
         match self {

@@ -1,7 +1,7 @@
 //! The one place that decides what a principal may do on a repository.
 
 use super::{Action, ActionSet, Principal, Role};
-use crate::domain::RepoName;
+use crate::model::RepoName;
 
 /// What the database says about the repository's namespace, for this principal.
 #[derive(Debug, Clone, Default)]

@@ -15,8 +15,8 @@
 
 use std::time::Duration;
 
-use crate::domain::Result;
 use crate::metadata::auth::ThrottleStore;
+use crate::model::Result;
 
 pub struct LoginLimiter {
     free: u32,

@@ -19,8 +19,8 @@ use super::jwt::{Access, Claims, Keys, TokenUse};
 use super::policy::{self, NamespaceFacts};
 use super::ratelimit::LoginLimiter;
 use super::{password, secrets, ActionSet, Principal, Robot, Scope};
-use crate::domain::{now, Error, RepoName};
 use crate::metadata::auth::AuthStore;
+use crate::model::{now, Error, RepoName};
 
 /// Prefix of personal access tokens (`pcp_<id>_<secret>`) and robot secrets.
 pub const TOKEN_PREFIX: &str = "pcp_";
@@ -75,10 +75,7 @@ impl Authenticated {
     }
 }
 
-/// Milliseconds since the Unix epoch: the resolution of `valid_after` stamps.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::model::now_ms;
 
 fn user_principal(u: &crate::metadata::auth::UserRecord, pat: Option<String>) -> Authenticated {
     Authenticated {

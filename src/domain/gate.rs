@@ -22,7 +22,7 @@
 //!   becomes an ordinary upload, as the spec asks.
 //! - HEAD requests tell that a manifest or blob exists and its size, never its bytes.
 
-use super::{now, Digest, Error, Reference, RepoName, Result};
+use super::{now, Blocked, Digest, Error, Reference, RepoName, Result, Target};
 use crate::metadata::scans::{ScanState, Verdict};
 use crate::metadata::{ManifestKind, StoredManifest};
 
@@ -39,42 +39,6 @@ pub enum Reader {
 /// (beyond it, blocked). Pushes are held to `limits.max_index_reach` listings, which reach at
 /// most one manifest more (the index); this catches what was stored before that limit.
 const MAX_CLOSURE: u32 = super::DEFAULT_MAX_INDEX_REACH as u32 + 1;
-
-/// Why the gate refused.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Blocked {
-    /// What was asked for: a manifest or a blob.
-    pub target: Target,
-    /// The worst state among the verdicts that decide.
-    pub state: ScanState,
-    pub summary: Option<String>,
-    /// The manifests whose verdicts block it (for a blob: the images or artifacts that contain it).
-    pub manifests: Vec<Digest>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    Manifest(Digest),
-    Blob(Digest),
-}
-
-impl std::fmt::Display for Blocked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = match self.state {
-            ScanState::Quarantined => "quarantined",
-            ScanState::Error => "blocked: it could not be scanned",
-            _ => "waiting for its security scan",
-        };
-        match &self.target {
-            Target::Manifest(d) => write!(f, "image {d} is {what}")?,
-            Target::Blob(d) => write!(f, "blob {d} is {what}")?,
-        }
-        if let Some(s) = &self.summary {
-            write!(f, ": {s}")?;
-        }
-        Ok(())
-    }
-}
 
 /// What a HEAD request learns of a manifest.
 #[derive(Debug, Clone)]

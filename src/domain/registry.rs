@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Digest, Error, RepoName, Result};
+use super::{Digest, Error, RepoName, Result, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES};
 use crate::metadata::Metadata;
 use crate::storage::{BlobStore, ByteStream, StorageError, UploadId};
 
@@ -23,11 +23,6 @@ pub struct Limits {
     /// Open upload sessions allowed per principal and per repository.
     pub upload_sessions: crate::metadata::SessionCaps,
 }
-
-/// The default of `limits.max_references`.
-pub const DEFAULT_MAX_REFERENCES: usize = 1000;
-/// The default of `limits.max_index_reach` (the gate refuses to decide beyond it, too).
-pub const DEFAULT_MAX_INDEX_REACH: usize = 10_000;
 
 impl Default for Limits {
     fn default() -> Self {

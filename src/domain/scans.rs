@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{now, Digest, RepoName, Result};
+use super::{now, Digest, RepoName, Result, DEFAULT_SCAN_POLL};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState};
 
 /// This process's wake-ups between pushes, its scan worker and the requests waiting for verdicts.
@@ -30,9 +30,6 @@ impl Default for ScanSignals {
         ScanSignals { queued: Notify::new(), verdict: Notify::new(), poll: DEFAULT_SCAN_POLL }
     }
 }
-
-/// The default of `scan.poll`.
-pub const DEFAULT_SCAN_POLL: Duration = Duration::from_secs(1);
 
 impl super::Registry {
     /// Sets how often an idle scan worker and a waiting request look at the database unwoken.

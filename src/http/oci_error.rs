@@ -128,8 +128,8 @@ impl From<Error> for OciError {
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
             }
             Error::Blocked(b) => match b.state {
-                crate::metadata::scans::ScanState::Quarantined => Code::Quarantined,
-                crate::metadata::scans::ScanState::Error => Code::ScanFailed,
+                crate::model::ScanState::Quarantined => Code::Quarantined,
+                crate::model::ScanState::Error => Code::ScanFailed,
                 _ => Code::ScanPending,
             },
             Error::Unavailable(detail) => {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::auth::Role;
-use crate::domain::Result;
+use crate::model::Result;
+use crate::model::Role;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UserRecord {

@@ -3,9 +3,9 @@
 
 use super::scans::{GiveUp, ScanState};
 use super::{ManifestKind, Metadata, NewManifest, PutManifestRefused, SessionCap, SessionCaps};
-use crate::domain::digest::Algorithm;
-use crate::domain::{Digest, RepoName, Tag};
-use crate::storage::{UploadId, WrittenPart};
+use crate::model::digest::Algorithm;
+use crate::model::{Digest, RepoName, Tag};
+use crate::model::{UploadId, WrittenPart};
 
 fn d(s: &str) -> Digest {
     Digest::of(Algorithm::Sha256, s.as_bytes())

@@ -14,38 +14,10 @@ pub mod sql;
 
 use async_trait::async_trait;
 
-use crate::domain::{Digest, RepoName, Result, Tag};
-use crate::storage::{UploadId, WrittenPart};
+use crate::model::{Digest, RepoName, Result, Tag};
+use crate::model::{UploadId, WrittenPart};
 
-/// What a manifest is to the quarantine gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ManifestKind {
-    /// Something a client would run: scanned with every rule.
-    Image,
-    /// Anything else with blobs (signatures, SBOMs, charts): its blobs are searched for secrets.
-    Artifact,
-    /// A list of manifests: gated by the worst verdict of everything it reaches.
-    Index,
-}
-
-impl ManifestKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ManifestKind::Image => "image",
-            ManifestKind::Artifact => "artifact",
-            ManifestKind::Index => "index",
-        }
-    }
-    pub fn parse(s: &str) -> Option<ManifestKind> {
-        Some(match s {
-            "image" => ManifestKind::Image,
-            "artifact" => ManifestKind::Artifact,
-            "index" => ManifestKind::Index,
-            _ => return None,
-        })
-    }
-}
+pub use crate::model::ManifestKind;
 
 /// A manifest as stored, with its own verdict.
 #[derive(Debug, Clone)]

@@ -117,22 +117,7 @@ fn private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
-/// Runs the hook on `repo@digest`; `Err` is an error outcome (retry, then `error`).
-/// A `uid:gid` the hook runs as.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HookUser {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl std::str::FromStr for HookUser {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (u, g) = s.split_once(':').ok_or("scan.hook_user must be uid:gid (numbers)")?;
-        let num = |v: &str| v.parse::<u32>().map_err(|_| "scan.hook_user must be uid:gid (numbers)".to_owned());
-        Ok(HookUser { uid: num(u)?, gid: num(g)? })
-    }
-}
+pub use crate::model::HookUser;
 
 /// Gives the layout to the hook's user (the registry must be root to do so).
 fn hand_over(dir: &Path, user: HookUser) -> std::io::Result<()> {
@@ -155,6 +140,7 @@ pub struct Hook<'a> {
     pub work_dir: &'a Path,
 }
 
+/// Runs the hook on `repo@digest`; `Err` is an error outcome (retry, then `error`).
 pub async fn run(
     registry: &Registry,
     hook: Hook<'_>,

@@ -9,47 +9,10 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Budgets of one scan (`[scan.limits]` in the configuration).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScanLimits {
-    /// Decompressed bytes of all layers of one image (or blobs of one artifact) together.
-    pub max_decompressed_bytes: u64,
-    /// Tar entries (headers) of all layers of one image together.
-    pub max_entries: u64,
-    /// Longest path or link target, after PAX records and GNU long names are applied.
-    pub max_path_bytes: usize,
-    /// Largest PAX extended header or GNU long name/link record (Go's tar reader allows 1 MiB).
-    pub max_header_bytes: u64,
-    /// Largest file the scanner reads into memory to parse (`/etc/passwd`, package databases).
-    pub max_file_bytes: u64,
-    /// Installed packages listed by an image's package databases.
-    pub max_packages: usize,
-    /// Memory of the sandbox process that decompresses and parses (its address-space limit).
-    pub memory: u64,
-    /// Wall-clock time of one scan's sandbox process (its CPU time is limited to the same).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-impl Default for ScanLimits {
-    fn default() -> Self {
-        ScanLimits {
-            max_decompressed_bytes: 32 << 30,
-            max_entries: 1_000_000,
-            max_path_bytes: 4096,
-            max_header_bytes: 1 << 20,
-            max_file_bytes: 16 << 20,
-            max_packages: 200_000,
-            memory: 1 << 30,
-            timeout: Duration::from_secs(600),
-        }
-    }
-}
+pub use crate::model::ScanLimits;
 
 /// Why a scan could not read what it was given. Every variant fails closed (`error`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -92,28 +55,6 @@ pub fn from_io(e: std::io::Error) -> ScanError {
 
 pub fn to_io(e: ScanError) -> std::io::Error {
     std::io::Error::other(e)
-}
-
-impl ScanLimits {
-    /// Checks the values an operator set: zero would make every scan fail.
-    pub fn validate(&self) -> Result<(), String> {
-        let zero = [
-            ("max_decompressed_bytes", self.max_decompressed_bytes == 0),
-            ("max_entries", self.max_entries == 0),
-            ("max_path_bytes", self.max_path_bytes == 0),
-            ("max_header_bytes", self.max_header_bytes == 0),
-            ("max_file_bytes", self.max_file_bytes == 0),
-            ("max_packages", self.max_packages == 0),
-            ("timeout", self.timeout.is_zero()),
-        ];
-        if let Some((key, _)) = zero.iter().find(|(_, z)| *z) {
-            return Err(format!("scan.limits.{key} must be positive"));
-        }
-        if self.memory < 64 << 20 {
-            return Err("scan.limits.memory must be at least 64 MiB".into());
-        }
-        Ok(())
-    }
 }
 
 /// A count shared by every blob of one scan (bytes decompressed, entries read, packages listed),

@@ -28,47 +28,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-/// The built-in checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    RootUser,
-    SecretInFile,
-    SecretInEnv,
-    /// A secret elsewhere in the image config (labels, history) or in a manifest's annotations.
-    SecretInMetadata,
-    SetuidFile,
-    WorldWritable,
-    ExposedSsh,
-    ImageTooLarge,
-    /// The external hook rejected the image (exit 1).
-    Hook,
-    /// Something the external hook reported (informational unless it rejected the image).
-    HookFinding,
-    /// A known vulnerability at or above the severity threshold.
-    Vulnerability,
-    /// A known vulnerability below the threshold.
-    VulnerabilityLow,
-}
-
-/// What a policy does when a rule fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleAction {
-    Block,
-    Warn,
-    Off,
-}
+pub use crate::model::{Rule, RuleAction, Severity};
+use crate::model::{DEFAULT_MAX_IMAGE_BYTES, DEFAULT_RULES};
 
 /// One thing a check found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,19 +56,7 @@ pub struct Policy {
 impl Default for Policy {
     /// The hardened default: secrets and running as root block; the rest warns.
     fn default() -> Self {
-        let rules = [
-            (Rule::RootUser, RuleAction::Block),
-            (Rule::SecretInFile, RuleAction::Block),
-            (Rule::SecretInEnv, RuleAction::Block),
-            (Rule::SecretInMetadata, RuleAction::Block),
-            (Rule::SetuidFile, RuleAction::Warn),
-            (Rule::WorldWritable, RuleAction::Warn),
-            (Rule::ExposedSsh, RuleAction::Warn),
-            (Rule::ImageTooLarge, RuleAction::Warn),
-            (Rule::Vulnerability, RuleAction::Block),
-            (Rule::VulnerabilityLow, RuleAction::Warn),
-        ];
-        Policy { rules: rules.into_iter().collect(), max_image_bytes: 4 << 30 }
+        Policy { rules: DEFAULT_RULES.iter().copied().collect(), max_image_bytes: DEFAULT_MAX_IMAGE_BYTES }
     }
 }
 

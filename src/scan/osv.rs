@@ -63,13 +63,7 @@ struct Range {
     events: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// An allowlist entry: the id (or alias, such as a CVE) and when the exception ends.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Allow {
-    pub id: String,
-    /// Unix seconds; `None` never expires.
-    pub until: Option<i64>,
-}
+pub use crate::model::Allow;
 
 /// Records indexed by (ecosystem, package name).
 #[derive(Debug, Default)]

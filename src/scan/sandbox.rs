@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::content::{ArtifactScan, ImageScan, ListedLayer, Outcome};
 use super::image_config;
 use super::limits::{from_io, ScanError, ScanLimits};
-use crate::storage::ByteStream;
+use crate::model::ByteStream;
 
 /// The most of a child's report the parent reads (findings and packages of one image).
 const MAX_REPORT: u64 = 64 << 20;

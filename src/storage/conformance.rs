@@ -5,8 +5,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{BlobStore, ByteStream, Commit, StorageError, UploadId};
-use crate::domain::digest::{Algorithm, DigestHasher};
-use crate::domain::Digest;
+use crate::model::digest::{Algorithm, DigestHasher};
+use crate::model::Digest;
 
 fn stream(chunks: &[&[u8]]) -> ByteStream {
     let owned: Vec<_> = chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();

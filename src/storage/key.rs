@@ -1,49 +1,8 @@
 //! The typed keys that name every object the registry stores.
 
-use std::fmt;
-use std::str::FromStr;
-
 use object_store::path::Path;
 
-use crate::domain::Digest;
-
-/// An upload session id: a random UUID, so it is unguessable and safe in a path.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct UploadId(String);
-
-impl UploadId {
-    pub fn new() -> Self {
-        UploadId(uuid::Uuid::new_v4().to_string())
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for UploadId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FromStr for UploadId {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let u = uuid::Uuid::parse_str(s).map_err(|_| ())?;
-        // Only the canonical hyphenated form, so one session has exactly one spelling.
-        if u.to_string() == s {
-            Ok(UploadId(s.to_owned()))
-        } else {
-            Err(())
-        }
-    }
-}
-
-impl fmt::Display for UploadId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::model::{Digest, UploadId};
 
 const UPLOAD_FILE_SUFFIX: &str = ".data";
 
@@ -93,7 +52,7 @@ impl BlobKey<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::digest::Algorithm;
+    use crate::model::digest::Algorithm;
 
     #[test]
     fn keys_round_trip() {

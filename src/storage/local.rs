@@ -11,7 +11,7 @@ use futures::StreamExt;
 use object_store::path::Path;
 
 use super::{ByteStream, StorageError};
-use crate::domain::digest::{Algorithm, DigestHasher};
+use crate::model::digest::{Algorithm, DigestHasher};
 
 fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
     path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
@@ -559,10 +559,10 @@ mod tests {
                     .unwrap();
             assert_eq!(tail_direct, 0, "a chunk under a MiB is written as it came");
             let mut want = [first, second].concat();
-            assert_eq!(hasher.finish(), crate::domain::Digest::of(Algorithm::Sha256, &want));
+            assert_eq!(hasher.finish(), crate::model::Digest::of(Algorithm::Sha256, &want));
             want.extend_from_slice(b"end");
             assert!(std::fs::read(dir.path().join("uploads/x.data")).unwrap() == want, "{direct:?}: bytes differ");
-            assert_eq!(tail.finish(), crate::domain::Digest::of(Algorithm::Sha256, &want));
+            assert_eq!(tail.finish(), crate::model::Digest::of(Algorithm::Sha256, &want));
 
             let supported = open_direct(&dir.path().join("uploads/x.data")).is_some();
             match direct {

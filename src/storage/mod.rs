@@ -27,13 +27,11 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, PutPayload, WriteMultipart};
 
-pub use key::{BlobKey, UploadId};
+pub use crate::model::{ByteStream, UploadId, WrittenPart};
+pub use key::BlobKey;
 
-use crate::domain::digest::{Algorithm, DigestHasher};
-use crate::domain::Digest;
-
-/// A stream of body bytes, as the HTTP layer hands it over.
-pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+use crate::model::digest::{Algorithm, DigestHasher};
+use crate::model::Digest;
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -70,19 +68,6 @@ impl StorageError {
         }
         false
     }
-}
-
-/// A part written to an upload: its object, length and a SHA-256.
-///
-/// On object stores `sha256` is the digest of the part's own bytes. On local disk, where all
-/// chunks go into one file, it is the digest of the upload's bytes from the start to the end of
-/// this part (for the first part, the same thing): the last recorded part then carries the whole
-/// blob's digest, and a chunked upload commits without reading its file again.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WrittenPart {
-    pub part_id: String,
-    pub size: u64,
-    pub sha256: Digest,
 }
 
 /// Outcome of turning an upload's parts into a blob.
@@ -159,10 +144,16 @@ impl BlobStore {
         })
     }
 
-    /// A store in an S3 bucket.
-    pub fn s3(config: &crate::config::S3Config) -> anyhow::Result<Self> {
-        let options = StoreOptions { write_chunk: config.part_size, chunk_min_length: 0 };
-        Ok(BlobStore::new(s3::store(config)?, options))
+    /// A store in an S3 bucket: [`s3::S3Options`], or what converts into them (`&config::S3Config`,
+    /// through the conversion in `lib.rs`).
+    pub fn s3<O>(options: O) -> anyhow::Result<Self>
+    where
+        O: TryInto<s3::S3Options>,
+        anyhow::Error: From<O::Error>,
+    {
+        let s3_options: s3::S3Options = options.try_into()?;
+        let options = StoreOptions { write_chunk: s3_options.part_size, chunk_min_length: 0 };
+        Ok(BlobStore::new(s3::store(&s3_options)?, options))
     }
 
     /// A store over any object store (memory in tests, S3 for scale).

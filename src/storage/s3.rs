@@ -16,10 +16,42 @@ use object_store::aws::AmazonS3Builder;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
-use crate::config::{read_secret_file, S3Config};
+/// What the S3 backend needs; the wiring (`lib.rs`) fills it in from `[storage.s3]`.
+#[derive(Clone)]
+pub struct S3Options {
+    pub bucket: Option<String>,
+    /// The service URL; AWS's own endpoint for the region when unset.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Path-style requests (`endpoint/bucket/key`).
+    pub path_style: bool,
+    pub access_key_id: Option<String>,
+    /// The secret access key, already read from its file if it came from one.
+    pub secret_access_key: Option<String>,
+    /// Allows an `http://` endpoint.
+    pub allow_http: bool,
+    /// Key prefix inside the bucket.
+    pub prefix: Option<String>,
+    /// Size of each multipart part (at least 5 MiB).
+    pub part_size: usize,
+    pub max_retries: usize,
+    pub retry_timeout: Duration,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
 
 /// Builds the client for `config` (validated by `Config::load`).
-pub fn store(config: &S3Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+pub fn store(config: &S3Options) -> anyhow::Result<Arc<dyn ObjectStore>> {
     // Start from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN...),
     // then let the configuration file win.
     let mut builder = AmazonS3Builder::from_env()
@@ -42,13 +74,8 @@ pub fn store(config: &S3Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     if let Some(id) = &config.access_key_id {
         builder = builder.with_access_key_id(id);
     }
-    let secret = match (&config.secret_access_key, &config.secret_access_key_file) {
-        (Some(secret), _) => Some(secret.clone()),
-        (None, Some(file)) => Some(read_secret_file(file)?),
-        (None, None) => None,
-    };
-    if let Some(secret) = secret {
-        builder = builder.with_secret_access_key(secret.0);
+    if let Some(secret) = &config.secret_access_key {
+        builder = builder.with_secret_access_key(secret);
     }
     let s3 = builder.build().map_err(|e| anyhow::anyhow!("S3 configuration: {e}"))?;
     Ok(match config.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {

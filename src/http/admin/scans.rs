@@ -13,7 +13,7 @@ use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller};
 use crate::auth::Action;
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
-use crate::metadata::scans::{ScanRecord, ScanState};
+use crate::model::{ScanRecord, ScanState};
 
 /// The longest a `wait` may hold a request.
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -148,10 +148,10 @@ pub async fn set_policy(
         ),
         Some(_) => return Err(ApiError::invalid("sync_timeout must be a duration string such as 30s")),
     };
-    let rules: std::collections::BTreeMap<crate::scan::Rule, crate::scan::RuleAction> =
+    let rules: std::collections::BTreeMap<crate::model::Rule, crate::model::RuleAction> =
         serde_json::from_value(serde_json::Value::Object(body))
             .map_err(|e| ApiError::invalid(format!("invalid rules: {e}")))?;
-    if rules.keys().any(|r| matches!(r, crate::scan::Rule::Hook | crate::scan::Rule::HookFinding)) {
+    if rules.keys().any(|r| matches!(r, crate::model::Rule::Hook | crate::model::Rule::HookFinding)) {
         return Err(ApiError::invalid("the hook's verdict cannot be overridden"));
     }
     let text = serde_json::to_string(&rules).map_err(anyhow::Error::from)?;

@@ -25,7 +25,7 @@ use crate::auth::jwt::{Access, TokenUse};
 use crate::auth::service::Authenticated;
 use crate::auth::{Action, AuthError, Scope};
 use crate::domain::{Error, Reader, RepoName};
-use crate::metadata::scans::ScanState;
+use crate::model::ScanState;
 
 pub type HandlerResult = Result<Response, OciError>;
 

@@ -5,7 +5,7 @@
 //! parsed: a `%` anywhere is refused, since no valid name, tag, digest or upload id contains one.
 
 use crate::domain::{Digest, Error, Reference, RepoName};
-use crate::storage::UploadId;
+use crate::model::UploadId;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum V2Route {

@@ -8,7 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::{headers, location, HandlerResult, Request};
 use crate::auth::Action;
 use crate::domain::{Digest, Error, Registry, RepoName, UploadState};
-use crate::storage::{ByteStream, UploadId};
+use crate::model::{ByteStream, UploadId};
 
 pub fn body_stream(body: Body) -> ByteStream {
     body.into_data_stream().map_err(std::io::Error::other).boxed()

@@ -5,9 +5,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{db_err, SqlMetadata};
-use crate::auth::Role;
-use crate::domain::{Error, Result};
 use crate::metadata::auth::{AuthStore, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
+use crate::model::Role;
+use crate::model::{Error, Result};
 
 fn user(row: AnyRow) -> UserRecord {
     UserRecord {
@@ -86,7 +86,7 @@ impl AuthStore for SqlMetadata {
                 .bind(password_hash)
                 .bind(admin as i64)
                 .bind(now)
-                .bind(crate::auth::service::now_ms())
+                .bind(crate::model::now_ms())
                 .execute(&self.write)
                 .await;
         inserted(done)
@@ -290,7 +290,7 @@ impl AuthStore for SqlMetadata {
         .bind(&r.repositories)
         .bind(r.expires_at)
         .bind(r.created_at)
-        .bind(crate::auth::service::now_ms())
+        .bind(crate::model::now_ms())
         .bind(&r.namespace)
         .execute(&self.write)
         .await;

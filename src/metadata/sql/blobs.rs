@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
-use crate::domain::{now, Digest, RepoName, Result};
 use crate::metadata::{BlobAccess, BlobIndex, RepositoryStore};
+use crate::model::{now, Digest, RepoName, Result};
 
 /// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
 const ALLOWED: &str =

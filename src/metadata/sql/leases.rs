@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{db_err, SqlMetadata};
-use crate::domain::Result;
 use crate::metadata::LeaseStore;
+use crate::model::Result;
 
 #[async_trait]
 impl LeaseStore for SqlMetadata {

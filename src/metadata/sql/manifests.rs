@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::scans::verdict;
-use super::{db_err, digest, ensure_repo, placeholders, split_page, SqlMetadata, PAGE_SEPARATOR};
-use crate::domain::{now, Digest, RepoName, Result, Tag};
+use super::{
+    db_err, digest, ensure_repo, mark_image_content, placeholders, split_page, verdict, SqlMetadata, PAGE_SEPARATOR,
+    REFERENCE_ROWS,
+};
 use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
+use crate::model::{now, Digest, RepoName, Result, Tag};
 
 /// A manifest with its verdict: `m` the manifest, `s` its scan record (outer-joined).
 const STORED: &str = "SELECT m.digest, m.media_type, m.content, m.kind, s.state, s.summary, s.release_until";
@@ -21,11 +23,6 @@ fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
         verdict: verdict(&row)?,
     })
 }
-
-/// Rows per multi-row insert of references, and digests per `IN (...)` check: statements stay far
-/// below both engines' limit on bound parameters (SQLite 32,766; PostgreSQL 65,535), while a
-/// manifest's checks and references cost one round trip each in all but huge indexes.
-const REFERENCE_ROWS: usize = 500;
 
 /// The first of `digests`, in order, that `table` (`repository_blobs` or `manifests`, both keyed by
 /// repository and digest) does not hold for the repository.
@@ -51,23 +48,6 @@ async fn first_missing(
         }
     }
     Ok(None)
-}
-
-/// Marks `blobs` as image content in the repository (sticky; see migration 0008), inside the
-/// caller's transaction.
-pub(crate) async fn mark_image_content(tx: &mut sqlx::AnyConnection, repo_id: i64, blobs: &[Digest]) -> Result<()> {
-    for batch in blobs.chunks(REFERENCE_ROWS) {
-        let sql = format!(
-            "UPDATE repository_blobs SET in_image = 1 WHERE repository_id = $1 AND in_image = 0 AND digest IN ({})",
-            placeholders(2, batch.len())
-        );
-        let mut update = sqlx::query(&sql).bind(repo_id);
-        for d in batch {
-            update = update.bind(d.as_str());
-        }
-        update.execute(&mut *tx).await.map_err(db_err)?;
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -27,30 +27,14 @@ use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::any::AnyPoolOptions;
+use sqlx::any::AnyRow;
 use sqlx::AnyPool;
 use sqlx::Executor;
+use sqlx::Row;
 
-use crate::domain::{Digest, Error, RepoName, Result};
+use crate::model::{Digest, Error, RepoName, Result, ScanState, Verdict};
 
-/// Which database engine a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Sqlite,
-    Postgres,
-}
-
-impl Engine {
-    /// The engine of a `sqlite:` or `postgres://` (`postgresql://`) URL.
-    pub fn of_url(url: &str) -> Option<Engine> {
-        if url.starts_with("sqlite:") {
-            Some(Engine::Sqlite)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Engine::Postgres)
-        } else {
-            None
-        }
-    }
-}
+pub use crate::model::Engine;
 
 pub struct SqlMetadata {
     read: AnyPool,
@@ -321,7 +305,7 @@ pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -
     }
     sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
         .bind(repo.as_str())
-        .bind(crate::domain::now())
+        .bind(crate::model::now())
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -331,6 +315,41 @@ pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -
 /// `$from, $from+1, ...`: `count` numbered placeholders for an `IN (...)` list or a `VALUES` row.
 pub(crate) fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
+// Row helpers shared by `manifests` and `scans` (here, so neither imports the other).
+
+/// Rows per multi-row insert of references, and digests per `IN (...)` check: statements stay far
+/// below both engines' limit on bound parameters (SQLite 32,766; PostgreSQL 65,535), while a
+/// manifest's checks and references cost one round trip each in all but huge indexes.
+pub(crate) const REFERENCE_ROWS: usize = 500;
+
+/// The verdict columns `state`, `summary` and `release_until` of a row, if it has a scan record.
+pub(crate) fn verdict(row: &AnyRow) -> Result<Option<Verdict>> {
+    let state: Option<String> = row.get("state");
+    let Some(state) = state else { return Ok(None) };
+    Ok(Some(Verdict {
+        state: ScanState::parse(&state).ok_or_else(|| Error::Internal(format!("bad scan state {state}")))?,
+        summary: row.get("summary"),
+        release_until: row.get("release_until"),
+    }))
+}
+
+/// Marks `blobs` as image content in the repository (sticky; see migration 0008), inside the
+/// caller's transaction.
+pub(crate) async fn mark_image_content(tx: &mut sqlx::AnyConnection, repo_id: i64, blobs: &[Digest]) -> Result<()> {
+    for batch in blobs.chunks(REFERENCE_ROWS) {
+        let sql = format!(
+            "UPDATE repository_blobs SET in_image = 1 WHERE repository_id = $1 AND in_image = 0 AND digest IN ({})",
+            placeholders(2, batch.len())
+        );
+        let mut update = sqlx::query(&sql).bind(repo_id);
+        for d in batch {
+            update = update.bind(d.as_str());
+        }
+        update.execute(&mut *tx).await.map_err(db_err)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::manifests::mark_image_content;
-use super::{db_err, digest, repo_name, SqlMetadata};
-use crate::domain::{Digest, Error, RepoName, Result};
+use super::{db_err, digest, mark_image_content, repo_name, verdict, SqlMetadata};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState, ScanStore, Verdict};
 use crate::metadata::ManifestKind;
+use crate::model::{Digest, Error, RepoName, Result};
 
 const RECORD: &str = "SELECT r.name, s.* FROM scans s JOIN repositories r ON r.id = s.repository_id";
 
@@ -56,17 +55,6 @@ fn give_up_sql() -> String {
          WHERE {} AND scans.attempts >= $3",
         due("scans")
     )
-}
-
-/// The verdict columns `state`, `summary` and `release_until` of a row, if it has a scan record.
-pub(crate) fn verdict(row: &AnyRow) -> Result<Option<Verdict>> {
-    let state: Option<String> = row.get("state");
-    let Some(state) = state else { return Ok(None) };
-    Ok(Some(Verdict {
-        state: ScanState::parse(&state).ok_or_else(|| Error::Internal(format!("bad scan state {state}")))?,
-        summary: row.get("summary"),
-        release_until: row.get("release_until"),
-    }))
 }
 
 fn record(row: AnyRow) -> Result<ScanRecord> {

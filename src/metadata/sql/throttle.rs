@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db_err, SqlMetadata};
-use crate::domain::Result;
 use crate::metadata::auth::ThrottleStore;
+use crate::model::Result;
 
 #[async_trait]
 impl ThrottleStore for SqlMetadata {

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use sqlx::{Connection, Row};
 
 use super::{blobs::link, db_err, digest, repo_name, SqlMetadata};
-use crate::domain::{Digest, Error, RepoName, Result};
 use crate::metadata::{SessionCap, SessionCaps, Upload, UploadStore};
-use crate::storage::{UploadId, WrittenPart};
+use crate::model::{Digest, Error, RepoName, Result};
+use crate::model::{UploadId, WrittenPart};
 
 #[async_trait]
 impl UploadStore for SqlMetadata {

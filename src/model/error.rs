@@ -1,9 +1,9 @@
-//! The domain's error type.
+//! The registry's error type, shared by every layer, and the gate's refusal it can carry.
 //!
 //! Rule: each variant says what went wrong in registry terms; the HTTP layer maps variants to OCI
 //! codes and statuses in one table (`http::oci_error`). `Internal` carries detail for the log only.
 
-use super::Digest;
+use super::{Digest, ScanState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,7 +46,7 @@ pub enum Error {
     TooManyUploads(String),
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
-    Blocked(Box<super::Blocked>),
+    Blocked(Box<Blocked>),
     /// A backend is temporarily unable to serve (throttling, connection loss).
     #[error("service unavailable")]
     Unavailable(String),
@@ -62,3 +62,39 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why the gate refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked {
+    /// What was asked for: a manifest or a blob.
+    pub target: Target,
+    /// The worst state among the verdicts that decide.
+    pub state: ScanState,
+    pub summary: Option<String>,
+    /// The manifests whose verdicts block it (for a blob: the images or artifacts that contain it).
+    pub manifests: Vec<Digest>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Manifest(Digest),
+    Blob(Digest),
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.state {
+            ScanState::Quarantined => "quarantined",
+            ScanState::Error => "blocked: it could not be scanned",
+            _ => "waiting for its security scan",
+        };
+        match &self.target {
+            Target::Manifest(d) => write!(f, "image {d} is {what}")?,
+            Target::Blob(d) => write!(f, "blob {d} is {what}")?,
+        }
+        if let Some(s) = &self.summary {
+            write!(f, ": {s}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! Defaults of limits that the configuration and the layers below it share.
+
+use std::time::Duration;
+
+/// The default of `limits.max_references`.
+pub const DEFAULT_MAX_REFERENCES: usize = 1000;
+/// The default of `limits.max_index_reach` (the gate refuses to decide beyond it, too).
+pub const DEFAULT_MAX_INDEX_REACH: usize = 10_000;
+
+/// The default of `scan.poll`.
+pub const DEFAULT_SCAN_POLL: Duration = Duration::from_secs(1);

@@ -1,0 +1,32 @@
+//! The shared vocabulary: digests, names, references, upload ids, scan states and verdicts,
+//! roles, the error type, the clock, the scan policy's words and the default limits.
+//!
+//! Rule: `model` imports nothing of this crate; every other module may import it. A type goes here
+//! when two layers need it and neither owns it; behaviour that needs a service stays with the
+//! service (`auth` decides what a [`Role`] may do).
+
+pub mod clock;
+pub mod digest;
+pub mod engine;
+pub mod error;
+pub mod limits;
+pub mod names;
+pub mod net;
+pub mod policy;
+pub mod role;
+pub mod scan_state;
+pub mod upload;
+
+pub use clock::{now, now_ms};
+pub use digest::{Algorithm, Digest, DigestHasher};
+pub use engine::Engine;
+pub use error::{Blocked, Error, Result, Target};
+pub use limits::{DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};
+pub use names::{Reference, RepoName, Tag};
+pub use net::Cidr;
+pub use policy::{
+    default_action, Allow, HookUser, Rule, RuleAction, ScanLimits, Severity, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_RULES,
+};
+pub use role::Role;
+pub use scan_state::{ManifestKind, ScanRecord, ScanState, Verdict};
+pub use upload::{ByteStream, UploadId, WrittenPart};
