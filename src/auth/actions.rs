@@ -1,5 +1,7 @@
 //! Actions and scopes of the Docker token protocol (`repository:<name>:pull,push`).
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::RepoName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +78,50 @@ impl ActionSet {
     }
 }
 
-/// A requested or granted scope.
-#[derive(Debug, Clone, PartialEq)]
+/// A requested or granted scope; also a token's `access` claim, typed when the token is read
+/// (`{"type": "repository", "name": "team/app", "actions": ["pull"]}`, or `registry`/`catalog`):
+/// a claim of any other shape makes the token invalid, so nothing downstream compares strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawAccess", into = "RawAccess")]
 pub enum Scope {
     Repository(RepoName, ActionSet),
     Catalog,
+}
+
+/// The wire form of one `access` entry (the Docker token specification's).
+#[derive(Serialize, Deserialize)]
+struct RawAccess {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    actions: Vec<String>,
+}
+
+impl TryFrom<RawAccess> for Scope {
+    type Error = String;
+    fn try_from(raw: RawAccess) -> Result<Scope, String> {
+        match (raw.kind.as_str(), raw.name.as_str()) {
+            ("repository", name) => {
+                let repo = name.parse().map_err(|_| "an access claim names an invalid repository".to_owned())?;
+                Ok(Scope::Repository(repo, ActionSet::parse_list(&raw.actions.join(","))))
+            }
+            ("registry", "catalog") => Ok(Scope::Catalog),
+            _ => Err("an access claim of an unknown type".to_owned()),
+        }
+    }
+}
+
+impl From<Scope> for RawAccess {
+    fn from(scope: Scope) -> RawAccess {
+        match scope {
+            Scope::Repository(repo, actions) => RawAccess {
+                kind: "repository".into(),
+                name: repo.to_string(),
+                actions: actions.names().into_iter().map(str::to_owned).collect(),
+            },
+            Scope::Catalog => RawAccess { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] },
+        }
+    }
 }
 
 impl Scope {
@@ -115,5 +156,26 @@ mod tests {
         assert_eq!(Scope::parse("repository:team-a/../b:pull"), None);
         assert_eq!(Scope::parse("repository:x:*").unwrap().to_challenge(), "repository:x:pull,push,delete");
         assert_eq!(ActionSet::parse_list("pull,bogus"), ActionSet::of(&[Action::Pull]));
+    }
+
+    #[test]
+    fn access_claims_are_typed_on_the_way_in() {
+        let claim: Scope =
+            serde_json::from_str(r#"{"type":"repository","name":"team/app","actions":["pull","push"]}"#).unwrap();
+        assert_eq!(claim, Scope::parse("repository:team/app:pull,push").unwrap());
+        assert_eq!(
+            serde_json::to_value(&claim).unwrap(),
+            serde_json::json!({"type": "repository", "name": "team/app", "actions": ["pull", "push"]})
+        );
+        let catalog: Scope = serde_json::from_str(r#"{"type":"registry","name":"catalog","actions":["*"]}"#).unwrap();
+        assert_eq!(catalog, Scope::Catalog);
+        for bad in [
+            r#"{"type":"repository","name":"team/../x","actions":["pull"]}"#,
+            r#"{"type":"registry","name":"everything","actions":["*"]}"#,
+            r#"{"type":"admin","name":"","actions":["*"]}"#,
+            r#"{"type":"repository","name":"team/app"}"#,
+        ] {
+            assert!(serde_json::from_str::<Scope>(bad).is_err(), "{bad}");
+        }
     }
 }

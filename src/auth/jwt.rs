@@ -13,14 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// One `access` entry: `{"type": "repository", "name": "team/app", "actions": ["pull"]}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Access {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub name: String,
-    pub actions: Vec<String>,
-}
+use super::Scope;
 
 /// Whether a token is for requests or for getting new tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +33,7 @@ pub struct Claims {
     pub iat: i64,
     pub jti: String,
     #[serde(default)]
-    pub access: Vec<Access>,
+    pub access: Vec<Scope>,
     /// The personal access token this was issued for, so its revocation revokes this too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pat: Option<String>,

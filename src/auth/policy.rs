@@ -1,7 +1,84 @@
-//! The one place that decides what a principal may do on a repository.
+//! The one place that decides what a principal may do.
+//!
+//! Rule: every right is decided by [`decide`] (through `AuthService::authorize`, which gathers
+//! the facts it needs): each `/v2` route from the token's typed `access` claims, the catalog
+//! filter and scan reports from the account's roles as they are now, the admin API (an
+//! administrator, or a namespace's owner) and the quarantine gate's bypass. Tokens are issued
+//! from [`allowed`], the same table. No handler compares a role, an admin flag or a claim.
+//!
+//! Invariant: deny by default. Only the arms of `decide` grant; a need it does not grant is
+//! refused with a [`Deny`] that names what was missing.
 
-use super::{Action, ActionSet, Principal, Role};
+use std::fmt;
+
+use super::{Action, ActionSet, Principal, Role, Scope};
 use crate::model::RepoName;
+
+/// A right a request needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Need<'a> {
+    /// Any valid token: the `/v2/` base endpoint.
+    Token,
+    /// What a `/v2` route needs, granted by the token's `access` claims.
+    Scope(&'a Scope),
+    /// Actions on a repository, from the account's roles now (the catalog filter, scan reports).
+    Repository(&'a RepoName, ActionSet),
+    /// An administrator: accounts, namespaces, scan lists, releases and rejections.
+    Admin,
+    /// An owner of the namespace (or an administrator): its members, robots and scan policy.
+    Owner(&'a str),
+    /// Reading past the quarantine gate (every such read is audited).
+    GateBypass,
+}
+
+/// A refusal, naming what was needed (never a secret, and only names the caller asked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub needed: String,
+}
+
+impl fmt::Display for Deny {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} denied", self.needed)
+    }
+}
+
+impl Need<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Need::Token => "access".to_owned(),
+            Need::Scope(Scope::Repository(repo, actions)) => format!("{} access to {repo}", actions.names().join(",")),
+            Need::Repository(repo, actions) => format!("{} access to {repo}", actions.names().join(",")),
+            Need::Scope(Scope::Catalog) => "listing the catalog".to_owned(),
+            Need::Admin => "this administrator action".to_owned(),
+            Need::Owner(ns) => format!("managing namespace {ns} (owner role needed)"),
+            Need::GateBypass => "reading quarantined content".to_owned(),
+        }
+    }
+}
+
+/// Whether `principal`, holding the token claims `claims`, has `need`. `facts` are those of the
+/// namespace the need names (for [`Need::Repository`] and [`Need::Owner`]; default otherwise).
+pub fn decide(principal: &Principal, claims: &[Scope], need: &Need<'_>, facts: &NamespaceFacts) -> Result<(), Deny> {
+    let granted = match need {
+        Need::Token => true,
+        Need::Scope(Scope::Repository(repo, wanted)) => wanted.names().iter().all(|name| {
+            claims.iter().any(|c| match c {
+                Scope::Repository(r, held) => r == repo && Action::parse(name).is_some_and(|a| held.contains(a)),
+                Scope::Catalog => false,
+            })
+        }),
+        Need::Scope(Scope::Catalog) => claims.contains(&Scope::Catalog),
+        Need::Repository(repo, wanted) => allowed(principal, repo, facts).contains_all(*wanted),
+        Need::Admin | Need::GateBypass => principal.is_admin(),
+        Need::Owner(_) => principal.is_admin() || facts.role == Some(Role::Owner),
+    };
+    if granted {
+        Ok(())
+    } else {
+        Err(Deny { needed: need.describe() })
+    }
+}
 
 /// What the database says about the repository's namespace, for this principal.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +151,44 @@ mod tests {
         assert_eq!(allowed(&user, &repo("team/app"), &dev), ActionSet::of(&[Action::Pull, Action::Push]));
         let admin = Principal::User { name: "a".into(), admin: true };
         assert_eq!(allowed(&admin, &repo("any/thing"), &none), ActionSet::ALL);
+    }
+
+    #[test]
+    fn one_decision_denies_what_it_does_not_grant() {
+        let none = NamespaceFacts::default();
+        let user = Principal::User { name: "u".into(), admin: false };
+        let admin = Principal::User { name: "a".into(), admin: true };
+        let pull = Scope::parse("repository:team/app:pull").unwrap();
+        let push = Scope::parse("repository:team/app:push").unwrap();
+        let pull_push = Scope::parse("repository:team/app:pull,push").unwrap();
+        let other = Scope::parse("repository:team/other:pull").unwrap();
+        // Claims grant exactly what they list, for the repository they name; admins get no more
+        // from a token than it carries.
+        assert!(decide(&user, std::slice::from_ref(&pull), &Need::Scope(&pull), &none).is_ok());
+        assert!(decide(&user, std::slice::from_ref(&pull), &Need::Scope(&push), &none).is_err());
+        assert!(decide(&user, std::slice::from_ref(&pull), &Need::Scope(&pull_push), &none).is_err());
+        assert!(decide(&user, &[pull.clone(), push.clone()], &Need::Scope(&pull_push), &none).is_ok());
+        assert!(decide(&user, std::slice::from_ref(&pull), &Need::Scope(&other), &none).is_err());
+        assert!(decide(&admin, &[], &Need::Scope(&pull), &none).is_err());
+        assert!(decide(&user, std::slice::from_ref(&pull), &Need::Scope(&Scope::Catalog), &none).is_err());
+        assert!(decide(&user, &[Scope::Catalog], &Need::Scope(&Scope::Catalog), &none).is_ok());
+        // Admin-only needs, and the gate bypass.
+        for need in [Need::Admin, Need::GateBypass, Need::Owner("team")] {
+            assert!(decide(&admin, &[], &need, &none).is_ok());
+            let refused = decide(&user, &[pull.clone(), Scope::Catalog], &need, &none).unwrap_err();
+            assert!(refused.to_string().ends_with("denied"), "{refused}");
+        }
+        let owner = NamespaceFacts { public: false, role: Some(Role::Owner) };
+        assert!(decide(&user, &[], &Need::Owner("team"), &owner).is_ok());
+        let maintainer = NamespaceFacts { public: false, role: Some(Role::Maintainer) };
+        assert!(decide(&user, &[], &Need::Owner("team"), &maintainer).is_err());
+        // Roles now, for the catalog filter and reports.
+        let repo = repo("team/app");
+        let reader = NamespaceFacts { public: false, role: Some(Role::Reader) };
+        assert!(decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Pull])), &reader).is_ok());
+        let refused = decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Push])), &reader);
+        assert_eq!(refused.unwrap_err().to_string(), "push access to team/app denied");
+        assert!(decide(&Principal::Anonymous, &[], &Need::Token, &none).is_ok());
     }
 
     #[test]

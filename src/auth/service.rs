@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::jwt::{Access, Claims, Keys, TokenUse};
-use super::policy::{self, NamespaceFacts};
+use super::jwt::{Claims, Keys, TokenUse};
+use super::policy::{self, Deny, NamespaceFacts, Need};
 use super::ratelimit::LoginLimiter;
 use super::{password, secrets, ActionSet, Principal, Robot, Scope};
 use crate::metadata::auth::AuthStore;
@@ -259,7 +259,29 @@ impl AuthService {
         Ok(NamespaceFacts { public: ns.is_some_and(|n| n.public), role })
     }
 
-    /// What `principal` may do on `repo` (the one decision, in [`policy::allowed`]).
+    /// Whether `who`, holding the token claims `claims` (none for the admin API, which takes
+    /// passwords), has `need`: the facts it depends on are read here, the decision is
+    /// [`policy::decide`]'s. `Ok(Err(_))` is a refusal; `Err(_)` a database failure.
+    pub async fn authorize(
+        &self,
+        who: &Authenticated,
+        claims: &[Scope],
+        need: Need<'_>,
+    ) -> Result<Result<(), Deny>, Error> {
+        let facts = match &need {
+            Need::Repository(repo, _) if !who.principal.is_admin() => self.facts(&who.principal, repo).await?,
+            Need::Owner(ns) if !who.principal.is_admin() => match &who.principal {
+                Principal::User { name, .. } => {
+                    NamespaceFacts { public: false, role: self.store.role(ns, name).await? }
+                }
+                _ => NamespaceFacts::default(),
+            },
+            _ => NamespaceFacts::default(),
+        };
+        Ok(policy::decide(&who.principal, claims, &need, &facts))
+    }
+
+    /// What `principal` may do on `repo` (the table of [`policy::allowed`]).
     pub async fn allowed(&self, principal: &Principal, repo: &RepoName) -> Result<ActionSet, Error> {
         if principal.is_admin() {
             return Ok(ActionSet::ALL);
@@ -268,31 +290,25 @@ impl AuthService {
     }
 
     /// The intersection of what was asked and what is allowed; never fails for missing rights.
-    pub async fn grant(&self, who: &Authenticated, scopes: &[Scope]) -> Result<Vec<Access>, Error> {
+    pub async fn grant(&self, who: &Authenticated, scopes: &[Scope]) -> Result<Vec<Scope>, Error> {
         let mut access = Vec::new();
         for scope in scopes {
             match scope {
                 Scope::Repository(repo, wanted) => {
                     let granted = wanted.intersect(self.allowed(&who.principal, repo).await?);
                     if !granted.is_empty() {
-                        access.push(Access {
-                            kind: "repository".into(),
-                            name: repo.to_string(),
-                            actions: granted.names().into_iter().map(str::to_owned).collect(),
-                        });
+                        access.push(Scope::Repository(repo.clone(), granted));
                     }
                 }
                 // Any account may list; the listing shows only what it may pull.
-                Scope::Catalog if who.principal != Principal::Anonymous => {
-                    access.push(Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] });
-                }
+                Scope::Catalog if who.principal != Principal::Anonymous => access.push(Scope::Catalog),
                 Scope::Catalog => {}
             }
         }
         Ok(access)
     }
 
-    pub fn issue(&self, who: &Authenticated, access: Vec<Access>, token_use: TokenUse) -> Result<Issued, Error> {
+    pub fn issue(&self, who: &Authenticated, access: Vec<Scope>, token_use: TokenUse) -> Result<Issued, Error> {
         let lifetime = match token_use {
             TokenUse::Access => self.settings.access_lifetime,
             TokenUse::Refresh => self.settings.refresh_lifetime,
@@ -321,7 +337,7 @@ impl AuthService {
 
     /// Verifies a token and re-checks that its principal may still act: the same account (by id),
     /// enabled, and the token younger than the account's stamp.
-    pub async fn verify(&self, token: &str, token_use: TokenUse) -> Result<(Authenticated, Vec<Access>), AuthError> {
+    pub async fn verify(&self, token: &str, token_use: TokenUse) -> Result<(Authenticated, Vec<Scope>), AuthError> {
         let claims = self
             .keys
             .verify(token, &self.settings.issuer, &self.settings.service, token_use)

@@ -1,6 +1,6 @@
 //! The admin API under `/api/v1`: JSON in and out, one error shape
-//! (`{"error": {"code", "message"}}`). Who may do what is checked by [`require_admin`] and
-//! [`require_owner`].
+//! (`{"error": {"code", "message"}}`). Who may do what is decided by `auth::policy::decide`, through
+//! [`require_admin`] and [`require_owner`].
 //!
 //! Rules:
 //! - It takes only credentials meant for it: HTTP Basic with a password, a personal access token or
@@ -25,8 +25,9 @@ use serde_json::json;
 use super::credentials::{self, ClientAddr};
 use super::AppState;
 use crate::auth::accounts::AccountError;
+use crate::auth::policy::{self, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
-use crate::auth::{AuthError, Principal, Role};
+use crate::auth::{AuthError, Principal};
 use crate::domain::Error;
 
 pub fn router() -> Router<AppState> {
@@ -170,25 +171,14 @@ pub fn audit(who: &Authenticated, action: &str, object: &str) {
     tracing::info!(target: "audit", actor = who.principal.subject(), action, object, "admin change");
 }
 
+/// Administrators ([`policy::decide`] with [`Need::Admin`]).
 pub fn require_admin(who: &Authenticated) -> Result<(), ApiError> {
-    if who.principal.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden())
-    }
+    policy::decide(&who.principal, &[], &Need::Admin, &NamespaceFacts::default()).map_err(|_| ApiError::forbidden())
 }
 
 /// Admins, and owners of the namespace.
 pub async fn require_owner(state: &AppState, who: &Authenticated, ns: &str) -> Result<(), ApiError> {
-    if who.principal.is_admin() {
-        return Ok(());
-    }
-    if let Principal::User { name, .. } = &who.principal {
-        if state.auth.role_of(ns, name).await? == Some(Role::Owner) {
-            return Ok(());
-        }
-    }
-    Err(ApiError::forbidden())
+    state.auth.authorize(who, &[], Need::Owner(ns)).await?.map_err(|_| ApiError::forbidden())
 }
 
 /// `limit` and `after` query parameters.

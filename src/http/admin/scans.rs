@@ -10,7 +10,8 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller};
-use crate::auth::Action;
+use crate::auth::policy::Need;
+use crate::auth::{Action, ActionSet};
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
 use crate::model::{ScanRecord, ScanState};
@@ -66,7 +67,8 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
         return json(StatusCode::OK, j!({"items": items, "next": null}));
     };
     let (repo, digest) = target(repository, digest)?;
-    if !state.auth.allowed(&who.principal, &repo).await?.contains(Action::Pull) {
+    let need = Need::Repository(&repo, ActionSet::of(&[Action::Pull]));
+    if state.auth.authorize(&who, &[], need).await?.is_err() {
         return Err(ApiError::not_found("scan"));
     }
     let wait = match q.wait.as_deref() {

@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 use super::{HandlerResult, Request};
-use crate::auth::Action;
+use crate::auth::policy::Need;
+use crate::auth::{Action, ActionSet};
 use crate::domain::manifest::OCI_INDEX;
 use crate::domain::{Digest, Error, Page, Registry, RepoName};
 use crate::http::AppState;
@@ -49,7 +50,8 @@ pub async fn catalog(state: &AppState, req: &Request) -> HandlerResult {
                 Ok(r) => r,
                 Err(_) => continue,
             };
-            if state.auth.allowed(&req.grants.who.principal, &repo).await?.contains(Action::Pull) {
+            let need = Need::Repository(&repo, ActionSet::of(&[Action::Pull]));
+            if state.auth.authorize(&req.grants.who, &[], need).await?.is_ok() {
                 visible.push(name);
                 if visible.len() as u32 == limit {
                     break;

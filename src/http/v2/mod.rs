@@ -21,7 +21,8 @@ use self::access::Needed;
 use self::route::{RouteError, V2Route};
 use super::oci_error::{Code, OciError};
 use super::{credentials, token, AppState};
-use crate::auth::jwt::{Access, TokenUse};
+use crate::auth::jwt::TokenUse;
+use crate::auth::policy::{self, Deny, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
 use crate::auth::{Action, AuthError, Scope};
 use crate::domain::{Error, Reader, RepoName};
@@ -49,39 +50,22 @@ pub struct Request {
     pub grants: Grants,
 }
 
-/// The verified caller and the access its token carries.
+/// The verified caller and the access its token carries (typed claims).
 pub struct Grants {
     pub who: Authenticated,
-    pub access: Vec<Access>,
+    pub access: Vec<Scope>,
 }
 
 impl Grants {
-    /// Whether the token grants `action` on `repo`.
-    pub fn may(&self, repo: &RepoName, action: Action) -> bool {
-        self.access.iter().any(|a| {
-            a.kind == "repository"
-                && a.name == repo.as_str()
-                && a.actions.iter().any(|x| x == action.as_str() || x == "*")
-        })
+    /// The decision ([`policy::decide`]) for a need the token's claims answer alone.
+    pub fn allows(&self, need: &Need<'_>) -> Result<(), Deny> {
+        policy::decide(&self.who.principal, &self.access, need, &NamespaceFacts::default())
     }
-    /// How the quarantine gate treats this caller: admins pass it (and are audited).
+    /// How the quarantine gate treats this caller: those the policy lets bypass it pass (audited).
     pub fn reader(&self) -> Reader {
-        if self.who.principal.is_admin() {
-            Reader::Unrestricted
-        } else {
-            Reader::Ordinary
-        }
-    }
-    fn may_catalog(&self) -> bool {
-        self.access.iter().any(|a| a.kind == "registry" && a.name == "catalog")
-    }
-    fn satisfies(&self, needed: &Needed) -> bool {
-        match needed {
-            Needed::Token => true,
-            Needed::Scope(Scope::Catalog) => self.may_catalog(),
-            Needed::Scope(Scope::Repository(repo, actions)) => {
-                actions.names().iter().all(|a| Action::parse(a).is_some_and(|a| self.may(repo, a)))
-            }
+        match self.allows(&Need::GateBypass) {
+            Ok(()) => Reader::Unrestricted,
+            Err(_) => Reader::Ordinary,
         }
     }
 }
@@ -116,9 +100,13 @@ async fn authorize(
     if let Err(limited) = state.limits.check_principal(grants.who.principal.subject()) {
         return Err(super::guards::too_many("/v2/", limited));
     }
-    if !grants.satisfies(needed) {
+    let need = match needed {
+        Needed::Token => Need::Token,
+        Needed::Scope(s) => Need::Scope(s),
+    };
+    if let Err(deny) = grants.allows(&need) {
         tracing::info!(target: "audit", subject = grants.who.principal.subject(), scope = ?scope, "access denied");
-        let e = OciError::new(Code::Denied, "requested access to the resource is denied");
+        let e = OciError::new(Code::Denied, format!("{deny}: the token does not grant it"));
         return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("insufficient_scope"))).into_response());
     }
     Ok(grants)

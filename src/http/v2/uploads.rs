@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{headers, location, HandlerResult, Request};
-use crate::auth::Action;
+use crate::auth::policy::Need;
+use crate::auth::{Action, ActionSet, Scope};
 use crate::domain::{Digest, Error, Registry, RepoName, UploadState};
 use crate::model::{ByteStream, UploadId};
 
@@ -49,7 +50,10 @@ pub async fn start(registry: &Registry, repo: &RepoName, req: &Request, body: Bo
         if let Some(from) = req.query.get("from") {
             let from: RepoName = from.parse()?;
             // Mounting reads the source: it needs pull there too, or it quietly becomes an upload.
-            if req.grants.may(&from, Action::Pull) && registry.mount(req.grants.reader(), repo, &digest, &from).await? {
+            let source = Scope::Repository(from.clone(), ActionSet::of(&[Action::Pull]));
+            if req.grants.allows(&Need::Scope(&source)).is_ok()
+                && registry.mount(req.grants.reader(), repo, &digest, &from).await?
+            {
                 return Ok(created(repo, &digest));
             }
         }
