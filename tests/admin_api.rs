@@ -93,6 +93,38 @@ async fn malformed_input_gets_structured_errors() {
     let missing = r.admin_api("GET", "/api/v1/nothing-here", json!(null)).await;
     missing.expect(404, None);
     assert_eq!(missing.json()["error"]["code"], "not_found");
+    // Extractor rejections and unsupported methods answer in the same shape, not in plain text.
+    let admin = common::auth::basic("admin", common::ADMIN_PASSWORD);
+    for (method, uri, status, code) in [
+        ("GET", "/api/v1/users?limit=lots", 400, "invalid_request"),
+        ("GET", "/api/v1/scans?limit=-1", 400, "invalid_request"),
+        ("PUT", "/api/v1/scans", 405, "unsupported"),
+        ("DELETE", "/api/v1/users", 405, "unsupported"),
+    ] {
+        let reply = r.send_raw(method, uri, &[("authorization", &admin)], String::new()).await;
+        reply.expect(status, None);
+        assert_eq!(reply.json()["error"]["code"], code, "{method} {uri}");
+        assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {uri}");
+    }
+    // A domain error answers with the status of the one mapping, never a blanket 500.
+    let release = json!({"repository": "team/app", "digest": format!("sha256:{}", "ab".repeat(32)), "reason": "r"});
+    let reply = r.admin_api("POST", "/api/v1/scans/release", release).await;
+    assert!(reply.status.as_u16() == 404, "{}: {:?}", reply.status, reply.json());
+    assert_eq!(reply.json()["error"]["code"], "not_found");
+
+    // /token: one shape, the registry envelope with OAuth2's fields.
+    for (method, uri, body, status, code, oauth) in [
+        ("POST", "/token", "grant_type=client_credentials", 400, "INVALID_REQUEST", "invalid_request"),
+        ("POST", "/token", "grant_type=password&username=admin&password=wrong", 401, "UNAUTHORIZED", "invalid_grant"),
+        ("GET", "/token?service=elsewhere", "", 400, "INVALID_REQUEST", "invalid_request"),
+    ] {
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        let reply = r.send_raw(method, uri, &headers, body.to_owned()).await;
+        reply.expect(status, None);
+        let v = reply.json();
+        assert_eq!((v["errors"][0]["code"].as_str(), v["error"].as_str()), (Some(code), Some(oauth)), "{uri} {body}");
+        assert_eq!(v["errors"][0]["message"], v["error_description"]);
+    }
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ pub enum Code {
     TooLarge,
     /// No endpoint has this path.
     NotFound,
+    /// A malformed request outside `/v2` (the `/token` form or query).
+    RequestInvalid,
     // The quarantine gate (Portcullis): the code names the scan state.
     Quarantined,
     ScanPending,
@@ -73,6 +75,7 @@ impl Code {
             Code::Unknown => ("UNKNOWN", S::INTERNAL_SERVER_ERROR, "unknown error"),
             Code::TooLarge => ("SIZE_INVALID", S::PAYLOAD_TOO_LARGE, "content is larger than the registry accepts"),
             Code::NotFound => ("NOT_FOUND", S::NOT_FOUND, "no such endpoint"),
+            Code::RequestInvalid => ("INVALID_REQUEST", S::BAD_REQUEST, "the request is invalid"),
             Code::Quarantined => ("QUARANTINED", S::FORBIDDEN, "the image is quarantined"),
             Code::ScanPending => ("SCAN_PENDING", S::FORBIDDEN, "the image has not been scanned yet"),
             Code::ScanFailed => ("SCAN_FAILED", S::FORBIDDEN, "the image could not be scanned"),

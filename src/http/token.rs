@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -38,26 +38,46 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     axum::Json(state.auth.jwks()).into_response()
 }
 
+/// Every `/token` refusal has one shape: the registry's error envelope (`errors`, which docker
+/// and the other registry clients read) together with OAuth2's `error` and `error_description`
+/// (RFC 6749, section 5.2, which OAuth2 clients of `POST /token` read). Statuses and codes come
+/// from the one table in `oci_error`.
+pub fn token_error(e: OciError) -> Response {
+    let (code, status, _) = e.code.spec();
+    let oauth = match e.code {
+        Code::Unauthorized => "invalid_grant",
+        Code::Unknown | Code::Unavailable | Code::TooManyRequests => "temporarily_unavailable",
+        _ => "invalid_request",
+    };
+    let body = json!({
+        "errors": [{"code": code, "message": e.message, "detail": null}],
+        "error": oauth,
+        "error_description": e.message,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    for (name, value) in e.headers {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
 /// Maps a login failure to its answer.
 async fn refused(e: AuthError) -> Response {
-    match e {
+    token_error(match e {
         AuthError::BadCredentials | AuthError::InvalidToken(_) => {
             tokio::time::sleep(FAILURE_DELAY).await;
-            OciError::new(Code::Unauthorized, "invalid username or password").into_response()
+            OciError::new(Code::Unauthorized, "invalid username or password")
         }
         AuthError::Throttled(wait) => OciError::new(Code::TooManyRequests, "too many failed logins; try again later")
-            .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)))
-            .into_response(),
+            .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
         AuthError::Busy => OciError::new(Code::Unavailable, "too many logins are being checked at once; retry shortly")
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-            .into_response(),
-        AuthError::Internal(e) => OciError::from(e).into_response(),
-    }
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+        AuthError::Internal(e) => OciError::from(e),
+    })
 }
 
 fn bad_request(message: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request", "error_description": message})))
-        .into_response()
+    token_error(OciError::new(Code::RequestInvalid, message))
 }
 
 /// Issues an access token for `scopes`, and a refresh token when asked.
@@ -78,7 +98,7 @@ async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refres
     .await;
     let (token, refresh) = match issued {
         Ok(t) => t,
-        Err(e) => return OciError::from(e).into_response(),
+        Err(e) => return token_error(OciError::from(e)),
     };
     let issued_at = time::OffsetDateTime::from_unix_timestamp(token.issued_at)
         .ok()

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::credentials::{self, ClientAddr};
+use super::oci_error::OciError;
 use super::AppState;
 use crate::auth::accounts::AccountError;
 use crate::auth::policy::{self, NamespaceFacts, Need};
@@ -49,19 +50,27 @@ pub fn router() -> Router<AppState> {
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "unsupported",
+                "this method is not supported on this endpoint",
+            )
+        })
 }
 
-/// The admin API's one error shape.
+/// The admin API's one error shape: `{"error": {"code", "message"}}`, `code` in snake case.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: std::borrow::Cow<'static, str>,
     message: String,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code: code.into(), message: message.into(), headers: Vec::new() }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -77,10 +86,39 @@ impl ApiError {
     }
 }
 
+/// A domain error answers as it does on `/v2` (the one mapping, in `oci_error`): the same status,
+/// message and headers (a database outage is 503 with `Retry-After`), the code in snake case.
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        tracing::error!(error = ?e, "admin API error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        let oci = OciError::from(e);
+        let (code, status, _) = oci.code.spec();
+        ApiError { status, code: code.to_ascii_lowercase().into(), message: oci.message, headers: oci.headers }
+    }
+}
+
+/// `axum`'s query extractor, answering a malformed query in the API's error shape.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(Query(q.0)),
+            Err(e) => Err(ApiError::invalid(format!("invalid query: {}", e.body_text()))),
+        }
+    }
+}
+
+/// `axum`'s path extractor, answering an undecodable path in the API's error shape.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(e) => Err(ApiError::invalid(format!("invalid path: {}", e.body_text()))),
+        }
     }
 }
 
@@ -106,6 +144,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r =
             (self.status, axum::Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        for (name, value) in self.headers {
+            r.headers_mut().insert(name, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // Not `Basic`: a browser would prompt and cache the credentials for every later request.
             r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Portcullis realm=\"admin\""));
@@ -214,4 +255,21 @@ pub fn future_time(value: &serde_json::Value, field: &str) -> Result<i64, ApiErr
         return Err(ApiError::invalid(format!("{field} must be in the future")));
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_errors_answer_as_the_one_mapping_says() {
+        let outage = ApiError::from(Error::Unavailable("database timed out".into())).into_response();
+        assert_eq!(outage.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(outage.headers().contains_key(header::RETRY_AFTER));
+        let unknown = ApiError::from(Error::ManifestUnknown);
+        assert_eq!((unknown.status, unknown.code.as_ref()), (StatusCode::NOT_FOUND, "manifest_unknown"));
+        let internal = ApiError::from(Error::Internal("secret path /var/lib/x".into()));
+        assert_eq!(internal.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!internal.message.contains("/var/lib"), "{}", internal.message);
+    }
 }

@@ -1,13 +1,13 @@
 //! `/api/v1/namespaces`: create (admins), show, make public (admins), members (admins and owners).
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging};
+use super::{audit, json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging, Path, Query};
 use crate::auth::Role;
 use crate::http::AppState;
 

@@ -2,13 +2,13 @@
 //! owners of the namespace.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, future_time, json, parse, require_owner, ApiResult, Caller};
+use super::{audit, future_time, json, parse, require_owner, ApiResult, Caller, Path};
 use crate::http::AppState;
 
 #[derive(Deserialize)]

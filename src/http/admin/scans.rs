@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller};
+use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller, Query};
 use crate::auth::policy::Need;
 use crate::auth::{Action, ActionSet};
 use crate::domain::{Digest, RepoName};
@@ -115,7 +115,7 @@ pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: By
 pub async fn get_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
-    axum::extract::Path(ns): axum::extract::Path<String>,
+    super::Path(ns): super::Path<String>,
 ) -> ApiResult {
     super::require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -134,7 +134,7 @@ pub async fn get_policy(
 pub async fn set_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
-    axum::extract::Path(ns): axum::extract::Path<String>,
+    super::Path(ns): super::Path<String>,
     body: Bytes,
 ) -> ApiResult {
     require_admin(&who)?;

@@ -2,13 +2,13 @@
 //! password). The token is shown once.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, future_time, json, parse, ApiError, ApiResult, Caller};
+use super::{audit, future_time, json, parse, ApiError, ApiResult, Caller, Path};
 use crate::auth::service::Authenticated;
 use crate::auth::Principal;
 use crate::http::AppState;

@@ -4,12 +4,12 @@
 //! a stolen personal token alone cannot take over the account.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{audit, json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging};
+use super::{audit, json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging, Path, Query};
 use crate::http::AppState;
 
 #[derive(Deserialize)]
