@@ -80,51 +80,10 @@ fn compare(eco: Ecosystem, a: &str, b: &str) -> Ordering {
     }
 }
 
-/// The CVSS v3.x base score of a vector such as `CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H`.
-pub fn cvss3_score(vector: &str) -> Option<f64> {
-    let m: HashMap<&str, &str> = vector.split('/').filter_map(|p| p.split_once(':')).collect();
-    let scope_changed = *m.get("S")? == "C";
-    let av = match *m.get("AV")? {
-        "N" => 0.85,
-        "A" => 0.62,
-        "L" => 0.55,
-        "P" => 0.2,
-        _ => return None,
-    };
-    let ac = match *m.get("AC")? {
-        "L" => 0.77,
-        "H" => 0.44,
-        _ => return None,
-    };
-    let pr = match (*m.get("PR")?, scope_changed) {
-        ("N", _) => 0.85,
-        ("L", false) => 0.62,
-        ("L", true) => 0.68,
-        ("H", false) => 0.27,
-        ("H", true) => 0.5,
-        _ => return None,
-    };
-    let ui = match *m.get("UI")? {
-        "N" => 0.85,
-        "R" => 0.62,
-        _ => return None,
-    };
-    let cia = |k: &str| match m.get(k).copied() {
-        Some("H") => Some(0.56),
-        Some("L") => Some(0.22),
-        Some("N") => Some(0.0),
-        _ => None,
-    };
-    let iss = 1.0 - (1.0 - cia("C")?) * (1.0 - cia("I")?) * (1.0 - cia("A")?);
-    let impact = if scope_changed { 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02f64).powi(15) } else { 6.42 * iss };
-    if impact <= 0.0 {
-        return Some(0.0);
-    }
-    let exploitability = 8.22 * av * ac * pr * ui;
-    let raw =
-        if scope_changed { (1.08 * (impact + exploitability)).min(10.0) } else { (impact + exploitability).min(10.0) };
-    // CVSS "round up" to one decimal.
-    Some((raw * 10.0 - 1e-9).ceil() / 10.0)
+/// The base score of a CVSS v3.0, v3.1 or v4.0 vector (`CVSS:3.1/AV:N/...`, `CVSS:4.0/AV:N/...`),
+/// scored by the RustSec `cvss` crate; `None` for a vector it cannot read.
+pub fn cvss_score(vector: &str) -> Option<f64> {
+    vector.trim().parse::<cvss::Cvss>().ok().map(|v| v.score())
 }
 
 fn label(s: &str) -> Option<Severity> {
@@ -141,8 +100,8 @@ fn severity_of(record: &Record, affected: &Affected) -> Severity {
     let from_cvss = record
         .severity
         .iter()
-        .filter(|s| s.kind.starts_with("CVSS_V3"))
-        .filter_map(|s| cvss3_score(&s.score))
+        .filter(|s| s.kind.starts_with("CVSS_V3") || s.kind.starts_with("CVSS_V4"))
+        .filter_map(|s| cvss_score(&s.score))
         .fold(None, |best: Option<f64>, s| Some(best.map_or(s, |b| b.max(s))))
         .map(|score| match score {
             s if s >= 9.0 => Severity::Critical,
@@ -267,11 +226,15 @@ mod tests {
 
     #[test]
     fn cvss_scores() {
-        assert_eq!(cvss3_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"), Some(9.8));
-        assert_eq!(cvss3_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"), Some(10.0));
-        assert_eq!(cvss3_score("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N"), Some(5.5));
-        assert_eq!(cvss3_score("CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:N/A:N"), Some(3.1));
-        assert_eq!(cvss3_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N"), Some(0.0));
-        assert_eq!(cvss3_score("nonsense"), None);
+        assert_eq!(cvss_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"), Some(9.8));
+        assert_eq!(cvss_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:C/C:H/I:H/A:H"), Some(10.0));
+        assert_eq!(cvss_score("CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N"), Some(5.5));
+        assert_eq!(cvss_score("CVSS:3.1/AV:N/AC:H/PR:N/UI:R/S:U/C:L/I:N/A:N"), Some(3.1));
+        assert_eq!(cvss_score("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N"), Some(0.0));
+        assert_eq!(cvss_score("nonsense"), None);
+        // v4.0 vectors are scored (they used to fall back to a label or Medium).
+        assert_eq!(cvss_score("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"), Some(9.3));
+        assert_eq!(cvss_score("CVSS:4.0/AV:L/AC:H/AT:P/PR:H/UI:A/VC:L/VI:N/VA:N/SC:N/SI:N/SA:N"), Some(1.0));
+        assert_eq!(cvss_score("CVSS:4.0/AV:X"), None);
     }
 }

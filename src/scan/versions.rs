@@ -124,45 +124,15 @@ pub fn apk(a: &str, b: &str) -> Ordering {
         .then_with(|| ra.cmp(&rb))
 }
 
-/// PyPI (PEP 440, without local versions): release, then `.devN < aN < bN < rcN < final < .postN`.
+/// PyPI: PEP 440 as `pep440_rs` reads it (epochs, pre-, post- and dev-releases, local versions,
+/// normalised spellings such as `1.0beta2` = `1.0b2`). A version PEP 440 cannot read (pip does
+/// not install those) compares equal to everything, so it matches only a range that names it.
 pub fn pep440(a: &str, b: &str) -> Ordering {
-    fn parse(v: &str) -> (u64, Vec<u64>, (i32, u64), u64, Option<u64>) {
-        let v = v.trim().to_ascii_lowercase();
-        let v = v.split('+').next().unwrap_or("").trim_start_matches('v').to_owned();
-        let (epoch, rest) = match v.split_once('!') {
-            Some((e, r)) => (e.parse().unwrap_or(0), r.to_owned()),
-            None => (0, v),
-        };
-        let release_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let release: Vec<u64> =
-            rest[..release_end].trim_end_matches('.').split('.').map(|n| n.parse().unwrap_or(0)).collect();
-        let tail = rest[release_end..].replace(['-', '_'], ".");
-        let number_after = |key: &str| -> Option<u64> {
-            let at = tail.find(key)? + key.len();
-            Some(tail[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or(0))
-        };
-        let dev = number_after("dev");
-        let post = number_after("post").unwrap_or(0);
-        let pre = if let Some(n) = number_after("rc").or_else(|| number_after("c")) {
-            (-1, n)
-        } else if let Some(n) = number_after("b") {
-            (-2, n)
-        } else if let Some(n) = number_after("a") {
-            (-3, n)
-        } else if dev.is_some() && post == 0 {
-            (-4, 0) // a bare .devN sorts before any pre-release
-        } else {
-            (0, 0)
-        };
-        (epoch, release, pre, post, dev)
+    use std::str::FromStr;
+    match (pep440_rs::Version::from_str(a.trim()), pep440_rs::Version::from_str(b.trim())) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        _ => Ordering::Equal,
     }
-    let (ea, ra, pa, qa, da) = parse(a);
-    let (eb, rb, pb, qb, db) = parse(b);
-    let release =
-        (0..ra.len().max(rb.len())).map(|i| ra.get(i).unwrap_or(&0).cmp(rb.get(i).unwrap_or(&0))).find(|o| o.is_ne());
-    // A dev release sorts before the same version without it.
-    let dev = |d: Option<u64>| d.map_or(u64::MAX, |n| n);
-    ea.cmp(&eb).then(release.unwrap_or(Ordering::Equal)).then(pa.cmp(&pb)).then(qa.cmp(&qb)).then(dev(da).cmp(&dev(db)))
 }
 
 #[cfg(test)]
@@ -215,6 +185,17 @@ mod tests {
             ("2.0", "10.0", Less),
             ("1!1.0", "2.0", Greater),
             ("2.31.0", "2.32.0", Less),
+            // Spellings PEP 440 normalises, and orderings a hand-written parser got wrong.
+            ("1.0beta2", "1.0b1", Greater),
+            ("1.0beta2", "1.0beta10", Less),
+            ("1.0-1", "1.0", Greater),
+            ("1.0.preview1", "1.0rc2", Less),
+            ("1.0-1", "1.0.post1", Equal),
+            ("1.0.0+cu118", "1.0.0", Greater),
+            ("1.0.0+cu118", "1.0.1", Less),
+            ("1.0.dev1", "1.0a1.dev1", Less),
+            ("1.0a1.post1.dev1", "1.0a1.post1", Less),
+            ("v1.0", "1.0", Equal),
         ] {
             assert_eq!(pep440(a, b), o, "{a} vs {b}");
         }
