@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
 
@@ -46,7 +47,7 @@ pub fn setup(config: &Config) -> anyhow::Result<Tls> {
 
 fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("reading certificate {}", path.display()))?;
-    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing certificate {}", path.display()))?;
     anyhow::ensure!(!chain.is_empty(), "no certificate found in {}", path.display());
@@ -55,9 +56,10 @@ fn load_chain(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
 
 fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("reading private key {}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("parsing private key {}", path.display()))?
-        .with_context(|| format!("no private key found in {}", path.display()))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => anyhow::anyhow!("no private key found in {}", path.display()),
+        e => anyhow::anyhow!("parsing private key {}: {e:?}", path.display()),
+    })
 }
 
 /// Names the development server certificate must cover.

@@ -61,7 +61,7 @@ async fn handshake(
     alpn: &[&[u8]],
 ) -> Result<Option<Vec<u8>>, std::io::Error> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut r.ca_pem.as_slice()) {
+    for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&r.ca_pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -25,7 +25,7 @@ pub fn start(dir: &std::path::Path) -> Server {
 pub fn tls_config(server: &Server) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(server.ca_path()).unwrap();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
