@@ -8,6 +8,7 @@
 //!   the same conformance tests run against each.
 
 pub mod auth;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod scans;
 pub mod sql;

@@ -12,6 +12,7 @@
 //! Backends have no append, so each PATCH of an upload is its own part object; the part's SHA-256 and
 //! size are recorded in metadata, which makes the usual single-part upload commit without a re-read.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod key;
 mod local;
