@@ -69,7 +69,7 @@ pub async fn tls_loopback(tls: Arc<rustls::ServerConfig>, ca_pem: &[u8], bytes: 
     });
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca_pem) {
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
         roots.add(cert.ok()?).ok()?;
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
