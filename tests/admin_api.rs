@@ -117,6 +117,7 @@ async fn malformed_input_gets_structured_errors() {
         ("POST", "/token", "grant_type=client_credentials", 400, "INVALID_REQUEST", "invalid_request"),
         ("POST", "/token", "grant_type=password&username=admin&password=wrong", 401, "UNAUTHORIZED", "invalid_grant"),
         ("GET", "/token?service=elsewhere", "", 400, "INVALID_REQUEST", "invalid_request"),
+        ("PUT", "/token", "", 405, "UNSUPPORTED", "invalid_request"),
     ] {
         let headers = [("content-type", "application/x-www-form-urlencoded")];
         let reply = r.send_raw(method, uri, &headers, body.to_owned()).await;

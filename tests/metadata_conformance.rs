@@ -39,14 +39,13 @@ async fn both_engines_have_the_same_indexes() {
     let path = dir.path().join("meta.db");
     SqlMetadata::open(&path).await.unwrap();
     let sqlite = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let ours: BTreeSet<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'",
-    )
-    .fetch_all(&sqlite)
-    .await
-    .unwrap()
-    .into_iter()
-    .collect();
+    let ours: BTreeSet<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")
+            .fetch_all(&sqlite)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
     let url = backends::postgres_database(&backends::name_for(&format!("indexes-{}", uuid::Uuid::new_v4())));
     SqlMetadata::connect(&url, 2).await.unwrap().close().await;
     let pg = sqlx::PgPool::connect(&url).await.unwrap();

@@ -101,11 +101,20 @@ impl TryFrom<RawAccess> for Scope {
     type Error = String;
     fn try_from(raw: RawAccess) -> Result<Scope, String> {
         match (raw.kind.as_str(), raw.name.as_str()) {
+            // Strict: we write only these spellings, so anything else was not written by us.
             ("repository", name) => {
                 let repo = name.parse().map_err(|_| "an access claim names an invalid repository".to_owned())?;
-                Ok(Scope::Repository(repo, ActionSet::parse_list(&raw.actions.join(","))))
+                let mut actions = ActionSet::NONE;
+                for a in &raw.actions {
+                    let a = Action::parse(a).ok_or_else(|| "an access claim names an unknown action".to_owned())?;
+                    actions = actions.union(ActionSet::of(&[a]));
+                }
+                if actions.is_empty() {
+                    return Err("an access claim grants no action".to_owned());
+                }
+                Ok(Scope::Repository(repo, actions))
             }
-            ("registry", "catalog") => Ok(Scope::Catalog),
+            ("registry", "catalog") if raw.actions == ["*"] => Ok(Scope::Catalog),
             _ => Err("an access claim of an unknown type".to_owned()),
         }
     }
@@ -174,6 +183,10 @@ mod tests {
             r#"{"type":"registry","name":"everything","actions":["*"]}"#,
             r#"{"type":"admin","name":"","actions":["*"]}"#,
             r#"{"type":"repository","name":"team/app"}"#,
+            r#"{"type":"repository","name":"team/app","actions":[]}"#,
+            r#"{"type":"repository","name":"team/app","actions":["*"]}"#,
+            r#"{"type":"repository","name":"team/app","actions":["pull","admin"]}"#,
+            r#"{"type":"registry","name":"catalog","actions":["pull"]}"#,
         ] {
             assert!(serde_json::from_str::<Scope>(bad).is_err(), "{bad}");
         }

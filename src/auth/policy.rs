@@ -27,6 +27,12 @@ pub enum Need<'a> {
     Admin,
     /// An owner of the namespace (or an administrator): its members, robots and scan policy.
     Owner(&'a str),
+    /// Any member of the namespace (or an administrator): reading the namespace.
+    Member(&'a str),
+    /// The caller's own user account (or an administrator): reading it, changing its password.
+    Account(&'a str),
+    /// A user account of one's own to hold personal tokens (robots and anonymous callers have none).
+    PersonalTokens,
     /// Reading past the quarantine gate (every such read is audited).
     GateBypass,
 }
@@ -52,6 +58,9 @@ impl Need<'_> {
             Need::Scope(Scope::Catalog) => "listing the catalog".to_owned(),
             Need::Admin => "this administrator action".to_owned(),
             Need::Owner(ns) => format!("managing namespace {ns} (owner role needed)"),
+            Need::Member(ns) => format!("reading namespace {ns} (membership needed)"),
+            Need::Account(name) => format!("the account {name}"),
+            Need::PersonalTokens => "personal tokens (a user account needed)".to_owned(),
             Need::GateBypass => "reading quarantined content".to_owned(),
         }
     }
@@ -61,6 +70,8 @@ impl Need<'_> {
 /// namespace the need names (for [`Need::Repository`] and [`Need::Owner`]; default otherwise).
 pub fn decide(principal: &Principal, claims: &[Scope], need: &Need<'_>, facts: &NamespaceFacts) -> Result<(), Deny> {
     let granted = match need {
+        // A need of no action is a caller's mistake, never a grant.
+        Need::Scope(Scope::Repository(_, wanted)) | Need::Repository(_, wanted) if wanted.is_empty() => false,
         Need::Token => true,
         Need::Scope(Scope::Repository(repo, wanted)) => wanted.names().iter().all(|name| {
             claims.iter().any(|c| match c {
@@ -72,6 +83,11 @@ pub fn decide(principal: &Principal, claims: &[Scope], need: &Need<'_>, facts: &
         Need::Repository(repo, wanted) => allowed(principal, repo, facts).contains_all(*wanted),
         Need::Admin | Need::GateBypass => principal.is_admin(),
         Need::Owner(_) => principal.is_admin() || facts.role == Some(Role::Owner),
+        Need::Member(_) => principal.is_admin() || facts.role.is_some(),
+        Need::Account(name) => {
+            principal.is_admin() || matches!(principal, Principal::User { name: own, .. } if own == name)
+        }
+        Need::PersonalTokens => matches!(principal, Principal::User { .. }),
     };
     if granted {
         Ok(())
@@ -189,6 +205,26 @@ mod tests {
         let refused = decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Push])), &reader);
         assert_eq!(refused.unwrap_err().to_string(), "push access to team/app denied");
         assert!(decide(&Principal::Anonymous, &[], &Need::Token, &none).is_ok());
+        // An empty need grants nothing, whatever is held.
+        let empty = Scope::Repository(repo.clone(), ActionSet::NONE);
+        assert!(decide(&admin, std::slice::from_ref(&empty), &Need::Scope(&empty), &none).is_err());
+        assert!(decide(&admin, &[], &Need::Repository(&repo, ActionSet::NONE), &none).is_err());
+        // Members, one's own account, personal tokens.
+        assert!(decide(&user, &[], &Need::Member("team"), &reader).is_ok());
+        assert!(decide(&user, &[], &Need::Member("team"), &none).is_err());
+        assert!(decide(&user, &[], &Need::Account("u"), &none).is_ok());
+        assert!(decide(&user, &[], &Need::Account("someone"), &none).is_err());
+        assert!(decide(&admin, &[], &Need::Account("someone"), &none).is_ok());
+        let robot = Principal::Robot(Robot {
+            username: "robot$team+ci".into(),
+            namespace: "team".into(),
+            actions: ActionSet::ALL,
+            repositories: None,
+        });
+        assert!(decide(&robot, &[], &Need::Account("robot$team+ci"), &none).is_err());
+        assert!(decide(&robot, &[], &Need::PersonalTokens, &none).is_err());
+        assert!(decide(&Principal::Anonymous, &[], &Need::PersonalTokens, &none).is_err());
+        assert!(decide(&user, &[], &Need::PersonalTokens, &none).is_ok());
     }
 
     #[test]

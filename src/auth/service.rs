@@ -270,7 +270,7 @@ impl AuthService {
     ) -> Result<Result<(), Deny>, Error> {
         let facts = match &need {
             Need::Repository(repo, _) if !who.principal.is_admin() => self.facts(&who.principal, repo).await?,
-            Need::Owner(ns) if !who.principal.is_admin() => match &who.principal {
+            Need::Owner(ns) | Need::Member(ns) if !who.principal.is_admin() => match &who.principal {
                 Principal::User { name, .. } => {
                     NamespaceFacts { public: false, role: self.store.role(ns, name).await? }
                 }

@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2::handle))
         .route("/v2/", any(v2::handle))
         .route("/v2/{*rest}", any(v2::handle))
-        .route("/token", get(token::get).post(token::post))
+        .route("/token", get(token::get).post(token::post).fallback(token::unsupported))
         .route("/.well-known/jwks.json", get(token::jwks))
         .nest(
             "/api/v1",

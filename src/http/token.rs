@@ -46,7 +46,8 @@ pub fn token_error(e: OciError) -> Response {
     let (code, status, _) = e.code.spec();
     let oauth = match e.code {
         Code::Unauthorized => "invalid_grant",
-        Code::Unknown | Code::Unavailable | Code::TooManyRequests => "temporarily_unavailable",
+        Code::Unknown => "server_error",
+        Code::Unavailable | Code::TooManyRequests => "temporarily_unavailable",
         _ => "invalid_request",
     };
     let body = json!({
@@ -59,6 +60,11 @@ pub fn token_error(e: OciError) -> Response {
         response.headers_mut().insert(name, value);
     }
     response
+}
+
+/// Any other method on `/token`.
+pub async fn unsupported() -> Response {
+    token_error(OciError::new(Code::Unsupported, "/token takes GET or POST"))
 }
 
 /// Maps a login failure to its answer.

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::credentials::{self, ClientAddr};
-use super::oci_error::OciError;
+use super::oci_error::{Code, OciError};
 use super::AppState;
 use crate::auth::accounts::AccountError;
 use crate::auth::policy::{self, NamespaceFacts, Need};
@@ -92,7 +92,12 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         let oci = OciError::from(e);
         let (code, status, _) = oci.code.spec();
-        ApiError { status, code: code.to_ascii_lowercase().into(), message: oci.message, headers: oci.headers }
+        let code = match oci.code {
+            Code::TooManyRequests => "too_many_requests".into(),
+            Code::Unknown => "internal".into(),
+            _ => code.to_ascii_lowercase().into(),
+        };
+        ApiError { status, code, message: oci.message, headers: oci.headers }
     }
 }
 
@@ -214,7 +219,12 @@ pub fn audit(who: &Authenticated, action: &str, object: &str) {
 
 /// Administrators ([`policy::decide`] with [`Need::Admin`]).
 pub fn require_admin(who: &Authenticated) -> Result<(), ApiError> {
-    policy::decide(&who.principal, &[], &Need::Admin, &NamespaceFacts::default()).map_err(|_| ApiError::forbidden())
+    require(who, &Need::Admin)
+}
+
+/// A need that depends on the caller alone (no namespace facts).
+pub fn require(who: &Authenticated, need: &Need<'_>) -> Result<(), ApiError> {
+    policy::decide(&who.principal, &[], need, &NamespaceFacts::default()).map_err(|_| ApiError::forbidden())
 }
 
 /// Admins, and owners of the namespace.

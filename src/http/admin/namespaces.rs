@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::{audit, json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging, Path, Query};
+use crate::auth::policy::Need;
 use crate::auth::Role;
 use crate::http::AppState;
 
@@ -46,10 +47,7 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(pagi
 }
 
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
-    let member = state.auth.role_of(&ns, who.principal.subject()).await?.is_some();
-    if !member {
-        require_admin(&who)?;
-    }
+    state.auth.authorize(&who, &[], Need::Member(&ns)).await?.map_err(|_| ApiError::forbidden())?;
     json(StatusCode::OK, state.auth.namespace(&ns).await?)
 }
 

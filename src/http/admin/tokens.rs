@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::{audit, future_time, json, parse, ApiError, ApiResult, Caller, Path};
+use crate::auth::policy::Need;
 use crate::auth::service::Authenticated;
-use crate::auth::Principal;
 use crate::http::AppState;
 
 #[derive(Deserialize)]
@@ -21,10 +21,8 @@ struct NewToken {
 }
 
 fn user(who: &Authenticated) -> Result<&str, ApiError> {
-    match &who.principal {
-        Principal::User { name, .. } => Ok(name),
-        _ => Err(ApiError::forbidden()),
-    }
+    super::require(who, &Need::PersonalTokens)?;
+    Ok(who.principal.subject())
 }
 
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {

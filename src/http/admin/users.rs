@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::{audit, json, page, parse, require_admin, ApiError, ApiResult, Caller, Paging, Path, Query};
+use super::{audit, json, page, parse, require, require_admin, ApiError, ApiResult, Caller, Paging, Path, Query};
+use crate::auth::policy::Need;
 use crate::http::AppState;
 
 #[derive(Deserialize)]
@@ -45,9 +46,7 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(pagi
 }
 
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
-    if who.principal.subject() != username {
-        require_admin(&who)?;
-    }
+    require(&who, &Need::Account(&username))?;
     json(StatusCode::OK, state.auth.user(&username).await?)
 }
 
@@ -59,11 +58,10 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult {
     let patch: UserPatch = parse(&body)?;
+    // A password is the account's own business; the admin flag and disabling are an administrator's.
+    let only_password = patch.admin.is_none() && patch.disabled.is_none();
+    require(&who, &if only_password { Need::Account(&username) } else { Need::Admin })?;
     let own = who.principal.subject() == username;
-    let only_own_password = own && patch.admin.is_none() && patch.disabled.is_none();
-    if !only_own_password {
-        require_admin(&who)?;
-    }
     if own && patch.password.is_some() {
         let current = patch.current_password.as_deref().filter(|c| !c.starts_with(crate::auth::service::TOKEN_PREFIX));
         let Some(current) = current else {
