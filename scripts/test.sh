@@ -91,8 +91,8 @@ log "validating the scale-out docker-compose.yml"
 docker-compose -f docker-compose.yml config -q
 
 log "running the test suite on the embedded defaults (SQLite, local disk)"
-cargo test --locked --all-targets -- --test-threads=4
+cargo test --locked --all-targets -- --test-threads=4 --include-ignored
 
 log "running the test suite again with every registry on PostgreSQL + Garage (S3)"
 # The soak ran its full three minutes above; here a shorter one proves the same on the scale-out stack.
-SOAK_SECONDS=60 TESTBED_BACKEND=scaleout cargo test --locked --tests -- --test-threads=4
+SOAK_SECONDS=60 TESTBED_BACKEND=scaleout cargo test --locked --tests -- --test-threads=4 --include-ignored

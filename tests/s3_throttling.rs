@@ -87,6 +87,7 @@ fn garage() -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs Garage (S3): scripts/test.sh runs it"]
 async fn slow_down_answers_are_retried_until_the_store_takes_the_blob() {
     let (endpoint, throttled) = throttling_proxy(garage(), 3).await;
     let r = registry_through(endpoint, 10).await;
@@ -99,6 +100,7 @@ async fn slow_down_answers_are_retried_until_the_store_takes_the_blob() {
 }
 
 #[tokio::test]
+#[ignore = "needs Garage (S3): scripts/test.sh runs it"]
 async fn unavailable_when_the_retries_run_out() {
     let (endpoint, throttled) = throttling_proxy(garage(), usize::MAX).await;
     let r = registry_through(endpoint, 2).await;

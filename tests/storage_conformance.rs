@@ -30,6 +30,7 @@ async fn in_memory() {
 }
 
 #[tokio::test]
+#[ignore = "needs Garage (S3): scripts/test.sh runs it"]
 async fn s3_garage() {
     let name = backends::name_for(&format!("storage-{}", uuid::Uuid::new_v4()));
     let store = BlobStore::s3(&backends::s3_config(&name)).unwrap();

@@ -57,6 +57,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
+    #[ignore = "needs dpkg: scripts/test.sh runs it"]
     fn debian_order_is_dpkgs(a in debian_version(), b in debian_version()) {
         let ours = dpkg(&a, &b);
         let theirs = if dpkg_says(&a, "lt", &b) {
@@ -71,8 +72,9 @@ proptest! {
 }
 
 #[test]
+#[ignore = "needs dpkg: scripts/test.sh runs it"]
 fn dpkg_is_there_to_ask() {
-    assert!(common::process::require_tool("dpkg") || std::env::var("CI").is_err());
+    common::process::require_tool("dpkg");
     // The oracle itself answers (else every comparison above would agree with nothing).
     assert!(dpkg_says("1.0~rc1", "lt", "1.0") && !dpkg_says("1.0", "lt", "1.0~rc1"));
 }
