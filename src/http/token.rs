@@ -122,9 +122,10 @@ async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refres
     response
 }
 
-fn check_service(state: &AppState, service: Option<&str>) -> Result<(), Response> {
+/// A `service` other than ours is refused (a token for another service would not verify here).
+fn check_service(state: &AppState, service: Option<&str>) -> Result<(), Box<Response>> {
     match service {
-        Some(s) if s != state.auth.settings().service => Err(bad_request("unknown service")),
+        Some(s) if s != state.auth.settings().service => Err(Box::new(bad_request("unknown service"))),
         _ => Ok(()),
     }
 }
@@ -135,7 +136,7 @@ pub async fn get(State(state): State<AppState>, uri: Uri, req: Request<axum::bod
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     if let Err(r) = check_service(&state, param("service")) {
-        return r;
+        return *r;
     }
     let scopes: Vec<Scope> =
         params.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split(' ')).filter_map(Scope::parse).collect();
@@ -159,7 +160,7 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, req: Reques
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
     let field = |k: &str| form.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     if let Err(r) = check_service(&state, field("service")) {
-        return r;
+        return *r;
     }
     let _ = headers;
     let scopes: Vec<Scope> = field("scope").unwrap_or("").split(' ').filter_map(Scope::parse).collect();

@@ -76,7 +76,9 @@ pub fn dpkg(a: &str, b: &str) -> Ordering {
 /// Alpine: `1.2.3[a][_suffix[N]...][-rN]`; suffixes `_alpha < _beta < _pre < _rc < (none) < _cvs <
 /// _svn < _git < _hg < _p`.
 pub fn apk(a: &str, b: &str) -> Ordering {
-    fn parse(v: &str) -> (Vec<u64>, Option<u8>, Vec<(i32, u64)>, u64) {
+    /// Release numbers, a letter, suffixes (rank, number) and the package revision.
+    type Parsed = (Vec<u64>, Option<u8>, Vec<(i32, u64)>, u64);
+    fn parse(v: &str) -> Parsed {
         let (v, rev) = match v.rsplit_once("-r") {
             Some((v, r)) if r.chars().all(|c| c.is_ascii_digit()) && !r.is_empty() => (v, r.parse().unwrap_or(0)),
             _ => (v, 0),

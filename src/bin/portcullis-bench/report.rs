@@ -74,10 +74,9 @@ pub fn chart(rows: &[Row], dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     for (i, (name, adv)) in rows.iter().enumerate() {
         let y = 50.0 + i as f64 * bar_h;
         let color = if *adv >= 1.0 { "#2e7d32" } else { "#c62828" };
-        let _ = write!(
+        let _ = writeln!(
             svg,
-            r#"<text x="{tx}" y="{ty}" text-anchor="end">{name}</text><rect x="{left}" y="{y}" width="{bw}" height="{bh}" fill="{color}"/><text x="{vx}" y="{ty}">{adv:.2}x</text>
-"#,
+            r#"<text x="{tx}" y="{ty}" text-anchor="end">{name}</text><rect x="{left}" y="{y}" width="{bw}" height="{bh}" fill="{color}"/><text x="{vx}" y="{ty}">{adv:.2}x</text>"#,
             tx = left - 8.0,
             ty = y + 17.0,
             bw = x(*adv) - left,
