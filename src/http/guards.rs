@@ -24,7 +24,7 @@ pub fn too_many(path: &str, limited: Limited) -> Response {
     let mut response = if path.starts_with("/api/") {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message).into_response()
     } else if path.starts_with("/token") {
-        super::token::token_error(OciError::new(Code::TooManyRequests, message))
+        super::oci_error::token_error(OciError::new(Code::TooManyRequests, message))
     } else {
         OciError::new(Code::TooManyRequests, message).into_response()
     };

@@ -162,6 +162,30 @@ impl IntoResponse for OciError {
     }
 }
 
+/// Every `/token` refusal has one shape: the registry's error envelope (`errors`, which docker
+/// and the other registry clients read) together with OAuth2's `error` and `error_description`
+/// (RFC 6749, section 5.2, which OAuth2 clients of `POST /token` read). Statuses and codes come
+/// from the one table in `oci_error`.
+pub fn token_error(e: OciError) -> Response {
+    let (code, status, _) = e.code.spec();
+    let oauth = match e.code {
+        Code::Unauthorized => "invalid_grant",
+        Code::Unknown => "server_error",
+        Code::Unavailable | Code::TooManyRequests => "temporarily_unavailable",
+        _ => "invalid_request",
+    };
+    let body = json!({
+        "errors": [{"code": code, "message": e.message, "detail": null}],
+        "error": oauth,
+        "error_description": e.message,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    for (name, value) in e.headers {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
