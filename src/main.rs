@@ -29,7 +29,17 @@ enum Command {
     },
     /// The scan sandbox (started by the registry itself; reads a scan on stdin).
     #[command(hide = true)]
-    ScanSandbox,
+    ScanSandbox {
+        /// Address space limit, bytes.
+        #[arg(long)]
+        memory: u64,
+        /// CPU time limit, seconds.
+        #[arg(long)]
+        cpu: u64,
+        /// The registry's process id.
+        #[arg(long)]
+        parent: i32,
+    },
     /// Offline administration of the data directory (the registry may be stopped).
     Admin {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
@@ -86,14 +96,12 @@ fn tune_allocator() {
 
 fn main() -> std::process::ExitCode {
     // Everything this process creates (database, blobs, keys, scan layouts) is its user's alone.
-    // SAFETY: umask only sets the process's file-creation mask.
-    unsafe {
-        libc::umask(0o077);
-    }
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
-    if let Command::ScanSandbox = cli.command {
+    if let Command::ScanSandbox { memory, cpu, parent } = cli.command {
         // Its own process with its own limits: no runtime, no logging, no allocator tuning.
-        return portcullis::scan::sandbox::child_main();
+        let limits = portcullis::scan::sandbox::ChildLimits { memory, cpu_seconds: cpu, parent };
+        return portcullis::scan::sandbox::child_main(limits);
     }
     tune_allocator();
     let result = match cli.command {
@@ -105,7 +113,7 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Admin { config, task } => Config::load(config.as_deref())
             .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(admin(c, task))),
-        Command::ScanSandbox => unreachable!("handled above"),
+        Command::ScanSandbox { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

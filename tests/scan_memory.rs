@@ -182,3 +182,53 @@ async fn the_sandbox_memory_limit_fails_closed() {
     assert_eq!(v["state"], "error", "{v}");
     assert!(v["summary"].as_str().unwrap().contains("scan.limits.memory"), "{v}");
 }
+
+/// The sandbox child puts its limits on itself before it reads any input: the kernel's view of a
+/// waiting child (`/proc/<pid>/limits`, `status`, `oom_score_adj`) shows every one of them.
+#[test]
+fn the_sandbox_child_is_limited_before_it_reads() {
+    use std::process::{Command, Stdio};
+    let memory = 300u64 << 20;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["scan-sandbox", "--memory", &memory.to_string(), "--cpu", "7"])
+        .args(["--parent", &std::process::id().to_string()])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let proc = format!("/proc/{}", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("{proc}/oom_score_adj")).unwrap_or_default().trim() != "1000" {
+        assert!(std::time::Instant::now() < deadline, "the child never set its oom_score_adj");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let limits = std::fs::read_to_string(format!("{proc}/limits")).unwrap();
+    let row = |name: &str| -> Vec<String> {
+        let line = limits.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}: {limits}"));
+        line[name.len()..].split_whitespace().take(2).map(str::to_owned).collect()
+    };
+    assert_eq!(row("Max address space"), [memory.to_string(), memory.to_string()]);
+    assert_eq!(row("Max cpu time"), ["7", "12"]);
+    assert_eq!(row("Max file size"), ["0", "0"]);
+    assert_eq!(row("Max core file size"), ["0", "0"]);
+    let status = std::fs::read_to_string(format!("{proc}/status")).unwrap();
+    assert!(status.lines().any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])), "{status}");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no plan"), "{out:?}");
+
+    // Started for a registry that is not its parent (one that died before the child armed its
+    // death signal): it refuses to run at all.
+    let orphan = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["scan-sandbox", "--memory", &memory.to_string(), "--cpu", "7", "--parent", "1"])
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!orphan.status.success());
+    assert!(String::from_utf8_lossy(&orphan.stderr).contains("is gone"), "{orphan:?}");
+    assert!(orphan.stdout.is_empty());
+}

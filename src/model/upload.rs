@@ -49,12 +49,9 @@ impl fmt::Display for UploadId {
     }
 }
 
-/// A part written to an upload: its object, length and a SHA-256.
-///
-/// On object stores `sha256` is the digest of the part's own bytes. On local disk, where all
-/// chunks go into one file, it is the digest of the upload's bytes from the start to the end of
-/// this part (for the first part, the same thing): the last recorded part then carries the whole
-/// blob's digest, and a chunked upload commits without reading its file again.
+/// A chunk written to an upload: where the backend put it (`part_id`), its length and the SHA-256
+/// of its own bytes, on every backend. A single-chunk upload (the usual push) is thereby verified
+/// against its digest without reading its bytes again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrittenPart {
     pub part_id: String,

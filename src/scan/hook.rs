@@ -180,19 +180,13 @@ pub async fn run(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure only makes system calls (prctl, setgroups, setgid, setuid).
+    if let Some(u) = user {
+        // std drops the supplementary groups too when a root parent sets a uid.
+        command.uid(u.uid).gid(u.gid);
+    }
+    // SAFETY: the closure makes one system call (prctl) and touches no memory of the parent's.
     unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(u) = user {
-                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(u.gid) != 0 || libc::setuid(u.uid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        command.pre_exec(|| Ok(rustix::thread::set_no_new_privs(true)?));
     }
     let mut child = command.spawn().map_err(|e| format!("cannot start the scan hook {:?}: {e}", argv[0]))?;
     let pid = child.id();
@@ -212,9 +206,8 @@ pub async fn run(
         Err(_) => {
             // The whole process group goes, so a hook's children cannot outlive it.
             if let Some(pid) = pid {
-                // SAFETY: killpg only sends a signal to the group we created for the hook.
-                unsafe {
-                    libc::killpg(pid as i32, libc::SIGKILL);
+                if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
                 }
             }
             return Err(format!("the scan hook did not finish within {timeout:?}"));

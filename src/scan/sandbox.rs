@@ -2,8 +2,8 @@
 //! crash, a runaway allocation or a parser bug in them cannot take the registry down.
 //!
 //! Rules:
-//! - The child is this program (`portcullis scan-sandbox`), started with a clean environment, no
-//!   descriptors but three pipes, `PR_SET_NO_NEW_PRIVS`, its own limits (address space =
+//! - The child is this program (`portcullis scan-sandbox`), started with a clean environment and no
+//!   descriptors but three pipes. Before it reads its input it sets `PR_SET_NO_NEW_PRIVS` and its own limits (address space =
 //!   `scan.limits.memory`, CPU time = `scan.limits.timeout`, no file writes, no core dumps), the
 //!   kernel's first choice when memory runs out (`oom_score_adj` 1000), and death with its parent.
 //! - It reads a plan and the blobs on stdin, writes one JSON report on stdout, and touches nothing
@@ -164,8 +164,12 @@ pub fn scan_input(mut input: impl BufRead) -> Result<Outcome, ScanError> {
     Ok(outcome)
 }
 
-/// `portcullis scan-sandbox`: reads stdin, writes one report line to stdout.
-pub fn child_main() -> std::process::ExitCode {
+/// `portcullis scan-sandbox`: hardens itself, reads stdin, writes one report line to stdout.
+pub fn child_main(limits: ChildLimits) -> std::process::ExitCode {
+    if let Err(e) = harden(limits) {
+        eprintln!("scan sandbox: cannot apply its limits: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let stdin = std::io::stdin();
     let report = match scan_input(std::io::BufReader::with_capacity(256 * 1024, stdin.lock())) {
         Ok(outcome) => Report::Done(outcome),
@@ -194,36 +198,38 @@ pub struct Blob {
 /// The blobs of one scan, opened one after another as the sandbox reads them.
 pub type Blobs<'a> = futures::stream::BoxStream<'a, std::io::Result<Blob>>;
 
-/// Sets the child's limits; runs between fork and exec, so it only makes system calls.
-fn harden(memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
+/// The limits the child puts on itself, from its command line.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildLimits {
+    /// Address space, bytes (`scan.limits.memory`).
+    pub memory: u64,
+    /// CPU time, seconds (`scan.limits.timeout`).
+    pub cpu_seconds: u64,
+    /// The registry's process id: the child dies with it.
+    pub parent: i32,
+}
+
+/// The child hardens itself before it reads a byte of its input. Doing it here, after exec,
+/// rather than between fork and exec lets the parent start it with `posix_spawn` (no copy of the
+/// registry's page tables per scan); nothing untrusted has reached the child before this returns.
+fn harden(limits: ChildLimits) -> std::io::Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
     let set = |resource, soft: u64, hard: u64| {
-        let limit = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        setrlimit(resource, Rlimit { current: Some(soft), maximum: Some(hard) }).map_err(std::io::Error::from)
     };
-    set(libc::RLIMIT_AS, memory, memory)?;
-    set(libc::RLIMIT_CPU, cpu_seconds, cpu_seconds + 5)?;
-    set(libc::RLIMIT_FSIZE, 0, 0)?;
-    set(libc::RLIMIT_CORE, 0, 0)?;
-    // SAFETY: prctl with these options takes integer arguments only.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The kernel's first choice if the host or the container runs out of memory. Best effort:
-        // a kernel without /proc is no reason not to scan.
-        let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd >= 0 {
-            libc::write(fd, b"1000".as_ptr().cast(), 4);
-            libc::close(fd);
-        }
+    set(Resource::As, limits.memory, limits.memory)?;
+    set(Resource::Cpu, limits.cpu_seconds, limits.cpu_seconds + 5)?;
+    set(Resource::Fsize, 0, 0)?;
+    set(Resource::Core, 0, 0)?;
+    rustix::thread::set_no_new_privs(true)?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    // The parent may have died before the death signal was armed: then this child is an orphan.
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get()) != Some(limits.parent) {
+        return Err(std::io::Error::other("the registry that started the sandbox is gone"));
     }
+    // The kernel's first choice if the host or the container runs out of memory. Best effort:
+    // a kernel without /proc is no reason not to scan.
+    let _ = std::fs::write("/proc/self/oom_score_adj", b"1000");
     Ok(())
 }
 
@@ -240,16 +246,14 @@ impl Sandbox {
         let mut command = tokio::process::Command::new(&self.program);
         command
             .arg("scan-sandbox")
+            .args(["--memory", &memory.to_string(), "--cpu", &cpu.to_string()])
+            .args(["--parent", &std::process::id().to_string()])
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // SAFETY: the closure only calls setrlimit, prctl, open, write and close.
-        unsafe {
-            command.pre_exec(move || harden(memory, cpu));
-        }
         let mut child = command
             .spawn()
             .map_err(|e| SandboxError::Failed(format!("cannot start {}: {e}", self.program.display())))?;
@@ -332,7 +336,7 @@ impl Sandbox {
         if errors.contains("memory allocation") {
             return Err(SandboxError::Limit(ScanError::limit("the memory the scan needed", memory, "memory")));
         }
-        if status.signal() == Some(libc::SIGXCPU) {
+        if status.signal() == Some(rustix::process::Signal::XCPU.as_raw()) {
             return Err(SandboxError::Limit(ScanError::limit("the scan's CPU time in seconds", cpu, "timeout")));
         }
         let last = errors.lines().last().unwrap_or("").chars().take(300).collect::<String>();

@@ -54,20 +54,19 @@ pub struct ServerSettings {
 
 /// Raises the soft limit on open files to the hard one; returns the limit now in force.
 pub fn raise_file_limit() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit read and write only the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                limit = raised;
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    match (limit.current, limit.maximum) {
+        (Some(current), Some(max)) if current < max => {
+            match setrlimit(Resource::Nofile, Rlimit { current: Some(max), maximum: Some(max) }) {
+                Ok(()) => max,
+                Err(_) => current,
             }
         }
+        (Some(current), _) => current,
+        // No limit at all.
+        (None, _) => u64::MAX,
     }
-    limit.rlim_cur
 }
 
 /// Logs a recurring error at most once a second, with how many were not logged.

@@ -1,10 +1,12 @@
-//! The storage conformance suite: every [`BlobStore`] backend must pass [`run`].
-//! Tests call it with a fresh store per backend (local disk, memory, S3).
+//! The storage conformance suite: every [`BlobStore`] backend must have each property below.
+//!
+//! [`storage_conformance!`](crate::storage_conformance) turns the list into one named test per
+//! property for a backend, so a failure names the property that broke.
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{BlobStore, ByteStream, Commit, StorageError, UploadId};
+use super::{BlobStore, ByteStream, Commit, StorageError, UploadId, WrittenPart};
 use crate::model::digest::{Algorithm, DigestHasher};
 use crate::model::Digest;
 
@@ -22,9 +24,58 @@ async fn read_all(store: &BlobStore, digest: &Digest, range: Option<std::ops::Ra
     out
 }
 
-/// Runs every check against `store`; panics with the first failure.
-pub async fn run(store: &BlobStore) {
-    // One part whose own hash is the digest: committed without a re-read.
+/// Writes `pieces` as consecutive chunks of `upload`.
+async fn write_in_pieces(store: &BlobStore, upload: &UploadId, pieces: &[&[u8]]) -> Vec<WrittenPart> {
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    for p in pieces {
+        parts.push(store.write_part(upload, offset, stream(&[p])).await.unwrap());
+        offset += p.len() as u64;
+    }
+    parts
+}
+
+/// One `#[tokio::test]` per property, each on a fresh store from `$make`: an async block that
+/// yields the store and whatever must live as long as it (a temporary directory). With
+/// `ignore = "reason",` first, the tests are `#[ignore]`d (backends that need a service).
+#[macro_export]
+macro_rules! storage_conformance {
+    (@one [$($attr:tt)*] $make:expr; $property:ident) => {
+        #[tokio::test]
+        $($attr)*
+        async fn $property() {
+            let (store, _keep) = $make.await;
+            $crate::storage::conformance::$property(&store).await;
+        }
+    };
+    (@each $attrs:tt $make:expr; $($property:ident),*) => {
+        $( $crate::storage_conformance!(@one $attrs $make; $property); )*
+    };
+    (@all $attrs:tt $make:expr) => {
+        $crate::storage_conformance!(@each $attrs $make;
+            one_part_is_verified_by_its_own_digest,
+            several_parts_are_assembled_in_order,
+            a_long_body_is_written_in_bounded_parts,
+            sha512_blobs_are_verified_under_sha512,
+            a_mismatch_stores_nothing,
+            committing_an_existing_blob_keeps_its_bytes,
+            a_failing_body_is_reported_as_such,
+            bytes_past_the_recorded_end_never_reach_the_blob,
+            a_refused_chunk_sent_again_is_replaced,
+            missing_blobs_deletes_and_listing
+        );
+    };
+    (ignore = $why:literal, $make:expr) => {
+        $crate::storage_conformance!(@all [#[ignore = $why]] $make);
+    };
+    ($make:expr) => {
+        $crate::storage_conformance!(@all [] $make);
+    };
+}
+
+/// One part whose own hash is the digest: committed without a re-read, readable whole and by
+/// range, and listed as an upload until the upload is deleted.
+pub async fn one_part_is_verified_by_its_own_digest(store: &BlobStore) {
     let upload = UploadId::new();
     let part = store.write_part(&upload, 0, stream(&[b"hello ", b"world"])).await.unwrap();
     assert_eq!(part.size, 11);
@@ -37,14 +88,18 @@ pub async fn run(store: &BlobStore) {
     assert_eq!(read_all(store, &digest, Some(6..11)).await, b"world");
     store.delete_upload(&upload).await.unwrap();
     assert!(!store.stored_uploads().await.unwrap().contains(&upload));
+}
 
-    // Several parts, a large one among them, assembled in order.
+/// Several parts, a large one among them, each with the digest of its own bytes, assembled in order.
+pub async fn several_parts_are_assembled_in_order(store: &BlobStore) {
     let upload = UploadId::new();
     let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let mut parts = Vec::new();
     let mut offset = 0;
     for piece in [&b"head-"[..], &big[..], &b"-tail"[..]] {
-        parts.push(store.write_part(&upload, offset, stream(&[piece])).await.unwrap());
+        let part = store.write_part(&upload, offset, stream(&[piece])).await.unwrap();
+        assert_eq!(part.sha256, Digest::of(Algorithm::Sha256, piece), "a part's digest is of its own bytes");
+        parts.push(part);
         offset += piece.len() as u64;
     }
     let mut hasher = DigestHasher::new(Algorithm::Sha256);
@@ -56,9 +111,11 @@ pub async fn run(store: &BlobStore) {
     let back = read_all(store, &whole, None).await;
     assert_eq!(Digest::of(Algorithm::Sha256, &back), whole);
     store.delete_upload(&upload).await.unwrap();
+}
 
-    // A body longer than two write buffers, in small network-sized chunks: on S3 a multipart upload
-    // whose parts are all full size but the last; read back whole and by range across a part edge.
+/// A body longer than two write buffers, in small network-sized chunks: on S3 a multipart upload
+/// whose parts are all full size but the last; read back whole and by range across a part edge.
+pub async fn a_long_body_is_written_in_bounded_parts(store: &BlobStore) {
     let upload = UploadId::new();
     let len = 2 * store.options().write_chunk + 12_345;
     let long: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -74,24 +131,26 @@ pub async fn run(store: &BlobStore) {
         &long[edge as usize - 10..edge as usize + 10]
     );
     store.delete_upload(&upload).await.unwrap();
+}
 
-    // sha512 goes through the assembling path.
-    let upload = UploadId::new();
-    let part = store.write_part(&upload, 0, stream(&[b"five twelve"])).await.unwrap();
-    let d512 = Digest::of(Algorithm::Sha512, b"five twelve");
-    assert_eq!(store.commit(&upload, &[part], &d512).await.unwrap(), Commit::Stored { size: 11 });
-    assert_eq!(read_all(store, &d512, None).await, b"five twelve");
-    store.delete_upload(&upload).await.unwrap();
+/// A sha512 digest is checked under sha512, for one part and for several.
+pub async fn sha512_blobs_are_verified_under_sha512(store: &BlobStore) {
+    for pieces in [vec![&b"five twelve"[..]], vec![&b"five "[..], &b"twelve"[..]]] {
+        let upload = UploadId::new();
+        let parts = write_in_pieces(store, &upload, &pieces).await;
+        let d512 = Digest::of(Algorithm::Sha512, b"five twelve");
+        assert_eq!(store.commit(&upload, &parts, &d512).await.unwrap(), Commit::Stored { size: 11 });
+        assert_eq!(read_all(store, &d512, None).await, b"five twelve");
+        store.delete_upload(&upload).await.unwrap();
+        store.delete_blob(&d512).await.unwrap();
+    }
+}
 
-    // A mismatch stores nothing, for one part and for several.
+/// A mismatch stores nothing and names the actual digest, for one part and for several.
+pub async fn a_mismatch_stores_nothing(store: &BlobStore) {
     for pieces in [vec![&b"abc"[..]], vec![&b"a"[..], &b"bc"[..]]] {
         let upload = UploadId::new();
-        let mut parts = Vec::new();
-        let mut offset = 0;
-        for p in &pieces {
-            parts.push(store.write_part(&upload, offset, stream(&[p])).await.unwrap());
-            offset += p.len() as u64;
-        }
+        let parts = write_in_pieces(store, &upload, &pieces).await;
         let claimed = Digest::of(Algorithm::Sha256, b"not abc");
         match store.commit(&upload, &parts, &claimed).await.unwrap() {
             Commit::Mismatch { actual } => assert_eq!(actual, Digest::of(Algorithm::Sha256, b"abc")),
@@ -100,15 +159,22 @@ pub async fn run(store: &BlobStore) {
         assert!(!store.exists(&claimed).await.unwrap());
         store.delete_upload(&upload).await.unwrap();
     }
+}
 
-    // Committing a blob that already exists is harmless and keeps its bytes.
-    let upload = UploadId::new();
-    let part = store.write_part(&upload, 0, stream(&[b"hello world"])).await.unwrap();
-    assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: 11 });
-    assert_eq!(read_all(store, &digest, None).await, b"hello world");
-    store.delete_upload(&upload).await.unwrap();
+/// Committing a blob that already exists is harmless and keeps its bytes.
+pub async fn committing_an_existing_blob_keeps_its_bytes(store: &BlobStore) {
+    let digest = Digest::of(Algorithm::Sha256, b"hello again");
+    for _ in 0..2 {
+        let upload = UploadId::new();
+        let part = store.write_part(&upload, 0, stream(&[b"hello again"])).await.unwrap();
+        assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: 11 });
+        assert_eq!(read_all(store, &digest, None).await, b"hello again");
+        store.delete_upload(&upload).await.unwrap();
+    }
+}
 
-    // A failing body is reported as such and leaves no part.
+/// A failing body is reported as such (not as a storage fault) and leaves no part.
+pub async fn a_failing_body_is_reported_as_such(store: &BlobStore) {
     let upload = UploadId::new();
     let failing: ByteStream = futures::stream::iter(vec![
         Ok(Bytes::from_static(b"partial")),
@@ -117,8 +183,10 @@ pub async fn run(store: &BlobStore) {
     .boxed();
     assert!(matches!(store.write_part(&upload, 0, failing).await, Err(StorageError::Body(_))));
     store.delete_upload(&upload).await.unwrap();
+}
 
-    // Bytes written past the recorded end (a refused chunk) never reach the blob.
+/// Bytes written past the recorded end (a refused chunk) never reach the blob.
+pub async fn bytes_past_the_recorded_end_never_reach_the_blob(store: &BlobStore) {
     let upload = UploadId::new();
     let first = store.write_part(&upload, 0, stream(&[b"keep"])).await.unwrap();
     let refused = store.write_part(&upload, 4, stream(&[b"refused tail"])).await.unwrap();
@@ -127,8 +195,10 @@ pub async fn run(store: &BlobStore) {
     assert_eq!(store.commit(&upload, &[first], &keep).await.unwrap(), Commit::Stored { size: 4 });
     assert_eq!(read_all(store, &keep, None).await, b"keep");
     store.delete_upload(&upload).await.unwrap();
+}
 
-    // A chunk refused, then the right one at the same offset: the blob is the recorded chunks only.
+/// A chunk refused, then the right one at the same offset: the blob is the recorded chunks only.
+pub async fn a_refused_chunk_sent_again_is_replaced(store: &BlobStore) {
     let upload = UploadId::new();
     let first = store.write_part(&upload, 0, stream(&[b"head-"])).await.unwrap();
     let refused = store.write_part(&upload, 5, stream(&[b"a refused chunk, longer than the real one"])).await.unwrap();
@@ -138,15 +208,21 @@ pub async fn run(store: &BlobStore) {
     assert_eq!(store.commit(&upload, &[first, second], &head_tail).await.unwrap(), Commit::Stored { size: 9 });
     assert_eq!(read_all(store, &head_tail, None).await, b"head-tail");
     store.delete_upload(&upload).await.unwrap();
+}
 
-    // Missing blobs, deletion and listing.
+/// Missing blobs read as not found; deletion is idempotent; listing names every blob with its size.
+pub async fn missing_blobs_deletes_and_listing(store: &BlobStore) {
     let absent = Digest::of(Algorithm::Sha256, b"absent");
     assert!(matches!(store.read(&absent, None).await, Err(StorageError::NotFound)));
     assert!(!store.exists(&absent).await.unwrap());
     store.delete_blob(&absent).await.unwrap();
+    let one = store.put_verified(Bytes::from_static(b"listed one")).await.unwrap();
+    let two = store.put_verified(Bytes::from_static(b"listed, two")).await.unwrap();
     let listed: Vec<_> = store.list_blobs().try_collect().await.unwrap();
-    assert!(listed.contains(&(digest.clone(), 11)));
-    assert!(listed.contains(&(whole.clone(), big.len() as u64 + 10)));
-    store.delete_blob(&digest).await.unwrap();
-    assert!(!store.exists(&digest).await.unwrap());
+    assert!(listed.contains(&(one.clone(), 10)), "{listed:?}");
+    assert!(listed.contains(&(two.clone(), 11)), "{listed:?}");
+    store.delete_blob(&one).await.unwrap();
+    assert!(!store.exists(&one).await.unwrap());
+    assert!(store.exists(&two).await.unwrap());
+    store.delete_blob(&two).await.unwrap();
 }

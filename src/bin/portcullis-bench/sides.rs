@@ -118,15 +118,7 @@ fn check_free_space(dir: &Path, runs: usize, s: &Sizes) -> anyhow::Result<()> {
 }
 
 fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a NUL-terminated path and a buffer of the right type, filled on success.
-    if unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: statvfs returned 0, so it filled the buffer.
-    let st = unsafe { st.assume_init() };
+    let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail * st.f_frsize)
 }
 

@@ -1,117 +1,19 @@
-//! Local-disk specifics that `object_store` leaves out: uploads written at their offset into one
-//! file (whole aligned MiBs with `O_DIRECT`, the rest through the page cache; see [`DiskWriter`]),
-//! fsync of committed blobs, large reads, and removal of staging files a crash left behind.
+//! The write path of the local disk backend: a chunk of an upload written at its offset into the
+//! upload's one file, whole aligned MiBs with `O_DIRECT` and the rest through the page cache (see
+//! [`DiskWriter`]), while the request's task hashes what it hands over.
+//!
+//! Rule: every byte the hash callback saw is in the file at its offset when [`write_at`] returns
+//! `Ok`; on an error nothing is promised about the file (the chunk is not recorded).
 
 use std::io::{Seek, SeekFrom};
-use std::ops::Range;
 use std::path::Path as FsPath;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
 
-use super::{ByteStream, StorageError};
-use crate::model::digest::{Algorithm, DigestHasher};
-
-fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
-    path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
-}
-
-/// Makes a committed object durable: its bytes, then its directory entry.
-pub async fn sync_object(root: &FsPath, path: &Path) -> std::io::Result<()> {
-    let file = fs_path(root, path);
-    tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&file)?.sync_all()?;
-        if let Some(dir) = file.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
-/// Removes an upload directory with whatever staging files are in it.
-pub async fn remove_dir(root: &FsPath, path: &Path) -> std::io::Result<()> {
-    let dir = fs_path(root, path);
-    match tokio::fs::remove_dir_all(&dir).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Removes one file; a missing one is not an error.
-pub async fn remove_file(root: &FsPath, path: &Path) -> std::io::Result<()> {
-    match tokio::fs::remove_file(fs_path(root, path)).await {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Streams `range` of a file in reads of up to `chunk` bytes.
-///
-/// What the page cache holds is read in place, on the request's task (`preadv2` with
-/// `RWF_NOWAIT`, a copy that never waits for the disk); only the rest goes to the blocking pool.
-/// Each of those hops costs two thread wake-ups per chunk; reading in place took a quarter off a
-/// cached pull's CPU (0.88 -> 0.63 s/GiB, medians of A/B runs).
-pub fn stream_file(file: std::fs::File, range: Range<u64>, chunk: usize) -> ByteStream {
-    let state = (file, range.start, range.end);
-    futures::stream::try_unfold(state, move |(file, pos, end)| async move {
-        if pos >= end {
-            return Ok(None);
-        }
-        let want = chunk.min((end - pos) as usize);
-        // Spare capacity only: no zeroing of a buffer the read overwrites anyway (that memset,
-        // and the page faults it caused, were a fifth of a pull's CPU).
-        let mut buf = Vec::with_capacity(want);
-        let (file, buf) = match pread_into(&file, &mut buf, want, pos, libc::RWF_NOWAIT) {
-            Ok(n) if n > 0 => (file, buf),
-            // Not cached (EAGAIN), a filesystem that cannot tell, or the end of a file shorter
-            // than recorded: the blocking read waits for the disk and reports what is wrong.
-            _ => tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                while buf.len() < want {
-                    let at = pos + buf.len() as u64;
-                    if pread_into(&file, &mut buf, want, at, 0)? == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "blob shorter than recorded",
-                        ));
-                    }
-                }
-                Ok((file, buf))
-            })
-            .await
-            .map_err(std::io::Error::other)??,
-        };
-        let next = pos + buf.len() as u64;
-        Ok(Some((Bytes::from(buf), (file, next, end))))
-    })
-    .boxed()
-}
-
-/// One `preadv2` at `pos` that appends to `buf` until it holds `want` bytes (never more: a
-/// vector's capacity may exceed what was asked for); returns the bytes read (0 at the end).
-fn pread_into(
-    file: &std::fs::File,
-    buf: &mut Vec<u8>,
-    want: usize,
-    pos: u64,
-    flags: libc::c_int,
-) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let room = want.saturating_sub(buf.len());
-    buf.reserve(room);
-    let spare = &mut buf.spare_capacity_mut()[..room];
-    let iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
-    // SAFETY: the kernel writes at most `iov_len` bytes, all inside the spare capacity.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, pos as libc::off_t, flags) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: those `n` bytes (at most `room`) were just written by the read.
-    unsafe { buf.set_len(buf.len() + n as usize) };
-    Ok(n as usize)
-}
+use super::files::{fs_path, holding};
+use crate::storage::{ByteStream, StorageError};
 
 /// Bytes gathered before they go to the writer thread as one batch.
 const WRITE_BATCH: usize = 1 << 20;
@@ -130,8 +32,8 @@ pub enum Direct {
     Never,
 }
 
-/// Writes `body` into the file at `offset` (creating it), feeding its bytes to `hasher`. Returns
-/// its length, and how many of its bytes went to the disk with direct I/O.
+/// Writes `body` into the file at `offset` (creating it), handing each of its buffers to `hash`
+/// first. Returns its length, and how many of its bytes went to the disk with direct I/O.
 ///
 /// Two stages that run at once: this task takes the body off the connection and hashes it, while
 /// a blocking thread writes the previous batches ([`DiskWriter`]).
@@ -140,7 +42,7 @@ pub async fn write_at(
     path: &Path,
     offset: u64,
     mut body: ByteStream,
-    hasher: &mut DigestHasher,
+    mut hash: impl FnMut(&[u8]) + Send,
     direct: Direct,
 ) -> Result<(u64, u64), StorageError> {
     let file_path = fs_path(root, path);
@@ -174,7 +76,7 @@ pub async fn write_at(
         let mut gathered = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(StorageError::Body)?;
-            hasher.update(&chunk);
+            hash(&chunk);
             size += chunk.len() as u64;
             gathered += chunk.len();
             batch.push(chunk);
@@ -442,84 +344,10 @@ impl Writeback {
     }
 }
 
-/// A SHA-256 hasher fed with the first `len` bytes of the file (to resume a running digest).
-pub async fn hash_prefix(root: &FsPath, path: &Path, len: u64) -> Result<DigestHasher, StorageError> {
-    let file = holding(root, path, len).await?;
-    let mut stream = stream_file(file, 0..len, 1 << 20);
-    let mut hasher = DigestHasher::new(Algorithm::Sha256);
-    while let Some(chunk) = stream.next().await {
-        hasher.update(&chunk?);
-    }
-    Ok(hasher)
-}
-
-/// Cuts the upload's file to `len` bytes, dropping the tail of refused chunks. A file that is
-/// missing or shorter is [`StorageError::UploadLost`], never padded: the digest recorded for its
-/// chunks describes bytes that must be there. No chunk at all (an empty blob) may have no file.
-pub async fn cut_to(root: &FsPath, path: &Path, len: u64) -> Result<(), StorageError> {
-    if len == 0 {
-        let file_path = fs_path(root, path);
-        if let Some(dir) = file_path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        tokio::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&file_path).await?;
-        return Ok(());
-    }
-    let file = holding(root, path, len).await?;
-    Ok(tokio::fs::File::from_std(file).set_len(len).await?)
-}
-
-/// Opens the upload's file for writing if it holds at least `len` bytes.
-async fn holding(root: &FsPath, path: &Path, len: u64) -> Result<std::fs::File, StorageError> {
-    let file_path = fs_path(root, path);
-    let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&file_path)?;
-        let size = file.metadata()?.len();
-        Ok((file, size))
-    })
-    .await
-    .map_err(std::io::Error::other)?;
-    match opened {
-        Ok((file, size)) if size >= len => Ok(file),
-        Ok(_) => Err(StorageError::UploadLost),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::UploadLost),
-        Err(e) => Err(e.into()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn read_all(path: &FsPath, range: Range<u64>) -> std::io::Result<Vec<u8>> {
-        let mut stream = stream_file(std::fs::File::open(path)?, range, 256 * 1024);
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk?);
-        }
-        Ok(out)
-    }
-
-    /// Both read paths: in place from the page cache, and on the blocking pool once the file's
-    /// pages were dropped; a file shorter than its record is an error, not a short blob.
-    #[tokio::test]
-    async fn streams_cached_and_uncached_files_and_refuses_a_short_one() {
-        use std::os::fd::AsRawFd;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let len = data.len() as u64;
-        assert_eq!(read_all(&path, 0..len).await.unwrap(), data);
-        assert_eq!(read_all(&path, 1000..2_500_001).await.unwrap(), &data[1000..2_500_001]);
-        let file = std::fs::File::open(&path).unwrap();
-        file.sync_all().unwrap();
-        // SAFETY: a plain syscall on a descriptor we own.
-        assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
-        assert_eq!(read_all(&path, 0..len).await.unwrap(), data);
-        let short = read_all(&path, 0..len + 10).await.unwrap_err();
-        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
-    }
+    use crate::model::digest::{Algorithm, DigestHasher};
 
     fn body(chunks: Vec<std::io::Result<Bytes>>) -> ByteStream {
         futures::stream::iter(chunks).boxed()
@@ -545,18 +373,28 @@ mod tests {
             let second = pattern(WRITE_BATCH * 2 + 5, 2);
             let mut hasher = DigestHasher::new(Algorithm::Sha256);
             let (n, first_direct) =
-                write_at(dir.path(), &path, 0, chunked(&first, 70_001), &mut hasher, direct).await.unwrap();
+                write_at(dir.path(), &path, 0, chunked(&first, 70_001), |b: &[u8]| hasher.update(b), direct)
+                    .await
+                    .unwrap();
             assert_eq!(n, first.len() as u64);
             let at = first.len() as u64;
             let (n, second_direct) =
-                write_at(dir.path(), &path, at, chunked(&second, 65_536), &mut hasher, direct).await.unwrap();
+                write_at(dir.path(), &path, at, chunked(&second, 65_536), |b: &[u8]| hasher.update(b), direct)
+                    .await
+                    .unwrap();
             assert_eq!(n, second.len() as u64);
             let end = (first.len() + second.len()) as u64;
             let mut tail = hasher.clone();
-            let (_, tail_direct) =
-                write_at(dir.path(), &path, end, body(vec![Ok(Bytes::from_static(b"end"))]), &mut tail, direct)
-                    .await
-                    .unwrap();
+            let (_, tail_direct) = write_at(
+                dir.path(),
+                &path,
+                end,
+                body(vec![Ok(Bytes::from_static(b"end"))]),
+                |b: &[u8]| tail.update(b),
+                direct,
+            )
+            .await
+            .unwrap();
             assert_eq!(tail_direct, 0, "a chunk under a MiB is written as it came");
             let mut want = [first, second].concat();
             assert_eq!(hasher.finish(), crate::model::Digest::of(Algorithm::Sha256, &want));
@@ -584,9 +422,11 @@ mod tests {
         let path = Path::from("uploads/r.data");
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         let old = pattern(WRITE_BATCH * 2, 3);
-        write_at(dir.path(), &path, 0, chunked(&old, 100_000), &mut hasher, Direct::Try).await.unwrap();
+        write_at(dir.path(), &path, 0, chunked(&old, 100_000), |b: &[u8]| hasher.update(b), Direct::Try).await.unwrap();
         let new = pattern(WRITE_BATCH + 4096 * 3 + 1, 4);
-        write_at(dir.path(), &path, 4096, chunked(&new, 33_333), &mut hasher, Direct::Try).await.unwrap();
+        write_at(dir.path(), &path, 4096, chunked(&new, 33_333), |b: &[u8]| hasher.update(b), Direct::Try)
+            .await
+            .unwrap();
         let file = std::fs::read(dir.path().join("uploads/r.data")).unwrap();
         assert!(file[..4096] == old[..4096]);
         assert!(file[4096..4096 + new.len()] == new[..]);
@@ -599,15 +439,18 @@ mod tests {
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         let broken = body(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("client went away"))]);
         let err =
-            write_at(dir.path(), &Path::from("uploads/y.data"), 0, broken, &mut hasher, Direct::Try).await.unwrap_err();
+            write_at(dir.path(), &Path::from("uploads/y.data"), 0, broken, |b: &[u8]| hasher.update(b), Direct::Try)
+                .await
+                .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
         // A directory where the file should be: the writer thread fails, and that error comes back
         // even though the body keeps flowing.
         std::fs::create_dir_all(dir.path().join("uploads/z.data")).unwrap();
         let endless = futures::stream::repeat_with(|| Ok(Bytes::from(vec![0u8; 64 * 1024]))).take(400).boxed();
-        let err = write_at(dir.path(), &Path::from("uploads/z.data"), 0, endless, &mut hasher, Direct::Try)
-            .await
-            .unwrap_err();
+        let err =
+            write_at(dir.path(), &Path::from("uploads/z.data"), 0, endless, |b: &[u8]| hasher.update(b), Direct::Try)
+                .await
+                .unwrap_err();
         assert!(matches!(err, StorageError::Io(_)), "{err:?}");
     }
 }
