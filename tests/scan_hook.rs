@@ -94,3 +94,24 @@ async fn other_exit_codes_and_missing_hooks_are_errors() {
     let (digest, _) = r.push_image("hooked/app", "v1", "h").await;
     assert_eq!(r.wait_scan("hooked/app", &digest).await, "error");
 }
+
+/// The layout the hook gets is one a real client reads: skopeo finds the image by its tag (the
+/// index's `org.opencontainers.image.ref.name`), and copying it out verifies every blob against
+/// its digest.
+#[tokio::test]
+#[ignore = "needs skopeo: scripts/test.sh runs it"]
+async fn skopeo_reads_the_hooks_layout() {
+    common::process::require_tool("skopeo");
+    let script = r#"
+        cd "$(mktemp -d)" || exit 3
+        skopeo --insecure-policy copy --quiet "oci:$PORTCULLIS_LAYOUT:v1" "dir:$PWD/out" || exit 4
+        test "$(skopeo inspect --format '{{.Digest}}' "oci:$PORTCULLIS_LAYOUT:v1")" = "$PORTCULLIS_DIGEST" || exit 5
+        exit 0"#;
+    let r = registry_with_hook(script, Duration::from_secs(60)).await;
+    let (digest, _) = r.push_image("hooked/app", "v1", "layout").await;
+    let state = r.wait_scan("hooked/app", &digest).await;
+    let report = r
+        .admin_api("GET", &format!("/api/v1/scans?repository=hooked/app&digest={digest}"), serde_json::Value::Null)
+        .await;
+    assert_eq!(state, "passed", "{}", report.json());
+}

@@ -156,6 +156,8 @@ pub struct ParsedManifest {
 pub struct Layer {
     pub media_type: String,
     pub digest: Digest,
+    /// The size the manifest declares.
+    pub size: u64,
     /// A foreign layer (`urls`): clients fetch it from elsewhere, so it is never stored here.
     pub foreign: bool,
     /// Annotated with a table of contents for lazy or partial pulls (zstd:chunked, eStargz):
@@ -265,6 +267,12 @@ impl ParsedManifest {
     }
 
     /// How many blobs or manifests the manifest references (the config counts as one).
+    /// The sizes declared for the config and the layers (repeats and foreign layers included), summed.
+    pub fn declared_size(&self) -> u64 {
+        let config = self.config.as_ref().map_or(0, |c| c.size);
+        self.layers.iter().map(|l| l.size).fold(config, u64::saturating_add)
+    }
+
     pub fn references(&self) -> usize {
         if self.is_index() {
             self.children.len()
@@ -363,7 +371,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest>
             if !foreign && !parsed.blobs.contains(&d.digest) {
                 parsed.blobs.push(d.digest.clone());
             }
-            parsed.layers.push(Layer { media_type: d.media_type, digest: d.digest, foreign, lazy_toc });
+            parsed.layers.push(Layer { media_type: d.media_type, digest: d.digest, size: d.size, foreign, lazy_toc });
         }
     }
     Ok(parsed)

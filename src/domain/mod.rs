@@ -5,6 +5,7 @@
 
 mod gate;
 pub mod gojson;
+pub mod index;
 pub mod manifest;
 mod manifests;
 mod registry;

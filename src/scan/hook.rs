@@ -15,11 +15,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use oci_spec::image::ANNOTATION_REF_NAME;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Finding, Rule, Severity};
-use crate::domain::{Digest, Reader, Registry, RepoName};
+use crate::domain::{index, manifest, Digest, Reader, Registry, RepoName};
 
 /// The most of the hook's stdout that is read.
 const MAX_STDOUT: u64 = 1 << 20;
@@ -67,26 +68,26 @@ async fn write_layout(
     let blobs = root.join("blobs").join(manifest.digest.algorithm().as_str());
     tokio::fs::create_dir_all(&blobs).await.map_err(|e| e.to_string())?;
     tokio::fs::write(blobs.join(manifest.digest.hex()), &manifest.content).await.map_err(|e| e.to_string())?;
-    let parsed: serde_json::Value = serde_json::from_slice(&manifest.content).map_err(|e| e.to_string())?;
-    let mut digests = vec![parsed["config"]["digest"].as_str().unwrap_or("").to_owned()];
-    for layer in parsed["layers"].as_array().into_iter().flatten() {
-        if layer["urls"].is_null() {
-            digests.push(layer["digest"].as_str().unwrap_or("").to_owned());
-        }
-    }
-    for d in digests {
-        let d: Digest = d.parse().map_err(|e: crate::domain::Error| e.to_string())?;
+    let parsed = manifest::parse(&manifest.content, Some(&manifest.media_type)).map_err(|e| e.to_string())?;
+    // Config and layers, foreign layers excepted (they are not stored here).
+    for d in &parsed.blobs {
         let dir = root.join("blobs").join(d.algorithm().as_str());
         tokio::fs::create_dir_all(&dir).await.map_err(|e| e.to_string())?;
-        copy_blob(registry, repo, &d, &dir).await?;
+        copy_blob(registry, repo, d, &dir).await?;
     }
-    let mut descriptor = serde_json::json!({"mediaType": manifest.media_type, "digest": manifest.digest.to_string(), "size": manifest.content.len()});
+    let mut descriptor = index::descriptor(&manifest.media_type, &manifest.digest, manifest.content.len() as u64)
+        .map_err(|e| e.to_string())?;
     if !tag.is_empty() {
-        descriptor["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": tag});
+        descriptor.set_annotations(Some([(ANNOTATION_REF_NAME.to_owned(), tag.to_owned())].into()));
     }
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [descriptor]});
-    tokio::fs::write(root.join("index.json"), index.to_string()).await.map_err(|e| e.to_string())?;
-    tokio::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).await.map_err(|e| e.to_string())
+    let index = index::image_index(vec![descriptor]).map_err(|e| e.to_string())?;
+    let marker = index::layout_marker().map_err(|e| e.to_string())?;
+    tokio::fs::write(root.join("index.json"), serde_json::to_vec(&index).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::fs::write(root.join("oci-layout"), serde_json::to_vec(&marker).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn parse_findings(stdout: &[u8]) -> Vec<Finding> {

@@ -150,7 +150,7 @@ async fn scan_manifest(
     };
     let mut findings = outcome.findings;
     if kind == ManifestKind::Image {
-        let total = declared_size(&manifest.content);
+        let total = parsed.declared_size();
         if total > settings.policy.max_image_bytes {
             findings.push(Finding {
                 rule: Rule::ImageTooLarge,
@@ -168,15 +168,6 @@ async fn scan_manifest(
         }
     }
     Ok(Some(findings))
-}
-
-/// The sizes the manifest declares for its config and layers, summed.
-fn declared_size(content: &[u8]) -> u64 {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else { return 0 };
-    let size = |d: &serde_json::Value| d.get("size").and_then(|s| s.as_u64()).unwrap_or(0);
-    let layers =
-        v.get("layers").and_then(|l| l.as_array()).map_or(0u64, |l| l.iter().map(size).fold(0, u64::saturating_add));
-    v.get("config").map_or(0, size).saturating_add(layers)
 }
 
 async fn run_hook(

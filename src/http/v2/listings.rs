@@ -2,11 +2,13 @@
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use oci_spec::image::MediaType;
 use serde_json::{json, Map, Value};
 
 use super::{HandlerResult, Request};
 use crate::auth::policy::Need;
 use crate::auth::{Action, ActionSet};
+use crate::domain::index;
 use crate::domain::manifest::OCI_INDEX;
 use crate::domain::{Digest, Error, Page, Registry, RepoName};
 use crate::http::AppState;
@@ -77,23 +79,15 @@ pub async fn tags(registry: &Registry, repo: &RepoName, req: &Request) -> Handle
 pub async fn referrers(registry: &Registry, repo: &RepoName, digest: &Digest, req: &Request) -> HandlerResult {
     let filter = req.query.get("artifactType").filter(|s| !s.is_empty());
     let found = registry.referrers(req.grants.reader(), repo, digest, filter).await?;
-    let manifests: Vec<Value> = found
-        .into_iter()
-        .map(|r| {
-            let mut d = Map::new();
-            d.insert("mediaType".into(), r.media_type.into());
-            d.insert("digest".into(), r.digest.to_string().into());
-            d.insert("size".into(), r.size.into());
-            if let Some(t) = r.artifact_type {
-                d.insert("artifactType".into(), t.into());
-            }
-            if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
-                d.insert("annotations".into(), a);
-            }
-            Value::Object(d)
-        })
-        .collect();
-    let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    let mut manifests = Vec::with_capacity(found.len());
+    for r in found {
+        let mut d = index::descriptor(&r.media_type, &r.digest, r.size)?;
+        d.set_artifact_type(r.artifact_type.as_deref().map(MediaType::from));
+        let pushed = r.annotations.and_then(|a| serde_json::from_str::<Map<String, Value>>(&a).ok());
+        d.set_annotations(pushed.as_ref().map(index::annotations));
+        manifests.push(d);
+    }
+    let body = index::image_index(manifests)?;
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
     if filter.is_some() {
