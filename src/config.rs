@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
@@ -245,21 +246,40 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
 }
 
-/// A secret from the configuration: shown as `[redacted]` in every `Debug` output.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+/// A secret from the configuration, held by `secrecy`: `[REDACTED]` in every `Debug` output,
+/// zeroed when dropped, and read only through an explicit `expose_secret()`. It serialises as
+/// `[redacted]` too (the configuration is serialised only for its defaults, where no secret is
+/// set), so no dump of the configuration can carry one.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(pub String);
+pub struct Secret(SecretString);
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(SecretString::from(value))
+    }
+}
+
+impl ExposeSecret<str> for Secret {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
     }
 }
 
 /// Reads a secret from a file (the whole file, trailing newlines dropped).
 pub fn read_secret_file(path: &Path) -> anyhow::Result<Secret> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    Ok(Secret(text.trim_end_matches(['\r', '\n']).to_owned()))
+    use secrecy::zeroize::Zeroize;
+    let mut text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let secret = Secret::new(text.trim_end_matches(['\r', '\n']).to_owned());
+    // The untrimmed copy is wiped too.
+    text.zeroize();
+    Ok(secret)
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -540,7 +560,7 @@ impl Config {
             );
         }
         if let Some(url) = &self.database.url {
-            if crate::model::Engine::of_url(&url.0).is_none() {
+            if crate::model::Engine::of_url(url.expose_secret()).is_none() {
                 anyhow::bail!("invalid configuration: database.url must start with postgres:// or sqlite:");
             }
         }
@@ -599,12 +619,12 @@ impl Config {
         let Some(url) = &self.database.url else { return Ok(None) };
         let Some(file) = &self.database.password_file else { return Ok(Some(url.clone())) };
         let password = read_secret_file(file)?;
-        let mut parsed =
-            url::Url::parse(&url.0).map_err(|_| anyhow::anyhow!("invalid configuration: database.url is not a URL"))?;
+        let mut parsed = url::Url::parse(url.expose_secret())
+            .map_err(|_| anyhow::anyhow!("invalid configuration: database.url is not a URL"))?;
         parsed
-            .set_password(Some(&password.0))
+            .set_password(Some(password.expose_secret()))
             .map_err(|_| anyhow::anyhow!("invalid configuration: database.url cannot carry a password"))?;
-        Ok(Some(Secret(parsed.to_string())))
+        Ok(Some(Secret::new(parsed.to_string())))
     }
 }
 
@@ -638,5 +658,34 @@ mod tests {
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    /// Secrets loaded from the file and from a password file reach their users intact, and appear
+    /// in no `Debug` output or serialisation of the configuration.
+    #[test]
+    fn secrets_are_kept_out_of_debug_and_dumps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        let password = dir.path().join("db-password");
+        std::fs::write(&password, "pg-pass-4f1e\n").unwrap();
+        std::fs::write(
+            &file,
+            format!(
+                "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\nendpoint = \"https://s3.example\"\n\
+                 secret_access_key = \"s3-secret-9c2a\"\n[database]\nurl = \"postgres://app@db/registry\"\n\
+                 password_file = {:?}\n",
+                password.display().to_string()
+            ),
+        )
+        .unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        let url = config.database_url().unwrap().unwrap();
+        assert_eq!(url.expose_secret(), "postgres://app:pg-pass-4f1e@db/registry");
+        assert_eq!(config.storage.s3.secret_access_key.as_ref().unwrap().expose_secret(), "s3-secret-9c2a");
+        for shown in [format!("{config:?}"), format!("{url:?}"), serde_json::to_string(&config).unwrap()] {
+            for secret in ["s3-secret-9c2a", "pg-pass-4f1e"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+        }
     }
 }

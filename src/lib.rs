@@ -24,6 +24,7 @@ pub mod tls;
 use std::sync::Arc;
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 
 use auth::service::AuthSettings;
 use auth::AuthService;
@@ -188,7 +189,7 @@ fn open_blobs(config: &Config) -> anyhow::Result<BlobStore> {
 async fn open_metadata(config: &Config) -> anyhow::Result<SqlMetadata> {
     match config.database_url()? {
         // The URL may hold a password: it is never part of an error message.
-        Some(url) => SqlMetadata::connect(&url.0, config.database.max_connections)
+        Some(url) => SqlMetadata::connect(url.expose_secret(), config.database.max_connections)
             .await
             .context("opening the database at database.url"),
         None => SqlMetadata::open(&config.database_path())
@@ -243,8 +244,8 @@ impl TryFrom<&config::S3Config> for storage::s3::S3Options {
     type Error = anyhow::Error;
     fn try_from(c: &config::S3Config) -> anyhow::Result<Self> {
         let secret_access_key = match (&c.secret_access_key, &c.secret_access_key_file) {
-            (Some(secret), _) => Some(secret.0.clone()),
-            (None, Some(file)) => Some(config::read_secret_file(file)?.0),
+            (Some(secret), _) => Some(secret.expose_secret().into()),
+            (None, Some(file)) => Some(config::read_secret_file(file)?.expose_secret().into()),
             (None, None) => None,
         };
         Ok(storage::s3::S3Options {

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use portcullis::config::LogFormat;
 use portcullis::{App, Config};
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "A hardened private OCI container registry")]
@@ -191,10 +192,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let admin_password = match std::env::var_os("PORTCULLIS_ADMIN_PASSWORD_FILE") {
         // A mounted secret (compose, Kubernetes): the password never sits in the environment.
-        Some(file) => Some(portcullis::config::read_secret_file(std::path::Path::new(&file))?.0),
-        None => std::env::var("PORTCULLIS_ADMIN_PASSWORD").ok(),
+        Some(file) => Some(portcullis::config::read_secret_file(std::path::Path::new(&file))?.expose_secret().into()),
+        None => std::env::var("PORTCULLIS_ADMIN_PASSWORD").ok().map(SecretString::from),
     }
-    .filter(|p| !p.is_empty());
+    .filter(|p: &SecretString| !p.expose_secret().is_empty());
     if let Some(file) = app.auth.bootstrap_admin(&app.config.data_dir, admin_password).await? {
         tracing::info!(file = %file.display(), "created the admin user; its password is in this file (readable by the owner only)");
     }

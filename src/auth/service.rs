@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::jwt::{Claims, Keys, TokenUse};
 use super::policy::{self, Deny, NamespaceFacts, Need};
 use super::ratelimit::LoginLimiter;
@@ -127,12 +129,16 @@ impl AuthService {
 
     /// Creates the `admin` user on first start. Its password comes from `password`, or is random and
     /// written once to a 0600 file in `data_dir` (never to the log). Returns that file when written.
-    pub async fn bootstrap_admin(&self, data_dir: &Path, password: Option<String>) -> anyhow::Result<Option<PathBuf>> {
+    pub async fn bootstrap_admin(
+        &self,
+        data_dir: &Path,
+        password: Option<SecretString>,
+    ) -> anyhow::Result<Option<PathBuf>> {
         if self.store.user("admin").await?.is_some() {
             return Ok(None);
         }
         let (password, file) = match password {
-            Some(p) => (p, None),
+            Some(p) => (p.expose_secret().to_owned(), None),
             None => {
                 let p = secrets::random_string(32);
                 let file = data_dir.join("admin-password");

@@ -15,6 +15,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
+use secrecy::{ExposeSecret, SecretString};
 
 /// What the S3 backend needs; the wiring (`lib.rs`) fills it in from `[storage.s3]`.
 #[derive(Clone)]
@@ -27,7 +28,7 @@ pub struct S3Options {
     pub path_style: bool,
     pub access_key_id: Option<String>,
     /// The secret access key, already read from its file if it came from one.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<SecretString>,
     /// Allows an `http://` endpoint.
     pub allow_http: bool,
     /// Key prefix inside the bucket.
@@ -45,7 +46,7 @@ impl std::fmt::Debug for S3Options {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("prefix", &self.prefix)
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "[redacted]"))
+            .field("secret_access_key", &self.secret_access_key)
             .finish_non_exhaustive()
     }
 }
@@ -75,11 +76,36 @@ pub fn store(config: &S3Options) -> anyhow::Result<Arc<dyn ObjectStore>> {
         builder = builder.with_access_key_id(id);
     }
     if let Some(secret) = &config.secret_access_key {
-        builder = builder.with_secret_access_key(secret);
+        builder = builder.with_secret_access_key(secret.expose_secret());
     }
     let s3 = builder.build().map_err(|e| anyhow::anyhow!("S3 configuration: {e}"))?;
     Ok(match config.prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
         Some(prefix) => Arc::new(PrefixStore::new(s3, prefix)),
         None => Arc::new(s3),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_key_stays_out_of_debug_output() {
+        let options = S3Options {
+            bucket: Some("b".into()),
+            endpoint: None,
+            region: "r".into(),
+            path_style: true,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some(SecretString::from("s3-secret-9c2a")),
+            allow_http: false,
+            prefix: None,
+            part_size: 5 << 20,
+            max_retries: 1,
+            retry_timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3-secret-9c2a"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
 }

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use portcullis::config::{S3Config, Secret, StorageBackend};
 use portcullis::Config;
+use secrecy::ExposeSecret;
 use sha2::Digest as _;
 
 fn required(name: &str) -> String {
@@ -57,7 +58,7 @@ pub fn s3_config(name: &str) -> S3Config {
         region: std::env::var("TESTBED_S3_REGION").unwrap_or_else(|_| "garage".into()),
         path_style: true,
         access_key_id: Some(required("TESTBED_S3_ACCESS_KEY_ID")),
-        secret_access_key: Some(Secret(required("TESTBED_S3_SECRET_ACCESS_KEY"))),
+        secret_access_key: Some(Secret::new(required("TESTBED_S3_SECRET_ACCESS_KEY"))),
         allow_http: true,
         prefix: Some(name.to_owned()),
         ..S3Config::default()
@@ -66,7 +67,7 @@ pub fn s3_config(name: &str) -> S3Config {
 
 /// Points `config` at the scale-out backends named `name`.
 pub fn apply(config: &mut Config, name: &str) {
-    config.database.url = Some(Secret(postgres_database(name)));
+    config.database.url = Some(Secret::new(postgres_database(name)));
     config.storage.backend = StorageBackend::S3;
     config.storage.s3 = s3_config(name);
 }
@@ -84,7 +85,7 @@ pub fn env(name: &str) -> Vec<(String, String)> {
         ("PORTCULLIS_STORAGE_S3_ALLOW_HTTP", "true".to_owned()),
         ("PORTCULLIS_STORAGE_S3_PREFIX", name.to_owned()),
         ("PORTCULLIS_STORAGE_S3_ACCESS_KEY_ID", s3.access_key_id.unwrap()),
-        ("PORTCULLIS_STORAGE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.unwrap().0),
+        ("PORTCULLIS_STORAGE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.unwrap().expose_secret().to_owned()),
     ];
     vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }

@@ -98,7 +98,7 @@ impl TestRegistry {
         for _ in 0..replicas {
             // The same configuration: one database, one bucket, one signing key file.
             let app = App::build(config.clone()).await.expect("app builds");
-            app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned())).await.unwrap();
+            app.auth.bootstrap_admin(dir.path(), Some(ADMIN_PASSWORD.to_owned().into())).await.unwrap();
             app.spawn_scan_worker().expect("scan workers start");
             apps.push(app);
         }
