@@ -29,7 +29,7 @@ use secrecy::ExposeSecret;
 use auth::service::AuthSettings;
 use auth::AuthService;
 pub use config::Config;
-use domain::{Limits, Registry};
+use domain::{Clock, Limits, Registry};
 use metadata::sql::SqlMetadata;
 use storage::BlobStore;
 
@@ -62,7 +62,10 @@ impl App {
                 per_repository: config.uploads.max_per_repository,
             },
         };
-        let registry = Registry::new(meta.clone(), blobs, limits).with_scan_poll(config.scan.poll);
+        // The one clock of this app: everything that decides expiry holds a clone.
+        let clock = Clock::system();
+        let registry =
+            Registry::new(meta.clone(), blobs, limits).with_scan_poll(config.scan.poll).with_clock(clock.clone());
         let settings = AuthSettings {
             issuer: config.auth.issuer.clone().unwrap_or_else(|| config.public_url()),
             service: config.auth.service.clone(),
@@ -77,7 +80,8 @@ impl App {
         };
         let auth = Arc::new(
             AuthService::new(meta.clone(), &config.signing_key_path(), &config.auth.verify_keys, settings)
-                .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?,
+                .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?
+                .with_clock(clock),
         );
         let limits =
             http::rate::RateLimits::new(config.server.rate_limit_per_address, config.server.rate_limit_per_principal);

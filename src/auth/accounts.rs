@@ -9,7 +9,7 @@
 use super::service::{now_ms, AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
 use super::{password, secrets, ActionSet, Role};
 use crate::metadata::auth::{NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
-use crate::model::{now, Error};
+use crate::model::Error;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -46,8 +46,8 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
 }
 
 /// Refuses an expiry further away than `max` (named by its configuration key).
-fn within(expires_at: i64, max: std::time::Duration, key: &str) -> Result<()> {
-    if expires_at - now() > max.as_secs() as i64 {
+fn within(expires_at: i64, now: i64, max: std::time::Duration, key: &str) -> Result<()> {
+    if expires_at - now > max.as_secs() as i64 {
         return Err(AccountError::Invalid(format!(
             "expires_at is more than {} days away; the limit is {key}",
             max.as_secs() / 86_400
@@ -67,7 +67,7 @@ impl AuthService {
         check_name("username", username)?;
         password::check_strength(pw).map_err(AccountError::Invalid)?;
         let hash = password::hash(pw.to_owned()).await?;
-        if !self.store().create_user(username, &hash, admin, now()).await? {
+        if !self.store().create_user(username, &hash, admin, self.clock().now()).await? {
             return Err(AccountError::Conflict(format!("user {username} exists")));
         }
         self.store().user(username).await?.ok_or(AccountError::NotFound("user"))
@@ -128,7 +128,7 @@ impl AuthService {
         if name.contains(['.', '_', '/']) || format!("{name}/x").parse::<crate::model::RepoName>().is_err() {
             return Err(AccountError::Invalid("namespace must match [a-z0-9]+(-+[a-z0-9]+)*".into()));
         }
-        if !self.store().create_namespace(name, public, now()).await? {
+        if !self.store().create_namespace(name, public, self.clock().now()).await? {
             return Err(AccountError::Conflict(format!("namespace {name} exists")));
         }
         self.namespace(name).await
@@ -188,7 +188,7 @@ impl AuthService {
         expires_at: i64,
     ) -> Result<NewSecret<RobotRecord>> {
         check_name("robot name", name)?;
-        within(expires_at, self.settings().max_robot_lifetime, "auth.max_robot_lifetime")?;
+        within(expires_at, self.clock().now(), self.settings().max_robot_lifetime, "auth.max_robot_lifetime")?;
         self.namespace(ns).await?;
         let set = ActionSet::parse_list(&actions.join(","));
         if set.is_empty() || actions.iter().any(|a| super::Action::parse(a).is_none()) {
@@ -210,7 +210,7 @@ impl AuthService {
             expires_at,
             revoked: false,
             last_used_at: None,
-            created_at: now(),
+            created_at: self.clock().now(),
         };
         if !self.store().create_robot(&record).await? {
             return Err(AccountError::Conflict(format!("robot {name} exists in {ns}")));
@@ -253,7 +253,7 @@ impl AuthService {
         if name.is_empty() || name.len() > 100 {
             return Err(AccountError::Invalid("name must have 1 to 100 characters".into()));
         }
-        within(expires_at, self.settings().max_token_lifetime, "auth.max_token_lifetime")?;
+        within(expires_at, self.clock().now(), self.settings().max_token_lifetime, "auth.max_token_lifetime")?;
         let id = secrets::random_string(12);
         let secret = format!("{TOKEN_PREFIX}{id}_{}", secrets::random_string(40));
         let record = TokenRecord {
@@ -264,7 +264,7 @@ impl AuthService {
             expires_at,
             revoked: false,
             last_used_at: None,
-            created_at: now(),
+            created_at: self.clock().now(),
             parent_id: parent,
         };
         self.store().create_token(&record).await?;

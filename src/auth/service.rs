@@ -22,7 +22,7 @@ use super::policy::{self, Deny, NamespaceFacts, Need};
 use super::ratelimit::LoginLimiter;
 use super::{password, secrets, ActionSet, Principal, Robot, Scope};
 use crate::metadata::auth::AuthStore;
-use crate::model::{now, Error, RepoName};
+use crate::model::{now, Clock, Error, RepoName};
 
 /// Prefix of personal access tokens (`pcp_<id>_<secret>`) and robot secrets.
 pub const TOKEN_PREFIX: &str = "pcp_";
@@ -100,6 +100,8 @@ pub struct AuthService {
     settings: AuthSettings,
     limiter: LoginLimiter,
     verified: password::Verified,
+    /// Decides robot and token expiry (issue times stay on the wall clock: see `model::clock`).
+    clock: Clock,
 }
 
 impl AuthService {
@@ -112,7 +114,18 @@ impl AuthService {
     ) -> anyhow::Result<Self> {
         let limiter = LoginLimiter::new(settings.free_failures, settings.backoff_base, settings.backoff_max);
         let verified = password::Verified::new(settings.password_cache);
-        Ok(AuthService { store, keys: Keys::load_or_create(key_path, verify_keys)?, settings, limiter, verified })
+        let keys = Keys::load_or_create(key_path, verify_keys)?;
+        Ok(AuthService { store, keys, settings, limiter, verified, clock: Clock::system() })
+    }
+
+    /// The same service on `clock` (the app's one clock).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub(super) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub(super) fn store(&self) -> &dyn AuthStore {
@@ -152,7 +165,7 @@ impl AuthService {
             }
         };
         let hash = password::hash(password).await?;
-        if !self.store.create_user("admin", &hash, true, now()).await? {
+        if !self.store.create_user("admin", &hash, true, self.clock.now()).await? {
             // Another replica on the same database created it first: its password stands, and
             // the one written here never worked.
             if let Some(file) = &file {
@@ -218,7 +231,7 @@ impl AuthService {
     /// A robot secret or a personal access token: a lookup by name or id and a constant-time
     /// comparison of SHA-256 hashes. `None` when it does not match.
     async fn check_high_entropy(&self, username: &str, secret: &str) -> Result<Option<Authenticated>, AuthError> {
-        let now = now();
+        let now = self.clock.now();
         if username.starts_with(ROBOT_PREFIX) {
             let Some(r) = self.store.robot(username).await? else {
                 // Same work as a real check, so timing does not tell whether the robot exists.
@@ -354,7 +367,7 @@ impl AuthService {
 
     /// The current principal for a token's claims, or an error if it may no longer act.
     async fn principal(&self, claims: &Claims) -> Result<Authenticated, AuthError> {
-        let now = now();
+        let now = self.clock.now();
         let revoked = || {
             AuthError::InvalidToken(
                 "the account behind this token is disabled, expired, revoked or changed since it was issued".into(),

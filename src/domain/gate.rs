@@ -22,7 +22,7 @@
 //!   becomes an ordinary upload, as the spec asks.
 //! - HEAD requests tell that a manifest or blob exists and its size, never its bytes.
 
-use super::{now, Blocked, Digest, Error, Reference, RepoName, Result, Target};
+use super::{Blocked, Digest, Error, Reference, RepoName, Result, Target};
 use crate::metadata::scans::{ScanState, Verdict};
 use crate::metadata::{ManifestKind, StoredManifest};
 
@@ -99,7 +99,7 @@ impl super::Registry {
 
     /// The gate for a manifest: its own verdict, and for an index every manifest it reaches.
     async fn gate_manifest(&self, repo: &RepoName, manifest: &StoredManifest) -> Result<()> {
-        let now = now();
+        let now = self.clock.now();
         let verdicts = match manifest.kind {
             Some(ManifestKind::Image | ManifestKind::Artifact) => {
                 vec![(manifest.digest.clone(), manifest.verdict.clone())]
@@ -142,13 +142,13 @@ impl super::Registry {
         if reader == Reader::Unrestricted {
             return self.stat_blob(repo, digest).await;
         }
-        let access = self.meta.blob_access(repo, digest, now()).await?.ok_or(Error::BlobUnknown)?;
+        let access = self.meta.blob_access(repo, digest, self.clock.now()).await?.ok_or(Error::BlobUnknown)?;
         if access.readable {
             return Ok(access.size);
         }
         // Refused: name the manifests that contain the blob, for the error and its report links.
         let referrers = self.meta.blob_referrers(repo, digest, 5).await?;
-        let (state, summary, manifests) = worst(&referrers, now()).unwrap_or((
+        let (state, summary, manifests) = worst(&referrers, self.clock.now()).unwrap_or((
             ScanState::Quarantined,
             Some("no image that passed its scan contains this blob".into()),
             Vec::new(),

@@ -179,7 +179,7 @@ impl super::Registry {
     ) -> Result<Vec<Referrer>> {
         let mut found = self.meta.referrers(repo, digest, artifact_type).await?;
         if reader == Reader::Ordinary {
-            let now = super::now();
+            let now = self.clock.now();
             let open = |r: &Referrer| r.verdict.as_ref().is_some_and(|v| v.effective_state(now).allows_pull());
             if artifact_type.is_some() {
                 found.retain(open);

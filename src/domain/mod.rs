@@ -14,7 +14,7 @@ mod uploads;
 
 // The vocabulary lives in the leaf `model`; re-exported for the layers above the domain.
 pub use crate::model::{digest, names};
-pub use crate::model::{now, Blocked, Digest, Error, Reference, RepoName, Result, Tag, Target};
+pub use crate::model::{now, Blocked, Clock, Digest, Error, Reference, RepoName, Result, Tag, Target};
 pub use crate::model::{DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};
 pub use gate::{ManifestHead, Reader};
 pub use manifests::PutManifest;

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Digest, Error, RepoName, Result, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES};
+use super::{Clock, Digest, Error, RepoName, Result, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES};
 use crate::metadata::Metadata;
 use crate::storage::{BlobStore, ByteStream, StorageError, UploadId};
 
@@ -46,6 +46,8 @@ pub struct Registry {
     /// Per-upload locks: chunks of one upload are written one after another.
     pub(super) upload_locks: Arc<std::sync::Mutex<std::collections::HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>>,
     pub(super) scan_signals: Arc<super::scans::ScanSignals>,
+    /// Decides what has expired or is due.
+    pub(super) clock: Clock,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -101,7 +103,25 @@ pub(super) fn storage_err(e: StorageError) -> Error {
 
 impl Registry {
     pub fn new(meta: Arc<dyn Metadata>, blobs: BlobStore, limits: Limits) -> Self {
-        Registry { meta, blobs, limits, upload_locks: Default::default(), scan_signals: Default::default() }
+        Registry {
+            meta,
+            blobs,
+            limits,
+            upload_locks: Default::default(),
+            scan_signals: Default::default(),
+            clock: Clock::system(),
+        }
+    }
+
+    /// The same registry on `clock` (the app's one clock; tests move it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock that decides expiry.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The blob store (for health checks).

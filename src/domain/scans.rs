@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{now, Digest, RepoName, Result, DEFAULT_SCAN_POLL};
+use super::{Digest, RepoName, Result, DEFAULT_SCAN_POLL};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState};
 
 /// This process's wake-ups between pushes, its scan worker and the requests waiting for verdicts.
@@ -96,7 +96,7 @@ impl super::Registry {
         reason: &str,
         until: Option<i64>,
     ) -> Result<bool> {
-        self.meta.release_scan(repo, digest, by, reason, until, now()).await
+        self.meta.release_scan(repo, digest, by, reason, until, self.clock.now()).await
     }
 
     /// A namespace's scan rule overrides as JSON (`{"root_user": "warn", ...}`).
@@ -110,7 +110,7 @@ impl super::Registry {
         rules: &str,
         sync: Option<std::time::Duration>,
     ) -> Result<bool> {
-        self.meta.set_namespace_scan_rules(namespace, rules, sync.map(|d| d.as_millis() as u64), now()).await
+        self.meta.set_namespace_scan_rules(namespace, rules, sync.map(|d| d.as_millis() as u64), self.clock.now()).await
     }
 
     /// Synchronous mode: how long a push into `namespace` waits for its verdict.
@@ -125,14 +125,14 @@ impl super::Registry {
         digest: &Digest,
         limit: Duration,
     ) -> Result<Option<ScanState>> {
-        let open = |r: &ScanRecord| r.effective_state(now());
+        let open = |r: &ScanRecord| r.effective_state(self.clock.now());
         let record =
             self.wait_for_scan(repo, digest, limit, |r| !matches!(open(r), ScanState::Pending | ScanState::Scanning));
         Ok(record.await?.map(|r| open(&r)))
     }
 
     pub async fn request_rescan(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let requested = self.meta.request_rescan(repo, digest, now()).await?;
+        let requested = self.meta.request_rescan(repo, digest, self.clock.now()).await?;
         if requested {
             self.scan_queued();
         }
@@ -141,7 +141,7 @@ impl super::Registry {
 
     /// Claims a job for `lease`; a job claimed `max_attempts` times already ends in `error` instead.
     pub async fn claim_scan(&self, lease: std::time::Duration, max_attempts: u32) -> Result<Option<ScanJob>> {
-        let now = now();
+        let now = self.clock.now();
         self.meta.claim_scan(now, now + lease.as_secs() as i64, max_attempts).await
     }
 
@@ -156,13 +156,13 @@ impl super::Registry {
     }
 
     pub async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str) -> Result<()> {
-        self.meta.finish_scan(job, state, findings, summary, now()).await?;
+        self.meta.finish_scan(job, state, findings, summary, self.clock.now()).await?;
         self.scan_signals.verdict.notify_waiters();
         Ok(())
     }
 
     pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, give_up: GiveUp, summary: &str) -> Result<()> {
-        self.meta.fail_scan(job, retry_at, give_up, summary, now()).await?;
+        self.meta.fail_scan(job, retry_at, give_up, summary, self.clock.now()).await?;
         self.scan_signals.verdict.notify_waiters();
         Ok(())
     }

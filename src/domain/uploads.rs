@@ -5,7 +5,7 @@
 //! links it; a failed verification removes the whole session.
 
 use super::registry::storage_err;
-use super::{now, Digest, Error, RepoName, Result};
+use super::{Digest, Error, RepoName, Result};
 use crate::metadata::{SessionCap, Upload};
 use crate::storage::{ByteStream, Commit, UploadId, WrittenPart};
 
@@ -20,7 +20,7 @@ impl super::Registry {
     /// Opens an upload session for `owner` (the principal's name), within the session caps.
     pub async fn start_upload(&self, repo: &RepoName, owner: &str) -> Result<UploadState> {
         let id = UploadId::new();
-        match self.meta.create_upload(&id, repo, owner, now(), self.limits.upload_sessions).await? {
+        match self.meta.create_upload(&id, repo, owner, self.clock.now(), self.limits.upload_sessions).await? {
             Ok(()) => Ok(UploadState { id, size: 0 }),
             Err(SessionCap::Principal(n)) => Err(Error::TooManyUploads(format!(
                 "{n} upload sessions are open for this account, the most allowed (uploads.max_per_principal); finish or cancel some"
@@ -38,7 +38,7 @@ impl super::Registry {
         let beat = async {
             loop {
                 tokio::time::sleep(every).await;
-                if let Err(e) = self.meta.touch_upload(id, now()).await {
+                if let Err(e) = self.meta.touch_upload(id, self.clock.now()).await {
                     tracing::warn!(upload = %id, error = %e, "could not mark an upload session as in use");
                 }
             }
@@ -70,7 +70,7 @@ impl super::Registry {
         let Some(part) = self.in_use(id, self.write_chunk(&upload, range, body)).await? else {
             return Ok(UploadState { id: id.clone(), size: upload.size });
         };
-        if !self.meta.append_part(id, upload.size, &part, now()).await? {
+        if !self.meta.append_part(id, upload.size, &part, self.clock.now()).await? {
             self.drop_part(id, &part).await;
             return Err(Error::RangeInvalid("the upload was extended by another request".into()));
         }
@@ -182,7 +182,7 @@ impl super::Registry {
     /// `every`, so that of several replicas on one database one sweeps per interval; `None` when
     /// another replica holds it.
     pub async fn expire_uploads_leased(&self, holder: &str, every: std::time::Duration) -> Result<Option<usize>> {
-        let now = now();
+        let now = self.clock.now();
         if !self.meta.take_lease("upload-sweep", holder, now, now + every.as_secs().max(1) as i64).await? {
             return Ok(None);
         }
@@ -191,7 +191,7 @@ impl super::Registry {
 
     /// Removes sessions idle past the expiry, and upload objects no session owns (a crash's leftovers).
     pub async fn expire_uploads(&self) -> Result<usize> {
-        let cutoff = now() - self.limits.upload_expiry.as_secs() as i64;
+        let cutoff = self.clock.now() - self.limits.upload_expiry.as_secs() as i64;
         let mut removed = 0;
         for id in self.meta.stale_uploads(cutoff).await? {
             self.meta.delete_upload(&id).await?;

@@ -17,7 +17,7 @@ pub mod role;
 pub mod scan_state;
 pub mod upload;
 
-pub use clock::{now, now_ms};
+pub use clock::{now, now_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use engine::Engine;
 pub use error::{Blocked, Error, Result, Target};

@@ -20,7 +20,7 @@ use super::content::{ListedLayer, Outcome};
 use super::sandbox::{Blob, Item, Plan, Role, Sandbox, SandboxError, Subject};
 use super::{Finding, Policy, Rule, Severity};
 use crate::domain::manifest::{containerd_unpacks, parse};
-use crate::domain::{now, Digest, Error, Reader, Reference, Registry};
+use crate::domain::{Digest, Error, Reader, Reference, Registry};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
 use crate::metadata::ManifestKind;
 
@@ -161,7 +161,12 @@ async fn scan_manifest(
             });
         }
         if let Some(osv) = &settings.osv {
-            findings.extend(osv.scan(&outcome.packages, settings.vulnerability_threshold, &settings.allowlist, now()));
+            findings.extend(osv.scan(
+                &outcome.packages,
+                settings.vulnerability_threshold,
+                &settings.allowlist,
+                registry.clock().now(),
+            ));
         }
         if let Some(argv) = &settings.hook {
             findings.extend(run_hook(registry, job, argv, settings).await?);
@@ -237,7 +242,8 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
         }
         Err(Failure::Retry(reason, give_up)) => {
-            let retry = (job.attempts < settings.max_attempts).then(|| now() + (1i64 << job.attempts.min(10)));
+            let retry =
+                (job.attempts < settings.max_attempts).then(|| registry.clock().now() + (1i64 << job.attempts.min(10)));
             tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = ?reason, "scan attempt failed");
             registry.fail_scan(&job, retry, give_up, &format!("scan failed: {reason}")).await?;
         }

@@ -29,7 +29,7 @@ use crate::auth::accounts::AccountError;
 use crate::auth::policy::{self, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
 use crate::auth::{AuthError, Principal};
-use crate::domain::Error;
+use crate::domain::{Clock, Error};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -251,8 +251,8 @@ pub fn page<T: serde::Serialize>(items: Vec<T>, limit: u32, key: impl Fn(&T) -> 
     json(StatusCode::OK, json!({"items": items, "next": next}))
 }
 
-/// Unix seconds from an RFC 3339 string or a number; must lie in the future.
-pub fn future_time(value: &serde_json::Value, field: &str) -> Result<i64, ApiError> {
+/// Unix seconds from an RFC 3339 string or a number; must lie in the future of `clock`.
+pub fn future_time(value: &serde_json::Value, field: &str, clock: &Clock) -> Result<i64, ApiError> {
     let t = match value {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
@@ -261,7 +261,7 @@ pub fn future_time(value: &serde_json::Value, field: &str) -> Result<i64, ApiErr
         _ => None,
     }
     .ok_or_else(|| ApiError::invalid(format!("{field} must be an RFC 3339 time or Unix seconds")))?;
-    if t <= crate::domain::now() {
+    if t <= clock.now() {
         return Err(ApiError::invalid(format!("{field} must be in the future")));
     }
     Ok(t)

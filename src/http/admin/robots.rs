@@ -28,7 +28,7 @@ pub async fn create(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let new: NewRobot = parse(&body)?;
-    let expires_at = future_time(&new.expires_at, "expires_at")?;
+    let expires_at = future_time(&new.expires_at, "expires_at", state.registry.clock())?;
     let created = state.auth.create_robot(&ns, &new.name, &new.actions, new.repositories, expires_at).await?;
     audit(&who, "robot.create", &created.record.username);
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;

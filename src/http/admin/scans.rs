@@ -90,7 +90,8 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| ApiError::invalid("a reason is required to release"))?;
     let (repo, digest) = target(&t.repository, &t.digest)?;
-    let until = t.expires_at.as_ref().map(|v| super::future_time(v, "expires_at")).transpose()?;
+    let until =
+        t.expires_at.as_ref().map(|v| super::future_time(v, "expires_at", state.registry.clock())).transpose()?;
     if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason, until).await? {
         return Err(ApiError::not_found("scan"));
     }

@@ -28,7 +28,7 @@ fn user(who: &Authenticated) -> Result<&str, ApiError> {
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     let username = user(&who)?;
     let new: NewToken = parse(&body)?;
-    let expires_at = future_time(&new.expires_at, "expires_at")?;
+    let expires_at = future_time(&new.expires_at, "expires_at", state.registry.clock())?;
     let created = state.auth.create_token(username, &new.name, expires_at, who.pat.clone()).await?;
     audit(&who, "token.create", &created.record.id);
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
