@@ -19,7 +19,7 @@ use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
-const SECTIONS: &[&str] = &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan"];
+const SECTIONS: &[&str] = &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +40,28 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub scan: ScanConfig,
+    pub gc: GcConfig,
+}
+
+/// Online garbage collection (`src/domain/gc.rs` states what it guarantees).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// How often a collection runs in the server; `0s` turns the schedule off (`POST /api/v1/gc`
+    /// and `portcullis gc` still work).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// What nobody has touched for this long, and nothing references, may be collected: a client
+    /// that learned a blob exists (HEAD, mount, upload) has this long to push the manifest that
+    /// references it.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { interval: crate::model::DEFAULT_GC_INTERVAL, grace: crate::model::DEFAULT_GC_GRACE }
+    }
 }
 
 /// Scan-on-push: the built-in rules (`block`, `warn` or `off` each), the external hook, and jobs.
@@ -423,6 +445,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             scan: ScanConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -593,6 +616,11 @@ impl Config {
         if self.uploads.max_per_principal == 0 || self.uploads.max_per_repository == 0 {
             anyhow::bail!(
                 "invalid configuration: uploads.max_per_principal and uploads.max_per_repository must be positive"
+            );
+        }
+        if self.gc.grace < Duration::from_secs(60) {
+            anyhow::bail!(
+                "invalid configuration: gc.grace must be at least 60s (clients need time between learning that a blob exists and referencing it)"
             );
         }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {

@@ -61,6 +61,7 @@ impl App {
                 per_principal: config.uploads.max_per_principal,
                 per_repository: config.uploads.max_per_repository,
             },
+            gc_grace: config.gc.grace,
         };
         // The one clock of this app: everything that decides expiry holds a clone.
         let clock = Clock::system();
@@ -95,6 +96,11 @@ impl App {
         Ok(App { config, registry, auth, router, instance, meta })
     }
 
+    /// The metadata store (leases and checks in tests and tools).
+    pub fn metadata(&self) -> &Arc<SqlMetadata> {
+        &self.meta
+    }
+
     /// Sweeps expired uploads every `uploads.sweep_interval` until the task is dropped; with several
     /// replicas on one database, the one holding the sweep's lease does it.
     pub fn spawn_upload_sweeper(&self) -> tokio::task::JoinHandle<()> {
@@ -112,6 +118,27 @@ impl App {
                 }
             }
         })
+    }
+
+    /// Collects garbage every `gc.interval` (off when zero) until the task is dropped; with several
+    /// replicas, the one that takes the `gc` lease does it.
+    pub fn spawn_collector(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.config.gc.interval;
+        if every.is_zero() {
+            return None;
+        }
+        let registry = self.registry.clone();
+        let holder = self.instance.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                match registry.collect_garbage_scheduled(&holder).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
+            }
+        }))
     }
 
     /// Runs the scan workers with the configured policy, sandbox and hook until the task is dropped.

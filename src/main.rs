@@ -41,6 +41,24 @@ enum Command {
         #[arg(long)]
         parent: i32,
     },
+    /// Collect garbage once and print the report as JSON (the same collection the server runs; it
+    /// may run while the registry serves).
+    Gc {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Compare the database with the blob store and print the report as JSON; exits 1 if
+    /// anything is missing, orphaned or corrupt.
+    Fsck {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Re-hash every stored blob (reads all of them).
+        #[arg(long)]
+        verify: bool,
+    },
     /// Offline administration of the data directory (the registry may be stopped).
     Admin {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
@@ -98,6 +116,12 @@ fn tune_allocator() {
 fn main() -> std::process::ExitCode {
     // Everything this process creates (database, blobs, keys, scan layouts) is its user's alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // Nothing this process starts (the scan sandbox, hooks) gains privileges by exec: no setuid
+    // bits, no file capabilities. Set before any thread exists, so every thread and child has it.
+    if let Err(e) = rustix::thread::set_no_new_privs(true) {
+        eprintln!("portcullis: cannot set PR_SET_NO_NEW_PRIVS: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     if let Command::ScanSandbox { memory, cpu, parent } = cli.command {
         // Its own process with its own limits: no runtime, no logging, no allocator tuning.
@@ -114,6 +138,17 @@ fn main() -> std::process::ExitCode {
         }),
         Command::Admin { config, task } => Config::load(config.as_deref())
             .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(admin(c, task))),
+        Command::Gc { config, dry_run } => Config::load(config.as_deref())
+            .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(gc(c, dry_run))),
+        Command::Fsck { config, verify } => {
+            match Config::load(config.as_deref())
+                .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(fsck(c, verify)))
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => return std::process::ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Command::ScanSandbox { .. } => unreachable!("handled above"),
     };
     match result {
@@ -154,6 +189,25 @@ async fn check_config(config: Config) -> anyhow::Result<()> {
     checked?;
     println!("configuration is valid: listening on {listen}; {database} and {storage} are reachable and writable");
     Ok(())
+}
+
+async fn gc(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let holder = format!("cli-{}", app.instance);
+    let report = app.registry.collect_garbage(&holder, dry_run).await;
+    app.close().await;
+    println!("{}", serde_json::to_string_pretty(&report?)?);
+    Ok(())
+}
+
+/// True when the database and the blob store agree.
+async fn fsck(config: Config, verify: bool) -> anyhow::Result<bool> {
+    let app = App::build(config).await?;
+    let report = app.registry.fsck(verify).await;
+    app.close().await;
+    let report = report?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(report.missing.is_empty() && report.orphaned.is_empty() && report.corrupt.is_empty())
 }
 
 async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
@@ -214,9 +268,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let sweeper = app.spawn_upload_sweeper();
     let scanner = app.spawn_scan_worker()?;
+    let collector = app.spawn_collector();
     portcullis::server::serve(listener, tls.server_config, app.router.clone(), settings, shutdown_signal()).await?;
     sweeper.abort();
     scanner.abort();
+    if let Some(collector) = collector {
+        collector.abort();
+    }
     app.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -266,13 +266,13 @@ impl ParsedManifest {
         }
     }
 
-    /// How many blobs or manifests the manifest references (the config counts as one).
     /// The sizes declared for the config and the layers (repeats and foreign layers included), summed.
     pub fn declared_size(&self) -> u64 {
         let config = self.config.as_ref().map_or(0, |c| c.size);
         self.layers.iter().map(|l| l.size).fold(config, u64::saturating_add)
     }
 
+    /// How many blobs or manifests the manifest references (the config counts as one).
     pub fn references(&self) -> usize {
         if self.is_index() {
             self.children.len()

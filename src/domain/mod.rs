@@ -4,6 +4,7 @@
 //! domain values or an [`Error`]; storage and metadata are reached only through their traits.
 
 mod gate;
+pub mod gc;
 pub mod gojson;
 pub mod index;
 pub mod manifest;
@@ -15,7 +16,7 @@ mod uploads;
 // The vocabulary lives in the leaf `model`; re-exported for the layers above the domain.
 pub use crate::model::{digest, names};
 pub use crate::model::{now, Blocked, Clock, Digest, Error, Reference, RepoName, Result, Tag, Target};
-pub use crate::model::{DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};
+pub use crate::model::{DEFAULT_GC_GRACE, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};
 pub use gate::{ManifestHead, Reader};
 pub use manifests::PutManifest;
 pub use registry::{BlobRead, ByteRange, Limits, Page, Registry};

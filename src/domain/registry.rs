@@ -4,7 +4,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Clock, Digest, Error, RepoName, Result, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES};
+use super::{
+    Clock, Digest, Error, RepoName, Result, DEFAULT_GC_GRACE, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES,
+};
 use crate::metadata::Metadata;
 use crate::storage::{BlobStore, ByteStream, StorageError, UploadId};
 
@@ -22,6 +24,8 @@ pub struct Limits {
     pub max_index_reach: usize,
     /// Open upload sessions allowed per principal and per repository.
     pub upload_sessions: crate::metadata::SessionCaps,
+    /// What nobody has touched for this long, and nothing references, the collector may remove.
+    pub gc_grace: Duration,
 }
 
 impl Default for Limits {
@@ -33,6 +37,7 @@ impl Default for Limits {
             max_references: DEFAULT_MAX_REFERENCES,
             max_index_reach: DEFAULT_MAX_INDEX_REACH,
             upload_sessions: crate::metadata::SessionCaps { per_principal: 256, per_repository: 256 },
+            gc_grace: DEFAULT_GC_GRACE,
         }
     }
 }
@@ -139,8 +144,15 @@ impl Registry {
     }
 
     /// Size of a blob linked in `repo` (what a HEAD tells; the bytes are behind the gate).
+    ///
+    /// The client may now skip uploading it, so an old link is touched: the collector leaves it
+    /// alone for another grace period, in which the client's manifest PUT will come.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)
+        let linked = self.meta.linked_blob(repo, digest).await?.ok_or(Error::BlobUnknown)?;
+        if linked.touched_at < self.gc_fresh_after() {
+            self.meta.touch_link(repo, digest, self.clock.now()).await?;
+        }
+        Ok(linked.size)
     }
 
     /// Opens a blob of `size` bytes, optionally a range of it. Only the gate calls this: every

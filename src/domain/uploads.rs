@@ -138,9 +138,11 @@ impl super::Registry {
                 upload.parts.push(part);
             }
         }
+        // No collection may sweep these bytes while they are published and recorded.
+        self.hold_for_upload(digest).await?;
         match self.in_use(id, self.blobs.commit(id, &upload.parts, digest)).await.map_err(storage_err)? {
             Commit::Stored { size } => {
-                self.meta.complete_upload(id, repo, digest, size).await?;
+                self.meta.complete_upload(id, repo, digest, size, self.clock.now()).await?;
                 self.discard_upload_objects(id).await;
                 Ok(size)
             }
@@ -205,6 +207,18 @@ impl super::Registry {
             }
         }
         Ok(removed)
+    }
+
+    /// How many sessions and orphaned upload objects [`Registry::expire_uploads`] would remove.
+    pub(super) async fn stale_upload_count(&self) -> Result<usize> {
+        let cutoff = self.clock.now() - self.limits.upload_expiry.as_secs() as i64;
+        let mut count = self.meta.stale_uploads(cutoff).await?.len();
+        for id in self.blobs.stored_uploads().await.map_err(storage_err)? {
+            if !self.meta.upload_exists(&id).await? {
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// The lock that serialises writes to one upload, dropped from the table when unused.

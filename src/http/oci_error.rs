@@ -141,6 +141,10 @@ impl From<Error> for OciError {
                 return OciError::new(Code::Unavailable, message)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            Error::Busy(_) => {
+                return OciError::new(Code::Unavailable, message)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Code::Unknown

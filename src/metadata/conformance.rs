@@ -54,9 +54,9 @@ pub async fn run(meta: &dyn Metadata) {
     // Blobs are readable only where linked.
     let a = repo("team/a");
     assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap(), None);
-    meta.link_blob(&a, &d("x"), 3).await.unwrap();
-    meta.link_blob(&a, &d("x"), 3).await.unwrap();
-    assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap(), Some(3));
+    meta.link_blob(&a, &d("x"), 3, 1_000).await.unwrap();
+    meta.link_blob(&a, &d("x"), 3, 1_000).await.unwrap();
+    assert_eq!(meta.linked_blob(&a, &d("x")).await.unwrap().map(|l| l.size), Some(3));
     assert_eq!(meta.linked_blob(&repo("team/b"), &d("x")).await.unwrap(), None);
     assert_eq!(meta.blob_recorded(&d("x")).await.unwrap(), Some(3));
     assert!(meta.repository_exists(&a).await.unwrap());
@@ -110,7 +110,7 @@ pub async fn run(meta: &dyn Metadata) {
 
     // Repositories page in lexical order.
     for r in ["z/last", "m/mid"] {
-        meta.link_blob(&repo(r), &d("x"), 3).await.unwrap();
+        meta.link_blob(&repo(r), &d("x"), 3, 1_000).await.unwrap();
     }
     assert_eq!(meta.list_repositories(None, 2).await.unwrap(), ["m/mid", "team/a"]);
     assert_eq!(meta.list_repositories(Some("team/a"), 2).await.unwrap(), ["z/last"]);
@@ -120,7 +120,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(pending.verdict.map(|v| v.state), Some(ScanState::Pending), "a manifest comes with its verdict");
     drain(meta, 900).await;
     let s = repo("scan/app");
-    meta.link_blob(&s, &d("layer"), 5).await.unwrap();
+    meta.link_blob(&s, &d("layer"), 5, 1_000).await.unwrap();
     meta.put_manifest(&manifest("scan/app", "img", vec![d("layer")], None, Some("v1"))).await.unwrap().unwrap();
     assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
     assert!(!readable(meta, &s, &d("layer"), 1000).await, "a pending image's layer is closed");
@@ -140,7 +140,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(meta.scan(&s, &d("sig")).await.unwrap().unwrap().state, ScanState::Passed);
     assert!(!readable(meta, &s, &d("layer"), 1500).await, "an artifact cannot open an image's layer");
     // An artifact's own blob opens once the artifact passed.
-    meta.link_blob(&s, &d("sig-blob"), 2).await.unwrap();
+    meta.link_blob(&s, &d("sig-blob"), 2, 1_000).await.unwrap();
     assert!(!readable(meta, &s, &d("sig-blob"), 1500).await, "a blob no manifest references is closed");
     meta.put_manifest(&artifact("scan/app", "sig2", vec![d("sig-blob")], Some(d("img")))).await.unwrap().unwrap();
     assert!(!readable(meta, &s, &d("sig-blob"), 1500).await, "closed while its artifact is pending");
@@ -254,10 +254,10 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(upload.parts.iter().map(|p| p.part_id.as_str()).collect::<Vec<_>>(), ["p1", "p3"]);
     assert_eq!(meta.stale_uploads(103).await.unwrap(), Vec::<UploadId>::new());
     assert_eq!(meta.stale_uploads(104).await.unwrap(), vec![id.clone()]);
-    meta.complete_upload(&id, &a, &d("blob"), 12).await.unwrap();
-    assert_eq!(meta.linked_blob(&a, &d("blob")).await.unwrap(), Some(12));
+    meta.complete_upload(&id, &a, &d("blob"), 12, 1_000).await.unwrap();
+    assert_eq!(meta.linked_blob(&a, &d("blob")).await.unwrap().map(|l| l.size), Some(12));
     assert!(!meta.upload_exists(&id).await.unwrap());
-    assert!(meta.complete_upload(&id, &a, &d("blob"), 12).await.is_err(), "a session completes once");
+    assert!(meta.complete_upload(&id, &a, &d("blob"), 12, 1_000).await.is_err(), "a session completes once");
     let other = UploadId::new();
     meta.create_upload(&other, &a, "alice", 100, CAPS).await.unwrap().unwrap();
     assert!(meta.delete_upload(&other).await.unwrap());
@@ -332,7 +332,7 @@ pub async fn run(meta: &dyn Metadata) {
     // Lexical means bytewise, whatever the database's collation: digits, upper case, `_`, then
     // lower case, with `-` before `.`. An empty page is empty.
     let sorted = repo("sort/order");
-    meta.link_blob(&sorted, &d("x"), 3).await.unwrap();
+    meta.link_blob(&sorted, &d("x"), 3, 1_000).await.unwrap();
     for t in ["alpha", "a.b", "Zeta", "a-b", "_under", "9nine"] {
         meta.put_manifest(&manifest("sort/order", "m1", vec![d("x")], None, Some(t))).await.unwrap().unwrap();
     }
@@ -344,7 +344,7 @@ pub async fn run(meta: &dyn Metadata) {
     let big = repo("team/big");
     let layers: Vec<Digest> = (0..1001).map(|i| d(&format!("big-layer-{i}"))).collect();
     for layer in &layers {
-        meta.link_blob(&big, layer, 1).await.unwrap();
+        meta.link_blob(&big, layer, 1, 1_000).await.unwrap();
     }
     let mut gap = layers.clone();
     gap.insert(1000, d("big-absent"));

@@ -10,6 +10,7 @@
 pub mod auth;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+pub mod gc;
 pub mod scans;
 pub mod sql;
 
@@ -96,12 +97,21 @@ pub trait RepositoryStore: Send + Sync {
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
 }
 
+/// A blob linked to a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linked {
+    pub size: u64,
+    /// When the link was last touched (created, mounted, uploaded again, or told of by a HEAD).
+    pub touched_at: i64,
+}
+
 #[async_trait]
 pub trait BlobIndex: Send + Sync {
-    /// The size of `digest` if it is linked to `repo`.
-    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// The link of `digest` to `repo`, if there is one.
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Linked>>;
     /// Records the blob (if new) and links it to `repo` (created if new), in one transaction.
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// False, and nothing changed, if the collector is deleting the blob's bytes.
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: i64) -> Result<bool>;
     /// Removes the link; the bytes stay until garbage collection. False if there was none.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Whether the blob is recorded at all (in any repository).
@@ -167,7 +177,8 @@ pub trait UploadStore: Send + Sync {
     /// Appends a part if the session still ends at `offset`; false if another write got there first.
     async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool>;
     /// Records the blob, links it to the session's repository and ends the session, in one transaction.
-    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, digest: &Digest, size: u64, now: i64)
+        -> Result<()>;
     /// Ends a session without a blob. False if it did not exist.
     async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
     /// Sessions not touched since `before`.
@@ -181,14 +192,30 @@ pub trait LeaseStore: Send + Sync {
     /// Takes or renews the lease `name` for `holder` until `until`, if it is free, lapsed at `now`
     /// or already `holder`'s. True if `holder` holds it now; of racing holders exactly one does.
     async fn take_lease(&self, name: &str, holder: &str, now: i64, until: i64) -> Result<bool>;
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
 }
 
 /// Everything the registry needs from its database.
 pub trait Metadata:
-    RepositoryStore + BlobIndex + ManifestStore + UploadStore + LeaseStore + auth::AuthStore + scans::ScanStore
+    RepositoryStore
+    + BlobIndex
+    + ManifestStore
+    + UploadStore
+    + LeaseStore
+    + auth::AuthStore
+    + scans::ScanStore
+    + gc::GcStore
 {
 }
 impl<T> Metadata for T where
-    T: RepositoryStore + BlobIndex + ManifestStore + UploadStore + LeaseStore + auth::AuthStore + scans::ScanStore
+    T: RepositoryStore
+        + BlobIndex
+        + ManifestStore
+        + UploadStore
+        + LeaseStore
+        + auth::AuthStore
+        + scans::ScanStore
+        + gc::GcStore
 {
 }

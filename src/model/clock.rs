@@ -1,4 +1,4 @@
-//! The clock for stored timestamps and expiry decisions.
+//! The clock for expiry decisions (and the wall clock the database's own stamps use).
 //!
 //! Rule: whatever decides that something has expired or is due (upload sessions, releases, robot
 //! and token expiry, scan retries) reads the [`Clock`] the app was built with, so a test moves

@@ -47,9 +47,14 @@ pub enum Error {
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
     Blocked(Box<Blocked>),
-    /// A backend is temporarily unable to serve (throttling, connection loss).
+    /// A backend is temporarily unable to serve (throttling, connection loss); the detail goes to
+    /// the log only.
     #[error("service unavailable")]
     Unavailable(String),
+    /// The registry itself is busy with what the request needs (a collection running, a blob being
+    /// collected): try again shortly. The text, which names what is busy, goes to the client.
+    #[error("{0}")]
+    Busy(String),
     /// Anything unexpected; the text goes to the log, never to the client.
     #[error("internal error")]
     Internal(String),

@@ -9,3 +9,9 @@ pub const DEFAULT_MAX_INDEX_REACH: usize = 10_000;
 
 /// The default of `scan.poll`.
 pub const DEFAULT_SCAN_POLL: Duration = Duration::from_secs(1);
+
+/// The default of `gc.grace`: what nobody has touched for this long, and nothing references, the
+/// collector may remove. A client that learned a blob exists has this long to reference it.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// The default of `gc.interval`.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(3600);

@@ -21,7 +21,9 @@ pub use clock::{now, now_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use engine::Engine;
 pub use error::{Blocked, Error, Result, Target};
-pub use limits::{DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};
+pub use limits::{
+    DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL,
+};
 pub use names::{Reference, RepoName, Tag};
 pub use net::Cidr;
 pub use policy::{

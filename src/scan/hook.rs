@@ -181,13 +181,21 @@ pub async fn run(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(u) = user {
-        // std drops the supplementary groups too when a root parent sets a uid.
-        command.uid(u.uid).gid(u.gid);
-    }
-    // SAFETY: the closure makes one system call (prctl) and touches no memory of the parent's.
+    // SAFETY: the closure only makes system calls (prctl, setgroups, setgid, setuid) and touches
+    // no memory of the parent's. Between fork and exec the child has one thread, so rustix's
+    // per-thread credential calls change the whole process; each failure fails the spawn, so the
+    // hook never runs with the registry's groups or ids.
     unsafe {
-        command.pre_exec(|| Ok(rustix::thread::set_no_new_privs(true)?));
+        command.pre_exec(move || {
+            rustix::thread::set_no_new_privs(true)?;
+            if let Some(u) = user {
+                use rustix::process::{Gid, Uid};
+                rustix::thread::set_thread_groups(&[])?;
+                rustix::thread::set_thread_gid(Gid::from_raw(u.gid))?;
+                rustix::thread::set_thread_uid(Uid::from_raw(u.uid))?;
+            }
+            Ok(())
+        });
     }
     let mut child = command.spawn().map_err(|e| format!("cannot start the scan hook {:?}: {e}", argv[0]))?;
     let pid = child.id();

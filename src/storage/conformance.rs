@@ -62,6 +62,7 @@ macro_rules! storage_conformance {
             a_failing_body_is_reported_as_such,
             bytes_past_the_recorded_end_never_reach_the_blob,
             a_refused_chunk_sent_again_is_replaced,
+            a_chunk_dropped_mid_write_never_reaches_the_blob,
             missing_blobs_deletes_and_listing
         );
     };
@@ -210,6 +211,31 @@ pub async fn a_refused_chunk_sent_again_is_replaced(store: &BlobStore) {
     store.delete_upload(&upload).await.unwrap();
 }
 
+/// A request dropped in the middle of a chunk (a reset stream) leaves nothing that reaches the
+/// blob: the chunk sent again and committed is exactly what is stored, however the dropped
+/// chunk's writes end.
+pub async fn a_chunk_dropped_mid_write_never_reaches_the_blob(store: &BlobStore) {
+    let upload = UploadId::new();
+    let junk: Vec<Result<Bytes, std::io::Error>> = (0..48).map(|i| Ok(Bytes::from(vec![i as u8; 64 * 1024]))).collect();
+    let stalled: ByteStream = futures::stream::iter(junk).chain(futures::stream::pending()).boxed();
+    let writing = {
+        let (store, upload) = (store.clone(), upload.clone());
+        tokio::spawn(async move { store.write_part(&upload, 0, stalled).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    writing.abort();
+    let _ = writing.await;
+    let good = b"the chunk that was sent again";
+    let part = store.write_part(&upload, 0, stream(&[good])).await.unwrap();
+    let digest = Digest::of(Algorithm::Sha256, good);
+    assert_eq!(store.commit(&upload, &[part], &digest).await.unwrap(), Commit::Stored { size: good.len() as u64 });
+    assert_eq!(read_all(store, &digest, None).await, good);
+    store.delete_upload(&upload).await.unwrap();
+    // Still exactly those bytes once anything the dropped chunk left running has stopped.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(read_all(store, &digest, None).await, good);
+}
+
 /// Missing blobs read as not found; deletion is idempotent; listing names every blob with its size.
 pub async fn missing_blobs_deletes_and_listing(store: &BlobStore) {
     let absent = Digest::of(Algorithm::Sha256, b"absent");
@@ -218,9 +244,16 @@ pub async fn missing_blobs_deletes_and_listing(store: &BlobStore) {
     store.delete_blob(&absent).await.unwrap();
     let one = store.put_verified(Bytes::from_static(b"listed one")).await.unwrap();
     let two = store.put_verified(Bytes::from_static(b"listed, two")).await.unwrap();
-    let listed: Vec<_> = store.list_blobs().try_collect().await.unwrap();
+    let listed: Vec<(Digest, u64)> = store.list_blobs().map_ok(|b| (b.digest, b.size)).try_collect().await.unwrap();
     assert!(listed.contains(&(one.clone(), 10)), "{listed:?}");
     assert!(listed.contains(&(two.clone(), 11)), "{listed:?}");
+    // Listed with the time they were published: the collector's "old enough" depends on it.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for blob in store.list_blobs().try_collect::<Vec<_>>().await.unwrap() {
+        if blob.digest == one || blob.digest == two {
+            assert!((now - 120..=now + 120).contains(&blob.modified), "{blob:?} published at {now}");
+        }
+    }
     store.delete_blob(&one).await.unwrap();
     assert!(!store.exists(&one).await.unwrap());
     assert!(store.exists(&two).await.unwrap());

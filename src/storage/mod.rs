@@ -75,6 +75,16 @@ impl StorageError {
     }
 }
 
+/// A blob object as the store lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// When it was published (Unix seconds): a commit renews it, so bytes whose row is not yet
+    /// written look new to the collector.
+    pub modified: i64,
+}
+
 /// Outcome of turning an upload's parts into a blob.
 #[derive(Debug, PartialEq)]
 pub enum Commit {
@@ -281,12 +291,19 @@ impl BlobStore {
         Ok(ids)
     }
 
-    /// Every blob object with its size (for integrity checks and garbage collection).
-    pub fn list_blobs(&self) -> BoxStream<'_, Result<(Digest, u64), StorageError>> {
+    /// Every blob object with its size and when it was written (for integrity checks and
+    /// garbage collection).
+    pub fn list_blobs(&self) -> BoxStream<'_, Result<StoredBlob, StorageError>> {
         self.objects
             .list(Some(&Path::from("blobs")))
             .map_err(StorageError::from)
-            .try_filter_map(|m| async move { Ok(BlobKey::parse_blob(&m.location).map(|d| (d, m.size))) })
+            .try_filter_map(|m| async move {
+                Ok(BlobKey::parse_blob(&m.location).map(|digest| StoredBlob {
+                    digest,
+                    size: m.size,
+                    modified: m.last_modified.timestamp(),
+                }))
+            })
             .boxed()
     }
 }

@@ -254,3 +254,19 @@ impl TestRegistry {
         (sha256(&manifest), manifest)
     }
 }
+
+impl TestRegistry {
+    /// The blob store's objects, bypassing the registry (to damage them in fsck tests).
+    pub fn raw_objects(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
+        let config = &self.app.config;
+        match config.storage.backend {
+            portcullis::config::StorageBackend::Local => {
+                std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(config.blob_dir()).unwrap())
+            }
+            portcullis::config::StorageBackend::S3 => {
+                let options = portcullis::storage::s3::S3Options::try_from(&config.storage.s3).unwrap();
+                portcullis::storage::s3::store(&options).unwrap()
+            }
+        }
+    }
+}

@@ -276,7 +276,7 @@ pub async fn verify_blobs(data_dir: &Path) -> usize {
 pub async fn verify_store(store: &portcullis::storage::BlobStore) -> usize {
     use futures::TryStreamExt;
     let blobs: Vec<_> = store.list_blobs().try_collect().await.unwrap();
-    for (digest, size) in &blobs {
+    for portcullis::storage::StoredBlob { digest, size, .. } in &blobs {
         let mut hasher = portcullis::domain::digest::DigestHasher::new(digest.algorithm());
         let mut stream = store.read(digest, None).await.unwrap();
         let mut read = 0u64;

@@ -7,6 +7,7 @@
 //!   a robot secret. Registry tokens (bearer) are refused, so a pull token cannot change a password.
 //! - A `401` carries no `Basic` challenge, so a browser never caches credentials for it.
 
+mod gc;
 mod namespaces;
 mod robots;
 mod scans;
@@ -43,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
+        .route("/gc", post(gc::collect))
+        .route("/fsck", get(gc::fsck))
         .route("/scans", get(scans::get))
         .route("/scans/release", post(scans::release))
         .route("/scans/rescan", post(scans::rescan))

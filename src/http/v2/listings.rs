@@ -87,7 +87,8 @@ pub async fn referrers(registry: &Registry, repo: &RepoName, digest: &Digest, re
         d.set_annotations(pushed.as_ref().map(index::annotations));
         manifests.push(d);
     }
-    let body = index::image_index(manifests)?;
+    // Through a JSON value, whose maps are sorted: annotations come out in a stable order.
+    let body = serde_json::to_value(index::image_index(manifests)?).map_err(|e| Error::Internal(e.to_string()))?;
     let mut response = axum::Json(body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
     if filter.is_some() {

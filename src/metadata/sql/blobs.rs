@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
-use crate::metadata::{BlobAccess, BlobIndex, RepositoryStore};
-use crate::model::{now, Digest, RepoName, Result};
+use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore};
+use crate::model::{Digest, RepoName, Result};
 
 /// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
 const ALLOWED: &str =
@@ -36,9 +36,9 @@ impl RepositoryStore for SqlMetadata {
 
 #[async_trait]
 impl BlobIndex for SqlMetadata {
-    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM blobs b
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Linked>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT b.size, rb.touched_at FROM blobs b
              JOIN repository_blobs rb ON rb.digest = b.digest
              JOIN repositories r ON r.id = rb.repository_id
              WHERE r.name = $1 AND b.digest = $2",
@@ -48,15 +48,18 @@ impl BlobIndex for SqlMetadata {
         .fetch_optional(&self.read)
         .await
         .map_err(db_err)?;
-        Ok(size.map(|s| s as u64))
+        Ok(row.map(|(size, touched_at)| Linked { size: size as u64, touched_at }))
     }
 
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: i64) -> Result<bool> {
         let (repo, digest) = (repo.clone(), digest.clone());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
-            link(&mut tx, &repo, &digest, size).await?;
-            tx.commit().await.map_err(db_err)
+            if !link(&mut tx, &repo, &digest, size, now).await? {
+                return Ok(false);
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(true)
         })
         .await
     }
@@ -116,20 +119,42 @@ impl BlobIndex for SqlMetadata {
     }
 }
 
-/// Records a blob and links it to a repository, inside the caller's transaction.
-pub(crate) async fn link(tx: &mut sqlx::AnyConnection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-    let now = now();
+/// Records a blob and links it to a repository, inside the caller's transaction; both are
+/// touched. False if the collector is deleting the blob's bytes (the caller rolls back): the
+/// blob's row is locked by the touch, so a collector that marks it sweeping either waits for this
+/// transaction (and then sees the link) or has committed (and this sees `sweeping`).
+pub(crate) async fn link(
+    tx: &mut sqlx::AnyConnection,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    now: i64,
+) -> Result<bool> {
     let repo_id = ensure_repo(tx, repo).await?;
-    sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING")
+    sqlx::query(
+        "INSERT INTO blobs (digest, size, created_at, touched_at) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest.as_str())
+    .bind(size as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    // One statement that locks the row for update (a share lock upgraded by a later update would
+    // deadlock against a concurrent link of the same blob) and reads whether it is being swept.
+    let sweeping: i64 = sqlx::query_scalar("UPDATE blobs SET touched_at = $2 WHERE digest = $1 RETURNING sweeping")
         .bind(digest.as_str())
-        .bind(size as i64)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
+    if sweeping != 0 {
+        return Ok(false);
+    }
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES ($1, $2, $3)
-         ON CONFLICT (repository_id, digest) DO NOTHING",
+        "INSERT INTO repository_blobs (repository_id, digest, created_at, touched_at) VALUES ($1, $2, $3, $3)
+         ON CONFLICT (repository_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
     )
     .bind(repo_id)
     .bind(digest.as_str())
@@ -137,5 +162,5 @@ pub(crate) async fn link(tx: &mut sqlx::AnyConnection, repo: &RepoName, digest: 
     .execute(&mut *tx)
     .await
     .map_err(db_err)?;
-    Ok(())
+    Ok(true)
 }

@@ -25,4 +25,14 @@ impl LeaseStore for SqlMetadata {
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
 }

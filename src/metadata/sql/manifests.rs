@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{
-    db_err, digest, ensure_repo, mark_image_content, placeholders, split_page, verdict, SqlMetadata, PAGE_SEPARATOR,
-    REFERENCE_ROWS,
+    db_err, digest, ensure_repo, lock_clause, mark_image_content, placeholders, split_page, verdict, RowLock,
+    SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
 };
 use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 use crate::model::{now, Digest, RepoName, Result, Tag};
@@ -31,10 +31,16 @@ async fn first_missing(
     table: &str,
     repo_id: i64,
     digests: &[Digest],
+    lock: &str,
 ) -> Result<Option<Digest>> {
-    for batch in digests.chunks(REFERENCE_ROWS) {
+    // Locks are taken in digest order, the order every locker of these rows uses, so two
+    // transactions never wait for each other.
+    let mut sorted: Vec<&Digest> = digests.iter().collect();
+    sorted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    sorted.dedup();
+    for batch in sorted.chunks(REFERENCE_ROWS) {
         let sql = format!(
-            "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({})",
+            "SELECT digest FROM {table} WHERE repository_id = $1 AND digest IN ({}) ORDER BY digest{lock}",
             placeholders(2, batch.len())
         );
         let mut check = sqlx::query_scalar::<_, String>(&sql).bind(repo_id);
@@ -44,7 +50,7 @@ async fn first_missing(
         let found: std::collections::HashSet<String> =
             check.fetch_all(&mut *tx).await.map_err(db_err)?.into_iter().collect();
         if let Some(missing) = batch.iter().find(|d| !found.contains(d.as_str())) {
-            return Ok(Some(missing.clone()));
+            return Ok(Some((*missing).clone()));
         }
     }
     Ok(None)
@@ -53,15 +59,21 @@ async fn first_missing(
 #[async_trait]
 impl ManifestStore for SqlMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
-        let m = m.clone();
+        let (m, engine) = (m.clone(), self.engine());
         self.writing(move |write| async move {
             let m = &m;
             let mut tx = write.begin().await.map_err(db_err)?;
             let repo_id = ensure_repo(&mut tx, &m.repo).await?;
-            if let Some(blob) = first_missing(&mut tx, "repository_blobs", repo_id, &m.blobs).await? {
+            // The links are locked: the collector cannot remove one this manifest is about to
+            // reference until it commits (and then sees the reference). For update, since
+            // `mark_image_content` changes them: a share lock upgraded later would deadlock
+            // against a concurrent push of the same layers.
+            let update = lock_clause(engine, RowLock::Update);
+            let share = lock_clause(engine, RowLock::Share);
+            if let Some(blob) = first_missing(&mut tx, "repository_blobs", repo_id, &m.blobs, update).await? {
                 return Ok(Err(PutManifestRefused::MissingBlob(blob)));
             }
-            if let Some(child) = first_missing(&mut tx, "manifests", repo_id, &m.children).await? {
+            if let Some(child) = first_missing(&mut tx, "manifests", repo_id, &m.children, share).await? {
                 return Ok(Err(PutManifestRefused::MissingManifest(child)));
             }
             let now = now();

@@ -17,6 +17,7 @@
 
 mod auth;
 mod blobs;
+mod gc;
 mod leases;
 mod manifests;
 mod scans;
@@ -350,6 +351,23 @@ pub(crate) async fn mark_image_content(tx: &mut sqlx::AnyConnection, repo_id: i6
         update.execute(&mut *tx).await.map_err(db_err)?;
     }
     Ok(())
+}
+
+/// A row lock a statement takes on PostgreSQL, where transactions of several replicas interleave.
+/// SQLite needs none: its one writer connection runs write transactions one at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowLock {
+    Share,
+    Update,
+}
+
+/// The clause that takes `lock` on the rows a `SELECT` returns, for `engine`.
+pub(crate) fn lock_clause(engine: Engine, lock: RowLock) -> &'static str {
+    match (engine, lock) {
+        (Engine::Sqlite, _) => "",
+        (Engine::Postgres, RowLock::Share) => " FOR SHARE",
+        (Engine::Postgres, RowLock::Update) => " FOR UPDATE",
+    }
 }
 
 #[cfg(test)]

@@ -144,7 +144,7 @@ impl UploadStore for SqlMetadata {
         .await
     }
 
-    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64) -> Result<()> {
+    async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64, now: i64) -> Result<()> {
         let (id, repo, d) = (id.clone(), repo.clone(), d.clone());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
@@ -156,7 +156,12 @@ impl UploadStore for SqlMetadata {
             if gone.rows_affected() == 0 {
                 return Err(Error::UploadUnknown);
             }
-            link(&mut tx, &repo, &d, size).await?;
+            if !link(&mut tx, &repo, &d, size, now).await? {
+                // Rolled back: the session stays, and the client is told to push again.
+                return Err(Error::Busy(format!(
+                    "blob {d} was being garbage-collected while this upload finished; push it again"
+                )));
+            }
             tx.commit().await.map_err(db_err)
         })
         .await

@@ -20,11 +20,15 @@ pub fn fs_path(root: &FsPath, path: &Path) -> std::path::PathBuf {
     path.parts().fold(root.to_path_buf(), |p, part| p.join(part.as_ref()))
 }
 
-/// Makes a committed object durable: its bytes, then its directory entry.
+/// Makes a committed object durable (its bytes, then its directory entry) and dates it now: the
+/// collector takes bytes without a row for a crash's leftovers only once they are old, and a
+/// rename keeps the upload file's time, which may be its first chunk's.
 pub async fn sync_object(root: &FsPath, path: &Path) -> std::io::Result<()> {
     let file = fs_path(root, path);
     tokio::task::spawn_blocking(move || {
-        std::fs::File::open(&file)?.sync_all()?;
+        let opened = std::fs::OpenOptions::new().write(true).open(&file)?;
+        opened.set_modified(std::time::SystemTime::now())?;
+        opened.sync_all()?;
         if let Some(dir) = file.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }

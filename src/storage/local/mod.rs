@@ -6,9 +6,13 @@
 //! - The file is cut to the recorded length before it is verified, so the bytes of a refused chunk
 //!   past the recorded end never reach a blob.
 //! - A commit is durable when it returns: the blob's bytes and its directory entry are fsynced.
-//! - Each upload's running SHA-256 is kept in memory while its chunks arrive, so a chunked upload
+//! - One writer per upload at a time, and it owns the upload until its writes have stopped: a
+//!   request dropped mid-chunk (a reset stream) keeps the upload's lock in its writer thread, so
+//!   no later chunk, commit or delete of that upload runs while stray bytes may still land.
+//! - Each upload's running SHA-256 is kept in memory while its chunks arrive, so an upload
 //!   commits without reading its file again. It is only a shortcut: it is used only when it covers
-//!   exactly the recorded bytes, and after a restart (or a refused chunk) commit re-reads the file.
+//!   exactly the recorded bytes. After a restart (or a refused chunk) commit re-reads the file,
+//!   because the recorded digests describe bytes that were not fsynced when they were recorded.
 
 mod files;
 mod writer;
@@ -45,6 +49,8 @@ pub struct LocalDisk {
     objects: Arc<object_store::local::LocalFileSystem>,
     direct: Direct,
     running: Mutex<HashMap<UploadId, Running>>,
+    /// Per-upload locks, held by a chunk's writer thread until it stops.
+    locks: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LocalDisk {
@@ -52,7 +58,7 @@ impl LocalDisk {
     pub fn open(root: PathBuf, direct: Direct) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&root)?;
         let objects = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&root)?);
-        Ok(LocalDisk { root, objects, direct, running: Mutex::default() })
+        Ok(LocalDisk { root, objects, direct, running: Mutex::default(), locks: Mutex::default() })
     }
 
     /// The directory through `object_store` (listings and deletes are the same for every backend).
@@ -63,11 +69,22 @@ impl LocalDisk {
     fn running(&self) -> MutexGuard<'_, HashMap<UploadId, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits until no writer of `upload` runs, and holds it until the guard is dropped.
+    async fn hold(&self, upload: &UploadId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(upload.clone()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 #[async_trait::async_trait]
 impl Backend for LocalDisk {
     async fn write_part(&self, upload: &UploadId, offset: u64, body: ByteStream) -> Result<WrittenPart, StorageError> {
+        let held = self.hold(upload).await;
         let path = BlobKey::UploadFile(upload).path();
         // The running digest continues only if it ends where this chunk starts.
         let mut running = self.running().remove(upload).filter(|r| r.end == offset);
@@ -79,10 +96,13 @@ impl Backend for LocalDisk {
                     own.update(b);
                     r.hasher.update(b);
                 };
-                writer::write_at(&self.root, &path, offset, body, hash, self.direct).await?
+                writer::write_at(&self.root, &path, offset, body, hash, self.direct, held).await?
             }
             // The first chunk, or one after a restart: hashed once.
-            _ => writer::write_at(&self.root, &path, offset, body, |b: &[u8]| own.update(b), self.direct).await?,
+            _ => {
+                let hash = |b: &[u8]| own.update(b);
+                writer::write_at(&self.root, &path, offset, body, hash, self.direct, held).await?
+            }
         };
         let running = match running {
             Some(mut r) => {
@@ -104,14 +124,15 @@ impl Backend for LocalDisk {
         parts: &[WrittenPart],
         expected: &Digest,
     ) -> Result<Commit, StorageError> {
+        let _held = self.hold(upload).await;
         let data = BlobKey::UploadFile(upload).path();
         let size: u64 = parts.iter().map(|p| p.size).sum();
         // Never zero-fill: the recorded digests describe bytes that must be in the file.
         files::cut_to(&self.root, &data, size).await?;
         let running = self.running().remove(upload);
-        let actual = match (parts, running) {
-            ([one], _) if expected.algorithm() == Algorithm::Sha256 => one.sha256.clone(),
-            (_, Some(r)) if r.end == size && expected.algorithm() == Algorithm::Sha256 => r.hasher.finish(),
+        let actual = match running {
+            // This process wrote exactly the recorded bytes, and hashed them as they went.
+            Some(r) if r.end == size && expected.algorithm() == Algorithm::Sha256 => r.hasher.finish(),
             _ => files::hash_file(&self.root, &data, size, expected.algorithm()).await?,
         };
         if &actual != expected {
@@ -157,6 +178,7 @@ impl Backend for LocalDisk {
     }
 
     async fn delete_part(&self, upload: &UploadId, part_id: &str) -> Result<(), StorageError> {
+        let _held = self.hold(upload).await;
         // The running digest has taken in the refused bytes: it goes, and commit re-reads the file.
         self.running().remove(upload);
         match part_id {
@@ -167,6 +189,7 @@ impl Backend for LocalDisk {
     }
 
     async fn delete_upload(&self, upload: &UploadId) -> Result<(), StorageError> {
+        let _held = self.hold(upload).await;
         self.running().remove(upload);
         // The upload's file, and the directory an earlier version kept its parts in.
         files::remove_file(&self.root, &BlobKey::UploadFile(upload).path()).await?;

@@ -33,7 +33,8 @@ pub enum Direct {
 }
 
 /// Writes `body` into the file at `offset` (creating it), handing each of its buffers to `hash`
-/// first. Returns its length, and how many of its bytes went to the disk with direct I/O.
+/// first. Returns its length, and how many of its bytes went to the disk with direct I/O. `hold`
+/// is dropped when the writer thread stops, which may be after this future was dropped.
 ///
 /// Two stages that run at once: this task takes the body off the connection and hashes it, while
 /// a blocking thread writes the previous batches ([`DiskWriter`]).
@@ -44,6 +45,7 @@ pub async fn write_at(
     mut body: ByteStream,
     mut hash: impl FnMut(&[u8]) + Send,
     direct: Direct,
+    hold: impl Send + 'static,
 ) -> Result<(u64, u64), StorageError> {
     let file_path = fs_path(root, path);
     // A later chunk continues a file that must hold the earlier ones: one that went missing is not
@@ -52,8 +54,11 @@ pub async fn write_at(
         0 => None,
         _ => Some(holding(root, path, offset).await?),
     };
-    let (batches, mut received) = tokio::sync::mpsc::channel::<Vec<Bytes>>(WRITES_IN_FLIGHT);
+    let (batches, mut received) = tokio::sync::mpsc::channel::<Batch>(WRITES_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        // `hold` (the upload's lock) lives as long as this thread writes: a request that is
+        // dropped mid-chunk releases the upload only once its writes have stopped.
+        let _hold = hold;
         let file = match existing {
             Some(file) => file,
             None => {
@@ -66,9 +71,14 @@ pub async fn write_at(
         };
         let mut disk = DiskWriter::new(file, &file_path, offset, direct);
         while let Some(batch) = received.blocking_recv() {
-            disk.write(batch)?;
+            match batch {
+                Batch::Bytes(bytes) => disk.write(bytes)?,
+                Batch::Done => return disk.finish(),
+            }
         }
-        disk.finish()
+        // The request went away mid-chunk: what is staged is not written, and the chunk is not
+        // recorded, so its bytes are rewritten or cut off later.
+        Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "the chunk's request went away"))
     });
     let fed = async {
         let mut size = 0u64;
@@ -82,21 +92,35 @@ pub async fn write_at(
             batch.push(chunk);
             if gathered >= WRITE_BATCH {
                 gathered = 0;
-                if batches.send(std::mem::take(&mut batch)).await.is_err() {
+                if batches.send(Batch::Bytes(std::mem::take(&mut batch))).await.is_err() {
                     break; // The writer failed; its error is reported below.
                 }
             }
         }
         if !batch.is_empty() {
-            let _ = batches.send(batch).await;
+            let _ = batches.send(Batch::Bytes(batch)).await;
         }
         Ok::<_, StorageError>(size)
     }
     .await;
+    if fed.is_ok() {
+        let _ = batches.send(Batch::Done).await;
+    }
     drop(batches);
     // The writer's error first: a failed disk explains a stalled body, not the other way round.
-    let direct_bytes = writer.await.map_err(std::io::Error::other)??;
-    Ok((fed?, direct_bytes))
+    match (writer.await.map_err(std::io::Error::other)?, fed) {
+        (Ok(direct_bytes), Ok(size)) => Ok((size, direct_bytes)),
+        (Err(e), _) if e.kind() != std::io::ErrorKind::Interrupted => Err(e.into()),
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(_)) => Err(e.into()),
+    }
+}
+
+/// What the request's task hands the writer thread.
+enum Batch {
+    Bytes(Vec<Bytes>),
+    /// The chunk is complete: write what is staged and stop.
+    Done,
 }
 
 /// File offsets, lengths and buffer addresses of direct I/O must be multiples of the device's
@@ -373,13 +397,13 @@ mod tests {
             let second = pattern(WRITE_BATCH * 2 + 5, 2);
             let mut hasher = DigestHasher::new(Algorithm::Sha256);
             let (n, first_direct) =
-                write_at(dir.path(), &path, 0, chunked(&first, 70_001), |b: &[u8]| hasher.update(b), direct)
+                write_at(dir.path(), &path, 0, chunked(&first, 70_001), |b: &[u8]| hasher.update(b), direct, ())
                     .await
                     .unwrap();
             assert_eq!(n, first.len() as u64);
             let at = first.len() as u64;
             let (n, second_direct) =
-                write_at(dir.path(), &path, at, chunked(&second, 65_536), |b: &[u8]| hasher.update(b), direct)
+                write_at(dir.path(), &path, at, chunked(&second, 65_536), |b: &[u8]| hasher.update(b), direct, ())
                     .await
                     .unwrap();
             assert_eq!(n, second.len() as u64);
@@ -392,6 +416,7 @@ mod tests {
                 body(vec![Ok(Bytes::from_static(b"end"))]),
                 |b: &[u8]| tail.update(b),
                 direct,
+                (),
             )
             .await
             .unwrap();
@@ -422,9 +447,11 @@ mod tests {
         let path = Path::from("uploads/r.data");
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         let old = pattern(WRITE_BATCH * 2, 3);
-        write_at(dir.path(), &path, 0, chunked(&old, 100_000), |b: &[u8]| hasher.update(b), Direct::Try).await.unwrap();
+        write_at(dir.path(), &path, 0, chunked(&old, 100_000), |b: &[u8]| hasher.update(b), Direct::Try, ())
+            .await
+            .unwrap();
         let new = pattern(WRITE_BATCH + 4096 * 3 + 1, 4);
-        write_at(dir.path(), &path, 4096, chunked(&new, 33_333), |b: &[u8]| hasher.update(b), Direct::Try)
+        write_at(dir.path(), &path, 4096, chunked(&new, 33_333), |b: &[u8]| hasher.update(b), Direct::Try, ())
             .await
             .unwrap();
         let file = std::fs::read(dir.path().join("uploads/r.data")).unwrap();
@@ -438,19 +465,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         let broken = body(vec![Ok(Bytes::from_static(b"abc")), Err(std::io::Error::other("client went away"))]);
-        let err =
-            write_at(dir.path(), &Path::from("uploads/y.data"), 0, broken, |b: &[u8]| hasher.update(b), Direct::Try)
-                .await
-                .unwrap_err();
+        let err = write_at(
+            dir.path(),
+            &Path::from("uploads/y.data"),
+            0,
+            broken,
+            |b: &[u8]| hasher.update(b),
+            Direct::Try,
+            (),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, StorageError::Body(_)), "{err:?}");
         // A directory where the file should be: the writer thread fails, and that error comes back
         // even though the body keeps flowing.
         std::fs::create_dir_all(dir.path().join("uploads/z.data")).unwrap();
         let endless = futures::stream::repeat_with(|| Ok(Bytes::from(vec![0u8; 64 * 1024]))).take(400).boxed();
-        let err =
-            write_at(dir.path(), &Path::from("uploads/z.data"), 0, endless, |b: &[u8]| hasher.update(b), Direct::Try)
-                .await
-                .unwrap_err();
+        let err = write_at(
+            dir.path(),
+            &Path::from("uploads/z.data"),
+            0,
+            endless,
+            |b: &[u8]| hasher.update(b),
+            Direct::Try,
+            (),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, StorageError::Io(_)), "{err:?}");
     }
 }
