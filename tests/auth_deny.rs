@@ -298,7 +298,7 @@ async fn expired_robots_cannot_log_in() {
     let secret = robot.json()["secret"].as_str().unwrap().to_owned();
     let token = r.login("robot$team-a+ci", &secret, &[]).await;
     r.v2_as(&token, "GET", "/v2/", Body::empty()).await.expect(200, None);
-    clock.advance(std::time::Duration::from_secs(60));
+    r.advance_clocks(std::time::Duration::from_secs(60));
     r.token_reply("robot$team-a+ci", &secret, &[]).await.expect(401, Some("UNAUTHORIZED"));
     r.v2_as(&token, "GET", "/v2/", Body::empty()).await.expect(401, Some("UNAUTHORIZED"));
 }

@@ -27,9 +27,7 @@ async fn registry() -> TestRegistry {
 
 /// Moves every replica's clock past the grace period.
 fn age(r: &TestRegistry) {
-    for app in std::iter::once(&r.app).chain(&r.others) {
-        app.registry.clock().advance(GRACE + Duration::from_secs(1));
-    }
+    r.advance_clocks(GRACE + Duration::from_secs(1));
 }
 
 fn layer(seed: &str, len: usize) -> Vec<u8> {
@@ -398,4 +396,60 @@ async fn an_interrupted_collection_loses_nothing_and_the_next_finishes() {
     let left = stored(&r).await;
     assert_eq!(left.len(), 2, "only the kept image's config and layer remain: {left:?}");
     pulls_intact(&r, "team/keep", "v1", &kept).await;
+}
+
+/// The repository listing counts tags, manifests, linked bytes and quarantined images, pages by
+/// name, and is open to the namespace's members; deleting a repository (its owners) takes its
+/// manifests and tags at once and its bytes at the next collection, leaving shared ones.
+#[tokio::test]
+async fn repositories_are_listed_and_deleted_with_what_they_hold() {
+    let r = registry().await;
+    let (_, app_v1) = r.push_image("team/app", "v1", "one").await;
+    r.push_image("team/app", "v2", "two").await;
+    let (deep_digest, _) = r.push_image("team/other/deep", "v1", "three").await;
+    r.push_image("elsewhere/x", "v1", "four").await;
+    let listed = r.admin_api("GET", "/api/v1/repositories?namespace=team", serde_json::Value::Null).await;
+    listed.expect(200, None);
+    let items = listed.json()["items"].clone();
+    let names: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["team/app", "team/other/deep"], "{items}");
+    assert_eq!((items[0]["tags"].as_u64(), items[0]["manifests"].as_u64()), (Some(2), Some(2)), "{items}");
+    let app_bytes: u64 = {
+        let mut total = 0;
+        for d in stored(&r).await {
+            if r.send("HEAD", &format!("/v2/team/app/blobs/{d}"), &[], Body::empty()).await.status == 200 {
+                total += r.app.registry.stat_blob(&"team/app".parse().unwrap(), &d).await.unwrap();
+            }
+        }
+        total
+    };
+    assert_eq!(items[0]["bytes"], app_bytes, "{items}");
+    let first = r.admin_api("GET", "/api/v1/repositories?namespace=team&limit=1", serde_json::Value::Null).await.json();
+    assert_eq!(first["next"], "team/app", "{first}");
+    let second =
+        r.admin_api("GET", "/api/v1/repositories?namespace=team&limit=1&after=team/app", serde_json::Value::Null).await;
+    assert_eq!(second.json()["items"][0]["name"], "team/other/deep");
+
+    let reader = common::auth::basic("rita", &r.user_with_role("rita", "team", "reader").await);
+    let dev = common::auth::basic("dave", &r.user_with_role("dave", "team", "developer").await);
+    let owner = common::auth::basic("olga", &r.user_with_role("olga", "team", "owner").await);
+    r.send_raw("GET", "/api/v1/repositories?namespace=team", &[("authorization", &reader)], Body::empty())
+        .await
+        .expect(200, None);
+    r.send_raw("GET", "/api/v1/repositories?namespace=elsewhere", &[("authorization", &reader)], Body::empty())
+        .await
+        .expect(403, None);
+    r.send_raw("GET", "/api/v1/repositories", &[("authorization", &reader)], Body::empty()).await.expect(403, None);
+    let uri = "/api/v1/repositories/team/other/deep";
+    r.send_raw("DELETE", uri, &[("authorization", &dev)], Body::empty()).await.expect(403, None);
+    r.send_raw("DELETE", uri, &[("authorization", &owner)], Body::empty()).await.expect(204, None);
+    r.send_raw("DELETE", uri, &[("authorization", &owner)], Body::empty()).await.expect(404, None);
+    r.get(&format!("/v2/team/other/deep/manifests/{deep_digest}")).await.expect(404, None);
+    let after = r.admin_api("GET", "/api/v1/repositories?namespace=team", serde_json::Value::Null).await.json();
+    assert_eq!(after["items"].as_array().unwrap().len(), 1, "{after}");
+
+    age(&r);
+    let run = r.app.registry.collect_garbage("test", false).await.unwrap();
+    assert_eq!(run.blobs_deleted, 2, "the deleted repository's config and layer: {run:?}");
+    pulls_intact(&r, "team/app", "v1", &app_v1).await;
 }

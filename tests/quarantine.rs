@@ -216,7 +216,7 @@ async fn a_release_can_expire_and_namespaces_can_relax_rules() {
     released.expect(200, None);
     assert_eq!(released.json()["release_until"], soon);
     r.v2_as(&token, "GET", "/v2/team/app/manifests/v1", Body::empty()).await.expect(200, None);
-    clock.advance(std::time::Duration::from_secs(3600));
+    r.advance_clocks(std::time::Duration::from_secs(3600));
     let lapsed = r.v2_as(&token, "GET", "/v2/team/app/manifests/v1", Body::empty()).await;
     lapsed.expect(403, Some("QUARANTINED"));
     assert!(lapsed.json()["errors"][0]["message"].as_str().unwrap().contains("release expired"));

@@ -211,7 +211,7 @@ async fn expiry_sweep_removes_stale_sessions_and_orphans() {
     // Before the expiry only the orphan goes; the session idle for less than that stays.
     assert_eq!(r.app.registry.expire_uploads().await.unwrap(), 1);
     r.get(&location).await.expect(204, None);
-    r.app.registry.clock().advance(std::time::Duration::from_secs(601));
+    r.advance_clocks(std::time::Duration::from_secs(601));
     let removed = r.app.registry.expire_uploads().await.unwrap();
     assert_eq!(removed, 1);
     r.get(&location).await.expect(404, Some("BLOB_UPLOAD_UNKNOWN"));

@@ -169,6 +169,26 @@ impl Registry {
         }
     }
 
+    /// Repositories with their counts, those of `namespace` only if given.
+    pub async fn repository_summaries(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<crate::metadata::RepositorySummary>> {
+        self.meta.repository_summaries(namespace, after, limit.min(self.limits.max_page)).await
+    }
+
+    /// Deletes a repository: its manifests, tags and links at once, its bytes at the next
+    /// collection (those no other repository links).
+    pub async fn delete_repository(&self, repo: &RepoName) -> Result<()> {
+        if self.meta.delete_repository(repo).await? {
+            Ok(())
+        } else {
+            Err(Error::NameUnknown)
+        }
+    }
+
     /// Removes a blob from a repository. The bytes stay until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         if self.meta.unlink_blob(repo, digest).await? {

@@ -89,12 +89,35 @@ pub enum PutManifestRefused {
     MissingManifest(Digest),
 }
 
+/// A repository with its counts (the admin API's listing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub tags: u64,
+    pub manifests: u64,
+    /// The sizes of the blobs linked to it, each counted once.
+    pub bytes: u64,
+    /// Images whose verdict is `quarantined`.
+    pub quarantined: u64,
+    pub created_at: i64,
+}
+
 #[async_trait]
 pub trait RepositoryStore: Send + Sync {
     /// Repository names in lexical order after `last`, at most `limit`.
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
     /// Whether the repository exists.
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+    /// Up to `limit` repositories after `after` in name order, those of `namespace` only if given.
+    async fn repository_summaries(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositorySummary>>;
+    /// Deletes the repository with its manifests, tags, links and verdicts (the bytes stay for
+    /// the collector). False if there was none.
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool>;
 }
 
 /// A blob linked to a repository.

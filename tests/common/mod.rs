@@ -256,6 +256,13 @@ impl TestRegistry {
 }
 
 impl TestRegistry {
+    /// Moves every replica's clock forward (requests go to the replicas in turn).
+    pub fn advance_clocks(&self, by: std::time::Duration) {
+        for app in std::iter::once(&self.app).chain(&self.others) {
+            app.registry.clock().advance(by);
+        }
+    }
+
     /// The blob store's objects, bypassing the registry (to damage them in fsck tests).
     pub fn raw_objects(&self) -> std::sync::Arc<dyn object_store::ObjectStore> {
         let config = &self.app.config;

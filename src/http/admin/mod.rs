@@ -9,6 +9,7 @@
 
 mod gc;
 mod namespaces;
+mod repositories;
 mod robots;
 mod scans;
 mod tokens;
@@ -44,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
+        .route("/repositories", get(repositories::list))
+        .route("/repositories/{*name}", axum::routing::delete(repositories::remove))
         .route("/gc", post(gc::collect))
         .route("/fsck", get(gc::fsck))
         .route("/scans", get(scans::get))

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
-use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore};
+use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore, RepositorySummary};
 use crate::model::{Digest, RepoName, Result};
 
 /// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
@@ -31,6 +31,54 @@ impl RepositoryStore for SqlMetadata {
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         Ok(repo_id(&self.read, repo).await?.is_some())
+    }
+
+    async fn repository_summaries(
+        &self,
+        namespace: Option<&str>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RepositorySummary>> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT r.name,
+                 (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id),
+                 (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
+                 (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
+                  WHERE rb.repository_id = r.id),
+                 (SELECT COUNT(*) FROM scans s WHERE s.repository_id = r.id AND s.state = 'quarantined'),
+                 r.created_at
+             FROM repositories r
+             WHERE r.name > $1 AND (CAST($2 AS TEXT) = ''
+                  OR substr(r.name, 1, length(CAST($2 AS TEXT)) + 1) = CAST($2 AS TEXT) || '/')
+             ORDER BY r.name LIMIT $3",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(namespace.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, tags, manifests, bytes, quarantined, created_at)| RepositorySummary {
+                name,
+                tags: tags as u64,
+                manifests: manifests as u64,
+                bytes: bytes as u64,
+                quarantined: quarantined as u64,
+                created_at,
+            })
+            .collect())
+    }
+
+    async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
+        // Links, manifests and through them references, tags and verdicts go by ON DELETE CASCADE.
+        let done = sqlx::query("DELETE FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
