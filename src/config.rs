@@ -56,11 +56,19 @@ pub struct GcConfig {
     /// references it.
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// How long a collection holds the `gc` lease without renewing it (it renews between batches):
+    /// when its process dies, another collection can start this long after.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
-        GcConfig { interval: crate::model::DEFAULT_GC_INTERVAL, grace: crate::model::DEFAULT_GC_GRACE }
+        GcConfig {
+            interval: crate::model::DEFAULT_GC_INTERVAL,
+            grace: crate::model::DEFAULT_GC_GRACE,
+            lease: crate::model::DEFAULT_GC_LEASE,
+        }
     }
 }
 
@@ -621,6 +629,11 @@ impl Config {
         if self.gc.grace < Duration::from_secs(60) {
             anyhow::bail!(
                 "invalid configuration: gc.grace must be at least 60s (clients need time between learning that a blob exists and referencing it)"
+            );
+        }
+        if self.gc.lease < Duration::from_secs(2) || self.gc.lease > Duration::from_secs(3600) {
+            anyhow::bail!(
+                "invalid configuration: gc.lease must be between 2s and 1h (a collection renews it between batches of 1000 blobs)"
             );
         }
         if self.uploads.expiry.is_zero() || self.uploads.sweep_interval.is_zero() {

@@ -62,6 +62,7 @@ impl App {
                 per_repository: config.uploads.max_per_repository,
             },
             gc_grace: config.gc.grace,
+            gc_lease: config.gc.lease,
         };
         // The one clock of this app: everything that decides expiry holds a clone.
         let clock = Clock::system();
@@ -223,8 +224,14 @@ async fn open_metadata(config: &Config) -> anyhow::Result<SqlMetadata> {
         Some(url) => SqlMetadata::connect(url.expose_secret(), config.database.max_connections)
             .await
             .context("opening the database at database.url"),
+        // The operator starting the server needs the detail a client never sees (a failed
+        // migration, an unreadable file).
         None => SqlMetadata::open(&config.database_path())
             .await
+            .map_err(|e| match e {
+                model::Error::Internal(detail) => anyhow::anyhow!(detail),
+                e => anyhow::anyhow!(e),
+            })
             .with_context(|| format!("opening database {}", config.database_path().display())),
     }
 }

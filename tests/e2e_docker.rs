@@ -328,3 +328,98 @@ async fn docker_cannot_pull_a_quarantined_image_dressed_as_an_artifact() {
     }
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+/// docker against the lifecycle rules: a moved immutable tag and an overflowing quota are refused
+/// with messages docker shows; two images share a base layer, one is deleted and collected, its own
+/// bytes leave the disk and the other still pulls.
+#[tokio::test]
+#[ignore = "needs docker: scripts/test.sh runs it"]
+async fn docker_meets_immutable_tags_quotas_and_the_collector() {
+    require_tool("docker");
+    use reqwest::Method;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("PORTCULLIS_GC_GRACE".to_string(), "60s".to_string()), ("PORTCULLIS_GC_INTERVAL".into(), "0s".into())];
+    let server = Server::start_with_extra_env(dir.path(), common::process::free_port(), &env);
+    let host = server.host();
+    let certs = Path::new("/etc/docker/certs.d").join(&host);
+    std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
+    std::fs::copy(server.ca_path(), certs.join("ca.crt")).unwrap();
+    api(&server, Method::POST, "/api/v1/namespaces", json!({"name": "life"})).await;
+    login(&host, "admin", common::ADMIN_PASSWORD);
+
+    // A base image, and two images on it (each adds its own layer).
+    let ctx = dir.path().join("ctx");
+    let base = format!("{host}/life/base:v1");
+    build_image(&ctx.join("base"), &base, &format!("shared base {}", std::process::id()), "USER 10001\n");
+    let mut pushed = Vec::new();
+    for name in ["one", "two"] {
+        let tag = format!("{host}/life/{name}:v1");
+        let c = ctx.join(name);
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("own.bin"), format!("{name} {}", std::process::id()).repeat(20_000)).unwrap();
+        std::fs::write(c.join("Dockerfile"), format!("FROM {base}\nCOPY own.bin /own.bin\n")).unwrap();
+        let out = docker_cmd(&["build", "-q", "-t", &tag]).arg(&c).env("DOCKER_BUILDKIT", "0").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        pushed.push((tag.clone(), pushed_digest(&docker(&["push", &tag]))));
+    }
+
+    // Immutable v*: pushing other content to life/one:v1 is refused, and docker says why, at once.
+    api(&server, Method::PUT, "/api/v1/namespaces/life/immutable-tags", json!({"patterns": ["v*"]})).await;
+    let moved = &pushed[0].0;
+    docker(&["tag", &pushed[1].0, moved]);
+    let started = std::time::Instant::now();
+    let out = docker_cmd(&["push", moved]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "an immutable tag moved");
+    assert!(said.contains("life/one:v1 is immutable") && said.contains("\"v*\""), "docker said: {said}");
+    eprintln!("docker gave up on the immutable tag after {:?}", started.elapsed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "docker retried a final refusal");
+
+    // A quota with no room for a new layer: docker shows the figures.
+    let usage = api(&server, Method::GET, "/api/v1/namespaces/life/usage", json!(null)).await;
+    let used = usage["bytes"].as_u64().unwrap();
+    api(&server, Method::PUT, "/api/v1/namespaces/life/quota", json!({"bytes": used + 1000})).await;
+    let big = format!("{host}/life/three:v1");
+    let c = ctx.join("three");
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join("own.bin"), common::process::layer_bytes(3, 50_000)).unwrap();
+    std::fs::write(c.join("Dockerfile"), format!("FROM {base}\nCOPY own.bin /own.bin\n")).unwrap();
+    let out = docker_cmd(&["build", "-q", "-t", &big]).arg(&c).env("DOCKER_BUILDKIT", "0").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = docker_cmd(&["push", &big]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a push over quota succeeded");
+    assert!(said.contains("quota exceeded: namespace life uses"), "docker said: {said}");
+    api(&server, Method::PUT, "/api/v1/namespaces/life/quota", json!({"bytes": null})).await;
+
+    // Delete life/two and collect once its links are past the grace period: its own layer and
+    // config leave the disk, the shared base stays, and life/one still pulls.
+    let before = common::process::stored_blobs(dir.path()).await;
+    api(&server, Method::PUT, "/api/v1/namespaces/life/immutable-tags", json!({"patterns": []})).await;
+    let reply = server
+        .client()
+        .delete(server.url("/api/v1/repositories/life/two"))
+        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_secs(62)).await;
+    let report = api(&server, Method::POST, "/api/v1/gc", json!(null)).await;
+    let after = common::process::stored_blobs(dir.path()).await;
+    let freed: u64 = before.iter().filter(|(k, _)| !after.contains_key(*k)).map(|(_, s)| s).sum();
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(freed, report["bytes_freed"].as_u64().unwrap(), "the report's bytes left the disk: {report}");
+    assert!(freed > 0, "{report}");
+    for (tag, _) in &pushed {
+        let _ = docker_cmd(&["rmi", "-f", tag]).output();
+    }
+    let _ = docker_cmd(&["rmi", "-f", &base]).output();
+    let _ = docker_cmd(&["rmi", "-f", &big]).output();
+    docker(&["pull", &pushed[0].0]);
+    let gone = docker_cmd(&["pull", &pushed[1].0]).output().unwrap();
+    assert!(!gone.status.success(), "the deleted image still pulls");
+    let _ = docker_cmd(&["rmi", "-f", &pushed[0].0]).output();
+    let _ = std::fs::remove_dir_all(&certs);
+}

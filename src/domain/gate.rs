@@ -177,7 +177,10 @@ impl super::Registry {
     pub async fn mount(&self, reader: Reader, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         match self.gate_blob(reader, from, digest).await {
             // False: the collector is deleting the bytes, so the client uploads them instead.
-            Ok(size) => self.meta.link_blob(repo, digest, size, self.clock.now()).await,
+            Ok(size) => {
+                self.note_push();
+                self.meta.link_blob(repo, digest, size, self.clock.now()).await
+            }
             Err(Error::BlobUnknown) => Ok(false),
             Err(Error::Blocked(b)) => {
                 tracing::info!(target: "audit", repository = %repo, from = %from, %digest, state = b.state.as_str(), "mount refused by the quarantine gate");

@@ -51,6 +51,7 @@ impl super::Registry {
             self.check_reach(repo, &parsed).await?;
         }
         let kind = self.manifest_kind(repo, &parsed).await?;
+        self.note_push();
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
         let new = NewManifest {
             repo: repo.clone(),
@@ -64,6 +65,7 @@ impl super::Registry {
             children: parsed.children.iter().map(|c| c.digest.clone()).collect(),
             tag,
             kind,
+            pushed_at: self.clock.now(),
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
@@ -159,6 +161,15 @@ impl super::Registry {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
         };
         if deleted {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown)
+        }
+    }
+
+    /// Deletes a manifest and its tags for an admin who rejects it, immutable tags included.
+    pub async fn reject_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.meta.reject_manifest(repo, digest).await? {
             Ok(())
         } else {
             Err(Error::ManifestUnknown)

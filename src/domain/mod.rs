@@ -7,9 +7,11 @@ mod gate;
 pub mod gc;
 pub mod gojson;
 pub mod index;
+mod lifecycle;
 pub mod manifest;
 mod manifests;
 mod registry;
+pub mod retention;
 mod scans;
 mod uploads;
 

@@ -26,6 +26,8 @@ pub struct Limits {
     pub upload_sessions: crate::metadata::SessionCaps,
     /// What nobody has touched for this long, and nothing references, the collector may remove.
     pub gc_grace: Duration,
+    /// How long one holder keeps the `gc` lease without renewing it.
+    pub gc_lease: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
             max_index_reach: DEFAULT_MAX_INDEX_REACH,
             upload_sessions: crate::metadata::SessionCaps { per_principal: 256, per_repository: 256 },
             gc_grace: DEFAULT_GC_GRACE,
+            gc_lease: crate::model::DEFAULT_GC_LEASE,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Registry {
     pub(super) scan_signals: Arc<super::scans::ScanSignals>,
     /// Decides what has expired or is due.
     pub(super) clock: Clock,
+    /// Pushes seen (uploads completing, mounts, manifests): a collection yields to them.
+    pub(super) pushes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -115,6 +120,7 @@ impl Registry {
             upload_locks: Default::default(),
             scan_signals: Default::default(),
             clock: Clock::system(),
+            pushes: Default::default(),
         }
     }
 

@@ -30,6 +30,7 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         children: Vec::new(),
         tag: t.map(tag),
         kind: ManifestKind::Image,
+        pushed_at: 1_000,
     }
 }
 

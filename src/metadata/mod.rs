@@ -11,6 +11,7 @@ pub mod auth;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod gc;
+pub mod lifecycle;
 pub mod scans;
 pub mod sql;
 
@@ -58,6 +59,9 @@ pub struct NewManifest {
     pub tag: Option<Tag>,
     /// Every manifest gets a scan record (pending); the kind says what the scan looks at.
     pub kind: ManifestKind,
+    /// The push's time on the registry's clock: the manifest's creation and the tag's move
+    /// (what retention reads).
+    pub pushed_at: i64,
 }
 
 /// One entry of a referrers listing.
@@ -156,6 +160,9 @@ pub trait ManifestStore: Send + Sync {
     async fn manifest_by_digest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>>;
     /// Deletes the manifest and the tags pointing at it. False if it was not there.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes a manifest and its tags even if an immutable tag holds it: an admin rejecting a
+    /// quarantined image (immutability guards content from moving, not from the security team).
+    async fn reject_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Deletes one tag; the manifest stays. False if it was not there.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
     /// Tags in lexical order after `last`, at most `limit`.
@@ -229,6 +236,7 @@ pub trait Metadata:
     + auth::AuthStore
     + scans::ScanStore
     + gc::GcStore
+    + lifecycle::LifecycleStore
 {
 }
 impl<T> Metadata for T where
@@ -240,5 +248,6 @@ impl<T> Metadata for T where
         + auth::AuthStore
         + scans::ScanStore
         + gc::GcStore
+        + lifecycle::LifecycleStore
 {
 }

@@ -44,6 +44,9 @@ pub enum Error {
     /// A cap on open upload sessions was reached.
     #[error("{0}")]
     TooManyUploads(String),
+    /// A namespace rule refused the change: its quota, an immutable tag. The text names the rule.
+    #[error("{0}")]
+    Denied(String),
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
     Blocked(Box<Blocked>),

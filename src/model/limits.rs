@@ -13,5 +13,7 @@ pub const DEFAULT_SCAN_POLL: Duration = Duration::from_secs(1);
 /// The default of `gc.grace`: what nobody has touched for this long, and nothing references, the
 /// collector may remove. A client that learned a blob exists has this long to reference it.
 pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+/// The default of `gc.lease`: a collection whose process died blocks the next one this long.
+pub const DEFAULT_GC_LEASE: Duration = Duration::from_secs(300);
 /// The default of `gc.interval`.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(3600);

@@ -1,5 +1,5 @@
 //! The shared vocabulary: digests, names, references, upload ids, scan states and verdicts,
-//! roles, the error type, the clock, the scan policy's words and the default limits.
+//! roles, the error type, the clock, namespace lifecycle settings, the scan policy's words and the default limits.
 //!
 //! Rule: `model` imports nothing of this crate; every other module may import it. A type goes here
 //! when two layers need it and neither owns it; behaviour that needs a service stays with the
@@ -9,6 +9,7 @@ pub mod clock;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod lifecycle;
 pub mod limits;
 pub mod names;
 pub mod net;
@@ -21,8 +22,10 @@ pub use clock::{now, now_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use engine::Engine;
 pub use error::{Blocked, Error, Result, Target};
+pub use lifecycle::{human_bytes, ImmutableTag, OverQuota, Quota, Retention, TagPatterns, Usage};
 pub use limits::{
-    DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL,
+    DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_LEASE, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES,
+    DEFAULT_SCAN_POLL,
 };
 pub use names::{Reference, RepoName, Tag};
 pub use net::Cidr;

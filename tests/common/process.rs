@@ -29,6 +29,15 @@ impl Server {
         Self::start_with_env(data_dir, port, config, &env)
     }
 
+    /// Starts on the test's backends (PostgreSQL and S3 under `TESTBED_BACKEND=scaleout`) with extra
+    /// environment variables.
+    pub fn start_with_extra_env(data_dir: &Path, port: u16, extra: &[(String, String)]) -> Server {
+        let mut env =
+            super::backends::for_data_dir(data_dir).map(|name| super::backends::env(&name)).unwrap_or_default();
+        env.extend(extra.iter().cloned());
+        Self::start_with_env(data_dir, port, None, &env)
+    }
+
     /// Starts with a configuration file and extra environment variables (which win).
     pub fn start_with_env(data_dir: &Path, port: u16, config: Option<&Path>, env: &[(String, String)]) -> Server {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
@@ -262,14 +271,25 @@ pub fn layer_bytes(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Every blob in the store of the registry whose data lives in `data_dir` (files under `blobs/`
+/// on local disk, or its S3 prefix in scale-out mode), with its size.
+pub async fn stored_blobs(data_dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    use futures::TryStreamExt;
+    let blobs: Vec<_> = store_of(data_dir).list_blobs().try_collect().await.unwrap();
+    blobs.into_iter().map(|b| (b.digest.to_string(), b.size)).collect()
+}
+
+fn store_of(data_dir: &Path) -> portcullis::storage::BlobStore {
+    match super::backends::for_data_dir(data_dir) {
+        Some(name) => portcullis::storage::BlobStore::s3(&super::backends::s3_config(&name)).unwrap(),
+        None => portcullis::storage::BlobStore::local(data_dir.join("blobs")).unwrap(),
+    }
+}
+
 /// Verifies that every blob object of the registry whose data lives in `data_dir` (on local disk,
 /// or in its S3 prefix in scale-out mode) hashes to its name; returns how many were checked.
 pub async fn verify_blobs(data_dir: &Path) -> usize {
-    let store = match super::backends::for_data_dir(data_dir) {
-        Some(name) => portcullis::storage::BlobStore::s3(&super::backends::s3_config(&name)).unwrap(),
-        None => portcullis::storage::BlobStore::local(data_dir.join("blobs")).unwrap(),
-    };
-    verify_store(&store).await
+    verify_store(&store_of(data_dir)).await
 }
 
 /// Reads every blob of `store` back and checks its digest; returns how many were checked.

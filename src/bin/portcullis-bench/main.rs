@@ -1,9 +1,11 @@
 //! `portcullis-bench`: measures a registry (`run`) or Portcullis and CNCF distribution side by side
-//! (`compare`), printing one table with both figures, their ratio and the machine's own limits.
+//! (`compare`), printing one table with both figures, their ratio and the machine's own limits;
+//! and the garbage collector at scale (`gc`).
 //!
 //! Every loop is bounded in count and time, and all traffic goes to registries on loopback.
 
 mod blobfile;
+mod gc;
 mod machine;
 mod measure;
 mod procstat;
@@ -70,6 +72,26 @@ enum Command {
         keep_data: bool,
         #[command(flatten)]
         sizes: Sizes,
+    },
+    /// The garbage collector at scale: fill a Portcullis with many small images, delete some, and
+    /// time one collection; then small-image pushes alone and during a collection.
+    Gc {
+        #[arg(long, default_value = "target/release/portcullis")]
+        portcullis_bin: PathBuf,
+        /// Where the registry's data and log go.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        /// Manifests pushed, each with a distinct config and `--layers` distinct layers.
+        #[arg(long, default_value_t = 20_000)]
+        images: usize,
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Manifests deleted before the collection (their blobs become unreferenced).
+        #[arg(long, default_value_t = 10_000)]
+        deleted: usize,
+        /// The longest each push-rate measurement runs, in seconds.
+        #[arg(long, default_value_t = 20)]
+        push_secs: u64,
     },
 }
 
@@ -145,6 +167,11 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Compare { portcullis_bin, distribution_bin, out, runs, keep_data, sizes } => {
                 sides::compare(&portcullis_bin, &distribution_bin, &out, runs.max(1), keep_data, &sizes).await
+            }
+            Command::Gc { portcullis_bin, out, images, layers, deleted, push_secs } => {
+                std::fs::create_dir_all(&out)?;
+                let sizes = gc::GcSizes { images, layers: layers.max(1), deleted: deleted.min(images), push_secs };
+                gc::run(&portcullis_bin, &out, &sizes).await
             }
         }
     })

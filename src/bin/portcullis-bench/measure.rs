@@ -92,7 +92,7 @@ fn expect(status: reqwest::StatusCode, want: u16, what: &str) -> anyhow::Result<
 
 /// The spec's single-request-body upload that every registry supports: `POST` for a session, then
 /// one `PUT ?digest=` carrying the whole blob (distribution 2.8 ignores `POST ?digest=`).
-async fn post_put(
+pub async fn post_put(
     t: &Target,
     client: &reqwest::Client,
     repo: &str,

@@ -77,13 +77,39 @@ impl Drop for Registry {
 }
 
 /// The admin password of the Portcullis instance the benchmark starts (loopback only, thrown away).
-const BENCH_PASSWORD: &str = "benchmark-admin-password";
+pub const BENCH_PASSWORD: &str = "benchmark-admin-password";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
+/// Starts `bin serve` on loopback `port` with its data in `dir`, the benchmark's admin password,
+/// request rate limits off, its log in `log`, and `extra` environment variables.
+pub fn start_portcullis(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    log: &Path,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Child> {
+    Command::new(bin)
+        .arg("serve")
+        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PORTCULLIS_DATA_DIR", dir)
+        .env("PORTCULLIS_LOG", "warn")
+        .env("PORTCULLIS_ADMIN_PASSWORD", BENCH_PASSWORD)
+        // Request rate limits are a policy, not a speed: off, as distribution has none. (The
+        // client is one address and one account making thousands of requests a second.)
+        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_ADDRESS", "0")
+        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_PRINCIPAL", "0")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting {}: {e} (run cargo build --release first)", bin.display()))
+}
+
+pub fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -146,20 +172,7 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
     let p_dir = data.join("portcullis");
     std::fs::create_dir_all(&p_dir)?;
     let p_port = free_port()?;
-    let mut p_child = Command::new(p_bin)
-        .arg("serve")
-        .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{p_port}"))
-        .env("PORTCULLIS_DATA_DIR", &p_dir)
-        .env("PORTCULLIS_LOG", "warn")
-        .env("PORTCULLIS_ADMIN_PASSWORD", BENCH_PASSWORD)
-        // Request rate limits are a policy, not a speed: off, as distribution has none. (The
-        // client is one address and one account making thousands of requests a second.)
-        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_ADDRESS", "0")
-        .env("PORTCULLIS_SERVER_RATE_LIMIT_PER_PRINCIPAL", "0")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(out.join("portcullis.log"))?)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {}: {e} (run cargo build --release first)", p_bin.display()))?;
+    let mut p_child = start_portcullis(p_bin, &p_dir, p_port, &out.join("portcullis.log"), &[])?;
     wait_port(p_port, &mut p_child, "portcullis")?;
     let tls_dir = p_dir.join("tls");
     let ca_pem = std::fs::read(tls_dir.join("ca.crt"))?;

@@ -8,6 +8,7 @@
 //! - A `401` carries no `Basic` challenge, so a browser never caches credentials for it.
 
 mod gc;
+mod lifecycle;
 mod namespaces;
 mod repositories;
 mod robots;
@@ -44,6 +45,15 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
         .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
+        .route("/namespaces/{ns}/quota", get(lifecycle::get_quota).put(lifecycle::set_quota))
+        .route("/namespaces/{ns}/usage", get(lifecycle::usage))
+        .route("/namespaces/{ns}/immutable-tags", get(lifecycle::get_immutable).put(lifecycle::set_immutable))
+        .route(
+            "/namespaces/{ns}/retention",
+            get(lifecycle::get_retention).put(lifecycle::set_retention).delete(lifecycle::delete_retention),
+        )
+        .route("/namespaces/{ns}/retention/dry-run", post(lifecycle::dry_run))
+        .route("/namespaces/{ns}/retention/run", post(lifecycle::run))
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
         .route("/repositories", get(repositories::list))
         .route("/repositories/{*name}", axum::routing::delete(repositories::remove))

@@ -167,14 +167,14 @@ pub async fn set_policy(
 }
 
 /// `POST /api/v1/scans/reject` `{"repository","digest","reason"}` (admins): deletes the image from the
-/// repository (its tags too); the verdict goes with it.
+/// repository (its tags too, immutable ones included); the verdict goes with it.
 pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     let t: Target = parse(&body)?;
     let reason =
         t.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| ApiError::invalid("a reason is required to reject"))?;
     let (repo, digest) = target(&t.repository, &t.digest)?;
-    match state.registry.delete_manifest(&repo, &crate::domain::Reference::Digest(digest.clone())).await {
+    match state.registry.reject_manifest(&repo, &digest).await {
         Ok(()) => {}
         Err(crate::domain::Error::ManifestUnknown) => return Err(ApiError::not_found("manifest")),
         Err(e) => return Err(e.into()),

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use sqlx::Row;
 
-use super::{db_err, ensure_repo, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
+use super::{db_err, ensure_repo, lifecycle, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore, RepositorySummary};
-use crate::model::{Digest, RepoName, Result};
+use crate::model::{Digest, Engine, RepoName, Result};
 
 /// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
 const ALLOWED: &str =
@@ -73,12 +73,8 @@ impl RepositoryStore for SqlMetadata {
 
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool> {
         // Links, manifests and through them references, tags and verdicts go by ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM repositories WHERE name = $1")
-            .bind(repo.as_str())
-            .execute(&self.write)
-            .await
-            .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let delete = "DELETE FROM repositories WHERE name = $1 AND name = $2";
+        self.delete_guarded(repo, (None, None), delete, repo.to_string()).await
     }
 }
 
@@ -100,10 +96,10 @@ impl BlobIndex for SqlMetadata {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: i64) -> Result<bool> {
-        let (repo, digest) = (repo.clone(), digest.clone());
+        let (repo, digest, engine) = (repo.clone(), digest.clone(), self.engine());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
-            if !link(&mut tx, &repo, &digest, size, now).await? {
+            if !link(&mut tx, engine, &repo, &digest, size, now).await? {
                 return Ok(false);
             }
             tx.commit().await.map_err(db_err)?;
@@ -168,16 +164,22 @@ impl BlobIndex for SqlMetadata {
 }
 
 /// Records a blob and links it to a repository, inside the caller's transaction; both are
-/// touched. False if the collector is deleting the blob's bytes (the caller rolls back): the
+/// touched. Refused (`Error::Denied`) when the namespace's quota has no room for the repository or
+/// the bytes: the namespace's settings row is read (and locked, when a quota applies) before any
+/// other row. False if the collector is deleting the blob's bytes (the caller rolls back): the
 /// blob's row is locked by the touch, so a collector that marks it sweeping either waits for this
 /// transaction (and then sees the link) or has committed (and this sees `sweeping`).
 pub(crate) async fn link(
     tx: &mut sqlx::AnyConnection,
+    engine: Engine,
     repo: &RepoName,
     digest: &Digest,
     size: u64,
     now: i64,
 ) -> Result<bool> {
+    let rules =
+        lifecycle::rules_in(tx, engine, repo.namespace(), |q| q.bytes.is_some() || q.repositories.is_some()).await?;
+    lifecycle::check_new_repository(tx, &rules, repo).await?;
     let repo_id = ensure_repo(tx, repo).await?;
     sqlx::query(
         "INSERT INTO blobs (digest, size, created_at, touched_at) VALUES ($1, $2, $3, $3)
@@ -200,13 +202,15 @@ pub(crate) async fn link(
     if sweeping != 0 {
         return Ok(false);
     }
+    lifecycle::check_link_bytes(tx, &rules, repo.namespace(), digest, size).await?;
     sqlx::query(
-        "INSERT INTO repository_blobs (repository_id, digest, created_at, touched_at) VALUES ($1, $2, $3, $3)
+        "INSERT INTO repository_blobs (repository_id, digest, created_at, touched_at, namespace) VALUES ($1, $2, $3, $3, $4)
          ON CONFLICT (repository_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
     )
     .bind(repo_id)
     .bind(digest.as_str())
     .bind(now)
+    .bind(repo.namespace())
     .execute(&mut *tx)
     .await
     .map_err(db_err)?;

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{
-    db_err, digest, ensure_repo, lock_clause, mark_image_content, placeholders, split_page, verdict, RowLock,
-    SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
+    db_err, digest, ensure_repo, lifecycle, lock_clause, mark_image_content, placeholders, split_page, verdict,
+    RowLock, SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
 };
 use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 use crate::model::{now, Digest, RepoName, Result, Tag};
@@ -63,7 +63,14 @@ impl ManifestStore for SqlMetadata {
         self.writing(move |write| async move {
             let m = &m;
             let mut tx = write.begin().await.map_err(db_err)?;
+            // The namespace's rules first (lock order: see `lifecycle`).
+            let rules = lifecycle::rules_in(&mut tx, engine, m.repo.namespace(), |q| {
+                q.repositories.is_some() || (m.tag.is_some() && q.tags.is_some())
+            })
+            .await?;
+            lifecycle::check_new_repository(&mut tx, &rules, &m.repo).await?;
             let repo_id = ensure_repo(&mut tx, &m.repo).await?;
+            lifecycle::check_manifest(&mut tx, &rules, &m.repo, repo_id, &m.digest, m.tag.as_ref()).await?;
             // The links are locked: the collector cannot remove one this manifest is about to
             // reference until it commits (and then sees the reference). For update, since
             // `mark_image_content` changes them: a share lock upgraded later would deadlock
@@ -78,11 +85,13 @@ impl ManifestStore for SqlMetadata {
             }
             let now = now();
             // Same digest means same bytes, so an existing row is already right (a row stored
-            // before kinds were recorded learns its kind here).
+            // before kinds were recorded learns its kind here); a push again counts as a new
+            // creation for retention's `untagged_days`.
             sqlx::query(
                 "INSERT INTO manifests (repository_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at, kind)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                 ON CONFLICT (repository_id, digest) DO UPDATE SET kind = excluded.kind WHERE manifests.kind IS NULL",
+                 ON CONFLICT (repository_id, digest) DO UPDATE SET kind = COALESCE(manifests.kind, excluded.kind),
+                 created_at = excluded.created_at",
             )
             .bind(repo_id)
             .bind(m.digest.as_str())
@@ -92,7 +101,7 @@ impl ManifestStore for SqlMetadata {
             .bind(&m.annotations)
             .bind(m.content.len() as i64)
             .bind(&m.content)
-            .bind(now)
+            .bind(m.pushed_at)
             .bind(m.kind.as_str())
             .execute(&mut *tx)
             .await
@@ -135,18 +144,28 @@ impl ManifestStore for SqlMetadata {
                 .await
                 .map_err(db_err)?;
             if let Some(tag) = &m.tag {
-                sqlx::query(
-                    "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
-                     updated_at = excluded.updated_at",
-                )
+                // An immutable tag is only ever inserted: of two pushes creating it at once, the
+                // second waits for the first and then finds the tag taken (checked again below).
+                let immutable = rules.immutable.first_match(tag.as_str()).map(str::to_owned);
+                let upsert = if immutable.is_some() {
+                    "ON CONFLICT (repository_id, name) DO NOTHING"
+                } else {
+                    "ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest,
+                     updated_at = excluded.updated_at"
+                };
+                sqlx::query(&format!(
+                    "INSERT INTO tags (repository_id, name, manifest_digest, updated_at) VALUES ($1, $2, $3, $4) {upsert}"
+                ))
                 .bind(repo_id)
                 .bind(tag.as_str())
                 .bind(m.digest.as_str())
-                .bind(now)
+                .bind(m.pushed_at)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+                if let Some(pattern) = immutable {
+                    lifecycle::check_immutable_holds(&mut tx, &m.repo, repo_id, tag, &m.digest, &pattern).await?;
+                }
             }
             tx.commit().await.map_err(db_err)?;
             Ok(Ok(()))
@@ -188,7 +207,13 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
-        // Tags and references go with it (ON DELETE CASCADE), in the same statement's transaction.
+        // Tags and references go with it (ON DELETE CASCADE).
+        let delete =
+            "DELETE FROM manifests WHERE digest = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)";
+        self.delete_guarded(repo, (Some(d.clone()), None), delete, d.to_string()).await
+    }
+
+    async fn reject_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
         let done = sqlx::query(
             "DELETE FROM manifests WHERE digest = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
         )
@@ -201,15 +226,9 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE name = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)",
-        )
-        .bind(tag.as_str())
-        .bind(repo.as_str())
-        .execute(&self.write)
-        .await
-        .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        let delete =
+            "DELETE FROM tags WHERE name = $1 AND repository_id = (SELECT id FROM repositories WHERE name = $2)";
+        self.delete_guarded(repo, (None, Some(tag.clone())), delete, tag.to_string()).await
     }
 
     async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: u32) -> Result<Vec<String>> {

@@ -19,6 +19,7 @@ mod auth;
 mod blobs;
 mod gc;
 mod leases;
+mod lifecycle;
 mod manifests;
 mod scans;
 mod throttle;
@@ -70,6 +71,11 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
     match e {
         // A database that cannot be reached now may be back in a moment: 503, not 500.
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            Error::Unavailable(format!("database: {e}"))
+        }
+        // PostgreSQL chose this transaction to end a deadlock (or a serialization conflict): it
+        // was rolled back whole, and the same request again succeeds.
+        sqlx::Error::Database(ref d) if matches!(d.code().as_deref(), Some("40P01" | "40001")) => {
             Error::Unavailable(format!("database: {e}"))
         }
         e => Error::Internal(format!("database: {e}")),
@@ -304,12 +310,15 @@ pub(crate) async fn ensure_repo(tx: &mut sqlx::AnyConnection, repo: &RepoName) -
     if let Some(id) = repo_id(&mut *tx, repo).await? {
         return Ok(id);
     }
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(repo.as_str())
-        .bind(crate::model::now())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at, namespace) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(crate::model::now())
+    .bind(repo.namespace())
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
     repo_id(&mut *tx, repo).await?.ok_or_else(|| Error::Internal("repository vanished".into()))
 }
 

@@ -145,7 +145,7 @@ impl UploadStore for SqlMetadata {
     }
 
     async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64, now: i64) -> Result<()> {
-        let (id, repo, d) = (id.clone(), repo.clone(), d.clone());
+        let (id, repo, d, engine) = (id.clone(), repo.clone(), d.clone(), self.engine());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
             let gone = sqlx::query("DELETE FROM uploads WHERE id = $1")
@@ -156,7 +156,7 @@ impl UploadStore for SqlMetadata {
             if gone.rows_affected() == 0 {
                 return Err(Error::UploadUnknown);
             }
-            if !link(&mut tx, &repo, &d, size, now).await? {
+            if !link(&mut tx, engine, &repo, &d, size, now).await? {
                 // Rolled back: the session stays, and the client is told to push again.
                 return Err(Error::Busy(format!(
                     "blob {d} was being garbage-collected while this upload finished; push it again"
