@@ -6,6 +6,7 @@
 mod gate;
 pub mod gc;
 pub mod gojson;
+pub mod health;
 pub mod index;
 mod lifecycle;
 pub mod manifest;

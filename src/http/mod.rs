@@ -36,6 +36,27 @@ pub struct AppState {
     pub limits: Arc<rate::RateLimits>,
 }
 
+/// `GET /healthz`: the process serves requests (no dependency is asked). Unauthenticated.
+async fn healthz() -> axum::response::Response {
+    (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+}
+
+/// `GET /readyz`: 200 when the database and the blob store each answer within
+/// [`READY_BOUND`](crate::domain::health::READY_BOUND), 503 naming the one that did not.
+/// Unauthenticated; says nothing a client could not learn from a failing push.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    let r = state.registry.readiness().await;
+    let (status, word) = if r.ready() {
+        (axum::http::StatusCode::OK, "ready")
+    } else {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    let body = serde_json::json!({"status": word, "database": r.database, "storage": r.storage});
+    let mut response = (status, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 /// One year, the usual HSTS lifetime; the registry never speaks plaintext anyway.
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
@@ -46,6 +67,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(v2::handle))
         .route("/token", get(token::get).post(token::post).fallback(token::unsupported))
         .route("/.well-known/jwks.json", get(token::jwks))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .nest(
             "/api/v1",
             admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), guards::same_origin_json)),

@@ -110,6 +110,8 @@ pub struct RepositorySummary {
 pub trait RepositoryStore: Send + Sync {
     /// Repository names in lexical order after `last`, at most `limit`.
     async fn list_repositories(&self, last: Option<&str>, limit: u32) -> Result<Vec<String>>;
+    /// Answers one trivial query: the database serves (readiness checks).
+    async fn ping(&self) -> Result<()>;
     /// Whether the repository exists.
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
     /// Up to `limit` repositories after `after` in name order, those of `namespace` only if given.

@@ -29,6 +29,11 @@ impl RepositoryStore for SqlMetadata {
         Ok(split_page(joined))
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.read).await.map_err(db_err)?;
+        Ok(())
+    }
+
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
         Ok(repo_id(&self.read, repo).await?.is_some())
     }
