@@ -19,7 +19,8 @@ use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
-const SECTIONS: &[&str] = &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc"];
+const SECTIONS: &[&str] =
+    &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +42,35 @@ pub struct Config {
     pub auth: AuthConfig,
     pub scan: ScanConfig,
     pub gc: GcConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (Prometheus text format) on the TLS port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Record metrics and serve `/metrics` (administrators, and the scrape credential if set).
+    pub enabled: bool,
+    /// The hex SHA-256 of a bearer token that may read `/metrics` and nothing else (for
+    /// Prometheus' `authorization` setting): `printf %s "$TOKEN" | sha256sum`. The token itself is
+    /// never stored; it should be long and random (32 bytes or more).
+    pub scrape_token_sha256: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, scrape_token_sha256: None }
+    }
+}
+
+impl MetricsConfig {
+    /// The scrape token's SHA-256, validated by [`Config::load`].
+    pub fn scrape_token_digest(&self) -> Option<[u8; 32]> {
+        let hex = self.scrape_token_sha256.as_deref()?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex.trim(), &mut out).ok()?;
+        Some(out)
+    }
 }
 
 /// Online garbage collection (`src/domain/gc.rs` states what it guarantees).
@@ -241,6 +271,8 @@ pub struct ServerConfig {
     pub rate_limit_per_address: u32,
     /// Requests per second one account or robot may make (bursts of twice that; 0: no limit).
     pub rate_limit_per_principal: u32,
+    /// One log line per request (tracing target `access`; JSON with `log_format = "json"`).
+    pub access_log: bool,
 }
 
 impl Default for ServerConfig {
@@ -256,6 +288,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             rate_limit_per_address: 5000,
             rate_limit_per_principal: 2000,
+            access_log: true,
         }
     }
 }
@@ -454,6 +487,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             scan: ScanConfig::default(),
             gc: GcConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -534,6 +568,14 @@ impl Config {
         for p in &s.trusted_proxies {
             p.parse::<crate::model::Cidr>()
                 .map_err(|e| anyhow::anyhow!("invalid configuration: server.trusted_proxies: {e}"))?;
+        }
+        if let Some(hex) = &self.metrics.scrape_token_sha256 {
+            if self.metrics.scrape_token_digest().is_none() {
+                anyhow::bail!(
+                    "invalid configuration: metrics.scrape_token_sha256 must be 64 hex digits (the SHA-256 of the token), not {} characters",
+                    hex.len()
+                );
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             anyhow::bail!("invalid configuration: tls.cert and tls.key must be set together");
@@ -699,6 +741,20 @@ mod tests {
         std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn the_scrape_token_hash_must_be_a_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[metrics]\nscrape_token_sha256 = \"my-plain-token\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("metrics.scrape_token_sha256 must be 64 hex digits"), "{err}");
+        let hex = "ab".repeat(32);
+        std::fs::write(&file, format!("[metrics]\nscrape_token_sha256 = \"{hex}\"\n")).unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.metrics.scrape_token_digest(), Some([0xab; 32]));
+        assert!(config.server.access_log && config.metrics.enabled);
     }
 
     /// Secrets loaded from the file and from a password file reach their users intact, and appear

@@ -33,6 +33,41 @@ use domain::{Clock, Limits, Registry};
 use metadata::sql::SqlMetadata;
 use storage::BlobStore;
 
+/// The process's Prometheus recorder, installed by the first app built with metrics on (the
+/// `metrics` facade has one recorder per process; apps built later in the same process, as in
+/// tests, share it). A thread drains its histograms every few seconds, so samples never pile up
+/// between scrapes.
+fn metrics_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use model::metrics as m;
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let builder = PrometheusBuilder::new()
+        .set_buckets(m::SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(m::SCAN_DURATION.into()), m::LONG_SECONDS_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(m::GC_DURATION.into()), m::LONG_SECONDS_BUCKETS)?;
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    if HANDLE.set(handle.clone()).is_err() {
+        // Another app of this process won the race; its recorder is the one installed.
+        return Ok(HANDLE.get().expect("set").clone());
+    }
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    m::describe();
+    metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .context("starting the metrics upkeep thread")?;
+    Ok(handle)
+}
+
 /// A built registry: configuration, domain service and HTTP router.
 pub struct App {
     pub config: Config,
@@ -92,6 +127,9 @@ impl App {
             auth: auth.clone(),
             public_url: config.public_url(),
             limits: Arc::new(limits),
+            metrics: config.metrics.enabled.then(metrics_recorder).transpose()?,
+            scrape_token: config.metrics.scrape_token_digest().map(Arc::new),
+            access_log: config.server.access_log,
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Ok(App { config, registry, auth, router, instance, meta })

@@ -38,8 +38,14 @@ impl Role {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Principal {
     Anonymous,
-    User { name: String, admin: bool },
+    User {
+        name: String,
+        admin: bool,
+    },
     Robot(Robot),
+    /// The metrics scrape credential (`metrics.scrape_token_sha256`): it may read `/metrics` and
+    /// nothing else, and never receives a registry token.
+    Scraper,
 }
 
 /// A robot account's grant: actions on one namespace, optionally only on matching repositories.
@@ -59,6 +65,7 @@ impl Principal {
             Principal::Anonymous => "",
             Principal::User { name, .. } => name,
             Principal::Robot(r) => &r.username,
+            Principal::Scraper => "metrics-scraper",
         }
     }
     pub fn is_admin(&self) -> bool {

@@ -35,6 +35,8 @@ pub enum Need<'a> {
     PersonalTokens,
     /// Reading past the quarantine gate (every such read is audited).
     GateBypass,
+    /// Reading `/metrics`: administrators and the scrape credential.
+    Metrics,
 }
 
 /// A refusal, naming what was needed (never a secret, and only names the caller asked for).
@@ -62,6 +64,7 @@ impl Need<'_> {
             Need::Account(name) => format!("the account {name}"),
             Need::PersonalTokens => "personal tokens (a user account needed)".to_owned(),
             Need::GateBypass => "reading quarantined content".to_owned(),
+            Need::Metrics => "reading metrics".to_owned(),
         }
     }
 }
@@ -88,6 +91,7 @@ pub fn decide(principal: &Principal, claims: &[Scope], need: &Need<'_>, facts: &
             principal.is_admin() || matches!(principal, Principal::User { name: own, .. } if own == name)
         }
         Need::PersonalTokens => matches!(principal, Principal::User { .. }),
+        Need::Metrics => principal.is_admin() || *principal == Principal::Scraper,
     };
     if granted {
         Ok(())
@@ -123,6 +127,8 @@ pub fn allowed(principal: &Principal, repo: &RepoName, ns: &NamespaceFacts) -> A
             }
         }
         Principal::Anonymous => public,
+        // The scrape credential reads metrics and nothing else, not even public repositories.
+        Principal::Scraper => ActionSet::NONE,
     }
 }
 
@@ -225,6 +231,33 @@ mod tests {
         assert!(decide(&robot, &[], &Need::PersonalTokens, &none).is_err());
         assert!(decide(&Principal::Anonymous, &[], &Need::PersonalTokens, &none).is_err());
         assert!(decide(&user, &[], &Need::PersonalTokens, &none).is_ok());
+    }
+
+    #[test]
+    fn the_scrape_credential_reads_metrics_and_nothing_else() {
+        let none = NamespaceFacts::default();
+        let public = NamespaceFacts { public: true, role: None };
+        let admin = Principal::User { name: "a".into(), admin: true };
+        let user = Principal::User { name: "u".into(), admin: false };
+        assert!(decide(&Principal::Scraper, &[], &Need::Metrics, &none).is_ok());
+        assert!(decide(&admin, &[], &Need::Metrics, &none).is_ok());
+        for other in [user, Principal::Anonymous] {
+            assert!(decide(&other, &[], &Need::Metrics, &none).is_err());
+        }
+        let app = repo("team/app");
+        let pull = ActionSet::of(&[Action::Pull]);
+        for need in [
+            Need::Admin,
+            Need::GateBypass,
+            Need::Owner("team"),
+            Need::Member("team"),
+            Need::Account("metrics-scraper"),
+            Need::PersonalTokens,
+            Need::Repository(&app, pull),
+        ] {
+            assert!(decide(&Principal::Scraper, &[], &need, &public).is_err(), "{need:?}");
+        }
+        assert_eq!(allowed(&Principal::Scraper, &app, &public), ActionSet::NONE);
     }
 
     #[test]

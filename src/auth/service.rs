@@ -179,6 +179,19 @@ impl AuthService {
     /// Checks a username and secret (password, personal token or robot secret). Passwords are
     /// throttled per (account, address); the high-entropy secrets are not.
     pub async fn login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
+        let result = self.check_login(username, secret, client).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(AuthError::BadCredentials | AuthError::InvalidToken(_)) => "failed",
+            Err(AuthError::Throttled(_)) => "throttled",
+            Err(AuthError::Busy) => "busy",
+            Err(AuthError::Internal(_)) => "error",
+        };
+        metrics::counter!(crate::model::metrics::LOGINS, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn check_login(&self, username: &str, secret: &str, client: IpAddr) -> Result<Authenticated, AuthError> {
         if username.starts_with(ROBOT_PREFIX) || secret.starts_with(TOKEN_PREFIX) {
             return match self.check_high_entropy(username, secret).await? {
                 Some(who) => {

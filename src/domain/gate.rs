@@ -25,6 +25,7 @@
 use super::{Blocked, Digest, Error, Reference, RepoName, Result, Target};
 use crate::metadata::scans::{ScanState, Verdict};
 use crate::metadata::{ManifestKind, StoredManifest};
+use crate::model::metrics as m;
 
 /// Who is reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +184,7 @@ impl super::Registry {
             }
             Err(Error::BlobUnknown) => Ok(false),
             Err(Error::Blocked(b)) => {
+                metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
                 tracing::info!(target: "audit", repository = %repo, from = %from, %digest, state = b.state.as_str(), "mount refused by the quarantine gate");
                 Ok(false)
             }

@@ -134,6 +134,7 @@ impl Registry {
     /// ([`Error::Unavailable`], which names it).
     pub async fn collect_garbage(&self, holder: &str, dry_run: bool) -> Result<GcReport> {
         if dry_run {
+            metrics::counter!(crate::model::metrics::GC_RUNS, "outcome" => "dry_run").increment(1);
             return self.gc_dry_run().await;
         }
         if !self.take_gc_lease(holder).await? {
@@ -159,7 +160,25 @@ impl Registry {
         self.meta.take_lease("gc", holder, now, now + self.limits.gc_lease.as_secs() as i64).await
     }
 
+    /// A collection, counted in the metrics.
     async fn gc_run(&self, holder: &str) -> Result<GcReport> {
+        use crate::model::metrics as m;
+        let started = Instant::now();
+        let result = self.gc_collect(holder).await;
+        metrics::histogram!(m::GC_DURATION).record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(r) => {
+                metrics::counter!(m::GC_RUNS, "outcome" => "ok").increment(1);
+                metrics::counter!(m::GC_FREED_BYTES).increment(r.bytes_freed);
+                metrics::counter!(m::GC_BLOBS).increment(r.blobs_deleted);
+                metrics::counter!(m::GC_MANIFESTS).increment(r.manifests_deleted);
+            }
+            Err(_) => metrics::counter!(m::GC_RUNS, "outcome" => "error").increment(1),
+        }
+        result
+    }
+
+    async fn gc_collect(&self, holder: &str) -> Result<GcReport> {
         let mut report = GcReport::default();
         let started = Instant::now();
         // An interrupted run's sweeps first: their rows block uploads of the same bytes.

@@ -70,6 +70,7 @@ impl super::Registry {
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {
                 self.scan_queued();
+                metrics::counter!(crate::model::metrics::MANIFEST_PUSHES).increment(1);
                 Ok(PutManifest { digest, kind, subject: parsed.subject })
             }
             Err(PutManifestRefused::MissingBlob(d)) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: d }),

@@ -83,6 +83,11 @@ impl super::Registry {
         self.meta.scan_tag(repo, digest).await
     }
 
+    /// How many images are in each scan state (for the metrics' gauges).
+    pub async fn count_scans(&self) -> Result<Vec<(ScanState, u64)>> {
+        self.meta.count_scans().await
+    }
+
     pub async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {
         self.meta.list_scans(state, limit).await
     }

@@ -144,6 +144,8 @@ impl super::Registry {
             Commit::Stored { size } => {
                 self.meta.complete_upload(id, repo, digest, size, self.clock.now()).await?;
                 self.discard_upload_objects(id).await;
+                metrics::counter!(crate::model::metrics::UPLOADS).increment(1);
+                metrics::counter!(crate::model::metrics::UPLOAD_BYTES).increment(size);
                 Ok(size)
             }
             Commit::Mismatch { actual } => {

@@ -6,13 +6,14 @@
 mod admin;
 pub mod credentials;
 mod guards;
+mod metrics;
+pub mod observe;
 pub mod oci_error;
 pub mod rate;
 pub mod token;
 pub mod v2;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
@@ -20,7 +21,6 @@ use axum::routing::{any, get};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::AuthService;
 use crate::domain::Registry;
@@ -34,6 +34,12 @@ pub struct AppState {
     /// The configured public URL (no trailing slash): the token realm is built from it alone.
     pub public_url: String,
     pub limits: Arc<rate::RateLimits>,
+    /// The Prometheus recorder's handle; `None` when `metrics.enabled` is false.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The SHA-256 of the metrics scrape token, if one is configured.
+    pub scrape_token: Option<Arc<[u8; 32]>>,
+    /// Whether each request writes an access-log line.
+    pub access_log: bool,
 }
 
 /// `GET /healthz`: the process serves requests (no dependency is asked). Unauthenticated.
@@ -69,22 +75,13 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(token::jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::get))
         .nest(
             "/api/v1",
             admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), guards::same_origin_json)),
         )
         .fallback(|| async { OciError::new(Code::NotFound, "no such endpoint").into_response() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guards::limit_addresses))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &axum::http::Request<_>| {
-                    // The path is the client's text: debug-formatted, so it can never forge a line.
-                    tracing::info_span!("request", method = %req.method(), path = ?req.uri().path())
-                })
-                .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
-                    tracing::debug!(status = res.status().as_u16(), ?latency, "response");
-                }),
-        )
         // A handler bug must cost one request, never the connection task or a stack trace to the
         // client: the panic is logged (without the request's text) and answered with an opaque 500.
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
@@ -92,5 +89,8 @@ pub fn router(state: AppState) -> Router {
             OciError::new(Code::Unknown, "internal error").into_response()
         }))
         .layer(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS)))
+        // Outermost: every answer, a refusal by a limit or a caught panic too, has a request id,
+        // an access-log line and its metrics; logs written while handling carry the id.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
 }

@@ -59,9 +59,12 @@ impl RateLimits {
     pub fn check_address(&self, ip: IpAddr) -> Result<(), Limited> {
         self.tidy();
         let Some(l) = &self.per_address else { return Ok(()) };
-        l.check_key(&ip).map_err(|not_until| Limited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            what: "requests from this address (server.rate_limit_per_address)",
+        l.check_key(&ip).map_err(|not_until| {
+            metrics::counter!(crate::model::metrics::THROTTLED, "limit" => "per_address").increment(1);
+            Limited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                what: "requests from this address (server.rate_limit_per_address)",
+            }
         })
     }
 
@@ -71,9 +74,12 @@ impl RateLimits {
         if subject.is_empty() {
             return Ok(());
         }
-        l.check_key(&subject.to_owned()).map_err(|not_until| Limited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            what: "requests of this account (server.rate_limit_per_principal)",
+        l.check_key(&subject.to_owned()).map_err(|not_until| {
+            metrics::counter!(crate::model::metrics::THROTTLED, "limit" => "per_principal").increment(1);
+            Limited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+                what: "requests of this account (server.rate_limit_per_principal)",
+            }
         })
     }
 }

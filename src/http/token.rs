@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::credentials::{self, ClientAddr};
+use super::observe::RequestFacts;
 use super::oci_error::{token_error, Code, OciError};
 use super::AppState;
 use crate::auth::jwt::TokenUse;
@@ -82,6 +83,12 @@ async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refres
         Ok(t) => t,
         Err(e) => return token_error(OciError::from(e)),
     };
+    let kind = match who.principal {
+        crate::auth::Principal::Robot(_) => "robot",
+        crate::auth::Principal::Anonymous => "anonymous",
+        _ => "user",
+    };
+    metrics::counter!(crate::model::metrics::TOKENS_ISSUED, "kind" => kind).increment(1);
     let issued_at = time::OffsetDateTime::from_unix_timestamp(token.issued_at)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
@@ -106,6 +113,13 @@ fn check_service(state: &AppState, service: Option<&str>) -> Result<(), Box<Resp
     }
 }
 
+/// Names the caller in the request's access-log line.
+fn note(facts: Option<&RequestFacts>, who: &Authenticated) {
+    if let Some(f) = facts {
+        f.set_principal(who.principal.subject());
+    }
+}
+
 /// `GET /token?service=&scope=...&offline_token=` with optional Basic credentials.
 pub async fn get(State(state): State<AppState>, uri: Uri, req: Request<axum::body::Body>) -> Response {
     let params: Vec<(String, String)> =
@@ -123,12 +137,14 @@ pub async fn get(State(state): State<AppState>, uri: Uri, req: Request<axum::bod
         },
         None => Authenticated::anonymous(),
     };
+    note(RequestFacts::of(req.extensions()), &who);
     respond(&state, &who, &scopes, param("offline_token") == Some("true")).await
 }
 
 /// `POST /token` (OAuth2 form): `grant_type=password` or `refresh_token`.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, req: Request<axum::body::Body>) -> Response {
     let client = ClientAddr::of(req.extensions());
+    let facts = RequestFacts::of(req.extensions()).cloned();
     let body: Bytes = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
         Ok(b) => b,
         Err(_) => return bad_request("form body too large or unreadable"),
@@ -147,14 +163,20 @@ pub async fn post(State(state): State<AppState>, headers: HeaderMap, req: Reques
                 return bad_request("username and password are required");
             };
             match state.auth.login(user, password, client).await {
-                Ok(who) => respond(&state, &who, &scopes, offline).await,
+                Ok(who) => {
+                    note(facts.as_ref(), &who);
+                    respond(&state, &who, &scopes, offline).await
+                }
                 Err(e) => refused(e).await,
             }
         }
         Some("refresh_token") => {
             let Some(token) = field("refresh_token") else { return bad_request("refresh_token is required") };
             match state.auth.verify(token, TokenUse::Refresh).await {
-                Ok((who, _)) => respond(&state, &who, &scopes, false).await,
+                Ok((who, _)) => {
+                    note(facts.as_ref(), &who);
+                    respond(&state, &who, &scopes, false).await
+                }
                 Err(e) => refused(e).await,
             }
         }

@@ -61,6 +61,8 @@ pub trait ScanStore: Send + Sync {
     ) -> Result<bool>;
     /// Asks for a new verdict; the current one keeps serving until it lands.
     async fn request_rescan(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<bool>;
+    /// How many images are in each scan state (states with none are left out).
+    async fn count_scans(&self) -> Result<Vec<(ScanState, u64)>>;
     /// Scans in a state (all when `None`), most recent first.
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>>;
     /// Every manifest `digest` reaches in `repo` (itself, and through indexes their manifests, at

@@ -108,6 +108,11 @@ impl OverQuota {
     /// The message a client shows: what the namespace uses and what it may.
     pub fn message(&self, namespace: &str) -> String {
         match self {
+            OverQuota::Bytes { used, adding: 0, quota } => format!(
+                "quota exceeded: namespace {namespace} uses {} of {}; no new manifest is accepted until it is under",
+                human_bytes(*used),
+                human_bytes(*quota)
+            ),
             OverQuota::Bytes { used, adding, quota } => format!(
                 "quota exceeded: namespace {namespace} uses {} of {} and this blob needs {} more",
                 human_bytes(*used),

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod lifecycle;
 pub mod limits;
+pub mod metrics;
 pub mod names;
 pub mod net;
 pub mod policy;

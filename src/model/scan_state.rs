@@ -45,6 +45,14 @@ pub enum ScanState {
 }
 
 impl ScanState {
+    pub const ALL: &'static [ScanState] = &[
+        ScanState::Pending,
+        ScanState::Scanning,
+        ScanState::Passed,
+        ScanState::Quarantined,
+        ScanState::Error,
+        ScanState::Released,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             ScanState::Pending => "pending",

@@ -23,6 +23,7 @@ use crate::domain::manifest::{containerd_unpacks, parse};
 use crate::domain::{Digest, Error, Reader, Reference, Registry};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
 use crate::metadata::ManifestKind;
+use crate::model::metrics as m;
 
 /// What the workers run, from `[scan]` in the configuration.
 #[derive(Debug, Clone)]
@@ -223,6 +224,11 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
         }
     }
     let settings = &settings;
+    let started = std::time::Instant::now();
+    let finished = |verdict: &'static str| {
+        metrics::histogram!(m::SCAN_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::SCAN_VERDICTS, "verdict" => verdict).increment(1);
+    };
     match scan_manifest(registry, &job, settings).await {
         Ok(None) => {}
         Ok(Some(findings)) => {
@@ -234,14 +240,17 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
                 assessment.blocking.iter().take(3).map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
             };
             let findings = serde_json::to_string(&findings).unwrap_or_else(|_| "[]".into());
+            finished(state.as_str());
             tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
             registry.finish_scan(&job, state, &findings, &summary).await?;
         }
         Err(Failure::Content(reason)) => {
+            finished("error");
             tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
         }
         Err(Failure::Retry(reason, give_up)) => {
+            finished("retry");
             let retry =
                 (job.attempts < settings.max_attempts).then(|| registry.clock().now() + (1i64 << job.attempts.min(10)));
             tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = ?reason, "scan attempt failed");

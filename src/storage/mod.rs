@@ -206,7 +206,7 @@ impl BlobStore {
         offset: u64,
         body: ByteStream,
     ) -> Result<WrittenPart, StorageError> {
-        self.backend.write_part(upload, offset, body).await
+        observed("write_part", self.backend.write_part(upload, offset, body)).await
     }
 
     /// Turns the parts of `upload` (in order) into the blob `expected`, verifying its digest.
@@ -217,7 +217,7 @@ impl BlobStore {
         parts: &[WrittenPart],
         expected: &Digest,
     ) -> Result<Commit, StorageError> {
-        self.backend.commit(upload, parts, expected).await
+        observed("commit", self.backend.commit(upload, parts, expected)).await
     }
 
     /// Writes, reads back and deletes a probe object: proves the store is reachable and writable
@@ -240,7 +240,7 @@ impl BlobStore {
 
     /// Opens a blob for reading, optionally a byte range of it.
     pub async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StorageError> {
-        self.backend.read(&BlobKey::Blob(digest).path(), range).await
+        observed("read", self.backend.read(&BlobKey::Blob(digest).path(), range)).await
     }
 
     /// Writes a small blob in one request (tests and fixtures; never used for request bodies).
@@ -254,7 +254,7 @@ impl BlobStore {
 
     /// Whether the blob object exists.
     pub async fn exists(&self, digest: &Digest) -> Result<bool, StorageError> {
-        match self.objects.head(&BlobKey::Blob(digest).path()).await {
+        match observed("head", async { self.objects.head(&BlobKey::Blob(digest).path()).await }).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -263,7 +263,7 @@ impl BlobStore {
 
     /// Deletes a blob object (garbage collection only; metadata decides when).
     pub async fn delete_blob(&self, digest: &Digest) -> Result<(), StorageError> {
-        match self.objects.delete(&BlobKey::Blob(digest).path()).await {
+        match observed("delete", async { self.objects.delete(&BlobKey::Blob(digest).path()).await }).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -305,5 +305,39 @@ impl BlobStore {
                 }))
             })
             .boxed()
+    }
+}
+
+/// Runs a blob store operation, recording how long it took and whether the store failed (a blob
+/// that is not there is an answer, and a client's broken body is the client's).
+async fn observed<T, E: ObservedError>(
+    op: &'static str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use crate::model::metrics as m;
+    let timer = m::Timer::start(m::STORAGE_DURATION, "op", op);
+    let result = f.await;
+    drop(timer);
+    if let Err(e) = &result {
+        if e.is_fault() {
+            metrics::counter!(m::STORAGE_ERRORS, "op" => op).increment(1);
+        }
+    }
+    result
+}
+
+trait ObservedError {
+    fn is_fault(&self) -> bool;
+}
+
+impl ObservedError for StorageError {
+    fn is_fault(&self) -> bool {
+        !matches!(self, StorageError::NotFound | StorageError::Body(_))
+    }
+}
+
+impl ObservedError for object_store::Error {
+    fn is_fault(&self) -> bool {
+        !matches!(self, object_store::Error::NotFound { .. })
     }
 }

@@ -91,12 +91,7 @@ async fn delete(t: &Arc<Target>, from: usize, digests: &[String], picked: usize)
         let mut calls = Vec::new();
         for (i, d) in chunk {
             let url = format!("{}/v2/{}/manifests/{d}", t.base, repo(from + i));
-            let req = client.delete(url);
-            let req = match t.token.lock().unwrap().as_deref() {
-                Some(tok) => req.bearer_auth(tok),
-                None => req,
-            };
-            calls.push(req.send());
+            calls.push(t.auth(client.delete(url)).send());
         }
         for reply in futures::future::join_all(calls).await {
             let status = reply?.status();

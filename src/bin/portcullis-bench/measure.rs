@@ -39,7 +39,7 @@ impl Target {
         b.build().expect("client")
     }
 
-    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    pub fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self.token.lock().unwrap().as_deref() {
             Some(t) => r.bearer_auth(t),
             None => r,

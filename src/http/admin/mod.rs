@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::credentials::{self, ClientAddr};
+use super::observe::RequestFacts;
 use super::oci_error::{Code, OciError};
 use super::AppState;
 use crate::auth::accounts::AccountError;
@@ -205,7 +206,12 @@ impl FromRequestParts<AppState> for Caller {
         };
         match state.auth.login(&user, &secret, ClientAddr::of(&parts.extensions)).await {
             Ok(w) if w.principal != Principal::Anonymous => match state.limits.check_principal(w.principal.subject()) {
-                Ok(()) => Ok(Caller(w)),
+                Ok(()) => {
+                    if let Some(facts) = RequestFacts::of(&parts.extensions) {
+                        facts.set_principal(w.principal.subject());
+                    }
+                    Ok(Caller(w))
+                }
                 Err(limited) => Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_requests",

@@ -8,6 +8,7 @@ use super::{headers, HandlerResult, Request};
 use crate::domain::Registry;
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
+use crate::model::metrics as m;
 
 fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
     let h = response.headers_mut();
@@ -33,11 +34,15 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Reque
     // HEAD stays open (re-pushes depend on it); a GET passes the quarantine gate.
     let range = headers::byte_range(&req.headers)?;
     let read = match registry.read_blob(req.grants.reader(), repo, digest, range).await {
-        Ok(read) => read,
+        Ok(read) => {
+            metrics::counter!(m::BLOB_PULLS).increment(1);
+            read
+        }
         Err(e) => {
             if let crate::domain::Error::Blocked(b) = &e {
                 let who = req.grants.who.principal.subject();
                 tracing::info!(target: "audit", subject = who, repository = %repo, %digest, state = b.state.as_str(), "blob pull blocked by quarantine");
+                metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
             }
             return Err(super::refused(state, repo, e));
         }

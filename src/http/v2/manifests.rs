@@ -8,6 +8,7 @@ use futures::TryStreamExt;
 use super::{header_str, location, refused, HandlerResult, Request};
 use crate::domain::{Error, ManifestHead, Reader, Reference, Registry, RepoName};
 use crate::http::AppState;
+use crate::model::metrics as m;
 
 /// Whether the client's `Accept` headers allow `media_type`. No `Accept` allows everything.
 fn acceptable(headers: &HeaderMap, media_type: &str) -> bool {
@@ -56,15 +57,18 @@ pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, req: 
         Ok(m) => m,
         Err(Error::Blocked(b)) if req.grants.reader() == Reader::Unrestricted => {
             tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "quarantine bypassed by an admin");
+            metrics::counter!(m::GATE_BYPASSES).increment(1);
             registry.read_manifest(Reader::Unrestricted, repo, reference).await?
         }
         Err(e) => {
             if let Error::Blocked(b) = &e {
                 tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "pull blocked by quarantine");
+                metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
             }
             return Err(refused(state, repo, e));
         }
     };
+    metrics::counter!(m::MANIFEST_PULLS).increment(1);
     if !acceptable(&req.headers, &manifest.media_type) {
         return Err(Error::ManifestUnknown.into());
     }

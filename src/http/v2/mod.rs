@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 use self::access::Needed;
 use self::route::{RouteError, V2Route};
+use super::observe::RequestFacts;
 use super::oci_error::{Code, OciError};
 use super::{credentials, token, AppState};
 use crate::auth::jwt::TokenUse;
@@ -114,13 +115,21 @@ async fn authorize(
 
 pub async fn handle(
     State(state): State<AppState>,
+    facts: Option<axum::Extension<RequestFacts>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let facts = facts.map(|f| f.0).unwrap_or_default();
     let route = match V2Route::parse(uri.path()) {
-        Ok(r) => r,
+        Ok(r) => {
+            facts.set_class(r.class());
+            if let Some(repo) = r.repository() {
+                facts.set_repository(repo.as_str());
+            }
+            r
+        }
         Err(RouteError::Invalid(e)) => return with_api_version(OciError::from(e).into_response()),
         Err(RouteError::NotFound) => {
             return with_api_version(OciError::new(Code::NotFound, "no such endpoint").into_response())
@@ -140,6 +149,7 @@ pub async fn handle(
         Ok(g) => g,
         Err(response) => return with_api_version(response),
     };
+    facts.set_principal(grants.who.principal.subject());
     let req = Request { method, headers, query, grants };
     let response = match dispatch(&state, route, &req, body).await {
         Ok(r) => r,

@@ -38,6 +38,19 @@ impl From<Error> for RouteError {
 }
 
 impl V2Route {
+    /// The route class, a fixed word for metric labels and the access log.
+    pub fn class(&self) -> &'static str {
+        match self {
+            V2Route::Base => "v2_base",
+            V2Route::Catalog => "catalog",
+            V2Route::Tags(_) => "tags",
+            V2Route::Manifest(..) | V2Route::BadReference(..) => "manifest",
+            V2Route::Blob(..) => "blob",
+            V2Route::UploadStart(_) | V2Route::Upload(..) => "upload",
+            V2Route::Referrers(..) => "referrers",
+        }
+    }
+
     /// Parses the raw request path (starting with `/v2`).
     pub fn parse(path: &str) -> Result<V2Route, RouteError> {
         let rest = path.strip_prefix("/v2").ok_or(RouteError::NotFound)?;

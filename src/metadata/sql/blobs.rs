@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{db_err, ensure_repo, lifecycle, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
 use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore, RepositorySummary};
+use crate::model::metrics::{self as m, Timer};
 use crate::model::{Digest, Engine, RepoName, Result};
 
 /// A referencing manifest (`m`, with its scan record `s`) that opens the gate at `$1`.
@@ -86,6 +87,7 @@ impl RepositoryStore for SqlMetadata {
 #[async_trait]
 impl BlobIndex for SqlMetadata {
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Linked>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "linked_blob");
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT b.size, rb.touched_at FROM blobs b
              JOIN repository_blobs rb ON rb.digest = b.digest
@@ -101,6 +103,7 @@ impl BlobIndex for SqlMetadata {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64, now: i64) -> Result<bool> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "link_blob");
         let (repo, digest, engine) = (repo.clone(), digest.clone(), self.engine());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
@@ -127,6 +130,7 @@ impl BlobIndex for SqlMetadata {
     }
 
     async fn blob_access(&self, repo: &RepoName, digest: &Digest, now: i64) -> Result<Option<BlobAccess>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "blob_access");
         let row = sqlx::query(&format!(
             "SELECT b.size AS size, rb.in_image AS in_image,
                  COALESCE(SUM(CASE WHEN {IMAGE} THEN 1 ELSE 0 END), 0) AS images,

@@ -124,15 +124,13 @@ async fn used_bytes(tx: &mut sqlx::AnyConnection, namespace: &str) -> Result<u64
     Ok(used.max(0) as u64)
 }
 
-/// The checks of a manifest push: a namespace already past its byte quota takes no new manifest;
-/// an immutable tag cannot move (pushing the digest it holds is no move); a new tag needs room in
-/// the `tags` quota.
+/// The quota checks of a manifest push: a namespace already past its byte quota takes no new
+/// manifest; a new tag needs room in the `tags` quota.
 pub(crate) async fn check_manifest(
     tx: &mut sqlx::AnyConnection,
     rules: &NamespaceRules,
     repo: &RepoName,
     repo_id: i64,
-    digest: &Digest,
     tag: Option<&Tag>,
 ) -> Result<()> {
     let namespace = repo.namespace();
@@ -142,38 +140,27 @@ pub(crate) async fn check_manifest(
             return Err(denied(OverQuota::Bytes { used, adding: 0, quota }, namespace));
         }
     }
-    let Some(tag) = tag.filter(|_| !rules.immutable.is_empty() || rules.quota.tags.is_some()) else {
+    // Whether an immutable tag may move is decided once, after its insert-only write
+    // (`check_immutable_holds`); here only a new tag's room in the `tags` quota.
+    let (Some(tag), Some(quota)) = (tag, rules.quota.tags) else { return Ok(()) };
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tags WHERE repository_id = $1 AND name = $2")
+        .bind(repo_id)
+        .bind(tag.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    if exists.is_some() {
         return Ok(());
-    };
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT manifest_digest FROM tags WHERE repository_id = $1 AND name = $2")
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-    match current {
-        Some(current) if current != digest.as_str() => {
-            if let Some(pattern) = rules.immutable.first_match(tag.as_str()) {
-                let rule = ImmutableTag { tag: tag.to_string(), pattern: pattern.to_string() };
-                return Err(Error::Denied(rule.message(repo.as_str(), &format!("moving it to {digest}"))));
-            }
-        }
-        Some(_) => {}
-        None => {
-            if let Some(quota) = rules.quota.tags {
-                let used: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.namespace = $1",
-                )
-                .bind(namespace)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                if used as u64 >= quota {
-                    return Err(denied(OverQuota::Tags { used: used as u64, quota }, namespace));
-                }
-            }
-        }
+    }
+    let used: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tags t JOIN repositories r ON r.id = t.repository_id WHERE r.namespace = $1",
+    )
+    .bind(namespace)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    if used as u64 >= quota {
+        return Err(denied(OverQuota::Tags { used: used as u64, quota }, namespace));
     }
     Ok(())
 }

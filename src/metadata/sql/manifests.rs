@@ -8,6 +8,7 @@ use super::{
     RowLock, SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
 };
 use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
+use crate::model::metrics::{self as m, Timer};
 use crate::model::{now, Digest, RepoName, Result, Tag};
 
 /// A manifest with its verdict: `m` the manifest, `s` its scan record (outer-joined).
@@ -59,6 +60,7 @@ async fn first_missing(
 #[async_trait]
 impl ManifestStore for SqlMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutManifestRefused>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "put_manifest");
         let (m, engine) = (m.clone(), self.engine());
         self.writing(move |write| async move {
             let m = &m;
@@ -70,7 +72,7 @@ impl ManifestStore for SqlMetadata {
             .await?;
             lifecycle::check_new_repository(&mut tx, &rules, &m.repo).await?;
             let repo_id = ensure_repo(&mut tx, &m.repo).await?;
-            lifecycle::check_manifest(&mut tx, &rules, &m.repo, repo_id, &m.digest, m.tag.as_ref()).await?;
+            lifecycle::check_manifest(&mut tx, &rules, &m.repo, repo_id, m.tag.as_ref()).await?;
             // The links are locked: the collector cannot remove one this manifest is about to
             // reference until it commits (and then sees the reference). For update, since
             // `mark_image_content` changes them: a share lock upgraded later would deadlock
@@ -174,6 +176,7 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredManifest>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "manifest_by_tag");
         sqlx::query(&format!(
             "{STORED} FROM tags t
              JOIN repositories r ON r.id = t.repository_id
@@ -191,6 +194,7 @@ impl ManifestStore for SqlMetadata {
     }
 
     async fn manifest_by_digest(&self, repo: &RepoName, d: &Digest) -> Result<Option<StoredManifest>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "manifest_by_digest");
         sqlx::query(&format!(
             "{STORED} FROM manifests m
              JOIN repositories r ON r.id = m.repository_id

@@ -68,6 +68,13 @@ impl WriterThread {
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let error = classify(e);
+    let kind = if matches!(error, Error::Unavailable(_)) { "unavailable" } else { "internal" };
+    metrics::counter!(crate::model::metrics::DB_ERRORS, "kind" => kind).increment(1);
+    error
+}
+
+fn classify(e: sqlx::Error) -> Error {
     match e {
         // A database that cannot be reached now may be back in a moment: 503, not 500.
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {

@@ -7,6 +7,7 @@ use sqlx::Row;
 use super::{db_err, digest, mark_image_content, repo_name, verdict, SqlMetadata};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState, ScanStore, Verdict};
 use crate::metadata::ManifestKind;
+use crate::model::metrics::{self as m, Timer};
 use crate::model::{Digest, Error, RepoName, Result};
 
 const RECORD: &str = "SELECT r.name, s.* FROM scans s JOIN repositories r ON r.id = s.repository_id";
@@ -93,6 +94,7 @@ impl ScanStore for SqlMetadata {
     }
 
     async fn claim_scan(&self, now: i64, lease_until: i64, max_attempts: u32) -> Result<Option<ScanJob>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "claim_scan");
         let (give_up, claim) = (give_up_sql(), claim_sql());
         let max = i64::from(max_attempts);
         let row = self
@@ -275,6 +277,20 @@ impl ScanStore for SqlMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_scans(&self) -> Result<Vec<(ScanState, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM scans GROUP BY state")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(state, n)| {
+                let state = ScanState::parse(&state)
+                    .ok_or_else(|| Error::Internal(format!("corrupt scan state in database: {state:?}")))?;
+                Ok((state, n.max(0) as u64))
+            })
+            .collect()
     }
 
     async fn list_scans(&self, state: Option<ScanState>, limit: u32) -> Result<Vec<ScanRecord>> {

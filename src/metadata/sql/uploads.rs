@@ -5,6 +5,7 @@ use sqlx::{Connection, Row};
 
 use super::{blobs::link, db_err, digest, repo_name, SqlMetadata};
 use crate::metadata::{SessionCap, SessionCaps, Upload, UploadStore};
+use crate::model::metrics::{self as m, Timer};
 use crate::model::{Digest, Error, RepoName, Result};
 use crate::model::{UploadId, WrittenPart};
 
@@ -18,6 +19,7 @@ impl UploadStore for SqlMetadata {
         now: i64,
         caps: SessionCaps,
     ) -> Result<Result<(), SessionCap>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "create_upload");
         let (id, repo, owner) = (id.clone(), repo.clone(), owner.to_owned());
         self.writing_relaxed(move |conn| {
             Box::pin(async move {
@@ -75,6 +77,7 @@ impl UploadStore for SqlMetadata {
     }
 
     async fn get_upload(&self, repo: &RepoName, id: &UploadId) -> Result<Option<Upload>> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "get_upload");
         let Some(row) =
             sqlx::query("SELECT repository, size, updated_at FROM uploads WHERE id = $1 AND repository = $2")
                 .bind(id.as_str())
@@ -109,6 +112,7 @@ impl UploadStore for SqlMetadata {
     }
 
     async fn append_part(&self, id: &UploadId, offset: u64, part: &WrittenPart, now: i64) -> Result<bool> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "append_part");
         let (id, part) = (id.clone(), part.clone());
         self.writing_relaxed(move |conn| {
             Box::pin(async move {
@@ -145,6 +149,7 @@ impl UploadStore for SqlMetadata {
     }
 
     async fn complete_upload(&self, id: &UploadId, repo: &RepoName, d: &Digest, size: u64, now: i64) -> Result<()> {
+        let _timer = Timer::start(m::DB_DURATION, "op", "complete_upload");
         let (id, repo, d, engine) = (id.clone(), repo.clone(), d.clone(), self.engine());
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
