@@ -20,7 +20,7 @@ use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
 const SECTIONS: &[&str] =
-    &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics"];
+    &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics", "audit"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +43,17 @@ pub struct Config {
     pub scan: ScanConfig,
     pub gc: GcConfig,
     pub metrics: MetricsConfig,
+    pub audit: AuditConfig,
+}
+
+/// The stored audit log (`src/domain/audit.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Records older than this are dropped from the start of the chain (what remains still
+    /// verifies); `0s` keeps every record.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 /// `GET /metrics` (Prometheus text format) on the TLS port.
@@ -488,6 +499,7 @@ impl Default for Config {
             scan: ScanConfig::default(),
             gc: GcConfig::default(),
             metrics: MetricsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -568,6 +580,9 @@ impl Config {
         for p in &s.trusted_proxies {
             p.parse::<crate::model::Cidr>()
                 .map_err(|e| anyhow::anyhow!("invalid configuration: server.trusted_proxies: {e}"))?;
+        }
+        if !self.audit.retention.is_zero() && self.audit.retention < Duration::from_secs(86400) {
+            anyhow::bail!("invalid configuration: audit.retention must be 0s (keep every record) or at least 1d");
         }
         if let Some(hex) = &self.metrics.scrape_token_sha256 {
             if self.metrics.scrape_token_digest().is_none() {

@@ -159,6 +159,34 @@ impl App {
         })
     }
 
+    /// Chains new audit records every second, and drops those past `audit.retention` every hour
+    /// (on one replica at a time: the `audit-retention` lease), until the task is dropped.
+    pub fn spawn_audit_chainer(&self) -> tokio::task::JoinHandle<()> {
+        let registry = self.registry.clone();
+        let retention = self.config.audit.retention;
+        let holder = self.instance.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_expiry: Option<std::time::Instant> = None;
+            loop {
+                tick.tick().await;
+                if let Err(e) = registry.chain_audit().await {
+                    tracing::warn!(error = %e, "chaining audit records failed");
+                }
+                let due = last_expiry.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(3600));
+                if !retention.is_zero() && due {
+                    last_expiry = Some(std::time::Instant::now());
+                    match registry.expire_audit_leased(&holder, retention).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(dropped = n, "audit records past audit.retention dropped"),
+                        Err(e) => tracing::warn!(error = %e, "dropping old audit records failed"),
+                    }
+                }
+            }
+        })
+    }
+
     /// Collects garbage every `gc.interval` (off when zero) until the task is dropped; with several
     /// replicas, the one that takes the `gc` lease does it.
     pub fn spawn_collector(&self) -> Option<tokio::task::JoinHandle<()>> {

@@ -16,6 +16,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum AuditTask {
+    /// Recompute the chain and compare it with what is stored; prints the report as JSON.
+    Verify,
+    /// Print the chained records as JSON lines, oldest first.
+    Export {
+        /// Start at this record id (default: the chain's start).
+        #[arg(long)]
+        from: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the registry (TLS only).
     Serve {
@@ -58,6 +70,14 @@ enum Command {
         /// Re-hash every stored blob (reads all of them).
         #[arg(long)]
         verify: bool,
+    },
+    /// The audit log: `verify` checks its hash chain (exit 1 when it is broken, naming the first
+    /// broken record); `export` writes every record as a JSON line.
+    Audit {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        task: AuditTask,
     },
     /// Offline administration of the data directory (the registry may be stopped).
     Admin {
@@ -149,6 +169,15 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Audit { config, task } => {
+            match Config::load(config.as_deref())
+                .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(audit(c, task)))
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => return std::process::ExitCode::FAILURE,
+                Err(e) => Err(e),
+            }
+        }
         Command::ScanSandbox { .. } => unreachable!("handled above"),
     };
     match result {
@@ -210,6 +239,42 @@ async fn fsck(config: Config, verify: bool) -> anyhow::Result<bool> {
     Ok(report.missing.is_empty() && report.orphaned.is_empty() && report.corrupt.is_empty())
 }
 
+/// False when `verify` found the chain broken.
+async fn audit(config: Config, task: AuditTask) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let app = App::build(config).await?;
+    let result = async {
+        match task {
+            AuditTask::Verify => {
+                let report = app.registry.verify_audit().await?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                Ok(report.ok)
+            }
+            AuditTask::Export { from } => {
+                app.registry.chain_audit().await?;
+                let mut next = match from {
+                    Some(id) => id,
+                    None => app.registry.audit_start().await?,
+                };
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                loop {
+                    let page = app.registry.audit_page(next).await?;
+                    let Some(last) = page.last() else { break };
+                    next = last.id + 1;
+                    for record in &page {
+                        writeln!(out, "{}", serde_json::to_string(record)?)?;
+                    }
+                }
+                out.flush()?;
+                Ok(true)
+            }
+        }
+    }
+    .await;
+    app.close().await;
+    result
+}
+
 async fn admin(config: Config, task: AdminTask) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let result = match task {
@@ -269,9 +334,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let sweeper = app.spawn_upload_sweeper();
     let scanner = app.spawn_scan_worker()?;
     let collector = app.spawn_collector();
+    let chainer = app.spawn_audit_chainer();
     portcullis::server::serve(listener, tls.server_config, app.router.clone(), settings, shutdown_signal()).await?;
     sweeper.abort();
     scanner.abort();
+    chainer.abort();
+    // What the last second wrote is chained before the process goes.
+    if let Err(e) = app.registry.chain_audit().await {
+        tracing::warn!(error = %e, "chaining audit records at shutdown failed");
+    }
     if let Some(collector) = collector {
         collector.abort();
     }

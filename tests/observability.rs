@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::images;
-use common::process::{push_blob_chunked, Server};
+use common::process::{push_small_image, Server};
 use common::ADMIN_PASSWORD;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -63,33 +63,6 @@ fn sum(samples: &HashMap<String, f64>, name: &str, with: &[&str]) -> f64 {
         .sum()
 }
 
-/// Pushes an image whose config is `config` and one tar layer; returns the manifest digest.
-async fn push(client: &reqwest::Client, base: &str, repo: &str, tag: &str, config: serde_json::Value) -> String {
-    let layer = images::layer_tar_gz(&format!("app/{tag}"), tag.as_bytes(), 0o755);
-    let config = images::with_diff_ids(&serde_json::to_vec(&config).unwrap(), &[&layer]);
-    let config_digest = push_blob_chunked(client, base, repo, &config, 1 << 20).await.unwrap();
-    let layer_digest = push_blob_chunked(client, base, repo, &layer, 1 << 20).await.unwrap();
-    let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
-    let reply = client
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", images::OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 201);
-    format!("sha256:{}", hex::encode(Sha256::digest(&manifest)))
-}
-
-fn user_config(user: Option<&str>) -> serde_json::Value {
-    let mut config = json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/app"]},
-                            "rootfs": {"type": "layers", "diff_ids": []}});
-    if let Some(u) = user {
-        config["config"]["User"] = u.into();
-    }
-    config
-}
-
 fn start(dir: &std::path::Path) -> Server {
     let env = [
         ("PORTCULLIS_METRICS_SCRAPE_TOKEN_SHA256".to_owned(), hex_sha256(SCRAPE_TOKEN)),
@@ -136,8 +109,8 @@ async fn metrics_move_with_real_traffic() {
 
     let base = server.url("");
     let pusher = server.admin_client(&["repository:team/app:pull,push", "repository:team/root:pull,push"]).await;
-    let clean = push(&pusher, &base, "team/app", "v1", user_config(Some("10001"))).await;
-    let root = push(&pusher, &base, "team/root", "v1", user_config(None)).await;
+    let clean = push_small_image(&pusher, &base, "team/app", "v1", Some("10001")).await;
+    let root = push_small_image(&pusher, &base, "team/root", "v1", None).await;
     assert_eq!(server.scan_state("team/app", &clean, "30s").await, "passed");
     assert_eq!(server.scan_state("team/root", &root, "30s").await, "quarantined");
 

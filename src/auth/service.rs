@@ -22,6 +22,7 @@ use super::policy::{self, Deny, NamespaceFacts, Need};
 use super::ratelimit::LoginLimiter;
 use super::{password, secrets, ActionSet, Principal, Robot, Scope};
 use crate::metadata::auth::AuthStore;
+use crate::model::audit::NewAudit;
 use crate::model::{now, Clock, Error, RepoName};
 
 /// Prefix of personal access tokens (`pcp_<id>_<secret>`) and robot secrets.
@@ -188,6 +189,23 @@ impl AuthService {
             Err(AuthError::Internal(_)) => "error",
         };
         metrics::counter!(crate::model::metrics::LOGINS, "outcome" => outcome).increment(1);
+        let actor = match &result {
+            Ok(who) => who.principal.subject(),
+            Err(_) => username,
+        };
+        if matches!(outcome, "ok" | "failed" | "throttled") {
+            let record = NewAudit::new("login", actor).actor(actor).client(client).outcome(outcome);
+            let record = match &result {
+                Ok(who) if who.pat.is_some() => record.detail("with", "personal token"),
+                Ok(Authenticated { principal: Principal::Robot(r), .. }) => {
+                    record.namespace(&r.namespace).detail("with", "robot secret")
+                }
+                _ => record,
+            };
+            if let Err(e) = self.store.append_audit(&record).await {
+                tracing::error!(error = %e, "could not write an audit record");
+            }
+        }
         result
     }
 

@@ -16,6 +16,8 @@ pub struct PutManifest {
     pub kind: ManifestKind,
 }
 
+use crate::model::audit::NewAudit;
+
 impl super::Registry {
     /// Stores a manifest under a tag or its digest. Every blob and child manifest it references must
     /// already be in `repo`; its `subject` need not be.
@@ -53,6 +55,11 @@ impl super::Registry {
         let kind = self.manifest_kind(repo, &parsed).await?;
         self.note_push();
         let annotations = parsed.annotations.as_ref().map(|a| serde_json::Value::Object(a.clone()).to_string());
+        let audit = NewAudit::new("push", format!("{repo}@{digest}")).namespace(repo.namespace());
+        let audit = match &tag {
+            Some(t) => audit.detail("tag", t.as_str()),
+            None => audit,
+        };
         let new = NewManifest {
             repo: repo.clone(),
             digest: digest.clone(),
@@ -66,6 +73,7 @@ impl super::Registry {
             tag,
             kind,
             pushed_at: self.clock.now(),
+            audit: Some(audit),
         };
         match self.meta.put_manifest(&new).await? {
             Ok(()) => {

@@ -3,6 +3,7 @@
 //! Rule: no HTTP types here. Handlers call [`Registry`] with parsed, validated values and get back
 //! domain values or an [`Error`]; storage and metadata are reached only through their traits.
 
+pub mod audit;
 mod gate;
 pub mod gc;
 pub mod gojson;

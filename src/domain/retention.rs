@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::{Digest, Registry, Result};
 use crate::metadata::lifecycle::{RepositoryContents, TagRow};
+use crate::model::audit::NewAudit;
 use crate::model::{Retention, TagPatterns};
 
 const DAY: i64 = 86_400;
@@ -269,6 +270,12 @@ impl Registry {
                 if !dry_run {
                     tracing::info!(target: "audit", repository = ?repo.as_str(), tag = ?t.name.as_str(),
                         digest = %t.digest, reason = ?reason, "retention removed a tag");
+                    let record = NewAudit::new("retention.remove", format!("{repo}:{}", t.name))
+                        .actor("system:retention")
+                        .namespace(repo.namespace())
+                        .detail("digest", t.digest.as_str())
+                        .detail("rule", reason.clone());
+                    self.audit(record).await;
                 }
                 report.tags.push(RemovedTag {
                     repository: repo.to_string(),
@@ -281,6 +288,11 @@ impl Registry {
                 if !dry_run {
                     tracing::info!(target: "audit", repository = ?repo.as_str(), digest = %d, reason = ?reason,
                         "retention removed a manifest");
+                    let record = NewAudit::new("retention.remove", format!("{repo}@{d}"))
+                        .actor("system:retention")
+                        .namespace(repo.namespace())
+                        .detail("rule", reason.clone());
+                    self.audit(record).await;
                 }
                 report.manifests.push(RemovedManifest { repository: repo.to_string(), digest: d.to_string(), reason });
             }

@@ -12,6 +12,8 @@
 //!   request is one line, whatever it holds).
 //! - Metrics are labelled by route class, method (a fixed set) and status only: never by
 //!   repository or user, so the number of series stays bounded whatever clients send.
+//! - The request is handled inside its [`RequestContext`] (id, client, actor once known), so an
+//!   audit record written anywhere below names the request it came from.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +30,7 @@ use http_body::{Frame, SizeHint};
 
 use super::credentials::ClientAddr;
 use super::AppState;
+use crate::model::audit::RequestContext;
 use crate::model::metrics as m;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -65,9 +68,13 @@ impl RequestFacts {
     pub fn set_repository(&self, repository: &str) {
         self.with(|f| f.repository = Some(repository.to_owned()));
     }
-    /// The authenticated account's name (empty for anonymous callers).
+    /// The authenticated account's name (empty for anonymous callers); also the actor of the
+    /// audit records this request writes.
     pub fn set_principal(&self, subject: &str) {
         self.with(|f| f.principal = Some(subject.to_owned()));
+        if let Some(context) = RequestContext::current() {
+            context.set_actor(subject);
+        }
     }
 }
 
@@ -130,7 +137,8 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
 
     // Logs written while handling carry the id (the path is left out: it is the client's text).
     let span = tracing::info_span!("request", id = &*id, method);
-    let mut response = tracing::Instrument::instrument(next.run(req), span).await;
+    let context = RequestContext::new(id.clone(), client);
+    let mut response = RequestContext::scope(context, tracing::Instrument::instrument(next.run(req), span)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::auth::jwt::TokenUse;
 use crate::auth::service::Authenticated;
 use crate::auth::{AuthError, Scope};
+use crate::model::audit::NewAudit;
 
 /// A failed login is answered only after this pause, which slows guessing further.
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
@@ -89,6 +90,14 @@ async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refres
         _ => "user",
     };
     metrics::counter!(crate::model::metrics::TOKENS_ISSUED, "kind" => kind).increment(1);
+    if let crate::auth::Principal::Robot(robot) = &who.principal {
+        let granted: Vec<String> = scopes.iter().map(|s| s.to_challenge()).collect();
+        let record = NewAudit::new("token.issue", &robot.username)
+            .actor(&robot.username)
+            .namespace(&robot.namespace)
+            .detail("requested", granted);
+        state.registry.audit(record).await;
+    }
     let issued_at = time::OffsetDateTime::from_unix_timestamp(token.issued_at)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

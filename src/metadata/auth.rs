@@ -87,7 +87,7 @@ pub trait ThrottleStore: Send + Sync {
 }
 
 #[async_trait]
-pub trait AuthStore: ThrottleStore + Send + Sync {
+pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
     /// Creates a user; false if the name is taken.
     async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool>;
     async fn user(&self, username: &str) -> Result<Option<UserRecord>>;

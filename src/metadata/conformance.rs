@@ -31,6 +31,7 @@ fn manifest(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>, t:
         tag: t.map(tag),
         kind: ManifestKind::Image,
         pushed_at: 1_000,
+        audit: None,
     }
 }
 

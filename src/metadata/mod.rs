@@ -7,6 +7,7 @@
 //! - Traits are split by capability and implemented per database (SQLite now, PostgreSQL next);
 //!   the same conformance tests run against each.
 
+pub mod audit;
 pub mod auth;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -62,6 +63,8 @@ pub struct NewManifest {
     /// The push's time on the registry's clock: the manifest's creation and the tag's move
     /// (what retention reads).
     pub pushed_at: i64,
+    /// The push's audit record, written in the same transaction.
+    pub audit: Option<crate::model::audit::NewAudit>,
 }
 
 /// One entry of a referrers listing.

@@ -1,10 +1,11 @@
 //! The shared vocabulary: digests, names, references, upload ids, scan states and verdicts,
-//! roles, the error type, the clock, namespace lifecycle settings, the scan policy's words and the default limits.
+//! roles, the error type, the clock, the audit log's records, metric names, namespace lifecycle settings, the scan policy's words and the default limits.
 //!
 //! Rule: `model` imports nothing of this crate; every other module may import it. A type goes here
 //! when two layers need it and neither owns it; behaviour that needs a service stays with the
 //! service (`auth` decides what a [`Role`] may do).
 
+pub mod audit;
 pub mod clock;
 pub mod digest;
 pub mod engine;

@@ -23,6 +23,7 @@ use crate::domain::manifest::{containerd_unpacks, parse};
 use crate::domain::{Digest, Error, Reader, Reference, Registry};
 use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
 use crate::metadata::ManifestKind;
+use crate::model::audit::NewAudit;
 use crate::model::metrics as m;
 
 /// What the workers run, from `[scan]` in the configuration.
@@ -210,6 +211,16 @@ async fn run_hook(
     })
 }
 
+/// The audit record of a verdict (the summary names rules and paths, never file contents).
+async fn verdict_record(registry: &Registry, job: &ScanJob, verdict: &str, summary: &str) {
+    let record = NewAudit::new("scan.verdict", format!("{}@{}", job.repo, job.digest))
+        .actor("system:scanner")
+        .namespace(job.repo.namespace())
+        .outcome(verdict)
+        .detail("summary", summary);
+    registry.audit(record).await;
+}
+
 /// Runs one job if there is one; returns whether there was.
 pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<bool> {
     let Some(job) = registry.claim_scan(settings.lease, settings.max_attempts).await? else { return Ok(false) };
@@ -243,11 +254,13 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             finished(state.as_str());
             tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
             registry.finish_scan(&job, state, &findings, &summary).await?;
+            verdict_record(registry, &job, state.as_str(), &summary).await;
         }
         Err(Failure::Content(reason)) => {
             finished("error");
             tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
+            verdict_record(registry, &job, "error", "the scan failed closed").await;
         }
         Err(Failure::Retry(reason, give_up)) => {
             finished("retry");

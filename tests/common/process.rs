@@ -258,6 +258,39 @@ pub async fn push_image(
     Ok(manifest)
 }
 
+/// Pushes `repo:tag`: one small tar layer and a config that runs as `user` (`None`: as root, which
+/// the default policy quarantines). The manifest PUT carries `X-Request-Id: push-<tag>`. Returns
+/// the manifest's digest.
+pub async fn push_small_image(
+    client: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    user: Option<&str>,
+) -> String {
+    use sha2::Digest as _;
+    let layer = super::images::layer_tar_gz(&format!("app/{tag}"), tag.as_bytes(), 0o755);
+    let mut config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/app"]},
+                                        "rootfs": {"type": "layers", "diff_ids": []}});
+    if let Some(u) = user {
+        config["config"]["User"] = u.into();
+    }
+    let config = super::images::with_diff_ids(&serde_json::to_vec(&config).unwrap(), &[&layer]);
+    let config_digest = push_blob_chunked(client, base, repo, &config, 1 << 20).await.unwrap();
+    let layer_digest = push_blob_chunked(client, base, repo, &layer, 1 << 20).await.unwrap();
+    let manifest = super::images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
+    let reply = client
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", super::images::OCI_MANIFEST)
+        .header("x-request-id", format!("push-{tag}"))
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&manifest)))
+}
+
 /// `len` pseudo-random bytes from `seed` (incompressible, reproducible).
 pub fn layer_bytes(seed: u32, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2654435761).max(1);

@@ -37,7 +37,8 @@ pub async fn collect(State(state): State<AppState>, Caller(who): Caller, Query(q
     let holder = format!("api-{}", uuid::Uuid::new_v4().simple());
     let report = state.registry.collect_garbage(&holder, dry_run).await?;
     if !dry_run {
-        audit(&who, "gc.run", &format!("{} blobs, {} bytes", report.blobs_deleted, report.bytes_freed));
+        audit(&state, &who, "gc.run", &format!("{} blobs, {} bytes", report.blobs_deleted, report.bytes_freed), None)
+            .await;
     }
     json(StatusCode::OK, report)
 }

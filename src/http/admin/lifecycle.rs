@@ -63,7 +63,7 @@ pub async fn set_quota(
     if !state.registry.set_quota(&ns, quota).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&who, "namespace.quota", &format!("{ns}: {}", quota_json(&quota)));
+    audit(&state, &who, "namespace.quota", &format!("{ns}: {}", quota_json(&quota)), Some(&ns)).await;
     json(StatusCode::OK, j!({"namespace": ns, "quota": quota_json(&quota)}))
 }
 
@@ -117,7 +117,7 @@ pub async fn set_immutable(
     if !state.registry.set_immutable_tags(&ns, &patterns).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&who, "namespace.immutable_tags", &format!("{ns}: {:?}", patterns.patterns()));
+    audit(&state, &who, "namespace.immutable_tags", &format!("{ns}: {:?}", patterns.patterns()), Some(&ns)).await;
     json(StatusCode::OK, j!({"namespace": ns, "patterns": patterns}))
 }
 
@@ -148,7 +148,14 @@ pub async fn set_retention(
     if !state.registry.set_retention(&ns, Some(&rules)).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&who, "namespace.retention", &format!("{ns}: {}", serde_json::to_string(&rules).unwrap_or_default()));
+    audit(
+        &state,
+        &who,
+        "namespace.retention",
+        &format!("{ns}: {}", serde_json::to_string(&rules).unwrap_or_default()),
+        Some(&ns),
+    )
+    .await;
     json(StatusCode::OK, j!({"namespace": ns, "rules": rules}))
 }
 
@@ -158,7 +165,7 @@ pub async fn delete_retention(State(state): State<AppState>, Caller(who): Caller
     if !state.registry.set_retention(&ns, None).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&who, "namespace.retention", &format!("{ns}: removed"));
+    audit(&state, &who, "namespace.retention", &format!("{ns}: removed"), Some(&ns)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -185,9 +192,12 @@ pub async fn run(State(state): State<AppState>, Caller(who): Caller, Path(ns): P
     state.auth.namespace(&ns).await?;
     let report = state.registry.apply_retention(&ns, None, false).await?;
     audit(
+        &state,
         &who,
         "namespace.retention.run",
         &format!("{ns}: {} tags, {} manifests removed", report.tags_removed, report.manifests_removed),
-    );
+        Some(&ns),
+    )
+    .await;
     json(StatusCode::OK, report)
 }

@@ -7,6 +7,7 @@
 //!   a robot secret. Registry tokens (bearer) are refused, so a pull token cannot change a password.
 //! - A `401` carries no `Basic` challenge, so a browser never caches credentials for it.
 
+mod audit;
 mod gc;
 mod lifecycle;
 mod namespaces;
@@ -34,6 +35,7 @@ use crate::auth::policy::{self, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
 use crate::auth::{AuthError, Principal};
 use crate::domain::{Clock, Error};
+use crate::model::audit::NewAudit;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -58,6 +60,8 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
         .route("/repositories", get(repositories::list))
         .route("/repositories/{*name}", axum::routing::delete(repositories::remove))
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
         .route("/gc", post(gc::collect))
         .route("/fsck", get(gc::fsck))
         .route("/scans", get(scans::get))
@@ -234,9 +238,16 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Records a change made through the admin API (target `audit`; never a secret).
-pub fn audit(who: &Authenticated, action: &str, object: &str) {
+/// Records a change made through the admin API in the audit log (and the log, target `audit`);
+/// never a secret. `namespace`: the namespace it concerns, whose owners may read the record.
+pub async fn audit(state: &AppState, who: &Authenticated, action: &str, object: &str, namespace: Option<&str>) {
     tracing::info!(target: "audit", actor = who.principal.subject(), action, object, "admin change");
+    let record = NewAudit::new(action, object).actor(who.principal.subject());
+    let record = match namespace {
+        Some(ns) => record.namespace(ns),
+        None => record,
+    };
+    state.registry.audit(record).await;
 }
 
 /// Administrators ([`policy::decide`] with [`Need::Admin`]).

@@ -36,7 +36,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     require_admin(&who)?;
     let new: NewNamespace = parse(&body)?;
     let ns = state.auth.create_namespace(&new.name, new.public).await?;
-    audit(&who, "namespace.create", &new.name);
+    audit(&state, &who, "namespace.create", &new.name, Some(&new.name)).await;
     json(StatusCode::CREATED, ns)
 }
 
@@ -60,7 +60,8 @@ pub async fn update(
     require_admin(&who)?;
     let patch: NamespacePatch = parse(&body)?;
     let record = state.auth.set_public(&ns, patch.public).await?;
-    audit(&who, if patch.public { "namespace.make_public" } else { "namespace.make_private" }, &ns);
+    audit(&state, &who, if patch.public { "namespace.make_public" } else { "namespace.make_private" }, &ns, Some(&ns))
+        .await;
     json(StatusCode::OK, record)
 }
 
@@ -82,7 +83,7 @@ pub async fn set_member(
     let role =
         Role::parse(&m.role).ok_or_else(|| ApiError::invalid("role must be owner, maintainer, developer or reader"))?;
     state.auth.set_member(&ns, &username, role).await?;
-    audit(&who, "member.set", &format!("{ns}/{username}={}", role.as_str()));
+    audit(&state, &who, "member.set", &format!("{ns}/{username}={}", role.as_str()), Some(&ns)).await;
     json(StatusCode::OK, j!({"namespace": ns, "username": username, "role": role}))
 }
 
@@ -93,13 +94,13 @@ pub async fn remove_member(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.remove_member(&ns, &username).await?;
-    audit(&who, "member.remove", &format!("{ns}/{username}"));
+    audit(&state, &who, "member.remove", &format!("{ns}/{username}"), Some(&ns)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_namespace(&ns).await?;
-    audit(&who, "namespace.delete", &ns);
+    audit(&state, &who, "namespace.delete", &ns, Some(&ns)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -36,6 +36,6 @@ pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(nam
     let repo: RepoName = name.parse().map_err(|_| ApiError::invalid("not a valid repository name"))?;
     require_owner(&state, &who, repo.namespace()).await?;
     state.registry.delete_repository(&repo).await?;
-    audit(&who, "repository.delete", repo.as_str());
+    audit(&state, &who, "repository.delete", repo.as_str(), Some(repo.namespace())).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

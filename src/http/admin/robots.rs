@@ -30,7 +30,7 @@ pub async fn create(
     let new: NewRobot = parse(&body)?;
     let expires_at = future_time(&new.expires_at, "expires_at", state.registry.clock())?;
     let created = state.auth.create_robot(&ns, &new.name, &new.actions, new.repositories, expires_at).await?;
-    audit(&who, "robot.create", &created.record.username);
+    audit(&state, &who, "robot.create", &created.record.username, Some(&ns)).await;
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
     body["secret"] = created.secret.into();
     json(StatusCode::CREATED, body)
@@ -48,7 +48,7 @@ pub async fn rotate(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let rotated = state.auth.rotate_robot(&ns, &name).await?;
-    audit(&who, "robot.rotate", &rotated.record.username);
+    audit(&state, &who, "robot.rotate", &rotated.record.username, Some(&ns)).await;
     let mut body = serde_json::to_value(&rotated.record).map_err(anyhow::Error::from)?;
     body["secret"] = rotated.secret.into();
     json(StatusCode::OK, body)
@@ -61,6 +61,6 @@ pub async fn revoke(
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.revoke_robot(&ns, &name).await?;
-    audit(&who, "robot.revoke", &format!("{ns}+{name}"));
+    audit(&state, &who, "robot.revoke", &format!("{ns}+{name}"), Some(&ns)).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

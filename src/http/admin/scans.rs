@@ -95,7 +95,7 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
     if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason, until).await? {
         return Err(ApiError::not_found("scan"));
     }
-    audit(&who, "scan.release", &format!("{repo}@{digest}: {reason}"));
+    audit(&state, &who, "scan.release", &format!("{repo}@{digest}: {reason}"), Some(repo.namespace())).await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
     json(StatusCode::OK, report(&record))
 }
@@ -107,7 +107,7 @@ pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: By
     if !state.registry.request_rescan(&repo, &digest).await? {
         return Err(ApiError::not_found("scan"));
     }
-    audit(&who, "scan.rescan", &format!("{repo}@{digest}"));
+    audit(&state, &who, "scan.rescan", &format!("{repo}@{digest}"), Some(repo.namespace())).await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
     json(StatusCode::ACCEPTED, report(&record))
 }
@@ -161,7 +161,7 @@ pub async fn set_policy(
     if !state.registry.set_namespace_scan_rules(&ns, &text, sync).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&who, "scan.policy", &format!("{ns}: {text}"));
+    audit(&state, &who, "scan.policy", &format!("{ns}: {text}"), Some(&ns)).await;
     let sync = sync.map(|d| humantime::format_duration(d).to_string());
     json(StatusCode::OK, j!({"namespace": ns, "overrides": rules, "sync_timeout": sync}))
 }
@@ -179,7 +179,7 @@ pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: By
         Err(crate::domain::Error::ManifestUnknown) => return Err(ApiError::not_found("manifest")),
         Err(e) => return Err(e.into()),
     }
-    audit(&who, "scan.reject", &format!("{repo}@{digest}: {reason}"));
+    audit(&state, &who, "scan.reject", &format!("{repo}@{digest}: {reason}"), Some(repo.namespace())).await;
     json(
         StatusCode::OK,
         j!({"repository": repo.as_str(), "digest": digest.to_string(), "state": "rejected", "reason": reason}),

@@ -30,7 +30,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     let new: NewToken = parse(&body)?;
     let expires_at = future_time(&new.expires_at, "expires_at", state.registry.clock())?;
     let created = state.auth.create_token(username, &new.name, expires_at, who.pat.clone()).await?;
-    audit(&who, "token.create", &created.record.id);
+    audit(&state, &who, "token.create", &created.record.id, None).await;
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;
     body["token"] = created.secret.into();
     json(StatusCode::CREATED, body)
@@ -44,6 +44,6 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResu
 pub async fn revoke(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let username = user(&who)?;
     state.auth.revoke_token(username, &id).await?;
-    audit(&who, "token.revoke", &id);
+    audit(&state, &who, "token.revoke", &id, None).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -35,7 +35,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     require_admin(&who)?;
     let new: NewUser = parse(&body)?;
     let user = state.auth.create_user(&new.username, &new.password, new.admin).await?;
-    audit(&who, "user.create", &new.username);
+    audit(&state, &who, "user.create", &new.username, None).await;
     json(StatusCode::CREATED, user)
 }
 
@@ -82,13 +82,13 @@ pub async fn update(
         return Err(ApiError::invalid("you cannot disable yourself"));
     }
     let user = state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?;
-    audit(&who, "user.update", &username);
+    audit(&state, &who, "user.update", &username, None).await;
     json(StatusCode::OK, user)
 }
 
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_user(&username).await?;
-    audit(&who, "user.delete", &username);
+    audit(&state, &who, "user.delete", &username, None).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -8,6 +8,7 @@ use super::{headers, HandlerResult, Request};
 use crate::domain::Registry;
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
+use crate::model::audit::{self, NewAudit};
 use crate::model::metrics as m;
 
 fn blob_headers(response: &mut Response, digest: &Digest, length: u64) {
@@ -43,6 +44,11 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Reque
                 let who = req.grants.who.principal.subject();
                 tracing::info!(target: "audit", subject = who, repository = %repo, %digest, state = b.state.as_str(), "blob pull blocked by quarantine");
                 metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
+                let record = NewAudit::new("pull.blocked", super::manifests::blocked_object(repo, b))
+                    .namespace(repo.namespace())
+                    .outcome(audit::DENIED)
+                    .detail("state", b.state.as_str());
+                registry.audit(record).await;
             }
             return Err(super::refused(state, repo, e));
         }
@@ -62,5 +68,6 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Reque
 
 pub async fn delete(registry: &Registry, repo: &RepoName, digest: &Digest) -> HandlerResult {
     registry.delete_blob(repo, digest).await?;
+    registry.audit(NewAudit::new("delete", format!("{repo}@{digest}")).namespace(repo.namespace())).await;
     Ok(StatusCode::ACCEPTED.into_response())
 }

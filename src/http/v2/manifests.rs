@@ -8,6 +8,7 @@ use futures::TryStreamExt;
 use super::{header_str, location, refused, HandlerResult, Request};
 use crate::domain::{Error, ManifestHead, Reader, Reference, Registry, RepoName};
 use crate::http::AppState;
+use crate::model::audit::{self, NewAudit};
 use crate::model::metrics as m;
 
 /// Whether the client's `Accept` headers allow `media_type`. No `Accept` allows everything.
@@ -58,12 +59,21 @@ pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, req: 
         Err(Error::Blocked(b)) if req.grants.reader() == Reader::Unrestricted => {
             tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "quarantine bypassed by an admin");
             metrics::counter!(m::GATE_BYPASSES).increment(1);
+            let object = blocked_object(repo, &b);
+            let record =
+                NewAudit::new("gate.bypass", object).namespace(repo.namespace()).detail("state", b.state.as_str());
+            registry.audit(record).await;
             registry.read_manifest(Reader::Unrestricted, repo, reference).await?
         }
         Err(e) => {
             if let Error::Blocked(b) = &e {
                 tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "pull blocked by quarantine");
                 metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
+                let record = NewAudit::new("pull.blocked", blocked_object(repo, b))
+                    .namespace(repo.namespace())
+                    .outcome(audit::DENIED)
+                    .detail("state", b.state.as_str());
+                registry.audit(record).await;
             }
             return Err(refused(state, repo, e));
         }
@@ -121,5 +131,17 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
 
 pub async fn delete(registry: &Registry, repo: &RepoName, reference: &Reference) -> HandlerResult {
     registry.delete_manifest(repo, reference).await?;
+    let object = match reference {
+        Reference::Tag(t) => format!("{repo}:{t}"),
+        Reference::Digest(d) => format!("{repo}@{d}"),
+    };
+    registry.audit(NewAudit::new("delete", object).namespace(repo.namespace())).await;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `repository@digest` of what the gate refused.
+pub(super) fn blocked_object(repo: &RepoName, b: &crate::model::Blocked) -> String {
+    match &b.target {
+        crate::domain::Target::Manifest(d) | crate::domain::Target::Blob(d) => format!("{repo}@{d}"),
+    }
 }

@@ -27,6 +27,7 @@ use crate::auth::policy::{self, Deny, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
 use crate::auth::{Action, AuthError, Scope};
 use crate::domain::{Error, Reader, RepoName};
+use crate::model::audit::NewAudit;
 use crate::model::ScanState;
 
 pub type HandlerResult = Result<Response, OciError>;
@@ -107,6 +108,15 @@ async fn authorize(
     };
     if let Err(deny) = grants.allows(&need) {
         tracing::info!(target: "audit", subject = grants.who.principal.subject(), scope = ?scope, "access denied");
+        let object = scope.map_or_else(|| "/v2/".to_owned(), |s| s.to_challenge());
+        let mut record = NewAudit::new("access.denied", object)
+            .actor(grants.who.principal.subject())
+            .outcome(crate::model::audit::DENIED)
+            .detail("reason", deny.to_string());
+        if let Some(Scope::Repository(repo, _)) = scope {
+            record = record.namespace(repo.namespace());
+        }
+        state.registry.audit(record).await;
         let e = OciError::new(Code::Denied, format!("{deny}: the token does not grant it"));
         return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("insufficient_scope"))).into_response());
     }

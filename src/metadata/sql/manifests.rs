@@ -169,6 +169,10 @@ impl ManifestStore for SqlMetadata {
                     lifecycle::check_immutable_holds(&mut tx, &m.repo, repo_id, tag, &m.digest, &pattern).await?;
                 }
             }
+            // The push's audit record commits with the push, or neither does.
+            if let Some(record) = &m.audit {
+                super::audit::insert(&mut tx, record).await?;
+            }
             tx.commit().await.map_err(db_err)?;
             Ok(Ok(()))
         })

@@ -15,6 +15,7 @@
 //!   either one statement whose condition is re-checked on the row it changes (claiming a scan job,
 //!   extending an upload) or a transaction whose inserts tolerate a concurrent twin (`ON CONFLICT`).
 
+mod audit;
 mod auth;
 mod blobs;
 mod gc;

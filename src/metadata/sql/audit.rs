@@ -1,0 +1,205 @@
+//! The audit log in SQL. Records are inserted unchained; [`AuditStore::chain_audit`] gives them
+//! their place while it holds the head row (`FOR UPDATE` on PostgreSQL; SQLite's one writer
+//! runs one chaining at a time anyway), so replicas that chain at once still make one chain.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{db_err, lock_clause, RowLock, SqlMetadata};
+use crate::metadata::audit::AuditStore;
+use crate::model::audit::{chain_hash, AuditFilter, AuditHead, AuditRecord, NewAudit};
+use crate::model::Result;
+
+const COLUMNS: &str = "seq, time_ms, actor, client, action, object, namespace, outcome, request_id, details, hash";
+
+/// Inserts `r` unchained on `conn` (also inside another change's transaction).
+pub(crate) async fn insert(conn: &mut sqlx::AnyConnection, r: &NewAudit) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (time_ms, actor, client, action, object, namespace, outcome, request_id, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(r.time_ms)
+    .bind(&r.actor)
+    .bind(&r.client)
+    .bind(&r.action)
+    .bind(&r.object)
+    .bind(&r.namespace)
+    .bind(&r.outcome)
+    .bind(&r.request_id)
+    .bind(&r.details)
+    .execute(conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+fn content(row: &AnyRow) -> std::result::Result<NewAudit, sqlx::Error> {
+    Ok(NewAudit {
+        time_ms: row.try_get("time_ms")?,
+        actor: row.try_get("actor")?,
+        client: row.try_get("client")?,
+        action: row.try_get("action")?,
+        object: row.try_get("object")?,
+        namespace: row.try_get("namespace")?,
+        outcome: row.try_get("outcome")?,
+        request_id: row.try_get("request_id")?,
+        details: row.try_get("details")?,
+    })
+}
+
+fn record(row: AnyRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.try_get("seq").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+        content: content(&row).map_err(db_err)?,
+    })
+}
+
+async fn head(conn: &mut sqlx::AnyConnection, lock: &str) -> Result<AuditHead> {
+    let row = sqlx::query(&format!("SELECT seq, hash, first_seq, first_prev FROM audit_head WHERE one = 1{lock}"))
+        .fetch_one(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(AuditHead {
+        seq: row.try_get("seq").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+        first_seq: row.try_get("first_seq").map_err(db_err)?,
+        first_prev: row.try_get("first_prev").map_err(db_err)?,
+    })
+}
+
+#[async_trait]
+impl AuditStore for SqlMetadata {
+    async fn append_audit(&self, r: &NewAudit) -> Result<()> {
+        let r = r.clone();
+        // Relaxed on SQLite (see `writing_relaxed`): a crash keeps it; a power cut may lose the
+        // last records written before it, and never breaks the chain (they were not in it yet).
+        self.writing_relaxed(move |conn| Box::pin(async move { insert(conn, &r).await })).await
+    }
+
+    async fn chain_audit(&self, limit: u32) -> Result<u64> {
+        let lock = lock_clause(self.engine, RowLock::Update);
+        self.writing(move |pool| async move {
+            let mut tx = pool.begin().await.map_err(db_err)?;
+            let mut at = head(&mut tx, lock).await?;
+            let rows = sqlx::query(
+                "SELECT id, time_ms, actor, client, action, object, namespace, outcome, request_id, details
+                 FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1",
+            )
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            if rows.is_empty() {
+                return Ok(0);
+            }
+            for row in &rows {
+                let id: i64 = row.try_get("id").map_err(db_err)?;
+                let c = content(row).map_err(db_err)?;
+                at.seq += 1;
+                at.hash = chain_hash(&at.hash, at.seq, &c);
+                sqlx::query("UPDATE audit_log SET seq = $1, hash = $2 WHERE id = $3")
+                    .bind(at.seq)
+                    .bind(&at.hash)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1")
+                .bind(at.seq)
+                .bind(&at.hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(rows.len() as u64)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead> {
+        let mut conn = self.read.acquire().await.map_err(db_err)?;
+        head(&mut conn, "").await
+    }
+
+    async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2"))
+            .bind(from)
+            .bind(limit as i64)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(record)
+            .collect()
+    }
+
+    async fn list_audit(&self, f: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>> {
+        // `object` matches as a prefix (`team/app` finds `team/app@sha256:...`).
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE seq IS NOT NULL
+               AND ($1 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $4)
+               AND ($5 IS NULL OR substr(object, 1, length($6)) = $7) AND ($8 IS NULL OR namespace = $9)
+               AND ($10 IS NULL OR time_ms >= $11) AND ($12 IS NULL OR time_ms < $13) AND ($14 IS NULL OR seq < $15)
+             ORDER BY seq DESC LIMIT $16"
+        ))
+        .bind(f.actor.as_deref())
+        .bind(f.actor.as_deref())
+        .bind(f.action.as_deref())
+        .bind(f.action.as_deref())
+        .bind(f.object.as_deref())
+        .bind(f.object.as_deref())
+        .bind(f.object.as_deref())
+        .bind(f.namespace.as_deref())
+        .bind(f.namespace.as_deref())
+        .bind(f.since_ms)
+        .bind(f.since_ms)
+        .bind(f.until_ms)
+        .bind(f.until_ms)
+        .bind(f.before)
+        .bind(f.before)
+        .bind(limit as i64)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(record)
+        .collect()
+    }
+
+    async fn drop_audit_before(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        let lock = lock_clause(self.engine, RowLock::Update);
+        self.writing(move |pool| async move {
+            let mut tx = pool.begin().await.map_err(db_err)?;
+            let at = head(&mut tx, lock).await?;
+            let rows: Vec<(i64, i64, String)> =
+                sqlx::query_as("SELECT seq, time_ms, hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2")
+                    .bind(at.first_seq)
+                    .bind(limit as i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            let Some((last_seq, _, last_hash)) = rows.iter().take_while(|(_, t, _)| *t < before_ms).last().cloned()
+            else {
+                return Ok(0);
+            };
+            let dropped = sqlx::query("DELETE FROM audit_log WHERE seq IS NOT NULL AND seq <= $1")
+                .bind(last_seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+            sqlx::query("UPDATE audit_head SET first_seq = $1, first_prev = $2 WHERE one = 1")
+                .bind(last_seq + 1)
+                .bind(&last_hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+            Ok(dropped)
+        })
+        .await
+    }
+}
