@@ -19,8 +19,9 @@ use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 
 /// Environment variables with our prefix that are not configuration keys.
 const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
-const SECTIONS: &[&str] =
-    &["server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics", "audit"];
+const SECTIONS: &[&str] = &[
+    "server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics", "audit", "webhooks",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,6 +45,39 @@ pub struct Config {
     pub gc: GcConfig,
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhook deliveries (`src/notify/mod.rs` states what they guarantee).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let webhooks reach loopback, private and link-local addresses (off: a registry must not
+    /// become a way into its own network).
+    pub allow_private_targets: bool,
+    /// PEM file of extra CAs to trust for webhook targets (besides the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// One attempt's limit (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The first retry's wait; each next one waits twice as long (at most an hour).
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    /// A delivery still failing this long after its event is given up (`failed`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private_targets: false,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+            backoff: Duration::from_secs(2),
+            max_age: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The stored audit log (`src/domain/audit.rs`).
@@ -500,6 +534,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -583,6 +618,12 @@ impl Config {
         }
         if !self.audit.retention.is_zero() && self.audit.retention < Duration::from_secs(86400) {
             anyhow::bail!("invalid configuration: audit.retention must be 0s (keep every record) or at least 1d");
+        }
+        let w = &self.webhooks;
+        if w.timeout.is_zero() || w.backoff.is_zero() || w.max_age < w.backoff {
+            anyhow::bail!(
+                "invalid configuration: webhooks.timeout and webhooks.backoff must be positive, and webhooks.max_age at least webhooks.backoff"
+            );
         }
         if let Some(hex) = &self.metrics.scrape_token_sha256 {
             if self.metrics.scrape_token_digest().is_none() {

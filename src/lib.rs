@@ -7,6 +7,7 @@
 //! - `model`: the shared vocabulary; imports nothing of ours. `config`: imports only `model`.
 //! - `storage` and `metadata`: only `model`. `domain`: `storage`, `metadata`, `model`.
 //! - `auth`: `metadata`, `model`. `scan`: `domain`, `metadata`, `storage`, `model`.
+//! - `notify` (webhook deliveries): `domain`, `model`.
 //! - `http`: `domain`, `auth`, `model`. `server` (the listener): `http`, `model`. `tls`: `config`, `model`.
 //! - This file, `main.rs` and `bin/` are the wiring: they may use every module.
 
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod metadata;
 pub mod model;
+pub mod notify;
 pub mod scan;
 pub mod server;
 pub mod storage;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
+use sha2::Digest as _;
 
 use auth::service::AuthSettings;
 use auth::AuthService;
@@ -120,6 +123,11 @@ impl App {
                 .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?
                 .with_clock(clock),
         );
+        // Webhook secrets derive from the token signing key, which every replica already shares.
+        let signing_key = std::fs::read(config.signing_key_path())
+            .with_context(|| format!("reading {}", config.signing_key_path().display()))?;
+        let webhook_key = sha2::Sha256::digest([b"portcullis-webhook-key\n".as_slice(), &signing_key].concat());
+        let registry = registry.with_webhook_key(webhook_key.to_vec());
         let limits =
             http::rate::RateLimits::new(config.server.rate_limit_per_address, config.server.rate_limit_per_principal);
         let router = http::router(http::AppState {
@@ -130,6 +138,7 @@ impl App {
             metrics: config.metrics.enabled.then(metrics_recorder).transpose()?,
             scrape_token: config.metrics.scrape_token_digest().map(Arc::new),
             access_log: config.server.access_log,
+            webhooks_allow_private: config.webhooks.allow_private_targets,
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Ok(App { config, registry, auth, router, instance, meta })
@@ -185,6 +194,29 @@ impl App {
                 }
             }
         })
+    }
+
+    /// Sends webhook deliveries (and turns new audit records into them) until the task is dropped.
+    pub fn spawn_webhook_sender(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let w = &self.config.webhooks;
+        let roots = match &w.ca_file {
+            Some(file) => {
+                let pem =
+                    std::fs::read(file).with_context(|| format!("reading webhooks.ca_file {}", file.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .with_context(|| format!("webhooks.ca_file {} holds no PEM certificate", file.display()))?
+            }
+            None => Vec::new(),
+        };
+        let settings = notify::Settings {
+            source: self.config.public_url(),
+            allow_private: w.allow_private_targets,
+            roots,
+            timeout: w.timeout,
+            backoff: w.backoff,
+            max_age: w.max_age,
+        };
+        Ok(notify::spawn(self.registry.clone(), settings, std::time::Duration::from_secs(1)))
     }
 
     /// Collects garbage every `gc.interval` (off when zero) until the task is dropped; with several

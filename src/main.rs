@@ -335,10 +335,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let scanner = app.spawn_scan_worker()?;
     let collector = app.spawn_collector();
     let chainer = app.spawn_audit_chainer();
+    let sender = app.spawn_webhook_sender()?;
     portcullis::server::serve(listener, tls.server_config, app.router.clone(), settings, shutdown_signal()).await?;
     sweeper.abort();
     scanner.abort();
     chainer.abort();
+    sender.abort();
     // What the last second wrote is chained before the process goes.
     if let Err(e) = app.registry.chain_audit().await {
         tracing::warn!(error = %e, "chaining audit records at shutdown failed");

@@ -120,7 +120,12 @@ fn docker_push_remove_pull_same_image() {
 
 /// A registry process whose development CA the Docker engine trusts (certs.d, as the README says).
 fn trusted_server(dir: &Path) -> (Server, String, std::path::PathBuf) {
-    let server = Server::start(dir);
+    trusted_server_with(dir, &[])
+}
+
+/// The same, with extra environment for the registry.
+fn trusted_server_with(dir: &Path, env: &[(String, String)]) -> (Server, String, std::path::PathBuf) {
+    let server = Server::start_with_extra_env(dir, common::process::free_port(), env);
     let host = server.host();
     let certs = Path::new("/etc/docker/certs.d").join(&host);
     std::fs::create_dir_all(&certs).expect("write access to /etc/docker/certs.d (run as root)");
@@ -232,9 +237,36 @@ async fn docker_login_as_user_robot_and_token_and_denied_push() {
 async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released() {
     require_tool("docker");
     let dir = tempfile::tempdir().unwrap();
-    let (server, host, certs) = trusted_server(dir.path());
+    // A webhook receiver (HTTPS, its own CA) hears the verdict, the blocked pull and the release.
+    let receiver = common::receiver::Receiver::start(dir.path(), 0, 0).await;
+    let env = [
+        ("PORTCULLIS_WEBHOOKS_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()),
+        ("PORTCULLIS_WEBHOOKS_CA_FILE".to_owned(), receiver.ca_file.display().to_string()),
+    ];
+    let (server, host, certs) = trusted_server_with(dir.path(), &env);
     use reqwest::Method;
     api(&server, Method::POST, "/api/v1/namespaces", serde_json::json!({"name": "q"})).await;
+    let events = serde_json::json!(["scan.quarantined", "pull.blocked", "scan.released"]);
+    let hook = api(
+        &server,
+        Method::POST,
+        "/api/v1/namespaces/q/webhooks",
+        serde_json::json!({"url": receiver.url("/events"), "events": events}),
+    )
+    .await;
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let signed_event = |kind: &'static str, digest: String| {
+        let (receiver, secret) = (&receiver, secret.clone());
+        async move {
+            let got = receiver
+                .wait_for(60, |v| {
+                    v["type"] == format!("io.portcullis.{kind}") && v["data"]["digest"] == digest.as_str()
+                })
+                .await
+                .unwrap_or_else(|| panic!("no {kind} event for {digest}"));
+            assert!(common::receiver::signature_valid(&secret, &got.headers, &got.body), "{kind} is signed");
+        }
+    };
     api(
         &server,
         Method::POST,
@@ -255,6 +287,8 @@ async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released
     assert!(!refused.status.success(), "a quarantined image was pulled");
     let said = String::from_utf8_lossy(&refused.stderr).to_string();
     assert!(said.contains("quarantined") && said.contains("runs as root"), "docker said: {said}");
+    signed_event("scan.quarantined", digest.clone()).await;
+    signed_event("pull.blocked", digest.clone()).await;
 
     api(
         &server,
@@ -264,6 +298,7 @@ async fn docker_pull_of_a_quarantined_image_fails_with_the_reason_until_released
     )
     .await;
     docker(&["pull", &tag]);
+    signed_event("scan.released", digest.clone()).await;
     let _ = docker_cmd(&["rmi", "-f", &tag]).output();
     let _ = std::fs::remove_dir_all(&certs);
 }

@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["model", "storage", "metadata"]),
     ("auth", &["model", "metadata"]),
     ("scan", &["model", "domain", "metadata", "storage"]),
+    ("notify", &["model", "domain"]),
     ("http", &["model", "domain", "auth"]),
     ("server", &["model", "http"]),
     ("tls", &["model", "config"]),

@@ -16,6 +16,7 @@ mod registry;
 pub mod retention;
 mod scans;
 mod uploads;
+pub mod webhooks;
 
 // The vocabulary lives in the leaf `model`; re-exported for the layers above the domain.
 pub use crate::model::{digest, names};

@@ -40,6 +40,8 @@ pub struct AppState {
     pub scrape_token: Option<Arc<[u8; 32]>>,
     /// Whether each request writes an access-log line.
     pub access_log: bool,
+    /// `webhooks.allow_private_targets`: registration refuses private IP targets unless set.
+    pub webhooks_allow_private: bool,
 }
 
 /// `GET /healthz`: the process serves requests (no dependency is asked). Unauthenticated.

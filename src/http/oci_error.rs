@@ -126,6 +126,7 @@ impl From<Error> for OciError {
             Error::ManifestTooLarge { .. } => Code::TooLarge,
             Error::PaginationInvalid(_) => Code::PaginationNumberInvalid,
             Error::Unsupported(_) => Code::Unsupported,
+            Error::Invalid(_) => Code::RequestInvalid,
             Error::TooManyUploads(_) => {
                 return OciError::new(Code::TooManyRequests, message)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))

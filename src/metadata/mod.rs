@@ -15,6 +15,7 @@ pub mod gc;
 pub mod lifecycle;
 pub mod scans;
 pub mod sql;
+pub mod webhooks;
 
 use async_trait::async_trait;
 
@@ -242,6 +243,7 @@ pub trait Metadata:
     + scans::ScanStore
     + gc::GcStore
     + lifecycle::LifecycleStore
+    + webhooks::WebhookStore
 {
 }
 impl<T> Metadata for T where
@@ -254,5 +256,6 @@ impl<T> Metadata for T where
         + scans::ScanStore
         + gc::GcStore
         + lifecycle::LifecycleStore
+        + webhooks::WebhookStore
 {
 }

@@ -41,6 +41,10 @@ pub enum Error {
     PaginationInvalid(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A request to the admin API that breaks a rule of its own (a webhook's URL, its events);
+    /// the text says which.
+    #[error("{0}")]
+    Invalid(String),
     /// A cap on open upload sessions was reached.
     #[error("{0}")]
     TooManyUploads(String),

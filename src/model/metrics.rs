@@ -68,6 +68,9 @@ pub const GC_BLOBS: &str = "portcullis_gc_blobs_deleted_total";
 /// Manifests removed by collections (retention and unreachable manifests).
 pub const GC_MANIFESTS: &str = "portcullis_gc_manifests_deleted_total";
 
+/// Webhook delivery attempts, by `outcome` (`delivered`, `retry`, `failed`).
+pub const WEBHOOK_DELIVERIES: &str = "portcullis_webhook_deliveries_total";
+
 /// Always 1; the labels carry the `version` of this build.
 pub const BUILD_INFO: &str = "portcullis_build_info";
 
@@ -106,6 +109,7 @@ pub const ALL: &[(&str, &str)] = &[
     (GC_FREED_BYTES, "Blob bytes freed by collections."),
     (GC_BLOBS, "Blobs deleted by collections."),
     (GC_MANIFESTS, "Manifests removed by collections."),
+    (WEBHOOK_DELIVERIES, "Webhook delivery attempts, by outcome."),
     (BUILD_INFO, "Always 1; the version label names this build."),
 ];
 

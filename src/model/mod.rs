@@ -19,6 +19,7 @@ pub mod policy;
 pub mod role;
 pub mod scan_state;
 pub mod upload;
+pub mod webhook;
 
 pub use clock::{now, now_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};

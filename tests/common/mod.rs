@@ -8,6 +8,7 @@ pub mod images;
 pub mod layers;
 pub mod process;
 pub mod proxied;
+pub mod receiver;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};

@@ -16,6 +16,7 @@ mod robots;
 mod scans;
 mod tokens;
 mod users;
+mod webhooks;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -60,6 +61,11 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
         .route("/repositories", get(repositories::list))
         .route("/repositories/{*name}", axum::routing::delete(repositories::remove))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/webhooks/{id}", get(webhooks::show).delete(webhooks::remove))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/namespaces/{ns}/webhooks", post(webhooks::create_in).get(webhooks::list_in))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/gc", post(gc::collect))
@@ -115,6 +121,7 @@ impl From<Error> for ApiError {
         let (code, status, _) = oci.code.spec();
         let code = match oci.code {
             Code::TooManyRequests => "too_many_requests".into(),
+            Code::RequestInvalid => "invalid_request".into(),
             Code::Unknown => "internal".into(),
             _ => code.to_ascii_lowercase().into(),
         };
@@ -241,12 +248,26 @@ impl FromRequestParts<AppState> for Caller {
 /// Records a change made through the admin API in the audit log (and the log, target `audit`);
 /// never a secret. `namespace`: the namespace it concerns, whose owners may read the record.
 pub async fn audit(state: &AppState, who: &Authenticated, action: &str, object: &str, namespace: Option<&str>) {
+    audit_with(state, who, action, object, namespace, &[]).await
+}
+
+/// [`audit`] with details (`key`, text) in the record.
+pub async fn audit_with(
+    state: &AppState,
+    who: &Authenticated,
+    action: &str,
+    object: &str,
+    namespace: Option<&str>,
+    details: &[(&str, &str)],
+) {
     tracing::info!(target: "audit", actor = who.principal.subject(), action, object, "admin change");
-    let record = NewAudit::new(action, object).actor(who.principal.subject());
-    let record = match namespace {
-        Some(ns) => record.namespace(ns),
-        None => record,
-    };
+    let mut record = NewAudit::new(action, object).actor(who.principal.subject());
+    if let Some(ns) = namespace {
+        record = record.namespace(ns);
+    }
+    for (key, value) in details {
+        record = record.detail(key, *value);
+    }
     state.registry.audit(record).await;
 }
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, json, parse, require_admin, ApiError, ApiResult, Caller, Query};
+use super::{audit, audit_with, json, parse, require_admin, ApiError, ApiResult, Caller, Query};
 use crate::auth::policy::Need;
 use crate::auth::{Action, ActionSet};
 use crate::domain::{Digest, RepoName};
@@ -95,7 +95,15 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
     if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason, until).await? {
         return Err(ApiError::not_found("scan"));
     }
-    audit(&state, &who, "scan.release", &format!("{repo}@{digest}: {reason}"), Some(repo.namespace())).await;
+    audit_with(
+        &state,
+        &who,
+        "scan.release",
+        &format!("{repo}@{digest}"),
+        Some(repo.namespace()),
+        &[("reason", reason.as_str())],
+    )
+    .await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
     json(StatusCode::OK, report(&record))
 }
@@ -179,7 +187,15 @@ pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: By
         Err(crate::domain::Error::ManifestUnknown) => return Err(ApiError::not_found("manifest")),
         Err(e) => return Err(e.into()),
     }
-    audit(&state, &who, "scan.reject", &format!("{repo}@{digest}: {reason}"), Some(repo.namespace())).await;
+    audit_with(
+        &state,
+        &who,
+        "scan.reject",
+        &format!("{repo}@{digest}"),
+        Some(repo.namespace()),
+        &[("reason", reason.as_str())],
+    )
+    .await;
     json(
         StatusCode::OK,
         j!({"repository": repo.as_str(), "digest": digest.to_string(), "state": "rejected", "reason": reason}),

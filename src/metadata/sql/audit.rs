@@ -56,6 +56,24 @@ fn record(row: AnyRow) -> Result<AuditRecord> {
     })
 }
 
+/// Chained records after place `after`, in chain order (the webhook dispatch reads them inside
+/// its own transaction).
+pub(crate) async fn audit_records_after(
+    conn: &mut sqlx::AnyConnection,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<AuditRecord>> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"))
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(conn)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(record)
+        .collect()
+}
+
 async fn head(conn: &mut sqlx::AnyConnection, lock: &str) -> Result<AuditHead> {
     let row = sqlx::query(&format!("SELECT seq, hash, first_seq, first_prev FROM audit_head WHERE one = 1{lock}"))
         .fetch_one(conn)

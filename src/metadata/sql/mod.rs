@@ -25,6 +25,7 @@ mod manifests;
 mod scans;
 mod throttle;
 mod uploads;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
