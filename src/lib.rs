@@ -123,11 +123,12 @@ impl App {
                 .with_context(|| format!("loading token signing key {}", config.signing_key_path().display()))?
                 .with_clock(clock),
         );
-        // Webhook secrets derive from the token signing key, which every replica already shares.
+        // The key that derives webhook secrets and seals the audit log's head comes from the
+        // token signing key, which every replica already shares and the database never holds.
         let signing_key = std::fs::read(config.signing_key_path())
             .with_context(|| format!("reading {}", config.signing_key_path().display()))?;
-        let webhook_key = sha2::Sha256::digest([b"portcullis-webhook-key\n".as_slice(), &signing_key].concat());
-        let registry = registry.with_webhook_key(webhook_key.to_vec());
+        let registry_key = sha2::Sha256::digest([b"portcullis-registry-key\n".as_slice(), &signing_key].concat());
+        let registry = registry.with_registry_key(registry_key.to_vec());
         let limits =
             http::rate::RateLimits::new(config.server.rate_limit_per_address, config.server.rate_limit_per_principal);
         let router = http::router(http::AppState {

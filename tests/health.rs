@@ -59,3 +59,66 @@ async fn readyz_names_an_unreachable_blob_store() {
     assert!(!text.contains("secret-that-must-not-show") && !text.contains(&port.to_string()), "{text}");
     r.send_raw("GET", "/healthz", &[], Body::empty()).await.expect(200, None);
 }
+
+/// A TCP forwarder to `target` that can be cut: every connection through it, open or new, ends.
+struct Cuttable {
+    port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Cuttable {
+    async fn start(target: std::net::SocketAddr) -> Cuttable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Default::default();
+        let kept = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                kept.lock().unwrap().push(pipe);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Cuttable { port, tasks }
+    }
+
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The database stops answering (PostgreSQL behind a connection that is cut): `/readyz` is 503
+/// and names the database, within its bound, while `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: scripts/test.sh runs it"]
+async fn readyz_names_a_database_that_stopped_answering() {
+    let server_url = std::env::var("TESTBED_POSTGRES").expect("TESTBED_POSTGRES: run through scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let name = common::backends::name_for(&dir.path().to_string_lossy());
+    let mut url = url::Url::parse(&common::backends::postgres_database(&name)).unwrap();
+    let pg = url::Url::parse(&server_url).unwrap();
+    let target = format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap()).parse().unwrap();
+    let cuttable = Cuttable::start(target).await;
+    url.set_port(Some(cuttable.port)).unwrap();
+    let r = TestRegistry::with_config(dir, |c| {
+        c.database.url = Some(portcullis::config::Secret::new(url.to_string()));
+    })
+    .await;
+    r.send_raw("GET", "/readyz", &[], Body::empty()).await.expect(200, None);
+    cuttable.cut();
+    let started = Instant::now();
+    let ready = r.send_raw("GET", "/readyz", &[], Body::empty()).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "the probe is bounded: {:?}", started.elapsed());
+    ready.expect(503, None);
+    let body = ready.json();
+    assert_eq!(body["database"]["ok"], false, "{body}");
+    assert_eq!(body["storage"]["ok"], true, "{body}");
+    assert!(!String::from_utf8_lossy(&ready.body).contains(&cuttable.port.to_string()), "no detail: {body}");
+    r.send_raw("GET", "/healthz", &[], Body::empty()).await.expect(200, None);
+}

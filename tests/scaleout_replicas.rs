@@ -315,6 +315,8 @@ async fn three_replicas_write_one_audit_chain() {
         .env("PORTCULLIS_DATA_DIR", dir.path())
         .env("PORTCULLIS_LOG", "error")
         .envs(backends::env(&cluster.name))
+        // The key every replica shares: it also seals the audit log's head.
+        .env("PORTCULLIS_AUTH_SIGNING_KEY", cluster.replicas[0].data_dir.join("keys/token-signing.pem"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));

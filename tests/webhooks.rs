@@ -81,8 +81,18 @@ async fn a_quarantined_push_is_delivered_signed_after_retries() {
 
     // Three 500s, each retried: the history adds up to what the receiver saw.
     assert_eq!(receiver.failed.load(std::sync::atomic::Ordering::SeqCst), 3);
-    let (_, history) =
-        call(&server, reqwest::Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), Value::Null).await;
+    // (The registry records an attempt just after the receiver answers it.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let history = loop {
+        let (_, history) =
+            call(&server, reqwest::Method::GET, &format!("/api/v1/webhooks/{id}/deliveries"), Value::Null).await;
+        let items = history["items"].as_array();
+        let done = items.is_some_and(|i| i.len() == 2 && i.iter().all(|d| d["state"] == "delivered"));
+        if done || std::time::Instant::now() > deadline {
+            break history;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let items = history["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{history}");
     assert!(items.iter().all(|d| d["state"] == "delivered"), "{history}");

@@ -21,7 +21,8 @@ CREATE TABLE audit_head (
     seq        BIGINT NOT NULL,
     hash       TEXT   NOT NULL,
     first_seq  BIGINT NOT NULL,
-    first_prev TEXT   NOT NULL
+    first_prev TEXT   NOT NULL,
+    mac        TEXT   NOT NULL DEFAULT ''
 );
 INSERT INTO audit_head (one, seq, hash, first_seq, first_prev) VALUES
     (1, 0, '0000000000000000000000000000000000000000000000000000000000000000',

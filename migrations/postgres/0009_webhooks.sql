@@ -3,7 +3,7 @@ CREATE TABLE webhooks (
     id         TEXT   PRIMARY KEY,
     url        TEXT   NOT NULL,
     events     TEXT   NOT NULL,
-    namespace  TEXT COLLATE "C",
+    namespace  TEXT COLLATE "C" REFERENCES namespaces(name) ON DELETE CASCADE,
     created_by TEXT   NOT NULL,
     created_ms BIGINT NOT NULL
 );

@@ -2,7 +2,7 @@
 -- in the chain (seq and hash NULL); a chaining pass gives records their place in insertion order
 -- and moves the head. audit_head has exactly one row: the last chained record, and where the
 -- chain starts (records before first_seq were dropped by retention; the first kept one follows
--- first_prev).
+-- first_prev). mac seals the head with the registry's key (src/model/audit.rs).
 CREATE TABLE audit_log (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     seq        INTEGER UNIQUE,
@@ -25,7 +25,8 @@ CREATE TABLE audit_head (
     seq        INTEGER NOT NULL,
     hash       TEXT    NOT NULL,
     first_seq  INTEGER NOT NULL,
-    first_prev TEXT    NOT NULL
+    first_prev TEXT    NOT NULL,
+    mac        TEXT    NOT NULL DEFAULT ''
 );
 INSERT INTO audit_head (one, seq, hash, first_seq, first_prev) VALUES
     (1, 0, '0000000000000000000000000000000000000000000000000000000000000000',

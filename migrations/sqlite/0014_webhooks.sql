@@ -1,12 +1,12 @@
 -- Webhooks (src/model/webhook.rs states the rules). The audit log is the outbox: a dispatch pass
 -- turns audit records after webhook_cursor.seq into deliveries, and moves the cursor in the same
 -- transaction. A delivery is claimed with a lease (one sender at a time) and retried with back-off
--- until it is delivered or too old.
+-- until it is delivered or too old. A namespace's webhooks go with the namespace.
 CREATE TABLE webhooks (
     id         TEXT    PRIMARY KEY,
     url        TEXT    NOT NULL,
     events     TEXT    NOT NULL,
-    namespace  TEXT,
+    namespace  TEXT REFERENCES namespaces(name) ON DELETE CASCADE,
     created_by TEXT    NOT NULL,
     created_ms INTEGER NOT NULL
 );

@@ -10,7 +10,8 @@
 //!   runs one; they take turns on the head's row). Listing and verifying chain what is pending
 //!   first, so they see every record written before they were asked.
 //! - [`Registry::verify_audit`] recomputes the chain from its start and names the first record
-//!   where it breaks: a changed field, a record deleted or moved, or an end that is not the head.
+//!   where it breaks: a changed field, a record deleted or moved, an end that is not the head, or
+//!   a head whose seal does not hold (moved without the registry's key).
 //! - Writing a record never fails the request that caused it: a database error is logged and
 //!   counted, and the request's answer stands (it has already happened).
 
@@ -54,7 +55,7 @@ impl Registry {
     pub async fn chain_audit(&self) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self.meta.chain_audit(CHAIN_BATCH).await?;
+            let n = self.meta.chain_audit(CHAIN_BATCH, self.registry_key.to_vec()).await?;
             total += n;
             if n < CHAIN_BATCH as u64 {
                 return Ok(total);
@@ -70,7 +71,7 @@ impl Registry {
 
     /// Every chained record from place `from` on, in chain order, a page at a time.
     pub async fn audit_page(&self, from: i64) -> Result<Vec<AuditRecord>> {
-        self.meta.audit_range(from, PAGE).await
+        self.meta.audit_range(from, i64::MAX, PAGE).await
     }
 
     /// Where the chain starts now (records before were dropped by retention).
@@ -94,7 +95,8 @@ impl Registry {
             head_hash: head.hash.clone(),
         };
         loop {
-            let page = self.meta.audit_range(expected, PAGE).await?;
+            // Up to the head read above: records chained meanwhile are the next check's.
+            let page = self.meta.audit_range(expected, head.seq, PAGE).await?;
             let full = page.len() as u32 == PAGE;
             for r in &page {
                 if r.id != expected {
@@ -121,6 +123,10 @@ impl Registry {
             };
             return Ok(broken(expected.min(head.seq.max(1)), reason, checked));
         }
+        if !head.sealed_by(&self.registry_key) {
+            let reason = "the head (the chain's last record or its start) was changed without the registry's key";
+            return Ok(broken(head.seq, reason.to_owned(), checked));
+        }
         Ok(AuditVerification {
             ok: true,
             records: checked,
@@ -146,7 +152,7 @@ impl Registry {
         let cutoff = crate::model::now_ms() - keep.as_millis() as i64;
         let mut total = 0;
         loop {
-            let n = self.meta.drop_audit_before(cutoff, PAGE).await?;
+            let n = self.meta.drop_audit_before(cutoff, PAGE, self.registry_key.to_vec()).await?;
             total += n;
             if n < PAGE as u64 {
                 return Ok(total);

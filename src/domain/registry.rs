@@ -58,8 +58,9 @@ pub struct Registry {
     pub(super) clock: Clock,
     /// Pushes seen (uploads completing, mounts, manifests): a collection yields to them.
     pub(super) pushes: Arc<std::sync::atomic::AtomicU64>,
-    /// The key webhook secrets derive from (random unless the wiring sets one shared by replicas).
-    pub(super) webhook_key: Arc<Vec<u8>>,
+    /// The key webhook secrets derive from and the audit head is sealed with (random unless the
+    /// wiring sets the one every replica shares).
+    pub(super) registry_key: Arc<Vec<u8>>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -123,13 +124,14 @@ impl Registry {
             scan_signals: Default::default(),
             clock: Clock::system(),
             pushes: Default::default(),
-            webhook_key: Arc::new(rand::random::<[u8; 32]>().to_vec()),
+            registry_key: Arc::new(rand::random::<[u8; 32]>().to_vec()),
         }
     }
 
-    /// The same registry deriving webhook secrets from `key` (every replica must have the same).
-    pub fn with_webhook_key(mut self, key: Vec<u8>) -> Self {
-        self.webhook_key = Arc::new(key);
+    /// The same registry with `key` for webhook secrets and the audit seal (every replica must
+    /// have the same).
+    pub fn with_registry_key(mut self, key: Vec<u8>) -> Self {
+        self.registry_key = Arc::new(key);
         self
     }
 

@@ -38,19 +38,32 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
+                || o[0] >= 240
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 198 && (18..20).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // IPv4 inside IPv6: mapped and compatible (`::ffff:a.b.c.d`, `::a.b.c.d`), NAT64
+            // (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`) reach the IPv4 address.
+            if let Some(v4) = v6.to_ipv4() {
                 return is_private(IpAddr::V4(v4));
             }
             let s = v6.segments();
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_private(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_private(IpAddr::V4(embedded(s[1], s[2])));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
         }
     }
@@ -153,7 +166,8 @@ impl Registry {
                 wanted.push(e.clone());
             }
         }
-        if self.meta.list_webhooks(namespace).await?.len() >= MAX_WEBHOOKS {
+        let existing = self.meta.list_webhooks(namespace).await?;
+        if existing.iter().filter(|h| h.namespace.as_deref() == namespace).count() >= MAX_WEBHOOKS {
             return Err(Error::Invalid(format!("at most {MAX_WEBHOOKS} webhooks per namespace")));
         }
         let hook = Webhook {
@@ -165,13 +179,13 @@ impl Registry {
             created_ms: crate::model::now_ms(),
         };
         self.meta.create_webhook(&hook).await?;
-        let secret = webhook::secret(&self.webhook_key, &hook.id);
+        let secret = webhook::secret(&self.registry_key, &hook.id);
         Ok((hook, secret))
     }
 
     /// The secret a webhook's deliveries are signed with.
     pub fn webhook_secret(&self, id: &str) -> String {
-        webhook::secret(&self.webhook_key, id)
+        webhook::secret(&self.registry_key, id)
     }
 
     pub async fn list_webhooks(&self, namespace: Option<&str>) -> Result<Vec<Webhook>> {
@@ -266,7 +280,7 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

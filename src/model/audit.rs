@@ -12,6 +12,10 @@
 //! - The canonical encoding is a JSON array of fixed fields in a fixed order, with a version tag
 //!   first: JSON strings escape every byte that could be ambiguous, so two different records
 //!   never encode alike.
+//! - The head (last place and hash, and where the chain starts) is sealed with an HMAC under the
+//!   registry's key, which lives outside the database: moving the head back to hide the newest
+//!   records, or its start forward to hide the oldest, breaks the seal. A chaining pass extends a
+//!   seal only if the seal it found was good, so a forged head stays visible.
 //! - Request ids, client addresses and the actor come from the [`RequestContext`] of the request
 //!   being handled, set once by the HTTP layer; work outside a request (the scanner, the
 //!   collector) names its actor itself.
@@ -70,8 +74,9 @@ impl NewAudit {
             details: "{}".into(),
         }
     }
+    /// The actor, cut to 128 characters (a failed login records the name the client typed).
     pub fn actor(mut self, actor: &str) -> Self {
-        self.actor = if actor.is_empty() { "-".into() } else { actor.to_owned() };
+        self.actor = if actor.is_empty() { "-".into() } else { actor.chars().take(128).collect() };
         self
     }
     pub fn client(mut self, client: IpAddr) -> Self {
@@ -141,6 +146,24 @@ pub struct AuditHead {
     pub hash: String,
     pub first_seq: i64,
     pub first_prev: String,
+    /// The seal: [`head_mac`] under the registry's key, which the database never holds. Empty
+    /// only before the first chaining pass of a new log, or after the head was found forged.
+    pub mac: String,
+}
+
+/// The seal of a head: HMAC-SHA256 under `key` over its place, hash and start. Moving the head
+/// back (cutting records off the end) or its start forward (cutting them off the front) without
+/// the key breaks it.
+pub fn head_mac(key: &[u8], h: &AuditHead) -> String {
+    let text = format!("portcullis-audit-head-v1\n{}\n{}\n{}\n{}", h.seq, h.hash, h.first_seq, h.first_prev);
+    super::webhook::hmac_hex(key, &[text.as_bytes()])
+}
+
+impl AuditHead {
+    /// Whether the head carries its seal (or is a new log's, not sealed yet).
+    pub fn sealed_by(&self, key: &[u8]) -> bool {
+        self.mac == head_mac(key, self) || (self.seq == 0 && self.mac.is_empty())
+    }
 }
 
 /// Which records a listing wants.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 /// HMAC-SHA256 of `message` under `key`, in hex.
-fn hmac_hex(key: &[u8], message: &[&[u8]]) -> String {
+pub(crate) fn hmac_hex(key: &[u8], message: &[&[u8]]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
     for part in message {
         mac.update(part);

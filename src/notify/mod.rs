@@ -10,7 +10,7 @@
 //! - Only `https://`, through the system's roots plus `webhooks.ca_file`, never following a
 //!   redirect. The host is resolved at each attempt and every address it resolves to is checked;
 //!   the connection goes to those checked addresses only (no second lookup that DNS rebinding
-//!   could answer differently). Private, loopback and link-local targets need
+//!   could answer differently), and never through a proxy. Private, loopback and link-local targets need
 //!   `webhooks.allow_private_targets`.
 //! - A failure (an error status, a timeout, a refused target) is retried with exponential
 //!   back-off from `webhooks.backoff`, capped at an hour, until the delivery is older than
@@ -128,15 +128,16 @@ async fn post(settings: &Settings, url: &str, secret: &str, d: &Delivery) -> Res
     }
     if !settings.allow_private {
         if let Some(a) = addrs.iter().find(|a| is_private(a.ip())) {
-            return Err(format!(
-                "the host resolves to a private address ({}); webhooks.allow_private_targets allows it",
-                a.ip()
-            ));
+            tracing::info!(webhook_target = %url.host_str().unwrap_or(""), address = %a.ip(), "webhook target refused: private address");
+            return Err("the host resolves to a private address; webhooks.allow_private_targets allows it".into());
         }
     }
     let mut client = reqwest::Client::builder()
         .use_rustls_tls()
         .https_only(true)
+        // Straight to the checked addresses: an HTTPS_PROXY in the environment would connect
+        // elsewhere, by its own resolution.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
@@ -155,7 +156,20 @@ async fn post(settings: &Settings, url: &str, secret: &str, d: &Delivery) -> Res
         .body(d.payload.clone())
         .send()
         .await
-        .map_err(|e| format!("sending failed: {}", error_chain(&e)))?;
+        .map_err(|e| {
+            // The history (which namespace owners read) gets the class of failure; the detail,
+            // which could map an internal network, goes to the log only.
+            let e = e.without_url();
+            tracing::info!(delivery = d.id, error = %error_chain(&e), "webhook delivery failed");
+            if e.is_timeout() {
+                "the receiver did not answer in time (webhooks.timeout)".to_owned()
+            } else if e.is_connect() {
+                "could not connect to the receiver (refused, unreachable, or its TLS certificate is not trusted)"
+                    .to_owned()
+            } else {
+                "sending failed".to_owned()
+            }
+        })?;
     Ok(reply.status().as_u16())
 }
 

@@ -25,10 +25,16 @@ async fn register(state: &AppState, who: &Authenticated, namespace: Option<&str>
         .registry
         .create_webhook(&new.url, &new.events, namespace, who.principal.subject(), state.webhooks_allow_private)
         .await?;
-    audit(state, who, "webhook.create", &format!("{} {}", hook.id, hook.url), namespace).await;
+    audit(state, who, "webhook.create", &format!("{} {}", hook.id, origin(&hook.url)), namespace).await;
     let mut body = serde_json::to_value(&hook).map_err(anyhow::Error::from)?;
     body["secret"] = secret.into();
     json(StatusCode::CREATED, body)
+}
+
+/// The scheme, host and port of a target (its path or query may hold a receiver's token, which
+/// the audit log must not keep).
+fn origin(url: &str) -> String {
+    url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| "-".into())
 }
 
 /// `POST /api/v1/webhooks` `{"url": "https://...", "events": [...]}` → 201 `{"id", "secret", ...}`.
@@ -77,7 +83,8 @@ pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(id): 
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let hook = managed(&state, &who, &id).await?;
     state.registry.delete_webhook(&hook.id).await?;
-    audit(&state, &who, "webhook.delete", &format!("{} {}", hook.id, hook.url), hook.namespace.as_deref()).await;
+    audit(&state, &who, "webhook.delete", &format!("{} {}", hook.id, origin(&hook.url)), hook.namespace.as_deref())
+        .await;
     Ok(axum::response::IntoResponse::into_response(StatusCode::NO_CONTENT))
 }
 

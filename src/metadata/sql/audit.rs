@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{db_err, lock_clause, RowLock, SqlMetadata};
 use crate::metadata::audit::AuditStore;
-use crate::model::audit::{chain_hash, AuditFilter, AuditHead, AuditRecord, NewAudit};
+use crate::model::audit::{chain_hash, head_mac, AuditFilter, AuditHead, AuditRecord, NewAudit};
 use crate::model::Result;
 
 const COLUMNS: &str = "seq, time_ms, actor, client, action, object, namespace, outcome, request_id, details, hash";
@@ -75,7 +75,7 @@ pub(crate) async fn audit_records_after(
 }
 
 async fn head(conn: &mut sqlx::AnyConnection, lock: &str) -> Result<AuditHead> {
-    let row = sqlx::query(&format!("SELECT seq, hash, first_seq, first_prev FROM audit_head WHERE one = 1{lock}"))
+    let row = sqlx::query(&format!("SELECT seq, hash, first_seq, first_prev, mac FROM audit_head WHERE one = 1{lock}"))
         .fetch_one(conn)
         .await
         .map_err(db_err)?;
@@ -84,7 +84,24 @@ async fn head(conn: &mut sqlx::AnyConnection, lock: &str) -> Result<AuditHead> {
         hash: row.try_get("hash").map_err(db_err)?,
         first_seq: row.try_get("first_seq").map_err(db_err)?,
         first_prev: row.try_get("first_prev").map_err(db_err)?,
+        mac: row.try_get("mac").map_err(db_err)?,
     })
+}
+
+/// Writes `head` with its seal: a new one if `sealed` (the seal found was good), none otherwise,
+/// so a head that was forged stays visibly broken.
+async fn store_head(conn: &mut sqlx::AnyConnection, head: &AuditHead, sealed: bool, key: &[u8]) -> Result<()> {
+    let mac = if sealed { head_mac(key, head) } else { String::new() };
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, first_seq = $3, first_prev = $4, mac = $5 WHERE one = 1")
+        .bind(head.seq)
+        .bind(&head.hash)
+        .bind(head.first_seq)
+        .bind(&head.first_prev)
+        .bind(&mac)
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -96,11 +113,12 @@ impl AuditStore for SqlMetadata {
         self.writing_relaxed(move |conn| Box::pin(async move { insert(conn, &r).await })).await
     }
 
-    async fn chain_audit(&self, limit: u32) -> Result<u64> {
+    async fn chain_audit(&self, limit: u32, key: Vec<u8>) -> Result<u64> {
         let lock = lock_clause(self.engine, RowLock::Update);
         self.writing(move |pool| async move {
             let mut tx = pool.begin().await.map_err(db_err)?;
             let mut at = head(&mut tx, lock).await?;
+            let sealed = at.sealed_by(&key);
             let rows = sqlx::query(
                 "SELECT id, time_ms, actor, client, action, object, namespace, outcome, request_id, details
                  FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1",
@@ -110,6 +128,11 @@ impl AuditStore for SqlMetadata {
             .await
             .map_err(db_err)?;
             if rows.is_empty() {
+                // A new log's head gets its first seal.
+                if at.seq == 0 && at.mac.is_empty() {
+                    store_head(&mut tx, &at, true, &key).await?;
+                    tx.commit().await.map_err(db_err)?;
+                }
                 return Ok(0);
             }
             for row in &rows {
@@ -125,12 +148,7 @@ impl AuditStore for SqlMetadata {
                     .await
                     .map_err(db_err)?;
             }
-            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE one = 1")
-                .bind(at.seq)
-                .bind(&at.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            store_head(&mut tx, &at, sealed, &key).await?;
             tx.commit().await.map_err(db_err)?;
             Ok(rows.len() as u64)
         })
@@ -142,9 +160,10 @@ impl AuditStore for SqlMetadata {
         head(&mut conn, "").await
     }
 
-    async fn audit_range(&self, from: i64, limit: u32) -> Result<Vec<AuditRecord>> {
-        sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2"))
+    async fn audit_range(&self, from: i64, until: i64, limit: u32) -> Result<Vec<AuditRecord>> {
+        sqlx::query(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"))
             .bind(from)
+            .bind(until)
             .bind(limit as i64)
             .fetch_all(&self.read)
             .await
@@ -187,11 +206,12 @@ impl AuditStore for SqlMetadata {
         .collect()
     }
 
-    async fn drop_audit_before(&self, before_ms: i64, limit: u32) -> Result<u64> {
+    async fn drop_audit_before(&self, before_ms: i64, limit: u32, key: Vec<u8>) -> Result<u64> {
         let lock = lock_clause(self.engine, RowLock::Update);
         self.writing(move |pool| async move {
             let mut tx = pool.begin().await.map_err(db_err)?;
-            let at = head(&mut tx, lock).await?;
+            let mut at = head(&mut tx, lock).await?;
+            let sealed = at.sealed_by(&key);
             let rows: Vec<(i64, i64, String)> =
                 sqlx::query_as("SELECT seq, time_ms, hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2")
                     .bind(at.first_seq)
@@ -209,12 +229,9 @@ impl AuditStore for SqlMetadata {
                 .await
                 .map_err(db_err)?
                 .rows_affected();
-            sqlx::query("UPDATE audit_head SET first_seq = $1, first_prev = $2 WHERE one = 1")
-                .bind(last_seq + 1)
-                .bind(&last_hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+            at.first_seq = last_seq + 1;
+            at.first_prev = last_hash;
+            store_head(&mut tx, &at, sealed, &key).await?;
             tx.commit().await.map_err(db_err)?;
             Ok(dropped)
         })
