@@ -186,6 +186,15 @@ async fn quota_counts_each_blob_once_per_namespace_and_refuses_what_overflows() 
         .await;
     mount.expect(403, Some("DENIED"));
     assert!(message(&mount).contains("quota exceeded"), "{}", message(&mount));
+    // Both refusals are audited (and so are `quota.exceeded` webhook events).
+    let audited = r.admin_api("GET", "/api/v1/audit?action=quota.exceeded", json!(null)).await;
+    let items = audited.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{items:?}");
+    for item in &items {
+        assert_eq!((item["namespace"].as_str(), item["outcome"].as_str()), (Some("team"), Some("denied")));
+        assert_eq!(item["object"], "team/one");
+        assert!(item["details"]["message"].as_str().unwrap().starts_with("quota exceeded: namespace team"));
+    }
     // Nothing half-recorded: the refused blob is in no repository of the namespace.
     r.send("HEAD", &format!("/v2/team/one/blobs/{}", sha256(&c)), &[], Body::empty()).await.expect(404, None);
     assert_eq!(usage(&r, "team").await["bytes"], 80_000);

@@ -51,6 +51,18 @@ impl Registry {
         }
     }
 
+    /// Passes `result` through, recording a quota refusal of a change to `repo` on the way.
+    pub(super) async fn quota_checked<T>(&self, repo: &super::RepoName, result: Result<T>) -> Result<T> {
+        if let Err(crate::model::Error::OverQuota { namespace, message }) = &result {
+            let record = NewAudit::new("quota.exceeded", repo.as_str())
+                .namespace(namespace)
+                .outcome(crate::model::audit::DENIED)
+                .detail("message", message.as_str());
+            self.audit(record).await;
+        }
+        result
+    }
+
     /// Chains every record written so far; how many it chained.
     pub async fn chain_audit(&self) -> Result<u64> {
         let mut total = 0;

@@ -180,7 +180,8 @@ impl super::Registry {
             // False: the collector is deleting the bytes, so the client uploads them instead.
             Ok(size) => {
                 self.note_push();
-                self.meta.link_blob(repo, digest, size, self.clock.now()).await
+                let linked = self.meta.link_blob(repo, digest, size, self.clock.now()).await;
+                self.quota_checked(repo, linked).await
             }
             Err(Error::BlobUnknown) => Ok(false),
             Err(Error::Blocked(b)) => {

@@ -75,7 +75,7 @@ impl super::Registry {
             pushed_at: self.clock.now(),
             audit: Some(audit),
         };
-        match self.meta.put_manifest(&new).await? {
+        match self.quota_checked(repo, self.meta.put_manifest(&new).await).await? {
             Ok(()) => {
                 self.scan_queued();
                 metrics::counter!(crate::model::metrics::MANIFEST_PUSHES).increment(1);

@@ -142,7 +142,8 @@ impl super::Registry {
         self.hold_for_upload(digest).await?;
         match self.in_use(id, self.blobs.commit(id, &upload.parts, digest)).await.map_err(storage_err)? {
             Commit::Stored { size } => {
-                self.meta.complete_upload(id, repo, digest, size, self.clock.now()).await?;
+                let completed = self.meta.complete_upload(id, repo, digest, size, self.clock.now()).await;
+                self.quota_checked(repo, completed).await?;
                 self.discard_upload_objects(id).await;
                 metrics::counter!(crate::model::metrics::UPLOADS).increment(1);
                 metrics::counter!(crate::model::metrics::UPLOAD_BYTES).increment(size);

@@ -137,6 +137,7 @@ pub fn payload(source: &str, event: &str, r: &AuditRecord) -> String {
             "outcome": c.outcome,
             "request_id": c.request_id,
             "summary": details.get("summary"),
+            "message": details.get("message"),
             "report_url": report,
         },
     })

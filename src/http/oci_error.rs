@@ -131,7 +131,7 @@ impl From<Error> for OciError {
                 return OciError::new(Code::TooManyRequests, message)
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
             }
-            Error::Denied(_) => Code::Denied,
+            Error::Denied(_) | Error::OverQuota { .. } => Code::Denied,
             Error::Blocked(b) => match b.state {
                 crate::model::ScanState::Quarantined => Code::Quarantined,
                 crate::model::ScanState::Error => Code::ScanFailed,

@@ -48,9 +48,12 @@ pub enum Error {
     /// A cap on open upload sessions was reached.
     #[error("{0}")]
     TooManyUploads(String),
-    /// A namespace rule refused the change: its quota, an immutable tag. The text names the rule.
+    /// A namespace rule refused the change: an immutable tag. The text names the rule.
     #[error("{0}")]
     Denied(String),
+    /// The namespace's quota has no room for the change (answered as `DENIED`, and audited).
+    #[error("{message}")]
+    OverQuota { namespace: String, message: String },
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
     Blocked(Box<Blocked>),

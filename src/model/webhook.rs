@@ -31,8 +31,16 @@ pub fn signature_header(secret: &str, t: i64, body: &[u8]) -> String {
 }
 
 /// The events a webhook may subscribe to (`test` is sent only by the "send a test event" call).
-pub const EVENTS: &[&str] =
-    &["push", "delete", "scan.passed", "scan.quarantined", "scan.error", "pull.blocked", "scan.released"];
+pub const EVENTS: &[&str] = &[
+    "push",
+    "delete",
+    "scan.passed",
+    "scan.quarantined",
+    "scan.error",
+    "pull.blocked",
+    "scan.released",
+    "quota.exceeded",
+];
 
 /// The event an audit record is, if it is one.
 pub fn event_of(action: &str, outcome: &str) -> Option<&'static str> {
@@ -44,6 +52,7 @@ pub fn event_of(action: &str, outcome: &str) -> Option<&'static str> {
         ("scan.verdict", "error") => "scan.error",
         ("pull.blocked", _) => "pull.blocked",
         ("scan.release", _) => "scan.released",
+        ("quota.exceeded", _) => "quota.exceeded",
         _ => return None,
     })
 }
@@ -103,8 +112,11 @@ mod tests {
         assert!(sig.starts_with("t=1700000000,v1="));
         assert_ne!(sig, signature_header(&a, 1_700_000_001, b"{}"));
         assert_ne!(sig, signature_header(&a, 1_700_000_000, b"{ }"));
-        // A known answer: HMAC-SHA256("key", "1.body").
-        assert_eq!(signature_header("key", 1, b"body"), format!("t=1,v1={}", hmac_hex(b"key", &[b"1.body"])));
+        // The known answer (RFC 2104 HMAC-SHA256 of the classic sentence under "key").
+        assert_eq!(
+            hmac_hex(b"key", &[b"The quick brown fox ", b"jumps over the lazy dog"]),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
     }
 
     #[test]
@@ -122,7 +134,8 @@ mod tests {
                     ("scan.verdict", "quarantined"),
                     ("scan.verdict", "error"),
                     ("pull.blocked", "denied"),
-                    ("scan.release", "ok")
+                    ("scan.release", "ok"),
+                    ("quota.exceeded", "denied"),
                 ]
                 .iter()
                 .any(|(a, o)| event_of(a, o) == Some(*e)),

@@ -173,7 +173,7 @@ impl BlobIndex for SqlMetadata {
 }
 
 /// Records a blob and links it to a repository, inside the caller's transaction; both are
-/// touched. Refused (`Error::Denied`) when the namespace's quota has no room for the repository or
+/// touched. Refused (`Error::OverQuota`) when the namespace's quota has no room for the repository or
 /// the bytes: the namespace's settings row is read (and locked, when a quota applies) before any
 /// other row. False if the collector is deleting the blob's bytes (the caller rolls back): the
 /// blob's row is locked by the touch, so a collector that marks it sweeping either waits for this

@@ -63,7 +63,7 @@ pub(crate) async fn rules_in(
 }
 
 fn denied(over: OverQuota, namespace: &str) -> Error {
-    Error::Denied(over.message(namespace))
+    Error::OverQuota { namespace: namespace.to_owned(), message: over.message(namespace) }
 }
 
 /// Refuses a repository the namespace's `repositories` quota has no room for (before it is made).
