@@ -179,6 +179,16 @@ async fn every_event_kind_is_recorded_and_the_chain_verifies() {
     assert_eq!(api_get(&server, "/api/v1/audit?namespace=other", "owner", "owner-password-long").await.0, 403);
     assert_eq!(api_get(&server, "/api/v1/audit?namespace=team", "dev", "dev-password-long").await.0, 403);
     assert_eq!(api_get(&server, "/api/v1/audit/verify", "owner", "owner-password-long").await.0, 403);
+    // Those refusals are audited too, with who was refused what.
+    let (_, denied) = api_get(&server, "/api/v1/audit?action=access.denied&actor=owner", "admin", ADMIN_PASSWORD).await;
+    let objects: Vec<&str> =
+        denied["items"].as_array().unwrap().iter().map(|i| i["object"].as_str().unwrap()).collect();
+    assert!(objects.contains(&"/api/v1/audit/verify") && objects.contains(&"/api/v1/audit"), "{denied}");
+    assert!(denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["outcome"] == "denied" && i["details"]["method"] == "GET"));
 
     let (status, verified) = api_get(&server, "/api/v1/audit/verify", "admin", ADMIN_PASSWORD).await;
     assert_eq!(status, 200);

@@ -30,7 +30,7 @@ use http_body::{Frame, SizeHint};
 
 use super::credentials::ClientAddr;
 use super::AppState;
-use crate::model::audit::RequestContext;
+use crate::model::audit::{self, NewAudit, RequestContext};
 use crate::model::metrics as m;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -131,6 +131,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     req.extensions_mut().insert(facts.clone());
     let method = method_label(req.method());
     let path_class = class_of_path(req.uri().path());
+    // Refusals of the admin API and of `/metrics` are audited here, once for every handler
+    // (`/v2` refusals are audited where they are decided, with the scope).
+    let audited_path =
+        matches!(path_class, "admin" | "metrics").then(|| req.uri().path().chars().take(256).collect::<String>());
     let client = ClientAddr::of(req.extensions());
     let received = Arc::new(AtomicU64::new(0));
     let req = req.map(|body| Body::new(Counted { inner: body, count: received.clone(), guard: () }));
@@ -138,7 +142,15 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     // Logs written while handling carry the id (the path is left out: it is the client's text).
     let span = tracing::info_span!("request", id = &*id, method);
     let context = RequestContext::new(id.clone(), client);
-    let mut response = RequestContext::scope(context, tracing::Instrument::instrument(next.run(req), span)).await;
+    let mut response =
+        RequestContext::scope(context.clone(), tracing::Instrument::instrument(next.run(req), span)).await;
+    if let Some(path) = audited_path.filter(|_| response.status() == axum::http::StatusCode::FORBIDDEN) {
+        RequestContext::scope(context, async {
+            let record = NewAudit::new("access.denied", path).outcome(audit::DENIED).detail("method", method);
+            state.registry.audit(record).await;
+        })
+        .await;
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
