@@ -14,5 +14,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-cargo build --release --locked --bins
+cargo build --release --locked -p portcullis -p portcullis-bench
 exec ./target/release/portcullis-bench compare --out bench-results "$@"

@@ -1,16 +1,40 @@
 #!/usr/bin/env bash
 # The one command that runs every Portcullis test.
 #
-# It installs what the tests need (Debian's docker.io, skopeo, postgresql and docker-compose;
-# Garage with `cargo install garage --locked`), starts a private Docker engine (vfs storage driver,
-# its own socket, data root and exec root; no iptables, no bridge), a PostgreSQL server and a
-# single-node Garage on loopback ports, and runs the whole cargo test suite twice: on the embedded
-# defaults (SQLite, local disk), then with every registry on PostgreSQL + Garage. It validates the
-# scale-out docker-compose.yml, and stops everything again. Under CI=true a missing tool is an
-# error, never a skipped test.
+# It installs what the tests need (Debian's docker.io, skopeo, postgresql, docker-compose, haproxy
+# and python3; Garage $GARAGE_VERSION with `cargo install garage --locked --version`), starts a
+# private Docker engine (vfs storage driver, its own socket, data root and exec root; no iptables,
+# no bridge), a PostgreSQL server and a single-node Garage on loopback ports, and runs the whole
+# cargo test suite twice: on the embedded defaults (SQLite, local disk), then with every registry
+# on PostgreSQL + Garage. It validates the scale-out docker-compose.yml, runs its topology without
+# containers (scripts/compose-topology.sh), and stops everything again. Under CI=true a missing
+# tool is an error, never a skipped test.
 set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: bash scripts/test.sh [-h|--help]
+
+Installs the test tools if missing (apt-get; Garage with cargo install), starts a private Docker
+engine, PostgreSQL and Garage on loopback, runs `cargo test` on the embedded defaults and again
+with TESTBED_BACKEND=scaleout, then the compose topology test (scripts/compose-topology.sh).
+Runs as root (or with sudo). About 20 minutes the first time on 2 cores.
+
+Environment: CI=true (install the pinned Garage over another version; fail on anything missing),
+CARGO_BUILD_JOBS (default 2).
+EOF
+}
+[ $# -le 1 ] || { echo "error: unexpected arguments: $*" >&2; usage >&2; exit 2; }
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) echo "error: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+esac
+
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+# scripts/services.sh drives Garage's CLI, whose commands change between releases.
+GARAGE_VERSION=2.5.0
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -23,19 +47,39 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# compose-topology.sh reads docker-compose.yml with it (docker-compose depends on it too).
+python3 -c 'import yaml' >/dev/null 2>&1 || /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+garage_version() { garage --version 2>/dev/null | sed -n 's/^garage \(cargo:\)\{0,1\}v\{0,1\}\([0-9][0-9.]*\).*/\2/p'; }
+install_garage() {
+  log "installing Garage $GARAGE_VERSION (cargo install garage --locked --version $GARAGE_VERSION; takes a while on 2 cores)"
+  cargo install garage --locked --version "$GARAGE_VERSION" "$@"
+}
 if ! command -v garage >/dev/null 2>&1; then
-  log "installing Garage (cargo install garage --locked; takes a while on 2 cores)"
-  cargo install garage --locked
+  install_garage
+elif [ "$(garage_version)" != "$GARAGE_VERSION" ]; then
+  if [ "${CI:-}" = true ]; then
+    install_garage --force
+    if [ "$(garage_version)" != "$GARAGE_VERSION" ]; then
+      echo "error: $(command -v garage) is Garage '$(garage_version)' after installing $GARAGE_VERSION; scripts/services.sh needs $GARAGE_VERSION first on PATH" >&2
+      exit 1
+    fi
+  else
+    log "warning: Garage '$(garage_version)' is installed, the tests are made for $GARAGE_VERSION (CI=true installs it)"
+  fi
 fi
-for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3; do
+for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3 haproxy curl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required but not installed" >&2; exit 1; }
 done
+# shellcheck source=scripts/services.sh
 source scripts/services.sh
 
 work="$(mktemp -d /tmp/portcullis-test.XXXXXX)"
@@ -68,6 +112,8 @@ dockerd_args=(
 if [ "$(id -u)" = 0 ]; then
   dockerd "${dockerd_args[@]}" >"$work/dockerd.log" 2>&1 &
 else
+  # The log belongs to the invoking user on purpose (shellcheck: sudo does not cover redirects).
+  # shellcheck disable=SC2024
   sudo dockerd "${dockerd_args[@]}" >"$work/dockerd.log" 2>&1 &
 fi
 dockerd_pid=$!
@@ -91,8 +137,13 @@ log "validating the scale-out docker-compose.yml"
 docker-compose -f docker-compose.yml config -q
 
 log "running the test suite on the embedded defaults (SQLite, local disk)"
-cargo test --locked --all-targets -- --test-threads=4 --include-ignored
+cargo test --locked --workspace --all-targets -- --test-threads=4 --include-ignored
 
 log "running the test suite again with every registry on PostgreSQL + Garage (S3)"
 # The soak ran its full three minutes above; here a shorter one proves the same on the scale-out stack.
 SOAK_SECONDS=60 TESTBED_BACKEND=scaleout cargo test --locked --tests -- --test-threads=4 --include-ignored
+
+log "running the docker-compose.yml topology without containers (scripts/compose-topology.sh)"
+# The binary the test runs above built (target/debug/portcullis); nothing is rebuilt here.
+[ -x target/debug/portcullis ] || { echo "error: target/debug/portcullis was not built by the tests" >&2; exit 1; }
+PORTCULLIS_BIN=target/debug/portcullis bash scripts/compose-topology.sh

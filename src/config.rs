@@ -17,8 +17,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{default_action, Rule, RuleAction, DEFAULT_MAX_IMAGE_BYTES};
 
-/// Environment variables with our prefix that are not configuration keys.
-const NOT_CONFIG: &[&str] = &["config", "log", "admin_password", "admin_password_file"];
+mod describe;
+
+/// Environment variables with our prefix that are not configuration keys. (The client commands read `PORTCULLIS_URL`, `_USERNAME`, `_PASSWORD`, `_CA_FILE` and
+/// `_CLIENT_CONFIG`, which a server in the same environment must not take for keys.)
+const NOT_CONFIG: &[&str] = &[
+    "config",
+    "log",
+    "admin_password",
+    "admin_password_file",
+    "url",
+    "username",
+    "password",
+    "ca_file",
+    "client_config",
+    // scripts/compose-secrets.sh, scripts/compose-topology.sh and the compose `.env`.
+    "uid",
+    "gid",
+    "host",
+    "bin",
+    "env_file",
+];
 const SECTIONS: &[&str] = &[
     "server", "tls", "storage", "database", "uploads", "limits", "auth", "scan", "gc", "metrics", "audit", "webhooks",
 ];
@@ -26,7 +45,8 @@ const SECTIONS: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the TLS listener.
+    /// Address of the TLS listener: `ip:port`, or `host:port` resolved once at start-up.
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// Where the embedded defaults keep the database, blobs and generated keys.
     pub data_dir: PathBuf,
@@ -582,6 +602,22 @@ fn env_key(key: &str) -> String {
     key
 }
 
+/// `listen`: an `ip:port`, or a `host:port` (such as `localhost:5000`) resolved now, preferring
+/// an IPv4 address as `localhost` users expect.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    use std::net::ToSocketAddrs;
+    let text = String::deserialize(d)?;
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| serde::de::Error::custom(format!("{text:?} is not an address to listen on: {why}"));
+    if !text.contains(':') {
+        return Err(bad("write host:port or ip:port, such as 127.0.0.1:5000".into()));
+    }
+    let addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?.collect();
+    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied().ok_or_else(|| bad("the name has no address".into()))
+}
+
 impl Config {
     /// Loads defaults, then `file` (if given), then the environment, and validates the result.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
@@ -597,7 +633,7 @@ impl Config {
                 .filter(|k| !NOT_CONFIG.contains(&k.as_str().to_ascii_lowercase().as_str()))
                 .map(|k| env_key(k.as_str()).into()),
         );
-        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe::describe(e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -740,6 +776,26 @@ impl Config {
         Ok(())
     }
 
+    /// The development CA certificate clients are told to trust, when no certificate is configured.
+    pub fn dev_ca_certificate(&self) -> Option<PathBuf> {
+        self.tls.cert.is_none().then(|| self.data_dir.join("tls").join("ca.crt"))
+    }
+    /// Why clients could not reach `public_url`, if they could not: a listener on all interfaces
+    /// (`0.0.0.0`, `::`) with no `public_url` gives a URL no client can use as a token realm.
+    pub fn public_url_problem(&self) -> Option<String> {
+        let url = url::Url::parse(&self.public_url()).ok()?;
+        let unroutable = match url.host()? {
+            url::Host::Ipv4(ip) => ip.is_unspecified() || ip.is_broadcast(),
+            url::Host::Ipv6(ip) => ip.is_unspecified(),
+            url::Host::Domain(_) => false,
+        };
+        unroutable.then(|| {
+            format!(
+                "public_url {} is not an address clients can reach (it becomes the token realm docker is sent to); set public_url (PORTCULLIS_PUBLIC_URL) to the https:// URL clients use",
+                self.public_url()
+            )
+        })
+    }
     pub fn public_url(&self) -> String {
         self.public_url.clone().unwrap_or_else(|| format!("https://{}", self.listen)).trim_end_matches('/').to_owned()
     }

@@ -9,9 +9,11 @@
 //! - `auth`: `metadata`, `model`. `scan`: `domain`, `metadata`, `storage`, `model`.
 //! - `notify` (webhook deliveries): `domain`, `model`.
 //! - `http`: `domain`, `auth`, `model`. `server` (the listener): `http`, `model`. `tls`: `config`, `model`.
+//! - `client` (the `portcullis` client commands, over HTTP): `model` only.
 //! - This file, `main.rs` and `bin/` are the wiring: they may use every module.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod http;
@@ -140,6 +142,7 @@ impl App {
             scrape_token: config.metrics.scrape_token_digest().map(Arc::new),
             access_log: config.server.access_log,
             webhooks_allow_private: config.webhooks.allow_private_targets,
+            dev_ca: config.dev_ca_certificate().map(Arc::from),
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
         Ok(App { config, registry, auth, router, instance, meta })
@@ -291,6 +294,61 @@ impl App {
 
 /// Creates the data directory readable by this user only, and makes an existing one so: it holds
 /// the database, the blobs (quarantined ones too) and the keys.
+/// Takes `<database>.lock` (an exclusive `flock`) beside the SQLite database a server is about to
+/// use (the embedded `<data_dir>/portcullis.db`, `database.path`, or a `sqlite:` URL), so that a
+/// second server on the same database refuses to start instead of writing the same file and
+/// scanning the same images. Replicas on PostgreSQL take no lock. The lock goes with the process
+/// (a `kill -9` releases it).
+pub fn lock_data_dir(config: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let database = match &config.database.url {
+        None => config.database_path(),
+        Some(url) => {
+            let url = secrecy::ExposeSecret::expose_secret(url);
+            let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+                return Ok(None);
+            };
+            let path = rest.split('?').next().unwrap_or("");
+            if path.is_empty() || path == ":memory:" {
+                return Ok(None);
+            }
+            std::path::PathBuf::from(path)
+        }
+    };
+    private_dir(&config.data_dir, if config.scan.hook_user.is_some() { 0o711 } else { 0o700 })?;
+    let mut name = database.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let path = database.with_file_name(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            anyhow::bail!(
+                "another Portcullis is already serving the SQLite database {} (it holds {}{}); two servers would write one database and scan every image twice. Stop it first, or run replicas on PostgreSQL (database.url)",
+                database.display(),
+                path.display(),
+                if holder.is_empty() { String::new() } else { format!(", process {holder}") },
+            );
+        }
+        Err(e) => return Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
+    file.set_len(0).and_then(|()| write!(file, "{}", std::process::id())).ok();
+    Ok(Some(file))
+}
+
 fn private_dir(dir: &std::path::Path, wanted: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
@@ -298,7 +356,8 @@ fn private_dir(dir: &std::path::Path, wanted: u32) -> anyhow::Result<()> {
         .mode(wanted)
         .create(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    let mode =
+        std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode() & 0o777;
     if mode & !wanted != 0 {
         tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the data directory was open to others; narrowing it");
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted))

@@ -1,4 +1,5 @@
-//! The `portcullis` command: `serve` and `check-config`.
+//! The `portcullis` command: the server (`serve`, `check-config`, offline tasks) and the client
+//! commands (`login`, `wait-scan`, `scans`, ...) that talk to a running registry.
 
 use std::path::PathBuf;
 
@@ -79,6 +80,9 @@ enum Command {
         #[command(subcommand)]
         task: AuditTask,
     },
+    /// Client commands, against a running registry over its APIs.
+    #[command(flatten)]
+    Client(portcullis::client::commands::ClientCommand),
     /// Offline administration of the data directory (the registry may be stopped).
     Admin {
         #[arg(long, env = "PORTCULLIS_CONFIG")]
@@ -111,7 +115,9 @@ enum AdminTask {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -177,6 +183,15 @@ fn main() -> std::process::ExitCode {
                 Ok(false) => return std::process::ExitCode::FAILURE,
                 Err(e) => Err(e),
             }
+        }
+        Command::Client(command) => {
+            return match tokio::runtime::Runtime::new() {
+                Ok(rt) => std::process::ExitCode::from(rt.block_on(portcullis::client::commands::run(command))),
+                Err(e) => {
+                    eprintln!("portcullis: starting the runtime: {e}");
+                    std::process::ExitCode::from(portcullis::client::commands::EXIT_ERROR)
+                }
+            };
         }
         Command::ScanSandbox { .. } => unreachable!("handled above"),
     };
@@ -307,6 +322,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let open_files = portcullis::server::raise_file_limit();
     let settings = config.server_settings(open_files);
     tracing::info!(open_files, max_connections = settings.max_connections, "connection limits");
+    if let Some(problem) = config.public_url_problem() {
+        tracing::warn!("{problem}");
+    }
+    // Held until the process ends: one server per SQLite data directory.
+    let _lock = portcullis::lock_data_dir(&config)?;
     let tls = portcullis::tls::setup(&config)?;
     let app = App::build(config).await?;
     let admin_password = match std::env::var_os("PORTCULLIS_ADMIN_PASSWORD_FILE") {
@@ -324,10 +344,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, public_url = %app.config.public_url(), "Portcullis is serving HTTPS");
     if let Some(ca) = &tls.dev_ca {
+        // The hint names the host clients use (public_url), which is what docker looks up in certs.d.
         let ca = ca.canonicalize().unwrap_or(ca.clone());
+        let host = portcullis::model::authority_of(&app.config.public_url());
         tracing::info!(
-            "development CA certificate: {}. To make docker trust it: sudo mkdir -p /etc/docker/certs.d/{addr} && sudo cp {} /etc/docker/certs.d/{addr}/ca.crt",
+            "development CA certificate: {} (also at {}/ca.crt). To make docker trust it: sudo mkdir -p /etc/docker/certs.d/{host} && sudo cp {} /etc/docker/certs.d/{host}/ca.crt",
             ca.display(),
+            app.config.public_url(),
             ca.display()
         );
     }

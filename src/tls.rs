@@ -1,8 +1,13 @@
 //! TLS: the rustls server configuration and the development CA.
 //!
 //! Rules: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`. Configured PEM files win; without them a
-//! development CA and server certificate are generated once into `<data_dir>/tls` (private keys
-//! 0600) and reused, the server certificate being re-issued when the names it must cover change.
+//! development CA and server certificate are generated once and reused, the server certificate
+//! being re-issued when the names it must cover change.
+//!
+//! Invariant: `<data_dir>/tls` holds only `ca.crt`, the file clients are told to copy or point
+//! `--cert-dir` at (skopeo and docker read every `*.key` in such a directory as a client key).
+//! Every private key, and the server certificate, lives in `<data_dir>/tls/private` (0700, keys
+//! 0600); files of the earlier layout are moved there.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -30,7 +35,8 @@ pub fn setup(config: &Config) -> anyhow::Result<Tls> {
         _ => {
             let dir = config.data_dir.join("tls");
             let ca = ensure_dev_certificates(&dir, &names(config))?;
-            (dir.join("server.crt"), dir.join("server.key"), Some(ca))
+            let private = dir.join(PRIVATE);
+            (private.join("server.crt"), private.join("server.key"), Some(ca))
         }
     };
     let chain = load_chain(&chain_path)?;
@@ -88,32 +94,59 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
     Ok(params)
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+/// The subdirectory of `<data_dir>/tls` that holds the keys and the server certificate.
+pub const PRIVATE: &str = "private";
+
+fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    use std::os::unix::fs::PermissionsExt;
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+        // The process umask must not make a public certificate private, nor the reverse.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()
+    })();
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Creates (or reuses) the CA and a server certificate for `names`; returns the CA certificate path.
 fn ensure_dev_certificates(dir: &Path, names: &[String]) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (ca_crt, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    use std::os::unix::fs::DirBuilderExt;
+    let private = dir.join(PRIVATE);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&private)
+        .with_context(|| format!("creating {}", private.display()))?;
+    // The earlier layout kept the keys next to ca.crt.
+    for name in ["ca.key", "server.key", "server.crt", "server.names"] {
+        let (old, new) = (dir.join(name), private.join(name));
+        if old.exists() && !new.exists() {
+            std::fs::rename(&old, &new).with_context(|| format!("moving {} to {}", old.display(), new.display()))?;
+        }
+    }
+    let (ca_crt, ca_key_path) = (dir.join("ca.crt"), private.join("ca.key"));
     let ca_key = if ca_key_path.exists() && ca_crt.exists() {
-        KeyPair::from_pem(&std::fs::read_to_string(&ca_key_path)?).context("reading the development CA key")?
+        KeyPair::from_pem(&read_text(&ca_key_path)?)
+            .with_context(|| format!("reading the development CA key {}", ca_key_path.display()))?
     } else {
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
-        write_private(&ca_key_path, &key.serialize_pem())?;
-        std::fs::write(&ca_crt, cert.pem())?;
-        let _ = std::fs::remove_file(dir.join("server.names"));
+        write_file(&ca_key_path, &key.serialize_pem(), 0o600)?;
+        write_file(&ca_crt, &cert.pem(), 0o644)?;
+        let _ = std::fs::remove_file(private.join("server.names"));
         tracing::info!(path = %ca_crt.display(), "generated a development CA");
         key
     };
-    let names_file = dir.join("server.names");
+    let names_file = private.join("server.names");
     let wanted = names.join("\n");
-    if std::fs::read_to_string(&names_file).ok().as_deref() == Some(wanted.as_str()) && dir.join("server.key").exists()
+    if std::fs::read_to_string(&names_file).ok().as_deref() == Some(wanted.as_str())
+        && private.join("server.key").exists()
     {
         return Ok(ca_crt);
     }
@@ -135,9 +168,9 @@ fn ensure_dev_certificates(dir: &Path, names: &[String]) -> anyhow::Result<PathB
     params.not_after = rcgen::date_time_ymd(2035, 1, 1);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca, &ca_key)?;
-    write_private(&dir.join("server.key"), &key.serialize_pem())?;
-    std::fs::write(dir.join("server.crt"), cert.pem())?;
-    std::fs::write(&names_file, wanted)?;
+    write_file(&private.join("server.key"), &key.serialize_pem(), 0o600)?;
+    write_file(&private.join("server.crt"), &cert.pem(), 0o600)?;
+    write_file(&names_file, &wanted, 0o600)?;
     tracing::info!(names = ?names, "issued a development server certificate");
     Ok(ca_crt)
 }

@@ -148,7 +148,7 @@ async fn roles_limit_actions_and_scopes_never_escalate() {
     denied.expect(403, Some("DENIED"));
     // The refusal names the action and the repository, so a CI log says what was missing.
     let message = denied.json()["errors"][0]["message"].as_str().unwrap().to_owned();
-    assert!(message.starts_with("push access to team-a/app denied"), "{message}");
+    assert!(message.starts_with("push to team-a/app denied"), "{message}");
     // A developer pushes but may not delete.
     let token = r.login("dev", &dev_pw, &["repository:team-a/app:pull,push,delete"]).await;
     r.v2_as(&token, "POST", "/v2/team-a/app/blobs/uploads/", Body::empty()).await.expect(202, None);

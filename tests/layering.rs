@@ -17,6 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("http", &["model", "domain", "auth"]),
     ("server", &["model", "http"]),
     ("tls", &["model", "config"]),
+    ("client", &["model"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

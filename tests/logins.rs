@@ -75,7 +75,7 @@ async fn log_lines_cannot_be_forged_and_files_are_private() {
     // The data directory is the registry's alone, and so is everything in it.
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir.path()), 0o700, "the data directory was narrowed");
-    for file in ["keys/token-signing.pem", "tls/server.key", "tls/ca.key", "portcullis.db"] {
+    for file in ["keys/token-signing.pem", "tls/private/server.key", "tls/private/ca.key", "portcullis.db"] {
         let path = dir.path().join(file);
         // (On the scale-out stack the database is PostgreSQL's.)
         if file.ends_with(".db") && !path.exists() {

@@ -47,7 +47,11 @@ impl Cluster {
             let tls = dir.join("tls");
             std::fs::create_dir_all(&tls).unwrap();
             for file in ["ca.crt", "server.crt", "server.key"] {
-                std::fs::copy(first.data_dir.join("tls").join(file), tls.join(file)).unwrap();
+                let from = match file {
+                    "ca.crt" => first.data_dir.join("tls").join(file),
+                    _ => first.data_dir.join("tls/private").join(file),
+                };
+                std::fs::copy(from, tls.join(file)).unwrap();
             }
             env.push(("PORTCULLIS_TLS_CERT".into(), tls.join("server.crt").display().to_string()));
             env.push(("PORTCULLIS_TLS_KEY".into(), tls.join("server.key").display().to_string()));

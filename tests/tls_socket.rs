@@ -124,20 +124,31 @@ async fn dev_ca_is_reused_across_starts() {
     let config = test_config(dir.path());
     portcullis::tls::setup(&config).unwrap();
     let first = std::fs::read(dir.path().join("tls/ca.crt")).unwrap();
-    let server_first = std::fs::read(dir.path().join("tls/server.crt")).unwrap();
+    let server_first = std::fs::read(dir.path().join("tls/private/server.crt")).unwrap();
     portcullis::tls::setup(&config).unwrap();
     assert_eq!(first, std::fs::read(dir.path().join("tls/ca.crt")).unwrap());
-    assert_eq!(server_first, std::fs::read(dir.path().join("tls/server.crt")).unwrap());
+    assert_eq!(server_first, std::fs::read(dir.path().join("tls/private/server.crt")).unwrap());
     use std::os::unix::fs::PermissionsExt;
     for key in ["ca.key", "server.key"] {
-        let mode = std::fs::metadata(dir.path().join("tls").join(key)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("tls/private").join(key)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{key}");
     }
+    // The directory users are told to copy from (or point --cert-dir at) holds the CA certificate
+    // and nothing else: skopeo reads any *.key there as a client key.
+    let public: Vec<String> = std::fs::read_dir(dir.path().join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(public, ["ca.crt"]);
+    let private = std::fs::metadata(dir.path().join("tls/private")).unwrap().permissions().mode();
+    assert_eq!(private & 0o777, 0o700);
     // A new public name re-issues the server certificate from the same CA.
     let renamed = Config { public_url: Some("https://registry.example:5000".into()), ..config };
     portcullis::tls::setup(&renamed).unwrap();
     assert_eq!(first, std::fs::read(dir.path().join("tls/ca.crt")).unwrap());
-    assert_ne!(server_first, std::fs::read(dir.path().join("tls/server.crt")).unwrap());
+    assert_ne!(server_first, std::fs::read(dir.path().join("tls/private/server.crt")).unwrap());
 }
 
 #[tokio::test]

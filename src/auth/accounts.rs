@@ -184,7 +184,7 @@ impl AuthService {
         ns: &str,
         name: &str,
         actions: &[String],
-        repositories: Option<String>,
+        repositories: Option<Vec<String>>,
         expires_at: i64,
     ) -> Result<NewSecret<RobotRecord>> {
         check_name("robot name", name)?;
@@ -194,9 +194,22 @@ impl AuthService {
         if set.is_empty() || actions.iter().any(|a| super::Action::parse(a).is_none()) {
             return Err(AccountError::Invalid("actions must be a non-empty list of pull, push, delete".into()));
         }
-        if repositories.as_deref().is_some_and(|p| p.is_empty() || p.len() > 255) {
-            return Err(AccountError::Invalid("repositories must be a non-empty pattern".into()));
-        }
+        // Stored as one text, one pattern per line (a pattern never holds a line break).
+        let repositories = match repositories {
+            None => None,
+            Some(patterns) => {
+                if patterns.is_empty()
+                    || patterns.len() > super::MAX_ROBOT_PATTERNS
+                    || patterns.iter().any(|p| p.is_empty() || p.len() > 255 || p.chars().any(char::is_control))
+                {
+                    return Err(AccountError::Invalid(format!(
+                        "repositories must be 1 to {} patterns of 1 to 255 characters (such as \"apps/*\")",
+                        super::MAX_ROBOT_PATTERNS
+                    )));
+                }
+                Some(patterns.join("\n"))
+            }
+        };
         let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));
         let record = RobotRecord {
             id: 0,

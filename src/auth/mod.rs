@@ -48,6 +48,9 @@ pub enum Principal {
     Scraper,
 }
 
+/// The most repository patterns one robot may hold.
+pub const MAX_ROBOT_PATTERNS: usize = 32;
+
 /// A robot account's grant: actions on one namespace, optionally only on matching repositories.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Robot {

@@ -39,15 +39,57 @@ pub enum Need<'a> {
     Metrics,
 }
 
-/// A refusal, naming what was needed (never a secret, and only names the caller asked for).
+/// A refusal, naming what was needed and what would grant it (never a secret, and only names
+/// the caller asked for), so that a CI log shows why: `push to other/app denied: the developer
+/// role (or higher) in namespace other is needed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
     pub needed: String,
+    /// What would grant it, for this principal.
+    pub remedy: Option<String>,
 }
 
 impl fmt::Display for Deny {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} denied", self.needed)
+        write!(f, "{} denied", self.needed)?;
+        if let Some(remedy) = &self.remedy {
+            write!(f, ": {remedy}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The least role whose actions include `wanted`.
+fn least_role(wanted: ActionSet) -> Role {
+    [Role::Reader, Role::Developer, Role::Maintainer, Role::Owner]
+        .into_iter()
+        .find(|r| r.actions().contains_all(wanted))
+        .unwrap_or(Role::Owner)
+}
+
+/// What would grant `wanted` on `repo` to `principal`.
+fn remedy(principal: &Principal, repo: &RepoName, wanted: ActionSet) -> String {
+    let ns = repo.namespace();
+    let role = least_role(wanted).as_str();
+    match principal {
+        Principal::Anonymous => {
+            format!("log in first (docker login): without an account only public namespaces can be pulled, and {ns} needs the {role} role (or higher)")
+        }
+        Principal::Robot(robot) if robot.namespace != ns => {
+            format!("robot {} belongs to namespace {} and has no access to {ns}", robot.username, robot.namespace)
+        }
+        Principal::Robot(robot) => format!(
+            "robot {} may {} in {ns}{}",
+            robot.username,
+            if robot.actions.is_empty() { "nothing".to_owned() } else { robot.actions.names().join(",") },
+            robot
+                .repositories
+                .as_deref()
+                .map(|p| format!(" (repositories matching {})", p.split('\n').collect::<Vec<_>>().join(", ")))
+                .unwrap_or_default()
+        ),
+        Principal::Scraper => "the scrape token reads metrics and nothing else".to_owned(),
+        Principal::User { .. } => format!("the {role} role (or higher) in namespace {ns} is needed"),
     }
 }
 
@@ -55,8 +97,8 @@ impl Need<'_> {
     fn describe(&self) -> String {
         match self {
             Need::Token => "access".to_owned(),
-            Need::Scope(Scope::Repository(repo, actions)) => format!("{} access to {repo}", actions.names().join(",")),
-            Need::Repository(repo, actions) => format!("{} access to {repo}", actions.names().join(",")),
+            Need::Scope(Scope::Repository(repo, actions)) => format!("{} to {repo}", actions.names().join(",")),
+            Need::Repository(repo, actions) => format!("{} to {repo}", actions.names().join(",")),
             Need::Scope(Scope::Catalog) => "listing the catalog".to_owned(),
             Need::Admin => "this administrator action".to_owned(),
             Need::Owner(ns) => format!("managing namespace {ns} (owner role needed)"),
@@ -96,7 +138,15 @@ pub fn decide(principal: &Principal, claims: &[Scope], need: &Need<'_>, facts: &
     if granted {
         Ok(())
     } else {
-        Err(Deny { needed: need.describe() })
+        let remedy = match need {
+            Need::Scope(Scope::Repository(repo, wanted)) => Some(remedy(principal, repo, *wanted)),
+            Need::Repository(repo, wanted) => Some(remedy(principal, repo, *wanted)),
+            Need::Admin | Need::GateBypass => Some("an administrator account is needed".to_owned()),
+            Need::Account(_) => Some("only the account itself or an administrator may".to_owned()),
+            Need::Metrics => Some("administrators and the scrape token may".to_owned()),
+            _ => None,
+        };
+        Err(Deny { needed: need.describe(), remedy })
     }
 }
 
@@ -116,9 +166,10 @@ pub fn allowed(principal: &Principal, repo: &RepoName, ns: &NamespaceFacts) -> A
         Principal::User { .. } => public.union(ns.role.map_or(ActionSet::NONE, Role::actions)),
         Principal::Robot(robot) => {
             let inside = repo.namespace() == robot.namespace
-                && robot.repositories.as_deref().is_none_or(|pattern| {
+                && robot.repositories.as_deref().is_none_or(|patterns| {
                     let path = repo.as_str().strip_prefix(&robot.namespace).unwrap_or("").trim_start_matches('/');
-                    glob(pattern, path)
+                    // One pattern per line: any of them grants.
+                    patterns.split('\n').any(|pattern| glob(pattern, path))
                 });
             if inside {
                 public.union(robot.actions)
@@ -198,7 +249,7 @@ mod tests {
         for need in [Need::Admin, Need::GateBypass, Need::Owner("team")] {
             assert!(decide(&admin, &[], &need, &none).is_ok());
             let refused = decide(&user, &[pull.clone(), Scope::Catalog], &need, &none).unwrap_err();
-            assert!(refused.to_string().ends_with("denied"), "{refused}");
+            assert!(refused.to_string().contains(" denied"), "{refused}");
         }
         let owner = NamespaceFacts { public: false, role: Some(Role::Owner) };
         assert!(decide(&user, &[], &Need::Owner("team"), &owner).is_ok());
@@ -209,7 +260,15 @@ mod tests {
         let reader = NamespaceFacts { public: false, role: Some(Role::Reader) };
         assert!(decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Pull])), &reader).is_ok());
         let refused = decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Push])), &reader);
-        assert_eq!(refused.unwrap_err().to_string(), "push access to team/app denied");
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "push to team/app denied: the developer role (or higher) in namespace team is needed"
+        );
+        let delete = decide(&user, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Delete])), &reader);
+        assert!(delete.unwrap_err().to_string().contains("the maintainer role"));
+        let anonymous =
+            decide(&Principal::Anonymous, &[], &Need::Repository(&repo, ActionSet::of(&[Action::Pull])), &none);
+        assert!(anonymous.unwrap_err().to_string().contains("log in first"));
         assert!(decide(&Principal::Anonymous, &[], &Need::Token, &none).is_ok());
         // An empty need grants nothing, whatever is held.
         let empty = Scope::Repository(repo.clone(), ActionSet::NONE);
@@ -274,5 +333,14 @@ mod tests {
         assert!(allowed(&robot, &repo("team-b/apps/api"), &none).is_empty());
         assert!(allowed(&robot, &repo("teamx/apps/api"), &none).is_empty());
         assert!(glob("a*b*c", "aXbYc") && !glob("a*b", "ab/c") && glob("*", "anything/at/all"));
+        let two = Principal::Robot(Robot {
+            username: "robot$team+ci".into(),
+            namespace: "team".into(),
+            actions: ActionSet::of(&[Action::Pull]),
+            repositories: Some("apps/*\nbase".into()),
+        });
+        assert!(!allowed(&two, &repo("team/apps/api"), &none).is_empty());
+        assert!(!allowed(&two, &repo("team/base"), &none).is_empty());
+        assert!(allowed(&two, &repo("team/based"), &none).is_empty());
     }
 }

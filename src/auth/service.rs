@@ -26,9 +26,7 @@ use crate::model::audit::NewAudit;
 use crate::model::{now, Clock, Error, RepoName};
 
 /// Prefix of personal access tokens (`pcp_<id>_<secret>`) and robot secrets.
-pub const TOKEN_PREFIX: &str = "pcp_";
-pub const ROBOT_SECRET_PREFIX: &str = "pcr_";
-pub const ROBOT_PREFIX: &str = "robot$";
+pub use crate::model::credential::{ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -152,16 +150,25 @@ impl AuthService {
             return Ok(None);
         }
         let (password, file) = match password {
-            Some(p) => (p.expose_secret().to_owned(), None),
+            Some(p) => {
+                // The same rule as every other way of setting a password.
+                password::check_strength(p.expose_secret()).map_err(|why| {
+                    anyhow::anyhow!("the admin password (PORTCULLIS_ADMIN_PASSWORD or its _FILE) is refused: {why}")
+                })?;
+                (p.expose_secret().to_owned(), None)
+            }
             None => {
                 let p = secrets::random_string(32);
                 let file = data_dir.join("admin-password");
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut f =
-                    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
-                f.write_all(p.as_bytes())?;
-                f.sync_all()?;
+                let written = (|| {
+                    let mut f =
+                        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
+                    f.write_all(p.as_bytes())?;
+                    f.sync_all()
+                })();
+                written.map_err(|e| anyhow::anyhow!("writing the admin password to {}: {e}", file.display()))?;
                 (p, Some(file))
             }
         };

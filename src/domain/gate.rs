@@ -154,9 +154,19 @@ impl super::Registry {
             Some("no image that passed its scan contains this blob".into()),
             Vec::new(),
         ));
-        let summary = match manifests.first() {
-            Some(m) => Some(format!("it belongs to {m}, which is not open: {}", summary.unwrap_or_default())),
-            None => summary,
+        // Name the images (repository@digest), whose reports the HTTP layer links to.
+        let summary = match manifests.len() {
+            0 => summary,
+            n => {
+                let named: Vec<String> = manifests.iter().take(3).map(|m| format!("{repo}@{m}")).collect();
+                let more = if n > 3 { format!(" and {} more", n - 3) } else { String::new() };
+                let (noun, verb) = if n == 1 { ("image", "is") } else { ("images", "are") };
+                Some(format!(
+                    "it belongs to {noun} {}{more}, which {verb} not open: {}",
+                    named.join(", "),
+                    summary.unwrap_or_default()
+                ))
+            }
         };
         Err(Error::Blocked(Box::new(Blocked { target: Target::Blob(digest.clone()), state, summary, manifests })))
     }

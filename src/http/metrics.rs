@@ -40,9 +40,7 @@ async fn serve(state: &AppState, req: Request) -> Result<Response, ApiError> {
     if let Some(facts) = RequestFacts::of(&parts.extensions) {
         facts.set_principal(principal.subject());
     }
-    if policy::decide(&principal, &[], &Need::Metrics, &NamespaceFacts::default()).is_err() {
-        return Err(ApiError::forbidden());
-    }
+    policy::decide(&principal, &[], &Need::Metrics, &NamespaceFacts::default()).map_err(ApiError::forbidden)?;
     // Gauges read from the database at each scrape: they hold across replicas and restarts. A
     // database that does not answer leaves the last values (and counts an error).
     if let Ok(counts) = state.registry.count_scans().await {

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod credentials;
+mod discovery;
 mod guards;
 mod metrics;
 pub mod observe;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub access_log: bool,
     /// `webhooks.allow_private_targets`: registration refuses private IP targets unless set.
     pub webhooks_allow_private: bool,
+    /// The development CA certificate served at `/ca.crt`, when the registry uses its own CA.
+    pub dev_ca: Option<Arc<std::path::Path>>,
 }
 
 /// `GET /healthz`: the process serves requests (no dependency is asked). Unauthenticated.
@@ -75,7 +78,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(v2::handle))
         .route("/token", get(token::get).post(token::post).fallback(token::unsupported))
         .route("/.well-known/jwks.json", get(token::jwks))
+        .route("/", get(discovery::root))
+        .route("/docs", get(discovery::root))
+        .route("/ca.crt", get(discovery::ca_certificate))
         .route("/healthz", get(healthz))
+        .route("/health", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::get))
         .nest(

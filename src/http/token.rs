@@ -21,17 +21,37 @@ use crate::model::audit::NewAudit;
 /// A failed login is answered only after this pause, which slows guessing further.
 const FAILURE_DELAY: Duration = Duration::from_millis(200);
 
+/// The longest `error_description` a challenge carries (the body has the whole message).
+const MAX_DESCRIPTION: usize = 300;
+
 /// `Bearer realm="<public_url>/token",service="<service>"[,scope="a b"][,error="..."]`: several
 /// scopes are separated by a space, as distribution writes them (a mount asks for the source's pull).
 pub fn challenge(state: &AppState, scopes: &[&Scope], error: Option<&str>) -> HeaderValue {
+    challenge_with(state, scopes, error.map(|e| (e, "")))
+}
+
+/// [`challenge`] with an `error_description` (RFC 6750, section 3) when the text is not empty:
+/// quotes and backslashes are dropped and anything outside printable ASCII is replaced, so the
+/// header stays valid whatever the text names.
+pub fn challenge_with(state: &AppState, scopes: &[&Scope], error: Option<(&str, &str)>) -> HeaderValue {
     let mut value =
         format!("Bearer realm=\"{}/token\",service=\"{}\"", state.public_url, state.auth.settings().service);
     if !scopes.is_empty() {
         let joined = scopes.iter().map(|s| s.to_challenge()).collect::<Vec<_>>().join(" ");
         value.push_str(&format!(",scope=\"{joined}\""));
     }
-    if let Some(e) = error {
+    if let Some((e, description)) = error {
         value.push_str(&format!(",error=\"{e}\""));
+        if !description.is_empty() {
+            let safe: String = description
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\')
+                .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                // Proxies in front may cap header sizes (nginx's default buffer is 4-8 KiB).
+                .take(MAX_DESCRIPTION)
+                .collect();
+            value.push_str(&format!(",error_description=\"{safe}\""));
+        }
     }
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }

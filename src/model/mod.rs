@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod credential;
 pub mod digest;
 pub mod engine;
 pub mod error;
@@ -31,7 +32,7 @@ pub use limits::{
     DEFAULT_SCAN_POLL,
 };
 pub use names::{Reference, RepoName, Tag};
-pub use net::Cidr;
+pub use net::{authority_of, Cidr};
 pub use policy::{
     default_action, Allow, HookUser, Rule, RuleAction, ScanLimits, Severity, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_RULES,
 };

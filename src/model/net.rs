@@ -46,3 +46,25 @@ impl Cidr {
         shift >= 128 || (base >> shift) == (addr >> shift)
     }
 }
+
+/// The `host[:port]` of a URL, as `docker login`, image references and `certs.d` write it.
+pub fn authority_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => url.to_owned(),
+        },
+        Err(_) => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod authority_tests {
+    #[test]
+    fn authority_keeps_the_port_docker_needs() {
+        assert_eq!(super::authority_of("https://registry.example.com:5000"), "registry.example.com:5000");
+        assert_eq!(super::authority_of("https://registry.example.com"), "registry.example.com");
+        assert_eq!(super::authority_of("https://[::1]:5000"), "[::1]:5000");
+    }
+}

@@ -48,7 +48,9 @@ pub enum StorageError {
     Body(std::io::Error),
     #[error("storage backend: {0}")]
     Backend(#[from] object_store::Error),
-    #[error("storage io: {0}")]
+    /// (Transparent: a context around it names the path, and the text is not repeated when the
+    /// error's chain is printed.)
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Local disk: the upload's file is missing or shorter than its recorded chunks (removed
     /// behind our back, or left in an earlier version's layout). Nothing can be committed from it;
@@ -61,13 +63,18 @@ impl StorageError {
     /// The disk (or the quota) is full: nothing this request can fix, and nothing a later one
     /// cannot, once an operator has made room.
     pub fn is_out_of_space(&self) -> bool {
+        let full = |io: &std::io::Error| {
+            // ENOSPC and EDQUOT.
+            matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        };
+        // (`Io` is transparent: its io error is itself, not its source.)
+        if let StorageError::Io(io) = self {
+            return full(io);
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(e) = source {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                // ENOSPC and EDQUOT.
-                if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded) {
-                    return true;
-                }
+            if e.downcast_ref::<std::io::Error>().is_some_and(full) {
+                return true;
             }
             source = e.source();
         }

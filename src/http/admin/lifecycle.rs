@@ -16,7 +16,7 @@ use crate::http::AppState;
 use crate::model::{human_bytes, Quota, Retention, TagPatterns};
 
 async fn require_member(state: &AppState, who: &crate::auth::service::Authenticated, ns: &str) -> Result<(), ApiError> {
-    state.auth.authorize(who, &[], Need::Member(ns)).await?.map_err(|_| ApiError::forbidden())
+    state.auth.authorize(who, &[], Need::Member(ns)).await?.map_err(ApiError::forbidden)
 }
 
 fn quota_json(q: &Quota) -> Value {

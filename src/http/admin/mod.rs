@@ -40,6 +40,7 @@ use crate::model::audit::NewAudit;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(super::discovery::api_index))
         .route("/users", post(users::create).get(users::list))
         .route("/users/{username}", get(users::show).patch(users::update).delete(users::remove))
         .route("/namespaces", post(namespaces::create).get(namespaces::list))
@@ -108,8 +109,9 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
-    pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "you may not do this")
+    /// A refusal by the policy, naming what was needed (`policy::Deny`'s text).
+    pub fn forbidden(deny: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", deny.to_string())
     }
 }
 
@@ -195,8 +197,51 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
+/// Every admin answer: times (`*_at`, `*_until`, Unix seconds inside) are written as RFC 3339
+/// UTC strings, as registry APIs write them; an audit record's `time_ms` (part of its hashed
+/// content) stays and gains a `time` beside it.
 pub fn json(status: StatusCode, value: impl serde::Serialize) -> ApiResult {
+    let mut value = serde_json::to_value(value).map_err(anyhow::Error::from)?;
+    rfc3339_times(&mut value);
     Ok((status, axum::Json(value)).into_response())
+}
+
+/// Times kept in milliseconds (part of hashed content, or of the webhook schema), and the RFC 3339
+/// field added beside each.
+const MS_TIMES: &[(&str, &str)] =
+    &[("time_ms", "time"), ("created_ms", "created_at"), ("next_attempt_ms", "next_attempt_at")];
+
+fn rfc3339_times(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    let format = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).ok();
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(rfc3339_times),
+        Value::Object(map) => {
+            let mut added = Vec::new();
+            for (key, v) in map.iter_mut() {
+                if let (true, Some(secs)) = (key.ends_with("_at") || key.ends_with("_until"), v.as_i64()) {
+                    if let Some(text) = time::OffsetDateTime::from_unix_timestamp(secs).ok().and_then(format) {
+                        *v = Value::String(text);
+                    }
+                } else if let (Some(sibling), Some(ms)) = (MS_TIMES.iter().find(|(k, _)| k == key), v.as_i64()) {
+                    added.extend(
+                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                            .ok()
+                            .and_then(format)
+                            .map(|text| (sibling.1, text)),
+                    );
+                } else if key != "details" && key != "findings" {
+                    // (An audit record's details are hashed content, and findings come from
+                    // scanners: neither is ours to rewrite.)
+                    rfc3339_times(v);
+                }
+            }
+            for (name, text) in added {
+                map.entry(name).or_insert(Value::String(text));
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The authenticated caller of an admin request.
@@ -278,12 +323,12 @@ pub fn require_admin(who: &Authenticated) -> Result<(), ApiError> {
 
 /// A need that depends on the caller alone (no namespace facts).
 pub fn require(who: &Authenticated, need: &Need<'_>) -> Result<(), ApiError> {
-    policy::decide(&who.principal, &[], need, &NamespaceFacts::default()).map_err(|_| ApiError::forbidden())
+    policy::decide(&who.principal, &[], need, &NamespaceFacts::default()).map_err(ApiError::forbidden)
 }
 
 /// Admins, and owners of the namespace.
 pub async fn require_owner(state: &AppState, who: &Authenticated, ns: &str) -> Result<(), ApiError> {
-    state.auth.authorize(who, &[], Need::Owner(ns)).await?.map_err(|_| ApiError::forbidden())
+    state.auth.authorize(who, &[], Need::Owner(ns)).await?.map_err(ApiError::forbidden)
 }
 
 /// `limit` and `after` query parameters.
@@ -305,18 +350,33 @@ pub fn page<T: serde::Serialize>(items: Vec<T>, limit: u32, key: impl Fn(&T) -> 
     json(StatusCode::OK, json!({"items": items, "next": next}))
 }
 
-/// Unix seconds from an RFC 3339 string or a number; must lie in the future of `clock`.
+/// Unix seconds from an RFC 3339 time, a duration from now (`30d`, `12h`, `90m`) or Unix
+/// seconds; must lie in the future of `clock`.
 pub fn future_time(value: &serde_json::Value, field: &str, clock: &Clock) -> Result<i64, ApiError> {
     let t = match value {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .ok()
-            .map(|t| t.unix_timestamp()),
+            .map(|t| t.unix_timestamp())
+            .or_else(|| {
+                humantime::parse_duration(s)
+                    .ok()
+                    .and_then(|d| i64::try_from(d.as_secs()).ok())
+                    .and_then(|d| clock.now().checked_add(d))
+            }),
         _ => None,
     }
-    .ok_or_else(|| ApiError::invalid(format!("{field} must be an RFC 3339 time or Unix seconds")))?;
+    .ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{field} must be an RFC 3339 time (2027-01-31T00:00:00Z), a duration from now (30d, 12h) or Unix seconds"
+        ))
+    })?;
     if t <= clock.now() {
         return Err(ApiError::invalid(format!("{field} must be in the future")));
+    }
+    // 9999-12-31T23:59:59Z: every time the API writes back is a four-digit-year RFC 3339 string.
+    if t > 253_402_300_799 {
+        return Err(ApiError::invalid(format!("{field} is too far in the future")));
     }
     Ok(t)
 }

@@ -47,7 +47,7 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(pagi
 }
 
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
-    state.auth.authorize(&who, &[], Need::Member(&ns)).await?.map_err(|_| ApiError::forbidden())?;
+    state.auth.authorize(&who, &[], Need::Member(&ns)).await?.map_err(ApiError::forbidden)?;
     json(StatusCode::OK, state.auth.namespace(&ns).await?)
 }
 

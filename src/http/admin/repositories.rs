@@ -23,7 +23,7 @@ pub struct ListQuery {
 /// `namespace`, every repository (admins).
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<ListQuery>) -> ApiResult {
     match q.namespace.as_deref() {
-        Some(ns) => state.auth.authorize(&who, &[], Need::Member(ns)).await?.map_err(|_| ApiError::forbidden())?,
+        Some(ns) => state.auth.authorize(&who, &[], Need::Member(ns)).await?.map_err(ApiError::forbidden)?,
         None => require_admin(&who)?,
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

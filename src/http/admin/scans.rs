@@ -44,8 +44,12 @@ fn target(repository: &str, digest: &str) -> Result<(RepoName, Digest), ApiError
     Ok((repo, digest))
 }
 
-fn report(r: &ScanRecord) -> serde_json::Value {
+/// A report as the API shows it: `state` is the state in effect now (a lapsed release reads
+/// `quarantined`, as the gate treats it), `stored_state` what the record holds.
+fn report(r: &ScanRecord, now: i64) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["stored_state"] = v["state"].clone();
+    v["state"] = r.effective_state(now).as_str().into();
     v["findings"] = r.findings.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_else(|| j!([]));
     v
 }
@@ -62,7 +66,7 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
             .list_scans(filter, q.limit.unwrap_or(100).clamp(1, 1000))
             .await?
             .iter()
-            .map(report)
+            .map(|r| report(r, state.registry.clock().now()))
             .collect();
         return json(StatusCode::OK, j!({"items": items, "next": null}));
     };
@@ -79,7 +83,7 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
     };
     let settled = |r: &ScanRecord| !matches!(r.state, ScanState::Pending | ScanState::Scanning) && !r.rescan_requested;
     let record = state.registry.wait_for_scan(&repo, &digest, wait, settled).await?;
-    json(StatusCode::OK, report(&record.ok_or_else(|| ApiError::not_found("scan"))?))
+    json(StatusCode::OK, report(&record.ok_or_else(|| ApiError::not_found("scan"))?, state.registry.clock().now()))
 }
 
 pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
@@ -105,7 +109,7 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
     )
     .await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
-    json(StatusCode::OK, report(&record))
+    json(StatusCode::OK, report(&record, state.registry.clock().now()))
 }
 
 pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
@@ -117,7 +121,7 @@ pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: By
     }
     audit(&state, &who, "scan.rescan", &format!("{repo}@{digest}"), Some(repo.namespace())).await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
-    json(StatusCode::ACCEPTED, report(&record))
+    json(StatusCode::ACCEPTED, report(&record, state.registry.clock().now()))
 }
 
 /// `GET /api/v1/namespaces/{ns}/scan-policy`: the namespace's overrides and the rules in effect.

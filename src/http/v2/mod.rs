@@ -107,7 +107,8 @@ async fn authorize(
         Needed::Scope(s) => Need::Scope(s),
     };
     if let Err(deny) = grants.allows(&need) {
-        tracing::info!(target: "audit", subject = grants.who.principal.subject(), scope = ?scope, "access denied");
+        let wanted = scope.map_or_else(|| "/v2/".to_owned(), |s| s.to_challenge());
+        tracing::info!(target: "audit", subject = subject_of(&grants.who.principal), scope = %wanted, "access denied");
         let object = scope.map_or_else(|| "/v2/".to_owned(), |s| s.to_challenge());
         let mut record = NewAudit::new("access.denied", object)
             .actor(grants.who.principal.subject())
@@ -117,10 +118,33 @@ async fn authorize(
             record = record.namespace(repo.namespace());
         }
         state.registry.audit(record).await;
-        let e = OciError::new(Code::Denied, format!("{deny}: the token does not grant it"));
-        return Err(e.with_header(header::WWW_AUTHENTICATE, challenge(Some("insufficient_scope"))).into_response());
+        // The message goes in the body and in the challenge's error_description: docker shows
+        // the challenge's text, and stops at once on DENIED.
+        let mut message = deny.to_string();
+        // The remedy above is worked out from the token alone; when the account may do it after
+        // all (a token fetched for less, or a role granted since), say so instead.
+        if let Some(Scope::Repository(repo, wanted)) = scope {
+            let need = Need::Repository(repo, *wanted);
+            if let Ok(Ok(())) = state.auth.authorize(&grants.who, &[], need).await {
+                message = format!(
+                    "{} to {repo} denied: the token does not grant it, though the account may; fetch a token for this scope (docker login again)",
+                    wanted.names().join(",")
+                );
+            }
+        }
+        let e = OciError::new(Code::Denied, message.clone());
+        let value = token::challenge_with(state, &scopes, Some(("insufficient_scope", &message)));
+        return Err(e.with_header(header::WWW_AUTHENTICATE, value).into_response());
     }
     Ok(grants)
+}
+
+/// The caller as logs name it (`anonymous` rather than an empty subject).
+fn subject_of(principal: &crate::auth::Principal) -> &str {
+    match principal.subject() {
+        "" => "anonymous",
+        s => s,
+    }
 }
 
 pub async fn handle(

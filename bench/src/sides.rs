@@ -186,8 +186,8 @@ pub async fn compare(p_bin: &Path, d_bin: &Path, out: &Path, runs: usize, keep: 
         format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\nhttp:\n  addr: 127.0.0.1:{d_port}\n  tls:\n    certificate: {}\n    key: {}\n",
             d_dir.canonicalize()?.display(),
-            tls_dir.join("server.crt").canonicalize()?.display(),
-            tls_dir.join("server.key").canonicalize()?.display()
+            tls_dir.join("private/server.crt").canonicalize()?.display(),
+            tls_dir.join("private/server.key").canonicalize()?.display()
         ),
     )?;
     let mut d_child = Command::new(d_bin)
