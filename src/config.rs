@@ -66,6 +66,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub audit: AuditConfig,
     pub webhooks: WebhooksConfig,
+    /// The host name `listen` was written with (`myhost:5000`), which the default `public_url`
+    /// and the development certificate use rather than the address it resolved to.
+    #[serde(skip)]
+    pub listen_host: Option<String>,
 }
 
 /// Webhook deliveries (`src/notify/mod.rs` states what they guarantee).
@@ -555,6 +559,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             audit: AuditConfig::default(),
             webhooks: WebhooksConfig::default(),
+            listen_host: None,
         }
     }
 }
@@ -633,7 +638,13 @@ impl Config {
                 .filter(|k| !NOT_CONFIG.contains(&k.as_str().to_ascii_lowercase().as_str()))
                 .map(|k| env_key(k.as_str()).into()),
         );
-        let config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe::describe(e)))?;
+        let mut config: Config = figment.extract().map_err(|e| anyhow::anyhow!(describe::describe(e)))?;
+        // A listener written as a name keeps the name for the URL clients are given.
+        if let Ok(text) = figment.extract_inner::<String>("listen") {
+            if text.parse::<SocketAddr>().is_err() {
+                config.listen_host = text.rsplit_once(':').map(|(host, _)| host.to_owned()).filter(|h| !h.is_empty());
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -797,7 +808,11 @@ impl Config {
         })
     }
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("https://{}", self.listen)).trim_end_matches('/').to_owned()
+        let default = || match &self.listen_host {
+            Some(host) => format!("https://{host}:{}", self.listen.port()),
+            None => format!("https://{}", self.listen),
+        };
+        self.public_url.clone().unwrap_or_else(default).trim_end_matches('/').to_owned()
     }
     pub fn blob_dir(&self) -> PathBuf {
         self.storage.path.clone().unwrap_or_else(|| self.data_dir.join("blobs"))
@@ -841,6 +856,19 @@ mod tests {
         assert_eq!(env_key("SCAN_WORKERS"), "scan.workers");
         assert_eq!(env_key("SERVER_MAX_CONNECTIONS"), "server.max_connections");
         assert_eq!(env_key("DATABASE_URL"), "database.url");
+    }
+
+    #[test]
+    fn a_listener_written_as_a_name_keeps_the_name_for_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"localhost:5055\"\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!(config.listen.port(), 5055);
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.public_url(), "https://localhost:5055");
+        std::fs::write(&file, "listen = \"127.0.0.1:5055\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().public_url(), "https://127.0.0.1:5055");
     }
 
     #[test]
