@@ -56,8 +56,21 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("portcullis binary starts");
-        let server = Server { child: Some(child), port, data_dir: data_dir.to_path_buf() };
-        server.wait_ready();
+        let mut server = Server { child: Some(child), port, data_dir: data_dir.to_path_buf() };
+        // The start-up line is awaited when the log level lets it through.
+        let level = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PORTCULLIS_LOG")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PORTCULLIS_LOG").ok())
+            .unwrap_or_else(|| "info".into());
+        let logged = ["info", "debug", "trace"].iter().any(|l| level.contains(l));
+        if !server.wait_ready(logged) {
+            // The port was taken between free_port() and the bind (another test's server, or a
+            // connection's source port): another one. Never talk to whoever holds it.
+            return Self::start_with_env(data_dir, free_port(), config, env);
+        }
         server
     }
 
@@ -144,16 +157,27 @@ impl Server {
             .unwrap()
     }
 
-    fn wait_ready(&self) {
+    /// Waits until this server's own process listens (false if it could not bind its port). A
+    /// process that exited is never mistaken for another one answering on the same port.
+    fn wait_ready(&mut self, logged: bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let log = |dir: &Path| std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ca_path().exists() {
-                return;
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                let text = log(&self.data_dir);
+                if text.contains(&format!("binding 127.0.0.1:{}", self.port)) {
+                    return false;
+                }
+                panic!("portcullis exited ({status}) before it served on port {}:\n{text}", self.port);
+            }
+            let serving = !logged || log(&self.data_dir).contains("Portcullis is serving HTTPS");
+            if serving && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.ca_path().exists() {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default();
-        panic!("portcullis did not start on port {}:\n{log}", self.port);
+        panic!("portcullis did not start on port {}:\n{}", self.port, log(&self.data_dir));
     }
 
     /// kill -9: no shutdown code runs.
