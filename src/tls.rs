@@ -33,7 +33,9 @@ pub fn setup(config: &Config) -> anyhow::Result<Tls> {
     let (chain_path, key_path, dev_ca) = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone(), None),
         _ => {
-            let dir = config.data_dir.join("tls");
+            // The same path the HTTP layer serves at /ca.crt (Config::dev_ca_certificate).
+            let ca = config.dev_ca_certificate().context("no development CA without a configured certificate")?;
+            let dir = ca.parent().context("the development CA certificate has no directory")?.to_owned();
             let ca = ensure_dev_certificates(&dir, &names(config))?;
             let private = dir.join(PRIVATE);
             (private.join("server.crt"), private.join("server.key"), Some(ca))

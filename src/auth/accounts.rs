@@ -207,7 +207,7 @@ impl AuthService {
                         super::MAX_ROBOT_PATTERNS
                     )));
                 }
-                Some(patterns.join("\n"))
+                Some(super::join_patterns(&patterns))
             }
         };
         let secret = format!("{ROBOT_SECRET_PREFIX}{}", secrets::random_string(40));

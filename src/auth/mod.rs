@@ -51,6 +51,17 @@ pub enum Principal {
 /// The most repository patterns one robot may hold.
 pub const MAX_ROBOT_PATTERNS: usize = 32;
 
+/// A robot's repository patterns are stored as one text, one pattern per line (a pattern never
+/// holds a line break); these two are the only places that know it.
+pub fn join_patterns(patterns: &[String]) -> String {
+    patterns.join("\n")
+}
+
+/// The patterns of a stored `repositories` text.
+pub fn robot_patterns(stored: &str) -> impl Iterator<Item = &str> {
+    stored.split('\n')
+}
+
 /// A robot account's grant: actions on one namespace, optionally only on matching repositories.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Robot {

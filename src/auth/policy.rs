@@ -85,7 +85,10 @@ fn remedy(principal: &Principal, repo: &RepoName, wanted: ActionSet) -> String {
             robot
                 .repositories
                 .as_deref()
-                .map(|p| format!(" (repositories matching {})", p.split('\n').collect::<Vec<_>>().join(", ")))
+                .map(|p| format!(
+                    " (repositories matching {})",
+                    super::robot_patterns(p).collect::<Vec<_>>().join(", ")
+                ))
                 .unwrap_or_default()
         ),
         Principal::Scraper => "the scrape token reads metrics and nothing else".to_owned(),
@@ -169,7 +172,7 @@ pub fn allowed(principal: &Principal, repo: &RepoName, ns: &NamespaceFacts) -> A
                 && robot.repositories.as_deref().is_none_or(|patterns| {
                     let path = repo.as_str().strip_prefix(&robot.namespace).unwrap_or("").trim_start_matches('/');
                     // One pattern per line: any of them grants.
-                    patterns.split('\n').any(|pattern| glob(pattern, path))
+                    super::robot_patterns(patterns).any(|pattern| glob(pattern, path))
                 });
             if inside {
                 public.union(robot.actions)

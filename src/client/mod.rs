@@ -248,16 +248,7 @@ fn refused(status: StatusCode, text: &str) -> Refused {
 
 /// A connection failure, with the cause a person can act on (certificate, refused, timeout).
 fn connection_error(base: &str, e: reqwest::Error) -> anyhow::Error {
-    let mut causes = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    let all = causes.join(": ");
+    let all = crate::model::error_chain(&e);
     let hint = if all.contains("certificate") || all.contains("UnknownIssuer") {
         "; the registry's certificate is not trusted: pass --ca-file (its development CA is served at /ca.crt)"
     } else {

@@ -78,6 +78,21 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error with its causes, `: `-separated, each text once (HTTP clients' own messages hide the
+/// TLS or connection reason in a cause, and often repeat their cause's text).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut texts: Vec<String> = Vec::new();
+    let mut source = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !texts.contains(&text) {
+            texts.push(text);
+        }
+        source = s.source();
+    }
+    texts.join(": ")
+}
+
 /// Why the gate refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Blocked {
@@ -111,5 +126,26 @@ impl std::fmt::Display for Blocked {
             write!(f, ": {s}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "connect failed")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::other("certificate unknown"));
+        assert_eq!(super::error_chain(&e), "connect failed: certificate unknown");
     }
 }

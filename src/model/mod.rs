@@ -25,7 +25,7 @@ pub mod webhook;
 pub use clock::{now, now_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use engine::Engine;
-pub use error::{Blocked, Error, Result, Target};
+pub use error::{error_chain, Blocked, Error, Result, Target};
 pub use lifecycle::{human_bytes, ImmutableTag, OverQuota, Quota, Retention, TagPatterns, Usage};
 pub use limits::{
     DEFAULT_GC_GRACE, DEFAULT_GC_INTERVAL, DEFAULT_GC_LEASE, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES,

@@ -160,7 +160,7 @@ async fn post(settings: &Settings, url: &str, secret: &str, d: &Delivery) -> Res
             // The history (which namespace owners read) gets the class of failure; the detail,
             // which could map an internal network, goes to the log only.
             let e = e.without_url();
-            tracing::info!(delivery = d.id, error = %error_chain(&e), "webhook delivery failed");
+            tracing::info!(delivery = d.id, error = %crate::model::error_chain(&e), "webhook delivery failed");
             if e.is_timeout() {
                 "the receiver did not answer in time (webhooks.timeout)".to_owned()
             } else if e.is_connect() {
@@ -171,16 +171,4 @@ async fn post(settings: &Settings, url: &str, secret: &str, d: &Delivery) -> Res
             }
         })?;
     Ok(reply.status().as_u16())
-}
-
-/// An error with its causes (reqwest's own message hides the TLS or connection reason).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -32,7 +32,7 @@ enum Patterns {
 fn present(record: &impl serde::Serialize) -> Result<serde_json::Value, super::ApiError> {
     let mut body = serde_json::to_value(record).map_err(anyhow::Error::from)?;
     if let Some(patterns) = body["repositories"].as_str() {
-        body["repositories"] = patterns.split('\n').collect::<Vec<_>>().into();
+        body["repositories"] = crate::auth::robot_patterns(patterns).collect::<Vec<_>>().into();
     }
     Ok(body)
 }

@@ -55,6 +55,7 @@ fn report(r: &ScanRecord, now: i64) -> serde_json::Value {
 }
 
 pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<ScanQuery>) -> ApiResult {
+    let now = state.registry.clock().now();
     let (Some(repository), Some(digest)) = (q.repository.as_deref(), q.digest.as_deref()) else {
         require_admin(&who)?;
         let filter = match q.state.as_deref() {
@@ -66,7 +67,7 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
             .list_scans(filter, q.limit.unwrap_or(100).clamp(1, 1000))
             .await?
             .iter()
-            .map(|r| report(r, state.registry.clock().now()))
+            .map(|r| report(r, now))
             .collect();
         return json(StatusCode::OK, j!({"items": items, "next": null}));
     };
