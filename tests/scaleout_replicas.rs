@@ -283,7 +283,9 @@ async fn three_replicas_write_one_audit_chain() {
                 let user = serde_json::json!({"username": format!("user{i}"), "password": "a-long-password"});
                 let created =
                     client.post(&users).basic_auth("admin", Some(common::ADMIN_PASSWORD)).json(&user).send().await;
-                assert_eq!(created.unwrap().status(), 201);
+                let created = created.unwrap();
+                let status = created.status();
+                assert_eq!(status, 201, "{}", created.text().await.unwrap_or_default());
                 let failed = client.get(&token).basic_auth(format!("nobody{i}"), Some("wrong-password")).send().await;
                 let status = failed.unwrap().status().as_u16();
                 assert!(status == 401 || status == 429, "{status}");

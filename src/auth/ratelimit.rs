@@ -12,6 +12,9 @@
 //! was right. The counts live in the database ([`ThrottleStore`]), so the limit holds across every
 //! replica behind a load balancer. High-entropy secrets (personal tokens, robot secrets) are not
 //! throttled: they cannot be guessed, and others' failures must not lock them out.
+//!
+//! Invariant: below `free` counted attempts nothing is refused, however the attempts of other
+//! replicas and requests interleave with this one's reading of the clock.
 
 use std::time::Duration;
 
@@ -46,8 +49,16 @@ impl LoginLimiter {
     pub async fn locked(&self, store: &dyn ThrottleStore, key: &str) -> Result<Option<Duration>> {
         let now = now_ms();
         let Some((failures, last)) = store.login_failures(key).await? else { return Ok(None) };
-        let until = last.saturating_add(self.lockout(failures).as_millis() as i64);
-        Ok((until > now).then(|| Duration::from_millis((until - now) as u64)))
+        Ok(self.remaining(failures, last, now))
+    }
+
+    /// The lock-out left at `now` after `failures` failures, the last at `last`. None below the
+    /// free failures, whatever the times: an attempt elsewhere stamped after this request read
+    /// the clock (another replica, a concurrent request) must not lock out a right password.
+    fn remaining(&self, failures: u32, last: i64, now: i64) -> Option<Duration> {
+        let lockout = self.lockout(failures);
+        let until = last.saturating_add(lockout.as_millis() as i64);
+        (!lockout.is_zero() && until > now).then(|| Duration::from_millis((until - now) as u64))
     }
 
     /// Counts an attempt on `key` before its check; `Some(wait)` when the key is locked out and
@@ -56,9 +67,7 @@ impl LoginLimiter {
         let now = now_ms();
         // Keys idle longer than the longest lock-out no longer matter.
         let (count, previous_at) = store.login_attempt(key, now, now - self.max.as_millis() as i64).await?;
-        let before = count.saturating_sub(1);
-        let until = previous_at.saturating_add(self.lockout(before).as_millis() as i64);
-        Ok((before >= self.free && until > now).then(|| Duration::from_millis((until - now) as u64)))
+        Ok(self.remaining(count.saturating_sub(1), previous_at, now))
     }
 
     pub async fn success(&self, store: &dyn ThrottleStore, key: &str) -> Result<()> {
@@ -79,5 +88,17 @@ mod tests {
         assert_eq!(l.lockout(5), Duration::from_millis(200));
         assert_eq!(l.lockout(6), Duration::from_millis(300));
         assert_eq!(l.lockout(u32::MAX), Duration::from_millis(300));
+    }
+
+    #[test]
+    fn attempts_below_the_free_ones_never_lock_out_even_when_stamped_later() {
+        let l = LoginLimiter::new(3, Duration::from_millis(50), Duration::from_millis(300));
+        // Another replica counted its attempt 5 ms after this request read the clock.
+        for failures in 0..3 {
+            assert_eq!(l.remaining(failures, 1_005, 1_000), None, "{failures} failures");
+        }
+        assert_eq!(l.remaining(3, 1_005, 1_000), Some(Duration::from_millis(55)));
+        assert_eq!(l.remaining(3, 1_000, 1_050), None, "the lock-out is over");
+        assert_eq!(l.remaining(4, 1_000, 1_050), Some(Duration::from_millis(50)));
     }
 }
