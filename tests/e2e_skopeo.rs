@@ -59,10 +59,7 @@ fn skopeo(args: &[&str]) -> String {
 async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     require_tool("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = Server::start(&data);
-    let certs = server.cert_dir(dir.path());
+    let (server, certs) = Server::start_with_cert_dir(dir.path());
     let certs = certs.to_str().unwrap();
 
     let src = dir.path().join("src");
@@ -74,28 +71,8 @@ async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     let anonymous =
         Command::new("skopeo").args(["copy", "--all", "--dest-cert-dir", certs, &layout, &dest_ref]).output().unwrap();
     assert!(!anonymous.status.success(), "anonymous skopeo push succeeded");
+    server.member("e2e", "reader", "reader").await;
     let client = server.client();
-    for (path, body) in [
-        ("/api/v1/namespaces", serde_json::json!({"name": "e2e"})),
-        ("/api/v1/users", serde_json::json!({"username": "reader", "password": "reader-password-long"})),
-    ] {
-        let r = client
-            .post(server.url(path))
-            .basic_auth("admin", Some(common::ADMIN_PASSWORD))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
-    let r = client
-        .put(server.url("/api/v1/namespaces/e2e/members/reader"))
-        .basic_auth("admin", Some(common::ADMIN_PASSWORD))
-        .json(&serde_json::json!({"role": "reader"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     let reader = Command::new("skopeo")
         .args([
             "copy",
@@ -180,10 +157,7 @@ async fn skopeo_cannot_pull_a_two_frame_zstd_image_or_its_disguise() {
     require_tool("skopeo");
     use common::layers::{config, tar, tar_unterminated, zstd, Entry, PRIVATE_KEY};
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let server = Server::start(&data);
-    let certs = server.cert_dir(dir.path());
+    let (server, certs) = Server::start_with_cert_dir(dir.path());
     let certs = certs.to_str().unwrap();
     use reqwest::Method;
     server.api(Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;

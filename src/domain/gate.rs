@@ -21,6 +21,8 @@
 //! - A cross-repository mount is a read of the source: it is gated there, and a refused mount
 //!   becomes an ordinary upload, as the spec asks.
 //! - HEAD requests tell that a manifest or blob exists and its size, never its bytes.
+//! - After this gate, the signature gate ([`super::signatures`]) applies the namespace's
+//!   signature policy on the same paths.
 
 use super::{Blocked, Digest, Error, Reference, RepoName, Result, Target};
 use crate::metadata::scans::{ScanState, Verdict};
@@ -88,6 +90,7 @@ impl super::Registry {
         let manifest = self.get_manifest(repo, reference).await?;
         if reader == Reader::Ordinary {
             self.gate_manifest(repo, &manifest).await?;
+            self.gate_manifest_signature(repo, &manifest).await?;
         }
         Ok(manifest)
     }
@@ -145,6 +148,9 @@ impl super::Registry {
         }
         let access = self.meta.blob_access(repo, digest, self.clock.now()).await?.ok_or(Error::BlobUnknown)?;
         if access.readable {
+            if access.signatures != crate::model::SignatureMode::Off {
+                self.gate_blob_signature(repo, digest, access.image_content).await?;
+            }
             return Ok(access.size);
         }
         // Refused: name the manifests that contain the blob, for the error and its report links.
@@ -197,6 +203,10 @@ impl super::Registry {
             Err(Error::Blocked(b)) => {
                 metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
                 tracing::info!(target: "audit", repository = %repo, from = %from, %digest, state = b.state.as_str(), "mount refused by the quarantine gate");
+                Ok(false)
+            }
+            Err(Error::Unsigned(_)) => {
+                tracing::info!(target: "audit", repository = %repo, from = %from, %digest, "mount refused by the signature gate");
                 Ok(false)
             }
             Err(e) => Err(e),

@@ -1,7 +1,5 @@
 //! Manifests: push with reference checks, fetch by tag or digest, delete, referrers.
 
-use futures::StreamExt;
-
 use super::digest::Algorithm;
 use super::manifest::{kind_by_config, parse, Classified, ParsedManifest, MAX_CLASSIFIED_CONFIG};
 use super::{Digest, Error, Reader, Reference, RepoName, Result};
@@ -129,25 +127,12 @@ impl super::Registry {
         if config.size > MAX_CLASSIFIED_CONFIG {
             return Ok(ManifestKind::Image);
         }
-        let read = match self.read_blob(Reader::Unrestricted, repo, &config.digest, None).await {
-            Ok(read) => read,
-            Err(Error::BlobUnknown) => {
-                return Err(Error::ManifestBlobUnknown { kind: "blob", digest: config.digest.clone() })
-            }
-            Err(e) => return Err(e),
-        };
-        if read.size > MAX_CLASSIFIED_CONFIG {
-            return Ok(ManifestKind::Image);
+        match self.read_small(repo, &config.digest, MAX_CLASSIFIED_CONFIG).await {
+            Ok(Some(bytes)) => Ok(kind_by_config(&bytes)),
+            Ok(None) => Ok(ManifestKind::Image),
+            Err(Error::BlobUnknown) => Err(Error::ManifestBlobUnknown { kind: "blob", digest: config.digest.clone() }),
+            Err(e) => Err(e),
         }
-        let mut bytes = Vec::with_capacity(read.size as usize);
-        let mut body = read.body;
-        while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk.map_err(|e| Error::Internal(format!("reading the config: {e}")))?);
-            if bytes.len() as u64 > MAX_CLASSIFIED_CONFIG {
-                return Ok(ManifestKind::Image);
-            }
-        }
-        Ok(kind_by_config(&bytes))
     }
 
     /// The manifest a tag or digest names in `repo`, ungated: only the gate and HEAD use it.

@@ -15,6 +15,7 @@ mod manifests;
 mod registry;
 pub mod retention;
 mod scans;
+pub mod signatures;
 mod uploads;
 pub mod webhooks;
 

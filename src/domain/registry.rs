@@ -61,6 +61,8 @@ pub struct Registry {
     /// The key webhook secrets derive from and the audit head is sealed with (random unless the
     /// wiring sets the one every replica shares).
     pub(super) registry_key: Arc<Vec<u8>>,
+    /// Signature verification results (`signatures`).
+    pub(super) signature_cache: Arc<super::signatures::SignatureCache>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -125,6 +127,7 @@ impl Registry {
             clock: Clock::system(),
             pushes: Default::default(),
             registry_key: Arc::new(rand::random::<[u8; 32]>().to_vec()),
+            signature_cache: Default::default(),
         }
     }
 
@@ -240,6 +243,29 @@ impl Registry {
 fn page(items: Vec<String>, limit: u32) -> Page {
     let next = (limit > 0 && items.len() as u32 == limit).then(|| items.last().cloned()).flatten();
     Page { items, next }
+}
+
+impl Registry {
+    /// A blob of `repo` read whole when it has at most `max` bytes; `None` if larger,
+    /// `Error::BlobUnknown` if missing.
+    pub(super) async fn read_small(&self, repo: &RepoName, digest: &Digest, max: u64) -> Result<Option<Vec<u8>>> {
+        use futures::StreamExt;
+        // Straight to storage, not through `read_blob`: this is the gates' own reading.
+        let size = self.stat_blob(repo, digest).await?;
+        if size > max {
+            return Ok(None);
+        }
+        let read = self.open_blob(digest, size, None).await?;
+        let mut bytes = Vec::with_capacity(read.size as usize);
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.map_err(|e| Error::Internal(format!("reading blob {digest}: {e}")))?);
+            if bytes.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(bytes))
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub enum Code {
     Quarantined,
     ScanPending,
     ScanFailed,
+    /// The signature gate (Portcullis): the namespace requires a signature by a trusted key.
+    SignatureRequired,
 }
 
 impl Code {
@@ -79,6 +81,9 @@ impl Code {
             Code::Quarantined => ("QUARANTINED", S::FORBIDDEN, "the image is quarantined"),
             Code::ScanPending => ("SCAN_PENDING", S::FORBIDDEN, "the image has not been scanned yet"),
             Code::ScanFailed => ("SCAN_FAILED", S::FORBIDDEN, "the image could not be scanned"),
+            Code::SignatureRequired => {
+                ("SIGNATURE_REQUIRED", S::FORBIDDEN, "the image has no valid signature by a trusted key")
+            }
         }
     }
 }
@@ -132,6 +137,7 @@ impl From<Error> for OciError {
                     .with_header(header::RETRY_AFTER, HeaderValue::from_static("10"))
             }
             Error::Denied(_) | Error::OverQuota { .. } => Code::Denied,
+            Error::Unsigned(_) => Code::SignatureRequired,
             Error::Blocked(b) => match b.state {
                 crate::model::ScanState::Quarantined => Code::Quarantined,
                 crate::model::ScanState::Error => Code::ScanFailed,

@@ -365,4 +365,37 @@ pub async fn run(meta: &dyn Metadata) {
     drain(meta, 6000).await;
     assert!(meta.delete_manifest(&big, &d("big")).await.unwrap());
     assert!(!readable(meta, &big, &layers[1000], 6000).await);
+
+    signatures(meta).await;
+}
+
+/// Signature policies are read with manifests and blobs; an index's parents are found.
+async fn signatures(meta: &dyn Metadata) {
+    use crate::model::SignatureMode;
+    let r = repo("signed/app");
+    meta.link_blob(&r, &d("s-layer"), 3, 1_000).await.unwrap();
+    meta.put_manifest(&manifest("signed/app", "s-image", vec![d("s-layer")], None, Some("v1"))).await.unwrap().unwrap();
+    let mut index = manifest("signed/app", "s-index", vec![], None, Some("multi"));
+    index.children = vec![d("s-image")];
+    meta.put_manifest(&index).await.unwrap().unwrap();
+    assert_eq!(meta.manifest_parents(&r, &d("s-image"), 10).await.unwrap(), [d("s-index")]);
+    assert!(meta.manifest_parents(&r, &d("s-index"), 10).await.unwrap().is_empty());
+
+    assert!(!meta.set_signature_policy("signed", "require", "[]", 5).await.unwrap(), "no such namespace");
+    assert_eq!(meta.signature_policy("signed").await.unwrap(), None);
+    let mode = |m: &Option<super::StoredManifest>| m.as_ref().unwrap().signatures;
+    assert_eq!(mode(&meta.manifest_by_tag(&r, &tag("v1")).await.unwrap()), SignatureMode::Off);
+    meta.create_namespace("signed", false, 1).await.unwrap();
+    assert!(meta.set_signature_policy("signed", "require", "[]", 5).await.unwrap());
+    assert!(meta.set_signature_policy("signed", "warn", r#"[{"name":"k","pem":"p"}]"#, 6).await.unwrap());
+    let stored = meta.signature_policy("signed").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.mode.as_str(), stored.keys.as_str(), stored.updated_at),
+        ("warn", r#"[{"name":"k","pem":"p"}]"#, 6)
+    );
+    assert_eq!(mode(&meta.manifest_by_tag(&r, &tag("v1")).await.unwrap()), SignatureMode::Warn);
+    assert_eq!(mode(&meta.manifest_by_digest(&r, &d("s-image")).await.unwrap()), SignatureMode::Warn);
+    let access = meta.blob_access(&r, &d("s-layer"), 1).await.unwrap().unwrap();
+    assert_eq!((access.signatures, access.image_content), (SignatureMode::Warn, true));
+    assert_eq!(meta.signature_policy("other").await.unwrap(), None, "per namespace");
 }

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod gc;
 pub mod lifecycle;
 pub mod scans;
+pub mod signatures;
 pub mod sql;
 pub mod webhooks;
 
@@ -34,6 +35,8 @@ pub struct StoredManifest {
     pub kind: Option<ManifestKind>,
     /// `None` when the manifest has no scan record, which the gate treats as blocked.
     pub verdict: Option<scans::Verdict>,
+    /// The signature mode of the repository's namespace (read with it, for the signature gate).
+    pub signatures: crate::model::SignatureMode,
 }
 
 /// Whether a blob linked in a repository may be read by ordinary principals, and its size.
@@ -43,6 +46,10 @@ pub struct BlobAccess {
     /// Some image in the repository that references the blob passed or was released; or the blob
     /// was never part of an image there and an artifact that references it passed.
     pub readable: bool,
+    /// Some image of the repository lists it, or once did.
+    pub image_content: bool,
+    /// The signature mode of the repository's namespace.
+    pub signatures: crate::model::SignatureMode,
 }
 
 /// A manifest to insert, with what it references.
@@ -244,6 +251,7 @@ pub trait Metadata:
     + gc::GcStore
     + lifecycle::LifecycleStore
     + webhooks::WebhookStore
+    + signatures::SignatureStore
 {
 }
 impl<T> Metadata for T where
@@ -257,5 +265,6 @@ impl<T> Metadata for T where
         + gc::GcStore
         + lifecycle::LifecycleStore
         + webhooks::WebhookStore
+        + signatures::SignatureStore
 {
 }

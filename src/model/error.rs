@@ -57,6 +57,9 @@ pub enum Error {
     /// The quarantine gate refused (see `domain::gate`).
     #[error("{0}")]
     Blocked(Box<Blocked>),
+    /// The signature gate refused: the namespace requires a signature by a trusted key.
+    #[error("{0}")]
+    Unsigned(Box<super::Unsigned>),
     /// A backend is temporarily unable to serve (throttling, connection loss); the detail goes to
     /// the log only.
     #[error("service unavailable")]

@@ -29,6 +29,7 @@ pub const MANIFEST_PULLS: &str = "portcullis_manifest_pulls_total";
 pub const MANIFEST_PUSHES: &str = "portcullis_manifest_pushes_total";
 /// Manifest and blob GETs (and mounts) refused by the quarantine gate, by the image's `state`.
 pub const PULLS_BLOCKED: &str = "portcullis_pulls_blocked_total";
+pub const UNSIGNED_PULLS: &str = "portcullis_unsigned_pulls_total";
 /// Manifest GETs of blocked images by those the policy lets pass the gate (administrators).
 pub const GATE_BYPASSES: &str = "portcullis_gate_bypasses_total";
 
@@ -93,6 +94,7 @@ pub const ALL: &[(&str, &str)] = &[
     (MANIFEST_PULLS, "Manifest reads allowed through the quarantine gate."),
     (MANIFEST_PUSHES, "Manifests accepted."),
     (PULLS_BLOCKED, "Reads refused by the quarantine gate, by scan state."),
+    (UNSIGNED_PULLS, "Manifest reads of unsigned images in namespaces with a signature policy, by mode (warn: served; require: refused)."),
     (GATE_BYPASSES, "Reads past the quarantine gate by administrators."),
     (SCAN_QUEUE, "Images waiting for a scan (pending or scanning)."),
     (IMAGES, "Images by scan state."),

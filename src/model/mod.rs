@@ -1,5 +1,5 @@
 //! The shared vocabulary: digests, names, references, upload ids, scan states and verdicts,
-//! roles, the error type, the clock, the audit log's records, metric names, namespace lifecycle settings, the scan policy's words and the default limits.
+//! roles, the error type, the clock, the audit log's records, metric names, namespace lifecycle settings, the scan policy's and the signature policy's words and the default limits.
 //!
 //! Rule: `model` imports nothing of this crate; every other module may import it. A type goes here
 //! when two layers need it and neither owns it; behaviour that needs a service stays with the
@@ -19,6 +19,7 @@ pub mod net;
 pub mod policy;
 pub mod role;
 pub mod scan_state;
+pub mod signature;
 pub mod upload;
 pub mod webhook;
 
@@ -38,4 +39,5 @@ pub use policy::{
 };
 pub use role::Role;
 pub use scan_state::{ManifestKind, ScanRecord, ScanState, Verdict};
+pub use signature::{SignatureMode, TrustedKey, Unsigned};
 pub use upload::{ByteStream, UploadId, WrittenPart};

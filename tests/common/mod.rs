@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod cosign;
 pub mod docker;
 pub mod images;
 pub mod layers;

@@ -135,6 +135,27 @@ impl Server {
         reply.json().await.unwrap_or(serde_json::Value::Null)
     }
 
+    /// Starts a registry with its data in `parent/data`; also returns a `--cert-dir` for it.
+    pub fn start_with_cert_dir(parent: &Path) -> (Server, PathBuf) {
+        let data = parent.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let server = Server::start(&data);
+        let certs = server.cert_dir(parent);
+        (server, certs)
+    }
+
+    /// Creates namespace `ns` and user `user` (password `<user>-password-long`, returned) with
+    /// `role` in it, as admin.
+    pub async fn member(&self, ns: &str, user: &str, role: &str) -> String {
+        let password = format!("{user}-password-long");
+        self.api(reqwest::Method::POST, "/api/v1/namespaces", serde_json::json!({"name": ns})).await;
+        self.api(reqwest::Method::POST, "/api/v1/users", serde_json::json!({"username": user, "password": password}))
+            .await;
+        let membership = format!("/api/v1/namespaces/{ns}/members/{user}");
+        self.api(reqwest::Method::PUT, &membership, serde_json::json!({"role": role})).await;
+        password
+    }
+
     /// A directory holding only the development CA's certificate, for `--cert-dir` options.
     pub fn cert_dir(&self, parent: &Path) -> PathBuf {
         let certs = parent.join("certs");

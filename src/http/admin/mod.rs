@@ -14,6 +14,7 @@ mod namespaces;
 mod repositories;
 mod robots;
 mod scans;
+mod signatures;
 mod tokens;
 mod users;
 mod webhooks;
@@ -49,6 +50,7 @@ pub fn router() -> Router<AppState> {
         .route("/namespaces/{ns}/members/{username}", put(namespaces::set_member).delete(namespaces::remove_member))
         .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
         .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
+        .route("/namespaces/{ns}/signature-policy", get(signatures::get_policy).put(signatures::set_policy))
         .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
         .route("/namespaces/{ns}/quota", get(lifecycle::get_quota).put(lifecycle::set_quota))
         .route("/namespaces/{ns}/usage", get(lifecycle::usage))

@@ -40,6 +40,15 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Reque
             read
         }
         Err(e) => {
+            if let crate::domain::Error::Unsigned(u) = &e {
+                let who = req.grants.who.principal.subject();
+                tracing::info!(target: "audit", subject = who, repository = %repo, %digest, "blob pull refused by the signature policy");
+                let record = NewAudit::new("pull.blocked", super::manifests::unsigned_object(repo, u))
+                    .namespace(repo.namespace())
+                    .outcome(audit::DENIED)
+                    .detail("state", "unsigned");
+                registry.audit(record).await;
+            }
             if let crate::domain::Error::Blocked(b) = &e {
                 let who = req.grants.who.principal.subject();
                 tracing::info!(target: "audit", subject = who, repository = %repo, %digest, state = b.state.as_str(), "blob pull blocked by quarantine");

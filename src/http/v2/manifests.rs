@@ -65,7 +65,24 @@ pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, req: 
             registry.audit(record).await;
             registry.read_manifest(Reader::Unrestricted, repo, reference).await?
         }
+        Err(Error::Unsigned(u)) if req.grants.reader() == Reader::Unrestricted => {
+            tracing::info!(target: "audit", subject = who, repository = %repo, "signature policy bypassed by an admin");
+            metrics::counter!(m::GATE_BYPASSES).increment(1);
+            let record = NewAudit::new("gate.bypass", unsigned_object(repo, &u))
+                .namespace(repo.namespace())
+                .detail("state", "unsigned");
+            registry.audit(record).await;
+            registry.read_manifest(Reader::Unrestricted, repo, reference).await?
+        }
         Err(e) => {
+            if let Error::Unsigned(u) = &e {
+                tracing::info!(target: "audit", subject = who, repository = %repo, "pull refused by the signature policy");
+                let record = NewAudit::new("pull.blocked", unsigned_object(repo, u))
+                    .namespace(repo.namespace())
+                    .outcome(audit::DENIED)
+                    .detail("state", "unsigned");
+                registry.audit(record).await;
+            }
             if let Error::Blocked(b) = &e {
                 tracing::info!(target: "audit", subject = who, repository = %repo, state = b.state.as_str(), "pull blocked by quarantine");
                 metrics::counter!(m::PULLS_BLOCKED, "state" => b.state.as_str()).increment(1);
@@ -139,9 +156,18 @@ pub async fn delete(registry: &Registry, repo: &RepoName, reference: &Reference)
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-/// `repository@digest` of what the gate refused.
+/// `repository@digest` of what the quarantine gate refused.
 pub(super) fn blocked_object(repo: &RepoName, b: &crate::model::Blocked) -> String {
-    match &b.target {
+    target_object(repo, &b.target)
+}
+
+/// `repository@digest` of what the signature gate refused.
+pub(super) fn unsigned_object(repo: &RepoName, u: &crate::model::Unsigned) -> String {
+    target_object(repo, &u.target)
+}
+
+fn target_object(repo: &RepoName, target: &crate::domain::Target) -> String {
+    match target {
         crate::domain::Target::Manifest(d) | crate::domain::Target::Blob(d) => format!("{repo}@{d}"),
     }
 }

@@ -135,7 +135,9 @@ impl BlobIndex for SqlMetadata {
             "SELECT b.size AS size, rb.in_image AS in_image,
                  COALESCE(SUM(CASE WHEN {IMAGE} THEN 1 ELSE 0 END), 0) AS images,
                  COALESCE(SUM(CASE WHEN {IMAGE} AND {ALLOWED} THEN 1 ELSE 0 END), 0) AS open_images,
-                 COALESCE(SUM(CASE WHEN m.kind = 'artifact' AND {ALLOWED} THEN 1 ELSE 0 END), 0) AS open_artifacts
+                 COALESCE(SUM(CASE WHEN m.kind = 'artifact' AND {ALLOWED} THEN 1 ELSE 0 END), 0) AS open_artifacts,
+                 (SELECT p.mode FROM namespace_signature_policies p JOIN namespaces n ON n.id = p.namespace_id
+                  WHERE n.name = $4) AS signature_mode
              FROM repositories r
              JOIN repository_blobs rb ON rb.repository_id = r.id AND rb.digest = $3
              JOIN blobs b ON b.digest = rb.digest
@@ -149,6 +151,7 @@ impl BlobIndex for SqlMetadata {
         .bind(now)
         .bind(repo.as_str())
         .bind(digest.as_str())
+        .bind(repo.namespace())
         .fetch_optional(&self.read)
         .await
         .map_err(db_err)?;
@@ -158,6 +161,8 @@ impl BlobIndex for SqlMetadata {
             BlobAccess {
                 size: count("size") as u64,
                 readable: count("open_images") > 0 || (!image_content && count("open_artifacts") > 0),
+                image_content,
+                signatures: super::signature_mode(&row),
             }
         }))
     }

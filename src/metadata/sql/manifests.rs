@@ -4,15 +4,19 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{
-    db_err, digest, ensure_repo, lifecycle, lock_clause, mark_image_content, placeholders, split_page, verdict,
-    RowLock, SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
+    db_err, digest, ensure_repo, lifecycle, lock_clause, mark_image_content, placeholders, signature_mode, split_page,
+    verdict, RowLock, SqlMetadata, PAGE_SEPARATOR, REFERENCE_ROWS,
 };
 use crate::metadata::{ManifestKind, ManifestStore, NewManifest, PutManifestRefused, Referrer, StoredManifest};
 use crate::model::metrics::{self as m, Timer};
 use crate::model::{now, Digest, RepoName, Result, Tag};
 
 /// A manifest with its verdict: `m` the manifest, `s` its scan record (outer-joined).
-const STORED: &str = "SELECT m.digest, m.media_type, m.content, m.kind, s.state, s.summary, s.release_until";
+/// A stored manifest with its verdict and its namespace's signature mode (`$3`: the namespace),
+/// read in the one query the gates need.
+const STORED: &str = "SELECT m.digest, m.media_type, m.content, m.kind, s.state, s.summary, s.release_until,
+    (SELECT p.mode FROM namespace_signature_policies p JOIN namespaces n ON n.id = p.namespace_id
+     WHERE n.name = $3) AS signature_mode";
 
 fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
     let kind: Option<String> = row.get("kind");
@@ -22,6 +26,7 @@ fn stored(row: sqlx::any::AnyRow) -> Result<StoredManifest> {
         content: row.get("content"),
         kind: kind.as_deref().and_then(ManifestKind::parse),
         verdict: verdict(&row)?,
+        signatures: signature_mode(&row),
     })
 }
 
@@ -190,6 +195,7 @@ impl ManifestStore for SqlMetadata {
         ))
         .bind(repo.as_str())
         .bind(tag.as_str())
+        .bind(repo.namespace())
         .fetch_optional(&self.read)
         .await
         .map_err(db_err)?
@@ -207,6 +213,7 @@ impl ManifestStore for SqlMetadata {
         ))
         .bind(repo.as_str())
         .bind(d.as_str())
+        .bind(repo.namespace())
         .fetch_optional(&self.read)
         .await
         .map_err(db_err)?

@@ -23,6 +23,7 @@ mod leases;
 mod lifecycle;
 mod manifests;
 mod scans;
+mod signatures;
 mod throttle;
 mod uploads;
 mod webhooks;
@@ -89,6 +90,15 @@ fn classify(e: sqlx::Error) -> Error {
         }
         e => Error::Internal(format!("database: {e}")),
     }
+}
+
+/// A namespace's signature mode as read with a manifest or blob (`signature_mode`): off when it
+/// has no policy; a value this build does not know requires signatures (fails closed).
+pub(crate) fn signature_mode(row: &sqlx::any::AnyRow) -> crate::model::SignatureMode {
+    let mode: Option<String> = row.get("signature_mode");
+    mode.map_or(crate::model::SignatureMode::Off, |m| {
+        crate::model::SignatureMode::parse(&m).unwrap_or(crate::model::SignatureMode::Require)
+    })
 }
 
 /// Parses a digest read back from the database (written by us, so failure means corruption).
