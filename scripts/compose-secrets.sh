@@ -30,7 +30,7 @@ dir="$(cd "$dir" && pwd)"
 env_file="${PORTCULLIS_ENV_FILE:-$(dirname "$dir")/.env}"
 
 # The files the registry reads (and PostgreSQL or MinIO as root, for the two passwords).
-private=(server.key token-signing.pem admin-password db-password s3-secret-key)
+private=(server.key token-signing.pem attestation.pem admin-password db-password s3-secret-key)
 if [ "$(id -u)" = 0 ]; then
   uid=10001 gid=10001
 else
@@ -61,7 +61,9 @@ if [ ! -f server.crt ]; then
     -extfile server.ext -out server.crt 2>/dev/null
   rm -f server.csr server.ext
 fi
-[ -f token-signing.pem ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out token-signing.pem
+for key in token-signing.pem attestation.pem; do
+  [ -f "$key" ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key"
+done
 for secret in admin-password db-password s3-secret-key; do
   [ -f "$secret" ] || openssl rand -hex 24 | tr -d '\n' >"$secret"
 done

@@ -259,7 +259,7 @@ check_file() { # path mode uid
   [ "$got" = "$2 $3" ] || fail "$1 has mode/owner $got, expected $2 $3"
 }
 check_file "$secrets" 700 "$run_uid"
-for f in server.key token-signing.pem admin-password db-password s3-secret-key ca.key; do
+for f in server.key token-signing.pem attestation.pem admin-password db-password s3-secret-key ca.key; do
   check_file "$secrets/$f" 600 "$run_uid"
 done
 check_file "$secrets/ca.crt" 644 "$run_uid"
@@ -284,7 +284,7 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p "$work/root-project"
   bash scripts/compose-secrets.sh "$as_root_dir" >/dev/null 2>&1 || fail "compose-secrets.sh failed as root"
   check_file "$as_root_dir" 700 0
-  for f in server.key token-signing.pem admin-password db-password s3-secret-key; do
+  for f in server.key token-signing.pem attestation.pem admin-password db-password s3-secret-key; do
     check_file "$as_root_dir/$f" 600 10001
   done
   check_file "$as_root_dir/ca.key" 600 0
@@ -385,6 +385,13 @@ code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$secrets
   fail "curl through the balancer failed"
 [ "$code" = 200 ] || fail "GET /readyz through the balancer answered $code"
 pass "curl --cacert ca.crt https://localhost:$lb/readyz through HAProxy: 200"
+want="$(openssl pkey -in "$secrets/attestation.pem" -pubout)"
+for i in 1 2 3 4; do
+  got="$(curl -sS --max-time 10 --cacert "$secrets/ca.crt" "https://localhost:$lb/.well-known/portcullis-attestation.pem")" ||
+    fail "GET /.well-known/portcullis-attestation.pem through the balancer failed"
+  [ "$got" = "$want" ] || fail "a replica publishes another attestation key than secrets/attestation.pem: $got"
+done
+pass "every answer through HAProxy publishes the one attestation key of secrets/attestation.pem"
 
 # 4. A real client through the balancer.
 password="$(cat "$secrets/admin-password")"

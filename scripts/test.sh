@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command that runs every Portcullis test.
 #
-# It installs what the tests need (Debian's docker.io, skopeo, postgresql, docker-compose, haproxy
-# and python3; Garage $GARAGE_VERSION with `cargo install garage --locked --version`), starts a
+# It installs what the tests need (Debian's docker.io, skopeo, postgresql, docker-compose, haproxy,
+# jq and python3; Garage $GARAGE_VERSION with `cargo install garage --locked --version`; oras-py
+# $ORAS_PY_VERSION from PyPI in a venv), starts a
 # private Docker engine (vfs storage driver, its own socket, data root and exec root; no iptables,
 # no bridge), a PostgreSQL server and a single-node Garage on loopback ports, and runs the whole
 # cargo test suite twice: on the embedded defaults (SQLite, local disk), then with every registry
@@ -15,7 +16,8 @@ usage() {
   cat <<'EOF'
 usage: bash scripts/test.sh [-h|--help]
 
-Installs the test tools if missing (apt-get; Garage with cargo install), starts a private Docker
+Installs the test tools if missing (apt-get; Garage with cargo install; oras-py with pip in a venv,
+PORTCULLIS_TEST_VENV, default ~/.cache/portcullis-test-venv), starts a private Docker
 engine, PostgreSQL and Garage on loopback, runs `cargo test` on the embedded defaults and again
 with TESTBED_BACKEND=scaleout, then the compose topology test (scripts/compose-topology.sh).
 Runs as root (or with sudo). About 20 minutes the first time on 2 cores.
@@ -52,12 +54,24 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import yaml' >/dev/null 2>&1 || /usr/bin/python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The README's attestation example (tests/attestations.rs runs it) uses jq; oras-py gets a venv.
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+# oras-py (the ORAS project's Python client) pulls SBOMs in tests/sbom.rs, pinned, in a venv of its own.
+ORAS_PY_VERSION=0.2.43
+venv="${PORTCULLIS_TEST_VENV:-$HOME/.cache/portcullis-test-venv}"
+if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('oras') != '$ORAS_PY_VERSION')" >/dev/null 2>&1; then
+  log "installing oras-py $ORAS_PY_VERSION in $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION"
+fi
+export PORTCULLIS_ORAS_PYTHON="$venv/bin/python"
 garage_version() { garage --version 2>/dev/null | sed -n 's/^garage \(cargo:\)\{0,1\}v\{0,1\}\([0-9][0-9.]*\).*/\2/p'; }
 install_garage() {
   log "installing Garage $GARAGE_VERSION (cargo install garage --locked --version $GARAGE_VERSION; takes a while on 2 cores)"
@@ -76,7 +90,7 @@ elif [ "$(garage_version)" != "$GARAGE_VERSION" ]; then
     log "warning: Garage '$(garage_version)' is installed, the tests are made for $GARAGE_VERSION (CI=true installs it)"
   fi
 fi
-for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3 haproxy curl; do
+for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3 haproxy curl jq; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required but not installed" >&2; exit 1; }
 done
 # shellcheck source=scripts/services.sh

@@ -216,6 +216,14 @@ pub struct ScanConfig {
     pub sandbox_program: Option<PathBuf>,
     /// The budgets of one scan; hitting one ends the scan in `error`.
     pub limits: crate::model::ScanLimits,
+    /// Whether the SBOM (SPDX 2.3) of each scanned image is attached to it as a referrer.
+    pub sbom: bool,
+    /// Whether each verdict (and release) is signed and attached to the image as an in-toto
+    /// attestation.
+    pub attest: bool,
+    /// The key (PEM, ECDSA P-256) that signs scan verdicts; defaults to
+    /// `<data_dir>/keys/attestation.pem`, created on first start. Replicas must share it.
+    pub attestation_key: Option<PathBuf>,
 }
 
 impl Default for ScanConfig {
@@ -244,6 +252,9 @@ impl Default for ScanConfig {
             workers: 2,
             sandbox_program: None,
             limits: crate::model::ScanLimits::default(),
+            attestation_key: None,
+            sbom: true,
+            attest: true,
         }
     }
 }
@@ -819,6 +830,9 @@ impl Config {
     }
     pub fn signing_key_path(&self) -> PathBuf {
         self.auth.signing_key.clone().unwrap_or_else(|| self.data_dir.join("keys/token-signing.pem"))
+    }
+    pub fn attestation_key_path(&self) -> PathBuf {
+        self.scan.attestation_key.clone().unwrap_or_else(|| self.data_dir.join("keys/attestation.pem"))
     }
     pub fn database_path(&self) -> PathBuf {
         self.database.path.clone().unwrap_or_else(|| self.data_dir.join("portcullis.db"))

@@ -131,6 +131,14 @@ impl App {
             .with_context(|| format!("reading {}", config.signing_key_path().display()))?;
         let registry_key = sha2::Sha256::digest([b"portcullis-registry-key\n".as_slice(), &signing_key].concat());
         let registry = registry.with_registry_key(registry_key.to_vec());
+        let registry = if config.scan.attest {
+            let attestation_key = auth::jwt::p256_key_file(&config.attestation_key_path())
+                .and_then(|pem| domain::attestations::Attestor::from_pem(&pem))
+                .with_context(|| format!("loading the attestation key {}", config.attestation_key_path().display()))?;
+            registry.with_attestor(attestation_key)
+        } else {
+            registry
+        };
         let limits =
             http::rate::RateLimits::new(config.server.rate_limit_per_address, config.server.rate_limit_per_principal);
         let router = http::router(http::AppState {
@@ -275,6 +283,7 @@ impl App {
             workers: c.workers,
             sandbox: scan::sandbox::Sandbox { program, limits: c.limits.clone() },
             max_references: self.config.limits.max_references,
+            sbom: self.config.scan.sbom,
         };
         Ok(tokio::spawn(scan::worker::run(self.registry.clone(), settings)))
     }

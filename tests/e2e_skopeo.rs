@@ -59,7 +59,7 @@ fn skopeo(args: &[&str]) -> String {
 async fn skopeo_copies_a_multi_platform_index_in_and_out_unchanged() {
     require_tool("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let (server, certs) = Server::start_with_cert_dir(dir.path());
+    let (server, certs) = Server::start_with_cert_dir(dir.path(), &[]);
     let certs = certs.to_str().unwrap();
 
     let src = dir.path().join("src");
@@ -157,7 +157,7 @@ async fn skopeo_cannot_pull_a_two_frame_zstd_image_or_its_disguise() {
     require_tool("skopeo");
     use common::layers::{config, tar, tar_unterminated, zstd, Entry, PRIVATE_KEY};
     let dir = tempfile::tempdir().unwrap();
-    let (server, certs) = Server::start_with_cert_dir(dir.path());
+    let (server, certs) = Server::start_with_cert_dir(dir.path(), &[]);
     let certs = certs.to_str().unwrap();
     use reqwest::Method;
     server.api(Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;

@@ -1,5 +1,5 @@
 //! Several `portcullis` processes as stateless replicas: one PostgreSQL database and one S3 bucket
-//! (the real servers scripts/test.sh starts), the same TLS certificate, signing key and public URL.
+//! (the real servers scripts/test.sh starts), the same TLS certificate, signing keys and public URL.
 //!
 //! What a load balancer in front of them needs: any replica serves any request (an upload started
 //! on one continues on another), a token from one verifies on all, and killing one replica loses
@@ -57,6 +57,8 @@ impl Cluster {
             env.push(("PORTCULLIS_TLS_KEY".into(), tls.join("server.key").display().to_string()));
             let key = first.data_dir.join("keys/token-signing.pem");
             env.push(("PORTCULLIS_AUTH_SIGNING_KEY".into(), key.display().to_string()));
+            let key = first.data_dir.join("keys/attestation.pem");
+            env.push(("PORTCULLIS_SCAN_ATTESTATION_KEY".into(), key.display().to_string()));
         }
         self.replicas.push(Server::start_with_env(&dir, port, config, &env));
     }

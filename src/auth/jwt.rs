@@ -124,31 +124,35 @@ impl VerifiedCache {
     }
 }
 
+/// The PEM (PKCS#8) of the ECDSA P-256 key in `path`, created (0600, its directory made) on
+/// first start. Replicas share such keys: of two starting together on one path, one creates and
+/// the other reads.
+pub fn p256_key_file(path: &Path) -> anyhow::Result<String> {
+    if path.exists() {
+        return Ok(std::fs::read_to_string(path)?);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_pem();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(mut f) => {
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()?;
+            Ok(pem)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(path)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Keys {
     /// Loads the signing key from `path`, creating it (0600) on first start, and the keys that
     /// only verify from `previous`.
     pub fn load_or_create(path: &Path, previous: &[std::path::PathBuf]) -> anyhow::Result<Keys> {
-        let pem = if path.exists() {
-            std::fs::read_to_string(path)?
-        } else {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-            let pem = key.serialize_pem();
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            // Two replicas may start together on one shared key path: one creates, the other reads.
-            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-                Ok(mut f) => {
-                    f.write_all(pem.as_bytes())?;
-                    f.sync_all()?;
-                    pem
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(path)?,
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let pem = p256_key_file(path)?;
         let signing = Key::from_pem(&pem)?;
         let verifying = previous
             .iter()

@@ -3,6 +3,8 @@
 //! Rule: no HTTP types here. Handlers call [`Registry`] with parsed, validated values and get back
 //! domain values or an [`Error`]; storage and metadata are reached only through their traits.
 
+mod attach;
+pub mod attestations;
 pub mod audit;
 mod gate;
 pub mod gc;

@@ -63,6 +63,8 @@ pub struct Registry {
     pub(super) registry_key: Arc<Vec<u8>>,
     /// Signature verification results (`signatures`).
     pub(super) signature_cache: Arc<super::signatures::SignatureCache>,
+    /// The key that signs scan verdicts (`attestations`), when configured.
+    pub(super) attestor: Option<Arc<super::attestations::Attestor>>,
 }
 
 /// A blob `Range` request as the client wrote it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
@@ -128,6 +130,7 @@ impl Registry {
             pushes: Default::default(),
             registry_key: Arc::new(rand::random::<[u8; 32]>().to_vec()),
             signature_cache: Default::default(),
+            attestor: None,
         }
     }
 
@@ -135,6 +138,12 @@ impl Registry {
     /// have the same).
     pub fn with_registry_key(mut self, key: Vec<u8>) -> Self {
         self.registry_key = Arc::new(key);
+        self
+    }
+
+    /// The same registry signing scan verdicts with `attestor`.
+    pub fn with_attestor(mut self, attestor: super::attestations::Attestor) -> Self {
+        self.attestor = Some(Arc::new(attestor));
         self
     }
 

@@ -12,18 +12,26 @@
 //! How it holds:
 //! - The gate runs after the quarantine gate ([`super::gate`]) on the same paths, so a signature
 //!   never opens what the scan closed; admins read unrestricted, as they do there.
-//! - A payload counts only when its bytes hash to the layer's digest, its signature verifies with
-//!   a trusted key, and the digest it names is the image's: a signature moved to another image's
-//!   tag or subject names the wrong digest.
-//! - What needs no signature: artifacts (nothing runs them) and signature manifests themselves
-//!   (every layer a simple-signing payload of at most [`MAX_PAYLOAD`] bytes), so clients can read
-//!   signatures to verify them. A blob that is image content is served through a signature
-//!   manifest only when it is small and reads as a simple-signing payload, so a pusher cannot
-//!   relabel an unsigned image's layers as "signatures" to open them.
-//! - A verified result is remembered by (signature manifest, image, keys): all three are
-//!   content-addressed or exact text, so it can never go stale; which signatures exist is read
-//!   anew on every request, so deleting one takes effect at once.
+//! - A payload counts only when its bytes hash to the layer's digest, it is JSON with cosign's
+//!   `critical.type`, its signature verifies with a trusted key, and the digest it names is the
+//!   image's: a signature moved to another image's tag or subject names the wrong digest.
+//! - What needs no signature: artifacts (nothing runs them) and signature manifests, so that
+//!   clients can read signatures to verify them. A manifest is a signature by what it holds, not by
+//!   what its descriptors say ([`Registry::is_verified_signature`](super::Registry)): every layer's
+//!   bytes are a payload (small, cosign's JSON, never a valid tar header, which a runtime could
+//!   unpack), and its config lists no diff id but those payloads. So relabelling an image's layers
+//!   or config as "signatures" opens nothing, and such a manifest carries nothing that runs.
+//! - A verified result is remembered by (signature manifest, image, repository, keys): the first
+//!   two are content-addressed and the keys are exact text, so it never goes stale while the
+//!   blobs stay linked; which signatures exist is read anew on every request, so deleting one
+//!   takes effect at once.
+//! - Bounds, each failing closed (an image past them reads as unsigned): 32 signature candidates
+//!   per image (cosign's tag, then referrers that may be signatures, attestations and SBOMs not
+//!   counted), 64 payloads per signature, 16 indexes listing an image (direct parents only: an
+//!   image reached through nested indexes needs a signature of its own or of its direct index).
 //! - Pushing is never refused for a missing signature: signatures come after the image.
+//! - Not checked: the payload's `docker-reference` (cosign's own `verify` does not by default;
+//!   images copied from another registry keep their signatures).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +47,8 @@ use crate::model::{SignatureMode, TrustedKey, Unsigned};
 
 /// The media type of a cosign simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The `artifactType` of cosign's OCI 1.1 referrer signatures.
+pub const SIGNATURE_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 /// The layer annotation that holds the base64 signature of the payload.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The largest payload read (cosign's are a few hundred bytes).
@@ -189,6 +199,8 @@ struct Payload {
 #[derive(Deserialize)]
 struct Critical {
     image: PayloadImage,
+    #[serde(rename = "type")]
+    kind: String,
 }
 #[derive(Deserialize)]
 struct PayloadImage {
@@ -196,9 +208,30 @@ struct PayloadImage {
     digest: String,
 }
 
-/// The digest a simple-signing payload names, if it is one.
+/// The `critical.type` of a cosign (and containers/image) image signature.
+const SIGNATURE_TYPE: &str = "cosign container image signature";
+
+/// The digest a simple-signing payload names, if it is one: JSON with cosign's `critical.type`,
+/// and never bytes a runtime could unpack as a tar layer (a JSON text can be made to carry a
+/// valid tar header; a runtime would then extract it).
 fn payload_digest(payload: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Payload>(payload).ok().map(|p| p.critical.image.digest)
+    if looks_like_tar(payload) {
+        return None;
+    }
+    let p = serde_json::from_slice::<Payload>(payload).ok()?;
+    (p.critical.kind == SIGNATURE_TYPE).then_some(p.critical.image.digest)
+}
+
+/// Whether the first 512 bytes are a tar header whose checksum holds (every tar format, V7 to
+/// PAX, has one; runtimes check it before anything else).
+fn looks_like_tar(bytes: &[u8]) -> bool {
+    let Some(block) = bytes.get(..512) else { return false };
+    let field = &block[148..156];
+    let digits: String = field.iter().map(|&b| b as char).filter(|c| !matches!(c, '\0' | ' ')).collect();
+    let Ok(stored) = u64::from_str_radix(&digits, 8) else { return false };
+    let sum: u64 =
+        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+    !digits.is_empty() && stored == sum
 }
 
 /// The trusted key that signed `payload` for `image`, if any.
@@ -286,7 +319,7 @@ impl super::Registry {
             return Ok(());
         }
         let Some(policy) = self.policy_in_force(repo.namespace()).await? else { return Ok(()) };
-        if manifest.kind == Some(ManifestKind::Artifact) || is_signature_manifest(&manifest.content) {
+        if manifest.kind == Some(ManifestKind::Artifact) || self.is_verified_signature(repo, manifest).await? {
             return Ok(());
         }
         if self.covering_signer(repo, &manifest.digest, &policy).await?.is_some() {
@@ -331,11 +364,8 @@ impl super::Registry {
                 continue;
             }
             let Some(manifest) = self.meta.manifest_by_digest(repo, &m).await? else { continue };
-            if is_signature_manifest(&manifest.content) {
-                if self.is_payload(repo, digest).await? {
-                    return Ok(());
-                }
-                continue;
+            if self.is_verified_signature(repo, &manifest).await? {
+                return Ok(());
             }
             if manifest.kind == Some(ManifestKind::Artifact) {
                 continue;
@@ -363,6 +393,56 @@ impl super::Registry {
         }
     }
 
+    /// Whether a manifest is a signature by what it holds, not only by what it says: every
+    /// layer's bytes are a simple-signing payload, and its config (if not the empty one) lists
+    /// no diff id but those payloads. Such a manifest carries nothing a runtime can run, so
+    /// readers may have it, its config and its payloads without a signature of its own.
+    async fn is_verified_signature(&self, repo: &RepoName, manifest: &StoredManifest) -> Result<bool> {
+        if manifest.kind == Some(ManifestKind::Index) || !is_signature_manifest(&manifest.content) {
+            return Ok(false);
+        }
+        let key = SignatureCache::key(&manifest.digest, &manifest.digest, &format!("signature manifest in {repo}"));
+        if let Some(known) = self.signature_cache.get(&key) {
+            return Ok(known.is_some());
+        }
+        let verdict = self.check_signature_manifest(repo, &manifest.content).await?;
+        self.signature_cache.put(key, verdict.then(String::new));
+        Ok(verdict)
+    }
+
+    async fn check_signature_manifest(&self, repo: &RepoName, content: &[u8]) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Shape {
+            config: Option<Descriptor>,
+            layers: Vec<Descriptor>,
+        }
+        let Ok(shape) = serde_json::from_slice::<Shape>(content) else { return Ok(false) };
+        if shape.layers.len() > MAX_PAYLOADS {
+            return Ok(false);
+        }
+        let mut payloads = Vec::new();
+        for layer in &shape.layers {
+            let Ok(d) = layer.digest.parse::<Digest>() else { return Ok(false) };
+            if !self.is_payload(repo, &d).await? {
+                return Ok(false);
+            }
+            payloads.push(layer.digest.clone());
+        }
+        let Some(config) = shape.config else { return Ok(true) };
+        if config.media_type == "application/vnd.oci.empty.v1+json" && config.size <= 2 {
+            return Ok(true);
+        }
+        let Ok(config_digest) = config.digest.parse::<Digest>() else { return Ok(false) };
+        let bytes = match self.read_small(repo, &config_digest, MAX_PAYLOAD).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) | Err(Error::BlobUnknown) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return Ok(false) };
+        let diff_ids = value.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+        Ok(diff_ids.iter().all(|d| d.as_str().is_some_and(|d| payloads.iter().any(|p| p == d))))
+    }
+
     /// The key whose signature names `digest`, or names an index of `repo` that lists it.
     async fn covering_signer(&self, repo: &RepoName, digest: &Digest, policy: &InForce) -> Result<Option<String>> {
         if let Some(signer) = self.signer(repo, digest, policy).await? {
@@ -384,14 +464,21 @@ impl super::Registry {
         if let Some(tag) = tag.and_then(|t| format!("{t}.sig").parse::<Tag>().ok()) {
             candidates.extend(self.meta.manifest_by_tag(repo, &tag).await?);
         }
-        for r in self.meta.referrers(repo, digest, None).await?.into_iter().take(MAX_CANDIDATES) {
+        // Only referrers that may be signatures count towards the cap (attestations and SBOMs
+        // pile up beside them).
+        let may_sign = |t: &Option<String>| {
+            t.as_deref()
+                .is_none_or(|t| matches!(t, SIGNATURE_ARTIFACT_TYPE | "application/vnd.oci.image.config.v1+json"))
+        };
+        let referrers = self.meta.referrers(repo, digest, None).await?;
+        for r in referrers.into_iter().filter(|r| may_sign(&r.artifact_type)).take(MAX_CANDIDATES) {
             if candidates.iter().any(|c| c.digest == r.digest) {
                 continue;
             }
             candidates.extend(self.meta.manifest_by_digest(repo, &r.digest).await?);
         }
         for candidate in candidates {
-            let key = SignatureCache::key(&candidate.digest, digest, &policy.keys_text);
+            let key = SignatureCache::key(&candidate.digest, digest, &format!("{repo}\n{}", policy.keys_text));
             let signer = match self.signature_cache.get(&key) {
                 Some(known) => known,
                 None => {
@@ -511,6 +598,27 @@ mod tests {
         assert!(check_policy(SignatureMode::Warn, &[key("g", "garbage")]).unwrap_err().contains("PEM"));
         let many: Vec<TrustedKey> = (0..=MAX_KEYS).map(|i| key(&format!("k{i}"), &pem)).collect();
         assert!(check_policy(SignatureMode::Warn, &many).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn a_payload_is_cosign_json_and_never_a_tar_header() {
+        let image = Digest::of(Algorithm::Sha256, b"image");
+        assert_eq!(payload_digest(&payload(&image)), Some(image.to_string()));
+        let other_type = br#"{"critical":{"image":{"docker-manifest-digest":"sha256:00"},"type":"something else"}}"#;
+        assert_eq!(payload_digest(other_type), None, "another type of document");
+        // A real tar header block, then the same bytes made to parse as JSON too, if they can.
+        let mut header = tar::Header::new_old();
+        header.set_path("run.sh").unwrap();
+        header.set_size(0);
+        header.set_cksum();
+        let mut block = header.as_bytes().to_vec();
+        block.resize(1024, 0);
+        assert!(looks_like_tar(&block));
+        assert_eq!(payload_digest(&block), None);
+        let mut json = payload(&image);
+        json.resize(600, b' ');
+        assert!(!looks_like_tar(&json), "a plain payload padded past 512 bytes is not a tar header");
+        assert!(payload_digest(&json).is_some());
     }
 
     #[test]

@@ -116,9 +116,7 @@ pub fn payload(source: &str, event: &str, r: &AuditRecord) -> String {
         }
         _ => None,
     };
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(c.time_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let time = crate::model::rfc3339_ms(c.time_ms);
     json!({
         "specversion": "1.0",
         "id": r.id.to_string(),

@@ -1,6 +1,7 @@
 //! What a person or a tool finds without reading the docs first: `GET /` (what this is and where
 //! the API is), `GET /api/v1` (the admin API's sections), `GET /ca.crt` (the development CA's
-//! certificate, while one is in use) and `GET /health` (an alias of `/healthz`).
+//! certificate, while one is in use), `GET /health` (an alias of `/healthz`) and the public key
+//! that verifies signed scan verdicts (`/.well-known/portcullis-attestation.pem`, `.jwks`).
 //!
 //! Rule: everything here is public and says nothing a client could not learn from the endpoints it
 //! names; the CA certificate is served, never its key (which lives in another directory).
@@ -22,6 +23,7 @@ pub async fn root(State(state): State<AppState>) -> Response {
         "admin_api": format!("{base}/api/v1"),
         "token": format!("{base}/token"),
         "jwks": format!("{base}/.well-known/jwks.json"),
+        "attestation_key": format!("{base}/.well-known/portcullis-attestation.pem"),
         "health": format!("{base}/healthz"),
         "ready": format!("{base}/readyz"),
         "ca_certificate": state.dev_ca.is_some().then(|| format!("{base}/ca.crt")),
@@ -65,5 +67,23 @@ pub async fn ca_certificate(State(state): State<AppState>) -> Response {
             tracing::warn!(path = %path.display(), error = %e, "reading the development CA certificate");
             (StatusCode::NOT_FOUND, "the development CA certificate is not readable\n").into_response()
         }
+    }
+}
+
+/// `GET /.well-known/portcullis-attestation.pem`: the public key that verifies the registry's
+/// signed scan verdicts (PEM `PUBLIC KEY`, for `cosign verify-attestation --key`).
+pub async fn attestation_pem(State(state): State<AppState>) -> Response {
+    match state.registry.attestor() {
+        Some(a) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"))], a.public_pem())
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no attestation key is configured\n").into_response(),
+    }
+}
+
+/// `GET /.well-known/portcullis-attestation.jwks`: the same key as a JWK set.
+pub async fn attestation_jwks(State(state): State<AppState>) -> Response {
+    match state.registry.attestor() {
+        Some(a) => axum::Json(a.jwks()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no attestation key is configured\n").into_response(),
     }
 }

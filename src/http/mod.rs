@@ -78,6 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/{*rest}", any(v2::handle))
         .route("/token", get(token::get).post(token::post).fallback(token::unsupported))
         .route("/.well-known/jwks.json", get(token::jwks))
+        .route("/.well-known/portcullis-attestation.pem", get(discovery::attestation_pem))
+        .route("/.well-known/portcullis-attestation.jwks", get(discovery::attestation_jwks))
         .route("/", get(discovery::root))
         .route("/docs", get(discovery::root))
         .route("/ca.crt", get(discovery::ca_certificate))

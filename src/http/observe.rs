@@ -98,6 +98,7 @@ fn class_of_path(path: &str) -> &'static str {
         "/healthz" | "/readyz" => "health",
         "/metrics" => "metrics",
         "/.well-known/jwks.json" => "jwks",
+        "/.well-known/portcullis-attestation.pem" | "/.well-known/portcullis-attestation.jwks" => "attestation_key",
         p if p == "/v2" || p.starts_with("/v2/") => "v2",
         p if p.starts_with("/api/v1/") => "admin",
         _ => "other",

@@ -118,10 +118,7 @@ async fn respond(state: &AppState, who: &Authenticated, scopes: &[Scope], refres
             .detail("requested", granted);
         state.registry.audit(record).await;
     }
-    let issued_at = time::OffsetDateTime::from_unix_timestamp(token.issued_at)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default();
+    let issued_at = crate::model::rfc3339(token.issued_at);
     let mut body = json!({
         "token": token.token, "access_token": token.token,
         "expires_in": token.expires_in, "issued_at": issued_at,

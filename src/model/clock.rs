@@ -14,6 +14,18 @@ pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// `unix_ms` (milliseconds since the epoch) as an RFC 3339 time, UTC; `None` out of range.
+pub fn rfc3339_ms(unix_ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
+/// `unix` (seconds since the epoch) as an RFC 3339 time, UTC; empty out of range.
+pub fn rfc3339(unix: i64) -> String {
+    rfc3339_ms(unix.saturating_mul(1000)).unwrap_or_default()
+}
+
 /// Milliseconds since the Unix epoch: the resolution of `valid_after` stamps.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -35,6 +47,11 @@ impl Clock {
     /// Seconds since the Unix epoch.
     pub fn now(&self) -> i64 {
         now() + self.offset_s.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the Unix epoch, on the same offset.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.offset_s.load(Ordering::Relaxed) * 1000
     }
 
     /// Moves this clock and its clones forward.

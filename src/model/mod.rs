@@ -23,7 +23,7 @@ pub mod signature;
 pub mod upload;
 pub mod webhook;
 
-pub use clock::{now, now_ms, Clock};
+pub use clock::{now, now_ms, rfc3339, rfc3339_ms, Clock};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use engine::Engine;
 pub use error::{error_chain, Blocked, Error, Result, Target};

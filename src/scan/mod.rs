@@ -20,6 +20,7 @@ pub mod limits;
 pub mod osv;
 pub mod packages;
 pub mod sandbox;
+pub mod sbom;
 pub mod secrets;
 pub mod versions;
 pub mod worker;

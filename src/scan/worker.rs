@@ -45,6 +45,8 @@ pub struct ScanSettings {
     pub workers: usize,
     pub sandbox: Sandbox,
     pub max_references: usize,
+    /// Whether the SBOM of each scanned image is attached to it (`scan.sbom`).
+    pub sbom: bool,
 }
 
 /// Why an attempt produced no verdict.
@@ -60,12 +62,18 @@ fn storage(e: Error) -> Failure {
     Failure::Retry(e.to_string(), GiveUp::KeepVerdict)
 }
 
+/// What a scan found: the findings and, for an image, its installed packages.
+struct Scanned {
+    findings: Vec<Finding>,
+    packages: Option<Vec<super::packages::Package>>,
+}
+
 /// Scans one manifest; `Ok(None)` when it was deleted meanwhile.
 async fn scan_manifest(
     registry: &Registry,
     job: &ScanJob,
     settings: &ScanSettings,
-) -> Result<Option<Vec<Finding>>, Failure> {
+) -> Result<Option<Scanned>, Failure> {
     let reference = Reference::Digest(job.digest.clone());
     let manifest = match registry.read_manifest(Reader::Unrestricted, &job.repo, &reference).await {
         Ok(m) => m,
@@ -174,7 +182,21 @@ async fn scan_manifest(
             findings.extend(run_hook(registry, job, argv, settings).await?);
         }
     }
-    Ok(Some(findings))
+    let packages = (kind == ManifestKind::Image).then_some(outcome.packages);
+    Ok(Some(Scanned { findings, packages }))
+}
+
+/// Attaches the SBOM of an image the scan read (logged on failure; the verdict stands).
+async fn attach_sbom(registry: &Registry, job: &ScanJob, packages: &[super::packages::Package]) {
+    let created = crate::model::rfc3339(registry.clock().now());
+    let document = super::sbom::spdx(&job.repo, &job.digest, packages, &created);
+    match registry.attach_sbom(&job.repo, &job.digest, document, &super::sbom::fingerprint(packages)).await {
+        Ok(Some(sbom)) => {
+            tracing::info!(repository = %job.repo, digest = %job.digest, %sbom, packages = packages.len(), "SBOM attached")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(repository = %job.repo, digest = %job.digest, error = %e, "could not attach the SBOM"),
+    }
 }
 
 async fn run_hook(
@@ -221,6 +243,20 @@ async fn verdict_record(registry: &Registry, job: &ScanJob, verdict: &str, summa
     registry.audit(record).await;
 }
 
+/// What a signed verdict says of the scan besides its record: the rules in force (and their
+/// digest, to compare policies at a glance) and the vulnerability database's size.
+fn attestation_context(settings: &ScanSettings) -> crate::domain::attestations::ScanContext {
+    let policy = serde_json::to_value(&settings.policy).unwrap_or_default();
+    let digest = crate::model::Digest::of(crate::model::Algorithm::Sha256, policy.to_string().as_bytes());
+    crate::domain::attestations::ScanContext {
+        policy: Some(serde_json::json!({"rules": policy, "digest": digest.to_string()})),
+        vulnerability_database: Some(match &settings.osv {
+            Some(db) => serde_json::json!({"records": db.records}),
+            None => serde_json::json!({"records": 0, "note": "no vulnerability data configured (scan.osv_dir)"}),
+        }),
+    }
+}
+
 /// Runs one job if there is one; returns whether there was.
 pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<bool> {
     let Some(job) = registry.claim_scan(settings.lease, settings.max_attempts).await? else { return Ok(false) };
@@ -242,7 +278,7 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
     };
     match scan_manifest(registry, &job, settings).await {
         Ok(None) => {}
-        Ok(Some(findings)) => {
+        Ok(Some(Scanned { findings, packages })) => {
             let assessment = settings.policy.assess(findings.clone());
             let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
             let summary = if assessment.passed() {
@@ -255,12 +291,17 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
             registry.finish_scan(&job, state, &findings, &summary).await?;
             verdict_record(registry, &job, state.as_str(), &summary).await;
+            registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
+            if let Some(packages) = packages.filter(|_| settings.sbom) {
+                attach_sbom(registry, &job, &packages).await;
+            }
         }
         Err(Failure::Content(reason)) => {
             finished("error");
             tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
             verdict_record(registry, &job, "error", "the scan failed closed").await;
+            registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
         }
         Err(Failure::Retry(reason, give_up)) => {
             finished("retry");

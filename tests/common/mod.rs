@@ -81,6 +81,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
         Config { data_dir: dir.to_path_buf(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
     // The test binary is not `portcullis`: scans run in the real binary's sandbox.
     config.scan.sandbox_program = Some(env!("CARGO_BIN_EXE_portcullis").into());
+    // What the registry attaches to images (signed verdicts, SBOMs) would change every count of
+    // manifests and blobs the other tests make; their own tests turn them on.
+    config.scan.attest = false;
+    config.scan.sbom = false;
     config
 }
 
@@ -88,6 +92,16 @@ impl TestRegistry {
     pub async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::with_config(dir, |_| {}).await
+    }
+
+    /// A registry that attaches signed verdicts and SBOMs to what it scans, as by default
+    /// ([`test_config`] turns them off for the other tests).
+    pub async fn attaching() -> Self {
+        Self::with_config(tempfile::tempdir().unwrap(), |c| {
+            c.scan.attest = true;
+            c.scan.sbom = true;
+        })
+        .await
     }
 
     pub async fn with_config(dir: tempfile::TempDir, edit: impl FnOnce(&mut Config)) -> Self {

@@ -51,6 +51,9 @@ impl Server {
             .env("PORTCULLIS_DATA_DIR", data_dir)
             .env("PORTCULLIS_LOG", std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| "info".into()))
             .env("PORTCULLIS_ADMIN_PASSWORD", super::ADMIN_PASSWORD)
+            // As in test_config: attachments off unless a test turns them on (its env wins).
+            .env("PORTCULLIS_SCAN_ATTEST", "false")
+            .env("PORTCULLIS_SCAN_SBOM", "false")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
@@ -135,11 +138,11 @@ impl Server {
         reply.json().await.unwrap_or(serde_json::Value::Null)
     }
 
-    /// Starts a registry with its data in `parent/data`; also returns a `--cert-dir` for it.
-    pub fn start_with_cert_dir(parent: &Path) -> (Server, PathBuf) {
+    /// Starts a registry with its data in `parent/data` (and `env`); also returns a `--cert-dir`.
+    pub fn start_with_cert_dir(parent: &Path, env: &[(String, String)]) -> (Server, PathBuf) {
         let data = parent.join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let server = Server::start(&data);
+        let server = Server::start_with_extra_env(&data, free_port(), env);
         let certs = server.cert_dir(parent);
         (server, certs)
     }

@@ -37,9 +37,7 @@ fn time_ms(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError> {
 
 fn item(r: AuditRecord) -> serde_json::Value {
     let c = r.content;
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(c.time_ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let time = crate::model::rfc3339_ms(c.time_ms);
     let details: serde_json::Value = serde_json::from_str(&c.details).unwrap_or(serde_json::Value::Null);
     serde_json::json!({
         "id": r.id, "time": time, "time_ms": c.time_ms, "actor": c.actor, "client": c.client,

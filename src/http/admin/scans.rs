@@ -109,6 +109,8 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
         &[("reason", reason.as_str())],
     )
     .await;
+    // A release is a verdict too: signed, with who released it, why and until when.
+    state.registry.attest_logged(&repo, &digest, &Default::default()).await;
     let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
     json(StatusCode::OK, report(&record, state.registry.clock().now()))
 }

@@ -1,0 +1,98 @@
+//! What the registry itself attaches to images as OCI 1.1 referrers: signed scan verdicts
+//! (`attestations`) and SBOMs. Each is pushed through the same path as a client's push (the
+//! blob upload, then the manifest `PUT`), so it is stored, counted, scanned and gated like any
+//! artifact.
+//!
+//! Rule: what is attached is an artifact (an empty config, one layer of its own type), never
+//! something a runtime would run; it names its subject, so the referrers API lists it and the
+//! collector keeps it as long as the image.
+
+use serde_json::{json, Value};
+
+use super::manifest::OCI_MANIFEST;
+use super::{Digest, Error, Reference, RepoName, Result};
+use crate::metadata::StoredManifest;
+use crate::model::Algorithm;
+
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+/// Who pushes what the registry attaches (upload sessions and audit records name it).
+const PUSHER: &str = "system:registry";
+
+/// One document to attach to an image.
+pub struct Attachment<'a> {
+    /// The manifest's `artifactType`.
+    pub artifact_type: &'a str,
+    /// The layer's media type and bytes.
+    pub media_type: &'a str,
+    pub bytes: Vec<u8>,
+    pub layer_annotations: Value,
+    pub annotations: Value,
+}
+
+impl super::Registry {
+    /// Pushes `attachment` into `repo` as a referrer of `subject`; the new manifest's digest.
+    pub async fn attach(
+        &self,
+        repo: &RepoName,
+        subject: &StoredManifest,
+        attachment: Attachment<'_>,
+    ) -> Result<Digest> {
+        let empty = b"{}".to_vec();
+        for blob in [&attachment.bytes, &empty] {
+            let d = Digest::of(Algorithm::Sha256, blob);
+            let body: crate::model::ByteStream =
+                Box::pin(futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(blob.clone())))));
+            self.upload_monolithic(repo, PUSHER, &d, body).await?;
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": attachment.artifact_type,
+            "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": Digest::of(Algorithm::Sha256, &empty).to_string(), "size": 2},
+            "layers": [{"mediaType": attachment.media_type,
+                "digest": Digest::of(Algorithm::Sha256, &attachment.bytes).to_string(),
+                "size": attachment.bytes.len(), "annotations": attachment.layer_annotations}],
+            "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.content.len()},
+            "annotations": attachment.annotations,
+        });
+        let bytes = serde_json::to_vec(&manifest).map_err(Error::internal)?;
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        self.put_manifest(repo, &Reference::Digest(digest.clone()), Some(OCI_MANIFEST), bytes).await?;
+        Ok(digest)
+    }
+}
+
+/// The media type (and artifact type) of an SPDX JSON SBOM.
+pub const SPDX_TYPE: &str = "application/spdx+json";
+/// The annotation that carries an SBOM's package fingerprint.
+const SBOM_FINGERPRINT: &str = "dev.portcullis.sbom.packages";
+
+impl super::Registry {
+    /// Attaches `document` (SPDX JSON) to `repo@digest`, unless an SBOM of the same package list
+    /// (`fingerprint`) is attached already; the new SBOM's digest.
+    pub async fn attach_sbom(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        document: Vec<u8>,
+        fingerprint: &str,
+    ) -> Result<Option<Digest>> {
+        let Some(subject) = self.meta.manifest_by_digest(repo, digest).await? else { return Ok(None) };
+        for r in self.meta.referrers(repo, digest, Some(SPDX_TYPE)).await? {
+            let annotations: Value =
+                r.annotations.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
+            if annotations[SBOM_FINGERPRINT] == fingerprint {
+                return Ok(None);
+            }
+        }
+        let attachment = Attachment {
+            artifact_type: SPDX_TYPE,
+            media_type: SPDX_TYPE,
+            bytes: document,
+            layer_annotations: json!({"org.opencontainers.image.title": "sbom.spdx.json"}),
+            annotations: json!({SBOM_FINGERPRINT: fingerprint,
+                "org.opencontainers.image.created": crate::model::rfc3339(self.clock.now())}),
+        };
+        Ok(Some(self.attach(repo, &subject, attachment).await?))
+    }
+}
