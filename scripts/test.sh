@@ -17,7 +17,7 @@ usage() {
 usage: bash scripts/test.sh [-h|--help]
 
 Installs the test tools if missing (apt-get; Garage with cargo install; oras-py with pip in a venv,
-PORTCULLIS_TEST_VENV, default ~/.cache/portcullis-test-venv), starts a private Docker
+TESTBED_VENV, default ~/.cache/portcullis-test-venv), starts a private Docker
 engine, PostgreSQL and Garage on loopback, runs `cargo test` on the embedded defaults and again
 with TESTBED_BACKEND=scaleout, then the compose topology test (scripts/compose-topology.sh).
 Runs as root (or with sudo). About 20 minutes the first time on 2 cores.
@@ -64,14 +64,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 # oras-py (the ORAS project's Python client) pulls SBOMs in tests/sbom.rs, pinned, in a venv of its own.
+# (Test settings are TESTBED_*: every PORTCULLIS_* variable is registry configuration, and an unknown
+# one stops the registry.)
 ORAS_PY_VERSION=0.2.43
-venv="${PORTCULLIS_TEST_VENV:-$HOME/.cache/portcullis-test-venv}"
+venv="${TESTBED_VENV:-$HOME/.cache/portcullis-test-venv}"
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('oras') != '$ORAS_PY_VERSION')" >/dev/null 2>&1; then
   log "installing oras-py $ORAS_PY_VERSION in $venv"
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "oras==$ORAS_PY_VERSION"
 fi
-export PORTCULLIS_ORAS_PYTHON="$venv/bin/python"
+export TESTBED_ORAS_PYTHON="$venv/bin/python"
 garage_version() { garage --version 2>/dev/null | sed -n 's/^garage \(cargo:\)\{0,1\}v\{0,1\}\([0-9][0-9.]*\).*/\2/p'; }
 install_garage() {
   log "installing Garage $GARAGE_VERSION (cargo install garage --locked --version $GARAGE_VERSION; takes a while on 2 cores)"

@@ -188,9 +188,12 @@ async fn the_readme_openssl_example_verifies_an_attestation() {
         .filter(|l| !l.starts_with("curl"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let run = |script: &str| {
-        std::process::Command::new("sh").arg("-ec").arg(script).current_dir(dir.path()).output().unwrap()
+    let run_for = |script: &str, digest: &Digest| {
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-ec").arg(script).current_dir(dir.path()).env("DIGEST", digest.as_str());
+        sh.output().unwrap()
     };
+    let run = |script: &str| run_for(script, &digest);
     let out = run(&script);
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.contains("Verified OK"), "{script}\n{said}");
@@ -202,4 +205,9 @@ async fn the_readme_openssl_example_verifies_an_attestation() {
     forged["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(&payload));
     std::fs::write(dir.path().join("envelope.json"), forged.to_string()).unwrap();
     assert!(!run(&script).status.success(), "openssl accepted a changed statement");
+    // The genuine envelope, checked as the attestation of another image: the subject check fails.
+    std::fs::write(dir.path().join("envelope.json"), envelope.to_string()).unwrap();
+    let other = common::sha256(b"another image");
+    assert!(!run_for(&script, &other).status.success(), "an envelope about another image passed");
+    assert!(run(&script).status.success());
 }

@@ -114,7 +114,7 @@ async fn the_sbom_of_a_quarantined_image_is_readable_by_its_readers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs oras-py: scripts/test.sh installs it"]
 async fn oras_py_pulls_the_sbom() {
-    let python = std::env::var("PORTCULLIS_ORAS_PYTHON").unwrap_or_else(|_| {
+    let python = std::env::var("TESTBED_ORAS_PYTHON").unwrap_or_else(|_| {
         format!("{}/.cache/portcullis-test-venv/bin/python", std::env::var("HOME").unwrap_or_default())
     });
     let has_oras = std::process::Command::new(&python).args(["-c", "import oras.client"]).output();

@@ -277,3 +277,26 @@ async fn policies_are_checked_and_only_owners_and_admins_set_them() {
     let unset = reg.admin_api("GET", "/api/v1/namespaces/nothere/signature-policy", json!(null)).await;
     unset.expect(404, None);
 }
+
+/// A signature manifest whose "empty" config descriptor names an unsigned image's layer: the
+/// descriptor's words open nothing (the empty config is `{}` by digest).
+#[tokio::test]
+async fn a_fake_empty_config_opens_no_blob() {
+    let reg = TestRegistry::new().await;
+    let reader = reader_of(&reg, "signed", "signed/app").await;
+    let repo = "signed/app";
+    let key = require_ci_key(&reg, "signed").await;
+    let (unsigned, layer) = push_image(&reg, repo, "unsigned", "foxtrot").await;
+    let payload = cosign::payload("localhost/signed/app", &unsigned);
+    let payload_digest = reg.push_blob(repo, &payload).await;
+    let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": layer.to_string(), "size": 2},
+        "layers": [{"mediaType": SIMPLE_SIGNING, "digest": payload_digest.to_string(), "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": key.sign(b"not this payload")}}]}))
+    .unwrap();
+    reg.put_manifest(repo, "sneaky", OCI_MANIFEST, &manifest).await.expect(201, None);
+    reg.wait_scan(repo, &sha256(&manifest)).await;
+    let (status, message) = reader.blob(repo, &layer).await;
+    assert_eq!(status, 403, "the unsigned image's layer stays closed: {message}");
+    assert_eq!(reader.manifest(repo, "unsigned").await.0, 403, "the bad signature does not sign it");
+}

@@ -66,6 +66,10 @@ impl super::Registry {
 pub const SPDX_TYPE: &str = "application/spdx+json";
 /// The annotation that carries an SBOM's package fingerprint.
 const SBOM_FINGERPRINT: &str = "dev.portcullis.sbom.packages";
+/// The annotation that proves the registry attached the SBOM: an HMAC under the registry key of
+/// the repository, the image and the fingerprint (anyone may push an SBOM referrer; only the
+/// registry's own stop it from attaching another).
+const SBOM_SEAL: &str = "dev.portcullis.sbom.seal";
 
 impl super::Registry {
     /// Attaches `document` (SPDX JSON) to `repo@digest`, unless an SBOM of the same package list
@@ -78,10 +82,13 @@ impl super::Registry {
         fingerprint: &str,
     ) -> Result<Option<Digest>> {
         let Some(subject) = self.meta.manifest_by_digest(repo, digest).await? else { return Ok(None) };
+        let text = format!("portcullis-sbom-v1\n{repo}\n{digest}\n{fingerprint}");
+        let seal = crate::model::webhook::hmac_hex(&self.registry_key, &[text.as_bytes()]);
         for r in self.meta.referrers(repo, digest, Some(SPDX_TYPE)).await? {
             let annotations: Value =
                 r.annotations.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default();
-            if annotations[SBOM_FINGERPRINT] == fingerprint {
+            let theirs = annotations[SBOM_SEAL].as_str().unwrap_or("");
+            if bool::from(subtle::ConstantTimeEq::ct_eq(theirs.as_bytes(), seal.as_bytes())) {
                 return Ok(None);
             }
         }
@@ -90,7 +97,7 @@ impl super::Registry {
             media_type: SPDX_TYPE,
             bytes: document,
             layer_annotations: json!({"org.opencontainers.image.title": "sbom.spdx.json"}),
-            annotations: json!({SBOM_FINGERPRINT: fingerprint,
+            annotations: json!({SBOM_FINGERPRINT: fingerprint, SBOM_SEAL: seal,
                 "org.opencontainers.image.created": crate::model::rfc3339(self.clock.now())}),
         };
         Ok(Some(self.attach(repo, &subject, attachment).await?))

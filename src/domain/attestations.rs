@@ -79,8 +79,9 @@ impl Attestor {
     pub fn jwks(&self) -> Value {
         let point = self.pair.public_key().as_ref();
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        // No `alg`: the envelope's signatures are ASN.1 DER over DSSE's encoding, not JWS ES256.
         json!({"keys": [{"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-            "use": "sig", "alg": "ES256", "kid": self.keyid()}]})
+            "use": "sig", "kid": self.keyid()}]})
     }
 
     /// A DSSE envelope of `statement`, signed.
@@ -122,8 +123,10 @@ fn finding_counts(findings: Option<&str>) -> Value {
 /// image's statements is the verdict in force, and a release can follow its scan within a second).
 pub fn statement(record: &ScanRecord, context: &ScanContext, now_ms: i64) -> Result<Vec<u8>> {
     let digest: Digest = record.digest.parse()?;
+    // The state in effect (a lapsed release reads quarantined, as the gate treats it).
+    let state = record.effective_state(now_ms / 1000);
     let mut predicate = json!({
-        "verdict": record.state.as_str(),
+        "verdict": state.as_str(),
         "summary": record.summary,
         "repository": record.repository,
         "digest": record.digest,
@@ -133,7 +136,7 @@ pub fn statement(record: &ScanRecord, context: &ScanContext, now_ms: i64) -> Res
         "time": rfc3339_ms(now_ms).unwrap_or_default(),
         "scanner": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")},
     });
-    if let Some(by) = &record.released_by {
+    if let (crate::model::ScanState::Released, Some(by)) = (state, &record.released_by) {
         predicate["release"] = json!({"by": by, "reason": record.release_reason,
             "until": record.release_until.map(rfc3339)});
     }
@@ -166,7 +169,7 @@ impl super::Registry {
             media_type: ENVELOPE_MEDIA_TYPE,
             bytes: envelope,
             layer_annotations: json!({"in-toto.io/predicate-type": PREDICATE_TYPE}),
-            annotations: json!({"dev.portcullis.verdict": record.state.as_str(),
+            annotations: json!({"dev.portcullis.verdict": record.effective_state(self.clock.now()).as_str(),
                 "org.opencontainers.image.created": rfc3339(self.clock.now())}),
         };
         Ok(Some(self.attach(repo, &manifest, attachment).await?))

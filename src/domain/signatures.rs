@@ -43,7 +43,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Digest, Error, RepoName, Result, Tag, Target};
 use crate::metadata::{ManifestKind, StoredManifest};
-use crate::model::{SignatureMode, TrustedKey, Unsigned};
+use crate::model::{Algorithm, SignatureMode, TrustedKey, Unsigned};
 
 /// The media type of a cosign simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -226,12 +226,20 @@ fn payload_digest(payload: &[u8]) -> Option<String> {
 /// PAX, has one; runtimes check it before anything else).
 fn looks_like_tar(bytes: &[u8]) -> bool {
     let Some(block) = bytes.get(..512) else { return false };
+    // The stored checksum as Go's archive/tar reads it: octal digits between spaces or NULs.
     let field = &block[148..156];
-    let digits: String = field.iter().map(|&b| b as char).filter(|c| !matches!(c, '\0' | ' ')).collect();
-    let Ok(stored) = u64::from_str_radix(&digits, 8) else { return false };
-    let sum: u64 =
-        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
-    !digits.is_empty() && stored == sum
+    let trimmed: Vec<u8> =
+        field.iter().copied().skip_while(|b| matches!(b, b' ' | 0)).take_while(|b| !matches!(b, b' ' | 0)).collect();
+    if trimmed.is_empty() || !trimmed.iter().all(|b| (b'0'..=b'7').contains(b)) {
+        return false;
+    }
+    let Ok(stored) = i64::from_str_radix(std::str::from_utf8(&trimmed).unwrap_or(""), 8) else { return false };
+    // Readers accept the sum of the bytes taken as unsigned or as signed (old tars), with the
+    // checksum field counted as spaces.
+    let byte = |i: usize, b: u8| if (148..156).contains(&i) { b' ' } else { b };
+    let unsigned: i64 = block.iter().enumerate().map(|(i, &b)| i64::from(byte(i, b))).sum();
+    let signed: i64 = block.iter().enumerate().map(|(i, &b)| i64::from(byte(i, b) as i8)).sum();
+    stored == unsigned || stored == signed
 }
 
 /// The trusted key that signed `payload` for `image`, if any.
@@ -429,7 +437,8 @@ impl super::Registry {
             payloads.push(layer.digest.clone());
         }
         let Some(config) = shape.config else { return Ok(true) };
-        if config.media_type == "application/vnd.oci.empty.v1+json" && config.size <= 2 {
+        // The empty config is `{}` itself, by digest: its descriptor's words alone prove nothing.
+        if config.digest == Digest::of(Algorithm::Sha256, b"{}").as_str() {
             return Ok(true);
         }
         let Ok(config_digest) = config.digest.parse::<Digest>() else { return Ok(false) };
@@ -615,6 +624,15 @@ mod tests {
         block.resize(1024, 0);
         assert!(looks_like_tar(&block));
         assert_eq!(payload_digest(&block), None);
+        // The signed sum (what old tars wrote, and what readers still accept) over bytes >= 0x80.
+        let mut high = vec![b' '; 512];
+        high[..5].copy_from_slice("\u{e9}t\u{e9}".as_bytes());
+        high[156] = b'0';
+        let signed: i64 = high.iter().map(|&b| i64::from(b as i8)).sum();
+        let unsigned: i64 = high.iter().map(|&b| i64::from(b)).sum();
+        assert_ne!(signed, unsigned);
+        high[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        assert!(looks_like_tar(&high), "a header with a signed checksum is a tar header too");
         let mut json = payload(&image);
         json.resize(600, b' ');
         assert!(!looks_like_tar(&json), "a plain payload padded past 512 bytes is not a tar header");
