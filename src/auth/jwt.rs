@@ -125,24 +125,26 @@ impl VerifiedCache {
 }
 
 /// The PEM (PKCS#8) of the ECDSA P-256 key in `path`, created (0600, its directory made) on
-/// first start. Replicas share such keys: of two starting together on one path, one creates and
-/// the other reads.
+/// first start. Replicas share such keys: of several starting together on one path, one creates
+/// it and the others read it. The key is written whole to a file of its own and then linked to
+/// `path`, which fails if `path` exists: `path` is never seen half-written.
 pub fn p256_key_file(path: &Path) -> anyhow::Result<String> {
     if path.exists() {
         return Ok(std::fs::read_to_string(path)?);
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
     let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?.serialize_pem();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(mut f) => {
-            f.write_all(pem.as_bytes())?;
-            f.sync_all()?;
-            Ok(pem)
-        }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let staged = dir.join(format!(".{name}.{}.new", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staged)?;
+    let written = f.write_all(pem.as_bytes()).and_then(|()| f.sync_all());
+    let linked = written.and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => Ok(pem),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(path)?),
         Err(e) => Err(e.into()),
     }
@@ -279,6 +281,21 @@ pub fn canonical_form(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replicas_creating_one_key_file_at_once_all_read_the_same_whole_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/shared.pem");
+        let pems: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| p256_key_file(&path).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(pems.iter().all(|p| p == &pems[0] && p.contains("PRIVATE KEY")), "{pems:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no staged file is left behind");
+    }
 
     fn claims(exp: i64, nbf: i64, token_use: TokenUse) -> Claims {
         Claims {
