@@ -188,8 +188,20 @@ pub struct ScanConfig {
     pub vulnerability: RuleAction,
     pub vulnerability_low: RuleAction,
     pub vulnerability_threshold: crate::model::Severity,
-    /// A directory of OSV records (JSON, searched recursively); without it no vulnerability matching.
+    /// A directory of OSV records (JSON or zip exports, searched recursively), imported into the
+    /// database at start (as `portcullis vulndb import` does); the data can also be imported
+    /// later without a restart (`POST /api/v1/vulndb`).
     pub osv_dir: Option<PathBuf>,
+    /// The most bytes of vulnerability data one import may hold (uploaded, and inflated).
+    pub vulndb_max_bytes: u64,
+    /// How often every passed image is matched again against the vulnerability data even when it
+    /// has not changed (allowlist entries expire, policies change); 0 turns it off. Images are
+    /// matched again at once whenever new data is imported.
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+    /// Passed images matched again at once (each match is CPU only; a quarantine also writes an
+    /// audit record and a signed verdict).
+    pub rescan_workers: usize,
     /// Vulnerability ids (or aliases such as CVE ids) to ignore, each until a time (Unix seconds) or for good.
     pub allowlist: Vec<crate::model::Allow>,
     /// Size above which `image_too_large` fires.
@@ -241,6 +253,9 @@ impl Default for ScanConfig {
             vulnerability_low: default_action(Rule::VulnerabilityLow),
             vulnerability_threshold: crate::model::Severity::High,
             osv_dir: None,
+            vulndb_max_bytes: 1024 * 1024 * 1024,
+            rescan_interval: Duration::from_secs(24 * 3600),
+            rescan_workers: 8,
             allowlist: Vec::new(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             hook: None,
@@ -736,6 +751,9 @@ impl Config {
             if !dir.is_dir() {
                 anyhow::bail!("invalid configuration: scan.osv_dir {} is not a directory", dir.display());
             }
+        }
+        if self.scan.rescan_workers == 0 || self.scan.vulndb_max_bytes == 0 {
+            anyhow::bail!("invalid configuration: scan.rescan_workers and scan.vulndb_max_bytes must be positive");
         }
         if self.scan.max_attempts == 0
             || self.scan.lease.is_zero()

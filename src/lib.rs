@@ -150,6 +150,7 @@ impl App {
             scrape_token: config.metrics.scrape_token_digest().map(Arc::new),
             access_log: config.server.access_log,
             webhooks_allow_private: config.webhooks.allow_private_targets,
+            vulndb_max_bytes: config.scan.vulndb_max_bytes,
             dev_ca: config.dev_ca_certificate().map(Arc::from),
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
@@ -252,25 +253,16 @@ impl App {
         }))
     }
 
-    /// Runs the scan workers with the configured policy, sandbox and hook until the task is dropped.
+    /// Runs the scan workers (with the configured policy, sandbox and hook) and the rescanner until
+    /// the task is dropped.
     pub fn spawn_scan_worker(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
         let c = &self.config.scan;
         let program = match &c.sandbox_program {
             Some(p) => p.clone(),
             None => std::env::current_exe().context("finding this program, to run it as the scan sandbox")?,
         };
-        let osv = c.osv_dir.as_ref().and_then(|dir| match scan::osv::OsvDb::load_dir(dir) {
-            Ok((db, skipped)) => {
-                tracing::info!(dir = %dir.display(), records = db.records, skipped, "loaded OSV records");
-                Some(Arc::new(db))
-            }
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot read OSV records; vulnerability matching is off");
-                None
-            }
-        });
         let settings = scan::worker::ScanSettings {
-            osv,
+            vulndb: scan::vulndb::VulnDb::default(),
             vulnerability_threshold: c.vulnerability_threshold,
             allowlist: c.allowlist.clone(),
             policy: c.policy(),
@@ -284,8 +276,33 @@ impl App {
             sandbox: scan::sandbox::Sandbox { program, limits: c.limits.clone() },
             max_references: self.config.limits.max_references,
             sbom: self.config.scan.sbom,
+            rescan_interval: c.rescan_interval,
+            rescan_workers: c.rescan_workers,
+            poll: c.poll,
         };
-        Ok(tokio::spawn(scan::worker::run(self.registry.clone(), settings)))
+        let registry = self.registry.clone();
+        let osv_dir = c.osv_dir.clone();
+        let max_bytes = c.vulndb_max_bytes;
+        Ok(tokio::spawn(async move {
+            // The configured directory is imported first (unchanged records change nothing), so
+            // the first verdicts already use it.
+            if let Some(dir) = osv_dir {
+                match import_vulndb(&registry, vec![dir.clone()], max_bytes, "system:config").await {
+                    Ok(report) => tracing::info!(
+                        dir = %dir.display(),
+                        version = report.count.state.version,
+                        added = report.count.added,
+                        changed = report.count.changed,
+                        skipped = report.skipped,
+                        "scan.osv_dir imported"
+                    ),
+                    Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot import scan.osv_dir"),
+                }
+            }
+            // The workers and the rescanner share the loaded vulnerability data (`settings.vulndb`).
+            let rescans = scan::rescan::run(registry.clone(), settings.clone());
+            tokio::join!(scan::worker::run(registry, settings), rescans);
+        }))
     }
 
     /// Proves that the database and the blob store are reachable and writable (`check-config`).
@@ -299,6 +316,25 @@ impl App {
     pub async fn close(&self) {
         self.meta.close().await;
     }
+}
+
+/// Imports OSV exports (zip files, JSON files, or directories of them) as `portcullis vulndb
+/// import` and `scan.osv_dir` do: read off the async threads, then one transaction.
+pub async fn import_vulndb(
+    registry: &domain::Registry,
+    paths: Vec<std::path::PathBuf>,
+    max_bytes: u64,
+    actor: &str,
+) -> anyhow::Result<domain::vulndb::ImportReport> {
+    let export = tokio::task::spawn_blocking(move || {
+        let mut export = domain::vulndb::Export::default();
+        for path in &paths {
+            export.add_path(path, max_bytes)?;
+        }
+        Ok::<_, domain::Error>(export)
+    })
+    .await??;
+    Ok(registry.import_vulnerabilities(export, actor).await?)
 }
 
 /// Creates the data directory readable by this user only, and makes an existing one so: it holds

@@ -29,6 +29,20 @@ enum AuditTask {
 }
 
 #[derive(Subcommand)]
+enum VulndbTask {
+    /// Import OSV exports (OSV's per-ecosystem `all.zip`, JSON records or arrays of them, or
+    /// directories of those); running registries reload within `scan.poll` and match every
+    /// passed image again. Prints what changed as JSON.
+    Import {
+        /// Files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the data's version, import time and record count as JSON.
+    Status,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the registry (TLS only).
     Serve {
@@ -79,6 +93,14 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         task: AuditTask,
+    },
+    /// The vulnerability data the scanner matches packages against (in the database, shared by
+    /// every replica; the registry may be running).
+    Vulndb {
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        task: VulndbTask,
     },
     /// Client commands, against a running registry over its APIs.
     #[command(flatten)]
@@ -184,6 +206,8 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
+        Command::Vulndb { config, task } => Config::load(config.as_deref())
+            .and_then(|c| tokio::runtime::Runtime::new().context("starting the runtime")?.block_on(vulndb(c, task))),
         Command::Client(command) => {
             return match tokio::runtime::Runtime::new() {
                 Ok(rt) => std::process::ExitCode::from(rt.block_on(portcullis::client::commands::run(command))),
@@ -241,6 +265,35 @@ async fn gc(config: Config, dry_run: bool) -> anyhow::Result<()> {
     let report = app.registry.collect_garbage(&holder, dry_run).await;
     app.close().await;
     println!("{}", serde_json::to_string_pretty(&report?)?);
+    Ok(())
+}
+
+async fn vulndb(config: Config, task: VulndbTask) -> anyhow::Result<()> {
+    let max_bytes = config.scan.vulndb_max_bytes;
+    let app = App::build(config).await?;
+    let result = match task {
+        VulndbTask::Import { files } => {
+            portcullis::import_vulndb(&app.registry, files, max_bytes, "system:cli").await.map(|r| {
+                serde_json::json!({
+                    "version": r.count.state.version,
+                    "records": r.count.state.records,
+                    "added": r.count.added,
+                    "changed": r.count.changed,
+                    "unchanged": r.count.unchanged,
+                    "skipped": r.skipped,
+                })
+            })
+        }
+        VulndbTask::Status => app.registry.vulndb_state().await.map_err(Into::into).map(|s| {
+            serde_json::json!({
+                "version": s.version,
+                "imported_at": s.imported_at.map(portcullis::model::rfc3339),
+                "records": s.records,
+            })
+        }),
+    };
+    app.close().await;
+    println!("{}", serde_json::to_string_pretty(&result?)?);
     Ok(())
 }
 

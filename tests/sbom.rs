@@ -13,12 +13,13 @@ use serde_json::{json, Value};
 
 const SPDX_QUERY: &str = "artifactType=application/spdx%2Bjson";
 
-/// A Debian-like layer: dpkg's status file with three packages.
+/// A Debian 12 layer: its os-release, and dpkg's status file with three packages.
 fn debian_layer() -> Vec<u8> {
     let status = "Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.11-1~deb12u2\nArchitecture: amd64\n\n\
                   Package: base-files\nStatus: install ok installed\nVersion: 12.4+deb12u2\n\n\
                   Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n";
-    images::layer_tar_gz("var/lib/dpkg/status", status.as_bytes(), 0o644)
+    let os_release = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+    images::layer_files_tar_gz(&[("etc/os-release", os_release), ("var/lib/dpkg/status", status)])
 }
 
 fn config(user: Option<&str>) -> Vec<u8> {
@@ -72,7 +73,7 @@ async fn the_sbom_lists_the_dpkg_packages_and_is_attached_once() {
     assert_eq!(doc["packages"].as_array().unwrap().len(), 4, "the image and its three packages: {doc}");
     let ssl = package(doc, "libssl3");
     assert_eq!(ssl["versionInfo"], "3.0.11-1~deb12u2");
-    assert_eq!(ssl["externalRefs"][0]["referenceLocator"], "pkg:deb/debian/libssl3@3.0.11-1~deb12u2");
+    assert_eq!(ssl["externalRefs"][0]["referenceLocator"], "pkg:deb/debian/libssl3@3.0.11-1~deb12u2?distro=debian-12");
     assert_eq!(package(doc, "bash")["versionInfo"], "5.2.15-2+b2");
     assert_eq!(package(doc, "team/app")["checksums"][0]["checksumValue"], digest.hex());
 

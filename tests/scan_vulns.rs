@@ -9,15 +9,16 @@ use std::path::Path;
 
 use axum::body::Body;
 use common::{images, sha256, TestRegistry};
+use portcullis::model::osv::Record;
 use portcullis::scan::osv::{Allow, OsvDb};
-use portcullis::scan::packages::{Ecosystem, Package};
+use portcullis::scan::packages::{os_release, Ecosystem, Package};
 use portcullis::scan::{Rule, Severity};
 use serde_json::json;
 
 const CRITICAL: &str = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H";
 
-fn write_fixtures(dir: &Path) {
-    let records = [
+fn fixtures() -> [serde_json::Value; 3] {
+    [
         json!({"id": "DSA-0001-1", "aliases": ["CVE-2099-0001"], "summary": "openssl: remote code execution",
                "severity": [{"type": "CVSS_V3", "score": CRITICAL}],
                "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
@@ -30,12 +31,15 @@ fn write_fixtures(dir: &Path) {
                "affected": [{"package": {"ecosystem": "PyPI", "name": "Requests"},
                              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "2.0.0"}, {"last_affected": "2.31.0"}]}],
                              "ecosystem_specific": {"severity": "MODERATE"}}]}),
-    ];
+    ]
+}
+
+fn write_fixtures(dir: &Path) {
+    let records = fixtures();
     std::fs::create_dir_all(dir.join("debian")).unwrap();
     for (i, r) in records.iter().enumerate() {
         std::fs::write(dir.join("debian").join(format!("{i}.json")), r.to_string()).unwrap();
     }
-    std::fs::write(dir.join("broken.json"), "{ not json").unwrap();
 }
 
 fn pkg(ecosystem: Ecosystem, name: &str, source: Option<&str>, version: &str) -> Package {
@@ -44,10 +48,8 @@ fn pkg(ecosystem: Ecosystem, name: &str, source: Option<&str>, version: &str) ->
 
 #[test]
 fn matches_versions_severities_threshold_and_allowlist() {
-    let dir = tempfile::tempdir().unwrap();
-    write_fixtures(dir.path());
-    let (db, skipped) = OsvDb::load_dir(dir.path()).unwrap();
-    assert_eq!((db.records, skipped), (3, 1));
+    let db = OsvDb::new(fixtures().iter().map(|r| Record::from_value(r.clone()).unwrap()), 1);
+    assert_eq!(db.records, 3);
     let packages = [
         pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1"),
         pkg(Ecosystem::Debian, "openssl", None, "3.0.11-1~deb12u2"),
@@ -56,7 +58,7 @@ fn matches_versions_severities_threshold_and_allowlist() {
         pkg(Ecosystem::PyPI, "requests", None, "2.31.0"),
         pkg(Ecosystem::PyPI, "requests", None, "2.32.0"),
     ];
-    let found = db.scan(&packages, Severity::High, &[], 0);
+    let found = db.scan(&packages, None, Severity::High, &[], 0);
     let ids: Vec<(&str, Severity, Rule)> =
         found.iter().map(|f| (f.message.split(' ').next().unwrap(), f.severity, f.rule)).collect();
     assert_eq!(
@@ -70,8 +72,25 @@ fn matches_versions_severities_threshold_and_allowlist() {
     assert!(found[0].message.contains("libssl3 3.0.11-1~deb12u1, fixed in 3.0.11-1~deb12u2"), "{}", found[0].message);
     // Allowlisted by CVE alias while the entry lasts; expired entries no longer apply.
     let allow = [Allow { id: "CVE-2099-0001".into(), until: Some(100) }];
-    assert_eq!(db.scan(&packages[..1], Severity::High, &allow, 50).len(), 0);
-    assert_eq!(db.scan(&packages[..1], Severity::High, &allow, 100).len(), 1);
+    assert_eq!(db.scan(&packages[..1], None, Severity::High, &allow, 50).len(), 0);
+    assert_eq!(db.scan(&packages[..1], None, Severity::High, &allow, 100).len(), 1);
+}
+
+#[test]
+fn release_specific_records_apply_to_their_release_only() {
+    let db = OsvDb::new(fixtures().iter().map(|r| Record::from_value(r.clone()).unwrap()), 1);
+    let debian = [pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1")];
+    let alpine = [pkg(Ecosystem::Alpine, "libcrypto3", Some("openssl"), "3.1.4-r4")];
+    let found = |packages: &[Package], os: Option<&str>| {
+        let distro = os.and_then(os_release);
+        db.scan(packages, distro.as_ref(), Severity::High, &[], 0).len()
+    };
+    assert_eq!(found(&debian, Some("ID=debian\nVERSION_ID=\"12\"\n")), 1);
+    assert_eq!(found(&debian, Some("ID=debian\nVERSION_ID=\"11\"\n")), 0, "a Debian:12 record is not Debian 11's");
+    assert_eq!(found(&debian, None), 1, "an image that does not say its release is judged by every release's records");
+    assert_eq!(found(&debian, Some("ID=debian\n")), 1, "testing/sid has no VERSION_ID: every release");
+    assert_eq!(found(&alpine, Some("ID=alpine\nVERSION_ID=3.19.1\n")), 1);
+    assert_eq!(found(&alpine, Some("ID=alpine\nVERSION_ID=3.18.4\n")), 0);
 }
 
 fn dpkg_layer(version: &str) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! Webhooks against a real HTTPS receiver started by the test (its own CA, trusted through
 //! `webhooks.ca_file`) and a real `portcullis serve` process: signed CloudEvents, retries after
-//! errors, delivery after a `kill -9`, and private targets refused unless allowed.
+//! errors, delivery after a `kill -9`, private targets refused unless allowed, and the quarantine
+//! of a passed image by vulnerability data imported later.
 
 mod common;
 
@@ -33,6 +34,14 @@ async fn call(server: &Server, method: reqwest::Method, path: &str, body: Value)
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Registers a registry-wide webhook for `events`; returns its id and secret.
+async fn register(server: &Server, url: &str, events: &[&str]) -> (String, String) {
+    let (status, hook) =
+        call(server, reqwest::Method::POST, "/api/v1/webhooks", json!({"url": url, "events": events})).await;
+    assert_eq!(status, 201, "{hook}");
+    (hook["id"].as_str().unwrap().to_owned(), hook["secret"].as_str().unwrap().to_owned())
+}
+
 async fn pusher(server: &Server) -> reqwest::Client {
     server.admin_client(&["repository:team/app:pull,push"]).await
 }
@@ -45,15 +54,7 @@ async fn a_quarantined_push_is_delivered_signed_after_retries() {
     let receiver = Receiver::start(dir.path(), 0, 3).await;
     let server = start(dir.path(), &receiver.ca_file, true);
     server.api(reqwest::Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;
-    let (status, hook) = call(
-        &server,
-        reqwest::Method::POST,
-        "/api/v1/webhooks",
-        json!({"url": receiver.url("/hooks/portcullis"), "events": ["push", "scan.quarantined"]}),
-    )
-    .await;
-    assert_eq!(status, 201, "{hook}");
-    let (id, secret) = (hook["id"].as_str().unwrap().to_owned(), hook["secret"].as_str().unwrap().to_owned());
+    let (id, secret) = register(&server, &receiver.url("/hooks/portcullis"), &["push", "scan.quarantined"]).await;
     let (_, shown) = call(&server, reqwest::Method::GET, &format!("/api/v1/webhooks/{id}"), Value::Null).await;
     assert!(shown.get("secret").is_none(), "the secret is shown once: {shown}");
 
@@ -206,4 +207,36 @@ async fn private_targets_are_refused_unless_allowed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+}
+
+/// A passed image quarantined by vulnerability data imported later: the receiver gets
+/// `scan.quarantined`, whose summary names the record and its CVE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_that_quarantines_is_delivered_naming_the_cve() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(dir.path(), 0, 0).await;
+    let server = start(dir.path(), &receiver.ca_file, true);
+    server.api(reqwest::Method::POST, "/api/v1/namespaces", json!({"name": "team"})).await;
+    register(&server, &receiver.url("/hooks"), &["scan.quarantined"]).await;
+    let status = "Package: zlib1g\nStatus: install ok installed\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n";
+    let layer = common::images::layer_tar_gz("var/lib/dpkg/status", status.as_bytes(), 0o644);
+    let manifest =
+        common::process::push_image(&pusher(&server).await, &server.url(""), "team/app", "v1", &layer).await.unwrap();
+    let digest = common::sha256(&manifest);
+    assert_eq!(server.scan_state("team/app", digest.as_str(), "60s").await, "passed");
+    let record = json!({"id": "DSA-9999-1", "aliases": ["CVE-2099-9999"], "summary": "zlib: overflow",
+        "severity": [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+        "affected": [{"package": {"ecosystem": "Debian:12", "name": "zlib"},
+                      "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.2.13.dfsg-1+deb12u1"}]}]}]});
+    let (status, imported) = call(&server, reqwest::Method::POST, "/api/v1/vulndb", record).await;
+    assert_eq!(status, 200, "{imported}");
+    let event = receiver
+        .wait_for(30, |v| v["type"] == "io.portcullis.scan.quarantined")
+        .await
+        .expect("the quarantined event arrives");
+    let event: Value = serde_json::from_slice(&event.body).unwrap();
+    assert_eq!(event["data"]["digest"], digest.as_str());
+    let summary = event["data"]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("DSA-9999-1 (CVE-2099-9999) in zlib1g"), "{event}");
+    assert_eq!(server.scan_state("team/app", digest.as_str(), "0s").await, "quarantined");
 }

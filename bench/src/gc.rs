@@ -133,35 +133,13 @@ async fn collect(t: &Target, password: &str) -> anyhow::Result<serde_json::Value
 }
 
 pub async fn run(bin: &Path, out: &Path, s: &GcSizes) -> anyhow::Result<()> {
-    let password = crate::sides::BENCH_PASSWORD;
-    let dir = out.join("gc-data");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let gc = [("PORTCULLIS_GC_GRACE", "60s"), ("PORTCULLIS_GC_INTERVAL", "0s")];
-    let mut child = crate::sides::start_portcullis(bin, &dir, port, &out.join("portcullis-gc.log"), &gc)?;
-    let result = run_against(&mut child, port, &dir, s, password).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let fresh = crate::sides::fresh_portcullis(bin, out, "gc", &gc)?;
+    run_against(&fresh.target, s, crate::sides::BENCH_PASSWORD).await
 }
 
-async fn run_against(
-    child: &mut std::process::Child,
-    port: u16,
-    dir: &Path,
-    s: &GcSizes,
-    password: &str,
-) -> anyhow::Result<()> {
-    crate::sides::wait_port(port, child, "portcullis")?;
-    let t = Arc::new(Target {
-        name: "portcullis".into(),
-        base: format!("https://127.0.0.1:{port}"),
-        ca_pem: std::fs::read(dir.join("tls").join("ca.crt"))?,
-        pid: Some(child.id()),
-        credentials: Some(("admin".into(), password.into())),
-        token: Default::default(),
-    });
+async fn run_against(t: &Arc<Target>, s: &GcSizes, password: &str) -> anyhow::Result<()> {
+    let t = t.clone();
     let mut repos: Vec<String> = (0..REPOS).map(repo).collect();
     repos.extend(["bench/push-alone", "bench/push-during"].map(String::from));
     t.use_token(&repos).await?;

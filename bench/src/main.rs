@@ -1,6 +1,6 @@
 //! `portcullis-bench`: measures a registry (`run`) or Portcullis and CNCF distribution side by side
 //! (`compare`), printing one table with both figures, their ratio and the machine's own limits;
-//! and the garbage collector at scale (`gc`).
+//! the garbage collector at scale (`gc`); and continuous scanning at scale (`rescan`).
 //!
 //! Every loop is bounded in count and time, and all traffic goes to registries on loopback.
 
@@ -10,6 +10,7 @@ mod machine;
 mod measure;
 mod procstat;
 mod report;
+mod rescan;
 mod sides;
 
 use std::path::PathBuf;
@@ -93,6 +94,24 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         push_secs: u64,
     },
+    /// Continuous scanning: fill a Portcullis with Debian images, import vulnerability data
+    /// twice (matching none, then all of them) and time how fast every image is matched again.
+    Rescan {
+        #[arg(long, default_value = "target/release/portcullis")]
+        portcullis_bin: PathBuf,
+        /// Where the registry's data and log go.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        /// Images pushed (each its own layer) and scanned before the imports.
+        #[arg(long, default_value_t = 1_000)]
+        images: usize,
+        /// Installed packages per image.
+        #[arg(long, default_value_t = 100)]
+        packages: usize,
+        /// Synthetic OSV records in each import.
+        #[arg(long, default_value_t = 20_000)]
+        records: usize,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -167,6 +186,10 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Compare { portcullis_bin, distribution_bin, out, runs, keep_data, sizes } => {
                 sides::compare(&portcullis_bin, &distribution_bin, &out, runs.max(1), keep_data, &sizes).await
+            }
+            Command::Rescan { portcullis_bin, out, images, packages, records } => {
+                std::fs::create_dir_all(&out)?;
+                rescan::run(&portcullis_bin, &out, &rescan::RescanSizes { images, packages, records }).await
             }
             Command::Gc { portcullis_bin, out, images, layers, deleted, push_secs } => {
                 std::fs::create_dir_all(&out)?;

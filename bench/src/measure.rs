@@ -67,7 +67,7 @@ impl Target {
         Ok(())
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 }

@@ -109,6 +109,47 @@ pub fn start_portcullis(
         .map_err(|e| anyhow::anyhow!("starting {}: {e} (run cargo build --release first)", bin.display()))
 }
 
+/// A Portcullis started afresh for one benchmark (its data in `out/<name>-data`, its log in
+/// `out/portcullis-<name>.log`), with the admin's credentials; stopped when dropped.
+pub struct Fresh {
+    child: Child,
+    pub target: std::sync::Arc<crate::measure::Target>,
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn fresh_portcullis(bin: &Path, out: &Path, name: &str, extra: &[(&str, &str)]) -> anyhow::Result<Fresh> {
+    let dir = out.join(format!("{name}-data"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = start_portcullis(bin, &dir, port, &out.join(format!("portcullis-{name}.log")), extra)?;
+    let ready =
+        wait_port(port, &mut child, "portcullis").and_then(|_| Ok(std::fs::read(dir.join("tls").join("ca.crt"))?));
+    let ca_pem = match ready {
+        Ok(ca) => ca,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let target = std::sync::Arc::new(crate::measure::Target {
+        name: "portcullis".into(),
+        base: format!("https://127.0.0.1:{port}"),
+        ca_pem,
+        pid: Some(child.id()),
+        credentials: Some(("admin".into(), BENCH_PASSWORD.into())),
+        token: Default::default(),
+    });
+    Ok(Fresh { child, target })
+}
+
 pub fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {

@@ -19,6 +19,7 @@ pub mod retention;
 mod scans;
 pub mod signatures;
 mod uploads;
+pub mod vulndb;
 pub mod webhooks;
 
 // The vocabulary lives in the leaf `model`; re-exported for the layers above the domain.

@@ -20,14 +20,16 @@ pub(crate) struct ScanSignals {
     /// A job was queued (notify_one: the worker finds a stored permit if it was busy).
     queued: Notify,
     /// A verdict was recorded (notify_waiters: every waiter looks at its own record again).
-    verdict: Notify,
+    pub(super) verdict: Notify,
+    /// Vulnerability data was imported here (notify_one: the rescanner reloads at once).
+    pub(super) vulndb: Notify,
     /// How often a waiter looks at the database without having been woken.
     poll: Duration,
 }
 
 impl Default for ScanSignals {
     fn default() -> Self {
-        ScanSignals { queued: Notify::new(), verdict: Notify::new(), poll: DEFAULT_SCAN_POLL }
+        ScanSignals { queued: Notify::new(), verdict: Notify::new(), vulndb: Notify::new(), poll: DEFAULT_SCAN_POLL }
     }
 }
 
@@ -160,8 +162,8 @@ impl super::Registry {
         self.meta.record_kind(repo, digest, kind).await
     }
 
-    pub async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str) -> Result<()> {
-        self.meta.finish_scan(job, state, findings, summary, self.clock.now()).await?;
+    pub async fn finish_scan(&self, job: &ScanJob, verdict: &crate::metadata::scans::NewVerdict<'_>) -> Result<()> {
+        self.meta.finish_scan(job, verdict, self.clock.now()).await?;
         self.scan_signals.verdict.notify_waiters();
         Ok(())
     }

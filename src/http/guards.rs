@@ -4,7 +4,8 @@
 //! Rules for the admin API (CSRF): a request whose `Sec-Fetch-Site` is neither `same-origin` nor
 //! `none`, or whose `Origin` is not the registry's own (`public_url`), is refused with `403`; a
 //! request with a body must say `Content-Type: application/json` (`415` otherwise), which a plain
-//! HTML form cannot send.
+//! HTML form cannot send; the one exception, `application/zip` for `POST /api/v1/vulndb`, cannot
+//! be sent by a form either.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -66,18 +67,26 @@ pub async fn same_origin_json(State(state): State<AppState>, req: Request<Body>,
     let has_body = declared || http_body::Body::size_hint(req.body()).exact() != Some(0);
     let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     if writes && has_body {
+        let vulndb = matches!(req.uri().path(), "/api/v1/vulndb" | "/vulndb");
         let json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-            .is_some_and(|t| t == "application/json" || (t.starts_with("application/") && t.ends_with("+json")));
+            .is_some_and(|t| {
+                t == "application/json"
+                    || (t.starts_with("application/") && t.ends_with("+json"))
+                    // The vulnerability data upload (OSV's all.zip). A browser form cannot send
+                    // this type without a CORS preflight, which this API never grants.
+                    || (t == "application/zip" && vulndb)
+            });
         if !json {
-            return ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the admin API takes JSON bodies: send Content-Type: application/json",
-            )
-            .into_response();
+            let message = if vulndb {
+                "send an OSV export as application/zip (such as OSV's all.zip) or application/json"
+            } else {
+                "the admin API takes JSON bodies: send Content-Type: application/json"
+            };
+            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+                .into_response();
         }
     }
     next.run(req).await

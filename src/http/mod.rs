@@ -43,6 +43,8 @@ pub struct AppState {
     pub access_log: bool,
     /// `webhooks.allow_private_targets`: registration refuses private IP targets unless set.
     pub webhooks_allow_private: bool,
+    /// `scan.vulndb_max_bytes`: the largest vulnerability data import accepted.
+    pub vulndb_max_bytes: u64,
     /// The development CA certificate served at `/ca.crt`, when the registry uses its own CA.
     pub dev_ca: Option<Arc<std::path::Path>>,
 }

@@ -44,7 +44,7 @@ fn artifact(r: &str, body: &str, blobs: Vec<Digest>, subject: Option<Digest>) ->
 /// Claims every job there is and passes it.
 async fn drain(meta: &dyn Metadata, now: i64) {
     while let Some(job) = meta.claim_scan(now, now + 1, 100).await.unwrap() {
-        meta.finish_scan(&job, ScanState::Passed, "[]", "ok", now).await.unwrap();
+        meta.finish_scan(&job, &verdict(ScanState::Passed, "ok"), now).await.unwrap();
     }
 }
 
@@ -135,7 +135,7 @@ pub async fn run(meta: &dyn Metadata) {
     assert_eq!(meta.scan(&s, &d("img")).await.unwrap().unwrap().state, ScanState::Pending);
     assert!(meta.claim_scan(1450, 1750, 5).await.unwrap().is_none(), "not before its retry time");
     let job = meta.claim_scan(1500, 1800, 5).await.unwrap().unwrap();
-    meta.finish_scan(&job, ScanState::Quarantined, "[]", "runs as root", 1500).await.unwrap();
+    meta.finish_scan(&job, &verdict(ScanState::Quarantined, "runs as root"), 1500).await.unwrap();
     // An artifact that lists the image's layer does not open it, even once it passed.
     meta.put_manifest(&artifact("scan/app", "sig", vec![d("layer")], Some(d("img")))).await.unwrap().unwrap();
     drain(meta, 1500).await;
@@ -157,7 +157,7 @@ pub async fn run(meta: &dyn Metadata) {
         ScanState::Quarantined,
         "the verdict serves meanwhile"
     );
-    meta.finish_scan(&rescan, ScanState::Quarantined, "[]", "still root", 1600).await.unwrap();
+    meta.finish_scan(&rescan, &verdict(ScanState::Quarantined, "still root"), 1600).await.unwrap();
     assert!(meta.release_scan(&s, &d("img"), "admin", "accepted", None, 1700).await.unwrap());
     let released = meta.scan(&s, &d("img")).await.unwrap().unwrap();
     assert_eq!((released.state, released.released_by.as_deref()), (ScanState::Released, Some("admin")));
@@ -367,6 +367,79 @@ pub async fn run(meta: &dyn Metadata) {
     assert!(!readable(meta, &big, &layers[1000], 6000).await);
 
     signatures(meta).await;
+    vulnerability_data(meta).await;
+}
+
+/// Imports raise the version only when something changed; rematches are read in push order with
+/// a cursor and written only onto the row that was read.
+async fn vulnerability_data(meta: &dyn Metadata) {
+    use super::vulndb::ImportedRecord;
+    let rec =
+        |id: &str, body: &str| ImportedRecord { id: id.into(), body: body.into(), fingerprint: format!("f-{body}") };
+    assert_eq!(meta.vulndb_state().await.unwrap().version, 0);
+    let first = meta.import_vulnerabilities(vec![rec("A-1", "a1"), rec("B-1", "b1")], 7_000).await.unwrap();
+    assert_eq!((first.added, first.changed, first.state.version, first.state.records), (2, 0, 1, 2));
+    assert_eq!(first.state.imported_at, Some(7_000));
+    let same = meta.import_vulnerabilities(vec![rec("A-1", "a1")], 7_001).await.unwrap();
+    assert_eq!((same.unchanged, same.state.version, same.state.imported_at), (1, 1, Some(7_000)));
+    let changed = meta.import_vulnerabilities(vec![rec("A-1", "a2"), rec("C-1", "c1")], 7_002).await.unwrap();
+    assert_eq!((changed.added, changed.changed, changed.state.version, changed.state.records), (1, 1, 2, 3));
+    let (state, bodies) = meta.vulnerability_records().await.unwrap();
+    assert_eq!((state.version, bodies), (2, vec!["a2".to_owned(), "b1".to_owned(), "c1".to_owned()]));
+
+    for body in ["v-one", "v-two", "v-old"] {
+        meta.put_manifest(&manifest("vuln/app", body, vec![], None, None)).await.unwrap().unwrap();
+    }
+    while let Some(job) = meta.claim_scan(7_010, 7_011, 100).await.unwrap() {
+        let ours = job.repo.as_str() == "vuln/app" && job.digest != d("v-old");
+        let inventory = ours.then_some(r#"{"packages":[]}"#);
+        let verdict = super::scans::NewVerdict {
+            state: ScanState::Passed,
+            findings: "[]",
+            summary: "ok",
+            inventory,
+            matched_version: 1,
+        };
+        meta.finish_scan(&job, &verdict, 7_010).await.unwrap();
+    }
+    assert!(meta.rematch_behind(2).await.unwrap());
+    assert!(!meta.rematch_behind(1).await.unwrap());
+    assert_eq!(meta.count_rematch_due(2, i64::MIN).await.unwrap(), 2, "the image without an inventory is not due");
+    assert_eq!(meta.count_rematch_due(1, 7_011).await.unwrap(), 2, "matched before the cut-off: due again");
+    assert_eq!(meta.count_rematch_due(1, 7_010).await.unwrap(), 0);
+    let page = meta.rematch_due(2, i64::MIN, None, 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    let cursor = (page[0].created_at, page[0].repository_id, page[0].digest.to_string());
+    let next = meta.rematch_due(2, i64::MIN, Some(&cursor), 10).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_ne!(page[0].digest, next[0].digest);
+    assert!(meta
+        .rematch_due(2, i64::MIN, Some(&(next[0].created_at, next[0].repository_id, next[0].digest.to_string())), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The first is quarantined; a second write from the same read changes nothing.
+    assert!(meta.record_rematch(&page[0], ScanState::Quarantined, "[1]", "DSA-1", 2, 7_020).await.unwrap());
+    assert!(!meta.record_rematch(&page[0], ScanState::Passed, "[]", "ok", 2, 7_021).await.unwrap());
+    let stored = meta.scan(&page[0].repo, &page[0].digest).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.summary.as_deref()), (ScanState::Quarantined, Some("DSA-1")));
+    // Something else wrote the second row after it was read: the rematch loses.
+    meta.release_scan(&next[0].repo, &next[0].digest, "admin", "x", None, 7_030).await.unwrap();
+    assert!(!meta.record_rematch(&next[0], ScanState::Quarantined, "[1]", "DSA-1", 2, 7_031).await.unwrap());
+    assert_eq!(meta.scan(&next[0].repo, &next[0].digest).await.unwrap().unwrap().state, ScanState::Released);
+    assert_eq!(meta.count_rematch_due(2, i64::MIN).await.unwrap(), 0);
+    // The image scanned before inventories were kept gets one full rescan.
+    // (Every passed image of the suite so far was stored without one.)
+    assert!(meta.queue_uninventoried(7_040).await.unwrap() >= 1);
+    assert_eq!(meta.queue_uninventoried(7_041).await.unwrap(), 0, "already queued");
+    let old = repo("vuln/app");
+    assert!(meta.scan(&old, &d("v-old")).await.unwrap().unwrap().rescan_requested);
+    assert!(!meta.scan(&old, &page[0].digest).await.unwrap().unwrap().rescan_requested, "it has an inventory");
+    while let Some(job) = meta.claim_scan(7_050, 7_051, 100).await.unwrap() {
+        let still = meta.scan(&job.repo, &job.digest).await.unwrap().unwrap();
+        assert_eq!(still.state, ScanState::Passed, "the verdict serves while the rescan runs");
+        meta.finish_scan(&job, &verdict(ScanState::Passed, "ok"), 7_050).await.unwrap();
+    }
 }
 
 /// Signature policies are read with manifests and blobs; an index's parents are found.
@@ -398,4 +471,9 @@ async fn signatures(meta: &dyn Metadata) {
     let access = meta.blob_access(&r, &d("s-layer"), 1).await.unwrap().unwrap();
     assert_eq!((access.signatures, access.image_content), (SignatureMode::Warn, true));
     assert_eq!(meta.signature_policy("other").await.unwrap(), None, "per namespace");
+}
+
+/// A verdict without findings or inventory.
+fn verdict(state: ScanState, summary: &str) -> crate::metadata::scans::NewVerdict<'_> {
+    crate::metadata::scans::NewVerdict { state, findings: "[]", summary, inventory: None, matched_version: 0 }
 }

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod scans;
 pub mod signatures;
 pub mod sql;
+pub mod vulndb;
 pub mod webhooks;
 
 use async_trait::async_trait;
@@ -252,6 +253,7 @@ pub trait Metadata:
     + lifecycle::LifecycleStore
     + webhooks::WebhookStore
     + signatures::SignatureStore
+    + vulndb::VulnStore
 {
 }
 impl<T> Metadata for T where
@@ -266,5 +268,6 @@ impl<T> Metadata for T where
         + lifecycle::LifecycleStore
         + webhooks::WebhookStore
         + signatures::SignatureStore
+        + vulndb::VulnStore
 {
 }

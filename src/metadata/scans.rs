@@ -17,6 +17,19 @@ pub enum GiveUp {
     KeepVerdict,
 }
 
+/// What a finished scan records.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVerdict<'a> {
+    pub state: ScanState,
+    /// The findings, JSON.
+    pub findings: &'a str,
+    pub summary: &'a str,
+    /// An image's packages and distribution (JSON), what a rescan matches again.
+    pub inventory: Option<&'a str>,
+    /// The version of the vulnerability data the findings were matched against.
+    pub matched_version: i64,
+}
+
 /// A claimed job.
 #[derive(Debug, Clone)]
 pub struct ScanJob {
@@ -37,9 +50,10 @@ pub trait ScanStore: Send + Sync {
     /// Records what a manifest is (for manifests stored before kinds were); an image's blobs
     /// become image content in the repository.
     async fn record_kind(&self, repo: &RepoName, digest: &Digest, kind: super::ManifestKind) -> Result<()>;
-    /// Records a verdict; a released image stays released unless the new verdict passes.
-    async fn finish_scan(&self, job: &ScanJob, state: ScanState, findings: &str, summary: &str, now: i64)
-        -> Result<()>;
+    /// Records a verdict; a released image stays released unless the new verdict passes. An
+    /// image's `inventory` (packages and distribution, JSON) is kept for rescans, with the
+    /// vulnerability data `version` its findings were matched against.
+    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<()>;
     /// A failed attempt: retried at `retry_at`, or given up as `give_up` says.
     async fn fail_scan(
         &self,

@@ -41,6 +41,11 @@ pub const IMAGES: &str = "portcullis_images";
 pub const SCAN_DURATION: &str = "portcullis_scan_duration_seconds";
 /// Scans finished, by the `verdict` state they reached.
 pub const SCAN_VERDICTS: &str = "portcullis_scan_verdicts_total";
+/// Passed images matched again against the vulnerability data, by `outcome`: `passed`,
+/// `quarantined`, or `superseded` (another verdict landed first).
+pub const RESCANS: &str = "portcullis_rescans_total";
+/// The version of the vulnerability data this replica has loaded.
+pub const VULNDB_VERSION: &str = "portcullis_vulndb_version";
 
 /// Logins checked (Basic credentials at `/token` and the admin API), by `outcome`: `ok`,
 /// `failed`, `throttled`, `busy`.
@@ -100,6 +105,8 @@ pub const ALL: &[(&str, &str)] = &[
     (IMAGES, "Images by scan state."),
     (SCAN_DURATION, "Seconds a scan took."),
     (SCAN_VERDICTS, "Scans finished, by verdict."),
+    (RESCANS, "Passed images matched again against the vulnerability data, by outcome."),
+    (VULNDB_VERSION, "The version of the vulnerability data this replica has loaded."),
     (LOGINS, "Logins checked, by outcome."),
     (TOKENS_ISSUED, "Registry tokens issued, by account kind."),
     (DB_ERRORS, "Database errors, by kind."),

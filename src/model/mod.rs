@@ -1,5 +1,5 @@
 //! The shared vocabulary: digests, names, references, upload ids, scan states and verdicts,
-//! roles, the error type, the clock, the audit log's records, metric names, namespace lifecycle settings, the scan policy's and the signature policy's words and the default limits.
+//! roles, the error type, the clock, the audit log's records, metric names, namespace lifecycle settings, the scan policy's and the signature policy's words, the OSV records and the default limits.
 //!
 //! Rule: `model` imports nothing of this crate; every other module may import it. A type goes here
 //! when two layers need it and neither owns it; behaviour that needs a service stays with the
@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod names;
 pub mod net;
+pub mod osv;
 pub mod policy;
 pub mod role;
 pub mod scan_state;

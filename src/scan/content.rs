@@ -41,6 +41,9 @@ const CHUNK: usize = 64 * 1024;
 pub struct Outcome {
     pub findings: Vec<Finding>,
     pub packages: Vec<Package>,
+    /// The distribution the image's `os-release` names (`/etc/os-release`, else `/usr/lib/os-release`).
+    #[serde(default)]
+    pub distro: Option<packages::Distro>,
     pub decompressed_bytes: u64,
     pub entries: u64,
 }
@@ -84,6 +87,7 @@ impl Findings {
 enum Parse {
     Passwd,
     Packages,
+    OsRelease,
 }
 
 fn parse_as(path: &[Vec<u8>]) -> Option<Parse> {
@@ -91,6 +95,8 @@ fn parse_as(path: &[Vec<u8>]) -> Option<Parse> {
     let text = std::str::from_utf8(&joined).ok()?;
     if text == "etc/passwd" {
         Some(Parse::Passwd)
+    } else if text == "etc/os-release" || text == "usr/lib/os-release" {
+        Some(Parse::OsRelease)
     } else if packages::is_package_db(text) {
         Some(Parse::Packages)
     } else {
@@ -389,6 +395,9 @@ impl ImageScan {
                 self.budgets.packages.spend(listed.len() as u64)?;
                 Some(Captured::Packages(listed))
             }
+            Some(Parse::OsRelease) => {
+                Some(Captured::OsRelease(packages::os_release(&String::from_utf8_lossy(content))))
+            }
         })
     }
 
@@ -414,6 +423,7 @@ impl ImageScan {
             return Ok(Outcome {
                 findings: findings.into_vec(),
                 packages: Vec::new(),
+                distro: None,
                 decompressed_bytes: budgets.decompressed.used(),
                 entries: budgets.entries.used(),
             });
@@ -482,9 +492,16 @@ impl ImageScan {
         }
         packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         packages.dedup();
+        // What the image runs with: the file `/etc/os-release` leads to (often a link into
+        // /usr/lib), else the one systemd falls back to.
+        let distro = [&b"etc/os-release"[..], b"usr/lib/os-release"].iter().find_map(|p| match tree.lookup(p) {
+            Lookup::File(Some(Captured::OsRelease(d))) => Some(d.clone()),
+            _ => None,
+        });
         Ok(Outcome {
             findings: findings.into_vec(),
             packages,
+            distro: distro.flatten(),
             decompressed_bytes: budgets.decompressed.used(),
             entries: budgets.entries.used(),
         })
@@ -542,6 +559,7 @@ impl ArtifactScan {
         Outcome {
             findings: self.findings.into_vec(),
             packages: Vec::new(),
+            distro: None,
             decompressed_bytes: self.budgets.decompressed.used(),
             entries: self.budgets.entries.used(),
         }

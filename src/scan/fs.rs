@@ -31,6 +31,8 @@ pub enum Captured {
     Passwd(Vec<(Vec<u8>, i64)>),
     /// A package database: what it lists.
     Packages(Vec<Package>),
+    /// `os-release`: the distribution it names, if it names one.
+    OsRelease(Option<super::packages::Distro>),
 }
 
 /// What an entry puts into the filesystem.

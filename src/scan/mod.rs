@@ -19,10 +19,12 @@ pub mod image_config;
 pub mod limits;
 pub mod osv;
 pub mod packages;
+pub mod rescan;
 pub mod sandbox;
 pub mod sbom;
 pub mod secrets;
 pub mod versions;
+pub mod vulndb;
 pub mod worker;
 
 use std::collections::BTreeMap;

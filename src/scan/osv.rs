@@ -9,67 +9,24 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::path::Path;
+use std::sync::Arc;
 
-use serde::Deserialize;
-
-use super::packages::{Ecosystem, Package};
+use super::packages::{Distro, Ecosystem, Package};
 use super::{versions, Finding, Rule, Severity};
-
-#[derive(Debug, Clone, Deserialize)]
-struct Record {
-    id: String,
-    #[serde(default)]
-    aliases: Vec<String>,
-    #[serde(default)]
-    summary: Option<String>,
-    #[serde(default)]
-    severity: Vec<SeverityEntry>,
-    #[serde(default)]
-    affected: Vec<Affected>,
-    #[serde(default)]
-    database_specific: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct SeverityEntry {
-    #[serde(rename = "type")]
-    kind: String,
-    score: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Affected {
-    package: AffectedPackage,
-    #[serde(default)]
-    ranges: Vec<Range>,
-    #[serde(default)]
-    versions: Vec<String>,
-    #[serde(default)]
-    ecosystem_specific: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct AffectedPackage {
-    ecosystem: String,
-    name: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Range {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    events: Vec<serde_json::Map<String, serde_json::Value>>,
-}
+use crate::model::osv::{split_ecosystem, Affected, Record};
 
 pub use crate::model::Allow;
 
-/// Records indexed by (ecosystem, package name).
+/// The records naming one package, each with the index of the `affected` entry that does.
+type Entries = Vec<(Arc<Record>, usize)>;
+
+/// Records indexed by (ecosystem, package name), as of one version of the vulnerability data.
 #[derive(Debug, Default)]
 pub struct OsvDb {
-    index: HashMap<(Ecosystem, String), Vec<(Record, usize)>>,
+    index: HashMap<(Ecosystem, String), Entries>,
     pub records: usize,
+    /// The version of the imported data this was built from (0: none imported).
+    pub version: i64,
 }
 
 fn compare(eco: Ecosystem, a: &str, b: &str) -> Ordering {
@@ -116,30 +73,43 @@ fn severity_of(record: &Record, affected: &Affected) -> Severity {
     from_cvss.or(labelled).unwrap_or(Severity::Medium)
 }
 
+/// Whether `alias` is a CVE id (`CVE-2024-12345`), as a finding names it beside the record's id.
+pub fn is_cve(alias: &str) -> bool {
+    alias.strip_prefix("CVE-").is_some_and(|rest| {
+        let (year, number) = rest.split_once('-').unwrap_or(("", ""));
+        year.len() == 4
+            && year.bytes().all(|b| b.is_ascii_digit())
+            && (4..=7).contains(&number.len())
+            && number.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Whether an `affected` entry for `ecosystem` (`Debian:12`, `Alpine:v3.19`, `PyPI`) applies to a
+/// package of `eco` in an image of `distro`. A release-specific entry applies only to that
+/// release of the distribution; when the image does not say which distribution and release it is
+/// (no `/etc/os-release`, or one the scanner does not know), every release's entries apply, so an
+/// unknown image is judged by more records, never by fewer.
+fn applies(distro: Option<&Distro>, eco: Ecosystem, ecosystem: &str) -> bool {
+    let (_, release) = split_ecosystem(ecosystem);
+    match (release, distro.and_then(|d| d.osv_release(eco))) {
+        (Some(wanted), Some(image)) => wanted == image,
+        _ => true,
+    }
+}
+
 impl OsvDb {
-    /// Loads every `*.json` record under `dir` (recursively). Unreadable files are skipped and counted.
-    pub fn load_dir(dir: &Path) -> std::io::Result<(OsvDb, usize)> {
-        let mut db = OsvDb::default();
-        let mut skipped = 0;
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d)? {
-                let path = entry?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "json") {
-                    match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
-                        Some(r) => db.add(r),
-                        None => skipped += 1,
-                    }
-                }
-            }
+    /// The index of `records`, as of data version `version`.
+    pub fn new(records: impl IntoIterator<Item = Record>, version: i64) -> OsvDb {
+        let mut db = OsvDb { version, ..OsvDb::default() };
+        for record in records {
+            db.add(record);
         }
-        Ok((db, skipped))
+        db
     }
 
     fn add(&mut self, record: Record) {
         self.records += 1;
+        let record = Arc::new(record);
         for (i, a) in record.affected.iter().enumerate() {
             if let Some(eco) = Ecosystem::from_osv(&a.package.ecosystem) {
                 let name = if eco == Ecosystem::PyPI {
@@ -147,7 +117,7 @@ impl OsvDb {
                 } else {
                     a.package.name.clone()
                 };
-                self.index.entry((eco, name)).or_default().push((record.clone(), i));
+                self.index.entry((eco, name)).or_default().push((Arc::clone(&record), i));
             }
         }
     }
@@ -185,9 +155,17 @@ impl OsvDb {
         None
     }
 
-    /// Vulnerability findings for `packages`. At or above `threshold` they are `Vulnerability`
-    /// (blocking by default); below it `VulnerabilityLow` (a warning). Allowlisted ids are skipped.
-    pub fn scan(&self, packages: &[Package], threshold: Severity, allow: &[Allow], now: i64) -> Vec<Finding> {
+    /// Vulnerability findings for `packages` of an image whose distribution is `distro` (from its
+    /// `/etc/os-release`). At or above `threshold` they are `Vulnerability` (blocking by default);
+    /// below it `VulnerabilityLow` (a warning). Allowlisted ids are skipped.
+    pub fn scan(
+        &self,
+        packages: &[Package],
+        distro: Option<&Distro>,
+        threshold: Severity,
+        allow: &[Allow],
+        now: i64,
+    ) -> Vec<Finding> {
         let mut findings = Vec::new();
         let allowed = |r: &Record| {
             allow.iter().any(|a| a.until.is_none_or(|u| u > now) && (a.id == r.id || r.aliases.contains(&a.id)))
@@ -198,17 +176,23 @@ impl OsvDb {
             for key in [(p.ecosystem, name), (p.ecosystem, p.name.clone())] {
                 for (record, i) in self.index.get(&key).into_iter().flatten() {
                     let affected = &record.affected[*i];
-                    if !seen.insert(record.id.clone()) || allowed(record) {
+                    if !applies(distro, p.ecosystem, &affected.package.ecosystem)
+                        || !seen.insert(record.id.clone())
+                        || allowed(record)
+                    {
                         continue;
                     }
                     if let Some(fixed) = Self::affected(p.ecosystem, affected, &p.version) {
                         let severity = severity_of(record, affected);
                         let fix = fixed.map(|f| format!(", fixed in {f}")).unwrap_or_else(|| ", no fix yet".into());
                         let summary = record.summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+                        let cves: Vec<&str> =
+                            record.aliases.iter().map(String::as_str).filter(|a| is_cve(a)).take(4).collect();
+                        let cves = if cves.is_empty() { String::new() } else { format!(" ({})", cves.join(", ")) };
                         findings.push(Finding {
                             rule: if severity >= threshold { Rule::Vulnerability } else { Rule::VulnerabilityLow },
                             severity,
-                            message: format!("{} in {} {}{fix}{summary}", record.id, p.name, p.version),
+                            message: format!("{}{cves} in {} {}{fix}{summary}", record.id, p.name, p.version),
                             path: None,
                             layer: None,
                         });

@@ -1,5 +1,6 @@
 //! Installed packages read from an image's package databases: dpkg's status file, apk's installed
-//! database, and Python distributions' `METADATA`.
+//! database, and Python distributions' `METADATA`; and the distribution release the image says
+//! it is (`/etc/os-release`), which decides the release-specific vulnerability records that apply.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,13 +15,69 @@ pub enum Ecosystem {
 impl Ecosystem {
     /// The ecosystem of an OSV `ecosystem` value (`Debian:12`, `Alpine:v3.19`, `PyPI`).
     pub fn from_osv(s: &str) -> Option<Ecosystem> {
-        match s.split(':').next()? {
+        match crate::model::osv::split_ecosystem(s).0 {
             "Debian" => Some(Ecosystem::Debian),
             "Alpine" => Some(Ecosystem::Alpine),
             "PyPI" => Some(Ecosystem::PyPI),
             _ => None,
         }
     }
+}
+
+/// The distribution an image says it is, from `/etc/os-release` (or `/usr/lib/os-release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Distro {
+    /// `ID` (`debian`, `alpine`, `ubuntu`...).
+    pub id: String,
+    /// `VERSION_ID` (`12`, `3.19.1`), empty when the file has none (Debian testing).
+    pub version_id: String,
+}
+
+impl Distro {
+    /// The release, as OSV names it after the ecosystem (`Debian:12`, `Alpine:v3.19`), of this
+    /// distribution's packages of `eco`; `None` when the scanner cannot tell (another
+    /// distribution, no version, or an ecosystem without releases).
+    pub fn osv_release(&self, eco: Ecosystem) -> Option<String> {
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        match (eco, self.id.as_str()) {
+            (Ecosystem::Debian, "debian") => {
+                let major = self.version_id.split('.').next()?;
+                numeric(major).then(|| major.to_owned())
+            }
+            (Ecosystem::Alpine, "alpine") => {
+                let mut parts = self.version_id.split('.');
+                let (major, minor) = (parts.next()?, parts.next()?);
+                (numeric(major) && numeric(minor)).then(|| format!("v{major}.{minor}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The purl `distro` qualifier (`debian-12`, `alpine-3.19.1`).
+    pub fn purl_qualifier(&self) -> Option<String> {
+        let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        (safe(&self.id) && safe(&self.version_id)).then(|| format!("{}-{}", self.id, self.version_id))
+    }
+}
+
+/// `os-release(5)`: `ID` and `VERSION_ID`, unquoted; `None` without an `ID`.
+pub fn os_release(text: &str) -> Option<Distro> {
+    let get = |key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.trim().split_once('=')?;
+            (k == key).then(|| v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+        })
+    };
+    let id = get("ID")?.to_ascii_lowercase();
+    (!id.is_empty() && id.len() <= 64).then(|| Distro { id, version_id: get("VERSION_ID").unwrap_or_default() })
+}
+
+/// What a rescan matches without reading the layers again: an image's packages and distribution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub packages: Vec<Package>,
+    #[serde(default)]
+    pub distro: Option<Distro>,
 }
 
 /// An installed package. `source` is the source package (Debian) or origin (Alpine), which is
@@ -117,6 +174,25 @@ pub fn parse_db(path: &str, text: &str) -> Vec<Package> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_release() {
+        let debian =
+            os_release("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n").unwrap();
+        assert_eq!(debian.osv_release(Ecosystem::Debian).as_deref(), Some("12"));
+        assert_eq!(debian.osv_release(Ecosystem::Alpine), None);
+        assert_eq!(debian.osv_release(Ecosystem::PyPI), None);
+        assert_eq!(debian.purl_qualifier().as_deref(), Some("debian-12"));
+        let alpine = os_release("NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.19.1\n").unwrap();
+        assert_eq!(alpine.osv_release(Ecosystem::Alpine).as_deref(), Some("v3.19"));
+        let testing = os_release("ID=debian\n").unwrap();
+        assert_eq!(testing.osv_release(Ecosystem::Debian), None);
+        let ubuntu = os_release("ID=ubuntu\nVERSION_ID=\"22.04\"\n").unwrap();
+        assert_eq!(ubuntu.osv_release(Ecosystem::Debian), None);
+        assert_eq!(os_release("NAME=x\n"), None);
+        let odd = os_release("ID=debian\nVERSION_ID=\"12 <b>\"\n").unwrap();
+        assert_eq!((odd.osv_release(Ecosystem::Debian), odd.purl_qualifier()), (None, None));
+    }
 
     #[test]
     fn parses_the_three_databases() {

@@ -17,21 +17,23 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::content::{ListedLayer, Outcome};
+use super::packages::Inventory;
 use super::sandbox::{Blob, Item, Plan, Role, Sandbox, SandboxError, Subject};
 use super::{Finding, Policy, Rule, Severity};
 use crate::domain::manifest::{containerd_unpacks, parse};
 use crate::domain::{Digest, Error, Reader, Reference, Registry};
-use crate::metadata::scans::{GiveUp, ScanJob, ScanState};
+use crate::metadata::scans::{GiveUp, NewVerdict, ScanJob, ScanState};
 use crate::metadata::ManifestKind;
 use crate::model::audit::NewAudit;
 use crate::model::metrics as m;
+use crate::model::RepoName;
 
 /// What the workers run, from `[scan]` in the configuration.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     pub policy: Policy,
-    /// OSV records for vulnerability matching, with the threshold and allowlist.
-    pub osv: Option<std::sync::Arc<super::osv::OsvDb>>,
+    /// The vulnerability data (reloaded when an import changes it), with the threshold and allowlist.
+    pub vulndb: super::vulndb::VulnDb,
     pub vulnerability_threshold: Severity,
     pub allowlist: Vec<super::osv::Allow>,
     pub hook: Option<Vec<String>>,
@@ -47,6 +49,47 @@ pub struct ScanSettings {
     pub max_references: usize,
     /// Whether the SBOM of each scanned image is attached to it (`scan.sbom`).
     pub sbom: bool,
+    /// How often passed images are matched again even without new data (0: only on new data).
+    pub rescan_interval: Duration,
+    /// How often the rescanner looks for data another replica imported.
+    pub poll: Duration,
+    /// Images the rescanner matches and records at once.
+    pub rescan_workers: usize,
+}
+
+impl ScanSettings {
+    /// The vulnerability findings of `packages` in an image of `distro` under these settings
+    /// (none while no data is loaded).
+    pub(super) fn match_vulnerabilities(
+        &self,
+        osv: &super::osv::OsvDb,
+        packages: &[super::packages::Package],
+        distro: Option<&super::packages::Distro>,
+        now: i64,
+    ) -> Vec<Finding> {
+        osv.scan(packages, distro, self.vulnerability_threshold, &self.allowlist, now)
+    }
+
+    /// These settings with the namespace's rule overrides on top of the global rules.
+    pub(super) async fn for_namespace(&self, registry: &Registry, namespace: &str) -> crate::domain::Result<Policy> {
+        let mut policy = self.policy.clone();
+        if let Some(overrides) = registry.namespace_scan_rules(namespace).await? {
+            match serde_json::from_str::<std::collections::BTreeMap<super::Rule, super::RuleAction>>(&overrides) {
+                Ok(rules) => policy.rules.extend(rules),
+                Err(e) => tracing::warn!(namespace, error = %e, "ignoring unreadable scan rule overrides"),
+            }
+        }
+        Ok(policy)
+    }
+}
+
+/// The one-line summary of an assessment, as the scan record and the audit log show it.
+pub(super) fn summary(assessment: &super::Assessment) -> String {
+    if assessment.passed() {
+        format!("passed with {} warning(s)", assessment.warnings.len())
+    } else {
+        assessment.blocking.iter().take(3).map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Why an attempt produced no verdict.
@@ -62,10 +105,12 @@ fn storage(e: Error) -> Failure {
     Failure::Retry(e.to_string(), GiveUp::KeepVerdict)
 }
 
-/// What a scan found: the findings and, for an image, its installed packages.
+/// What a scan found: the findings and, for an image, its installed packages and distribution,
+/// with the version of the vulnerability data they were matched against.
 struct Scanned {
     findings: Vec<Finding>,
-    packages: Option<Vec<super::packages::Package>>,
+    inventory: Option<Inventory>,
+    matched_version: i64,
 }
 
 /// Scans one manifest; `Ok(None)` when it was deleted meanwhile.
@@ -74,6 +119,8 @@ async fn scan_manifest(
     job: &ScanJob,
     settings: &ScanSettings,
 ) -> Result<Option<Scanned>, Failure> {
+    // One version of the data for the whole scan, recorded with the verdict.
+    let osv = settings.vulndb.current();
     let reference = Reference::Digest(job.digest.clone());
     let manifest = match registry.read_manifest(Reader::Unrestricted, &job.repo, &reference).await {
         Ok(m) => m,
@@ -170,27 +217,27 @@ async fn scan_manifest(
                 layer: None,
             });
         }
-        if let Some(osv) = &settings.osv {
-            findings.extend(osv.scan(
-                &outcome.packages,
-                settings.vulnerability_threshold,
-                &settings.allowlist,
-                registry.clock().now(),
-            ));
-        }
+        findings.extend(settings.match_vulnerabilities(
+            &osv,
+            &outcome.packages,
+            outcome.distro.as_ref(),
+            registry.clock().now(),
+        ));
         if let Some(argv) = &settings.hook {
             findings.extend(run_hook(registry, job, argv, settings).await?);
         }
     }
-    let packages = (kind == ManifestKind::Image).then_some(outcome.packages);
-    Ok(Some(Scanned { findings, packages }))
+    let inventory =
+        (kind == ManifestKind::Image).then_some(Inventory { packages: outcome.packages, distro: outcome.distro });
+    Ok(Some(Scanned { findings, inventory, matched_version: osv.version }))
 }
 
 /// Attaches the SBOM of an image the scan read (logged on failure; the verdict stands).
-async fn attach_sbom(registry: &Registry, job: &ScanJob, packages: &[super::packages::Package]) {
+async fn attach_sbom(registry: &Registry, job: &ScanJob, inventory: &Inventory) {
     let created = crate::model::rfc3339(registry.clock().now());
-    let document = super::sbom::spdx(&job.repo, &job.digest, packages, &created);
-    match registry.attach_sbom(&job.repo, &job.digest, document, &super::sbom::fingerprint(packages)).await {
+    let document = super::sbom::spdx(&job.repo, &job.digest, inventory, &created);
+    let packages = &inventory.packages;
+    match registry.attach_sbom(&job.repo, &job.digest, document, &super::sbom::fingerprint(inventory)).await {
         Ok(Some(sbom)) => {
             tracing::info!(repository = %job.repo, digest = %job.digest, %sbom, packages = packages.len(), "SBOM attached")
         }
@@ -234,25 +281,32 @@ async fn run_hook(
 }
 
 /// The audit record of a verdict (the summary names rules and paths, never file contents).
-async fn verdict_record(registry: &Registry, job: &ScanJob, verdict: &str, summary: &str) {
-    let record = NewAudit::new("scan.verdict", format!("{}@{}", job.repo, job.digest))
+async fn verdict_record(registry: &Registry, repo: &RepoName, digest: &Digest, verdict: &str, summary: &str) {
+    registry.audit(verdict_audit(repo, digest, verdict, summary)).await;
+}
+
+/// The audit record of a verdict (which webhooks turn into `scan.*` events).
+pub(super) fn verdict_audit(repo: &RepoName, digest: &Digest, verdict: &str, summary: &str) -> NewAudit {
+    NewAudit::new("scan.verdict", format!("{repo}@{digest}"))
         .actor("system:scanner")
-        .namespace(job.repo.namespace())
+        .namespace(repo.namespace())
         .outcome(verdict)
-        .detail("summary", summary);
-    registry.audit(record).await;
+        .detail("summary", summary)
 }
 
 /// What a signed verdict says of the scan besides its record: the rules in force (and their
-/// digest, to compare policies at a glance) and the vulnerability database's size.
-fn attestation_context(settings: &ScanSettings) -> crate::domain::attestations::ScanContext {
+/// digest, to compare policies at a glance) and the vulnerability data's version and size.
+pub(super) fn attestation_context(settings: &ScanSettings) -> crate::domain::attestations::ScanContext {
     let policy = serde_json::to_value(&settings.policy).unwrap_or_default();
     let digest = crate::model::Digest::of(crate::model::Algorithm::Sha256, policy.to_string().as_bytes());
     crate::domain::attestations::ScanContext {
         policy: Some(serde_json::json!({"rules": policy, "digest": digest.to_string()})),
-        vulnerability_database: Some(match &settings.osv {
-            Some(db) => serde_json::json!({"records": db.records}),
-            None => serde_json::json!({"records": 0, "note": "no vulnerability data configured (scan.osv_dir)"}),
+        vulnerability_database: Some({
+            let db = settings.vulndb.current();
+            match db.records {
+                0 => serde_json::json!({"version": db.version, "records": 0, "note": "no vulnerability data imported"}),
+                n => serde_json::json!({"version": db.version, "records": n}),
+            }
         }),
     }
 }
@@ -262,14 +316,7 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
     let Some(job) = registry.claim_scan(settings.lease, settings.max_attempts).await? else { return Ok(false) };
     // The namespace's overrides, on top of the global rules.
     let mut settings = settings.clone();
-    if let Some(overrides) = registry.namespace_scan_rules(job.repo.namespace()).await? {
-        match serde_json::from_str::<std::collections::BTreeMap<super::Rule, super::RuleAction>>(&overrides) {
-            Ok(rules) => settings.policy.rules.extend(rules),
-            Err(e) => {
-                tracing::warn!(namespace = job.repo.namespace(), error = %e, "ignoring unreadable scan rule overrides")
-            }
-        }
-    }
+    settings.policy = settings.for_namespace(registry, job.repo.namespace()).await?;
     let settings = &settings;
     let started = std::time::Instant::now();
     let finished = |verdict: &'static str| {
@@ -278,29 +325,33 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
     };
     match scan_manifest(registry, &job, settings).await {
         Ok(None) => {}
-        Ok(Some(Scanned { findings, packages })) => {
+        Ok(Some(Scanned { findings, inventory, matched_version })) => {
             let assessment = settings.policy.assess(findings.clone());
             let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
-            let summary = if assessment.passed() {
-                format!("passed with {} warning(s)", assessment.warnings.len())
-            } else {
-                assessment.blocking.iter().take(3).map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
-            };
+            let summary = summary(&assessment);
             let findings = serde_json::to_string(&findings).unwrap_or_else(|_| "[]".into());
+            let stored = inventory.as_ref().and_then(|i| serde_json::to_string(i).ok());
             finished(state.as_str());
             tracing::info!(target: "audit", repository = %job.repo, digest = %job.digest, verdict = state.as_str(), "scan finished");
-            registry.finish_scan(&job, state, &findings, &summary).await?;
-            verdict_record(registry, &job, state.as_str(), &summary).await;
+            let verdict = NewVerdict {
+                state,
+                findings: &findings,
+                summary: &summary,
+                inventory: stored.as_deref(),
+                matched_version,
+            };
+            registry.finish_scan(&job, &verdict).await?;
+            verdict_record(registry, &job.repo, &job.digest, state.as_str(), &summary).await;
             registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
-            if let Some(packages) = packages.filter(|_| settings.sbom) {
-                attach_sbom(registry, &job, &packages).await;
+            if let Some(inventory) = inventory.filter(|_| settings.sbom) {
+                attach_sbom(registry, &job, &inventory).await;
             }
         }
         Err(Failure::Content(reason)) => {
             finished("error");
             tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
-            verdict_record(registry, &job, "error", "the scan failed closed").await;
+            verdict_record(registry, &job.repo, &job.digest, "error", "the scan failed closed").await;
             registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
         }
         Err(Failure::Retry(reason, give_up)) => {

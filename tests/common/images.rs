@@ -157,3 +157,19 @@ pub fn layer_tar_gz(path: &str, content: &[u8], mode: u32) -> Vec<u8> {
     gz.write_all(&b.into_inner().unwrap()).unwrap();
     gz.finish().unwrap()
 }
+
+/// A real gzip-compressed layer tarball holding `files` (path, content), each mode 0644.
+pub fn layer_files_tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, content.as_bytes()).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&b.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}

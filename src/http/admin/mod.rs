@@ -17,6 +17,7 @@ mod scans;
 mod signatures;
 mod tokens;
 mod users;
+mod vulndb;
 mod webhooks;
 
 use axum::extract::FromRequestParts;
@@ -73,6 +74,7 @@ pub fn router() -> Router<AppState> {
         .route("/audit/verify", get(audit::verify))
         .route("/gc", post(gc::collect))
         .route("/fsck", get(gc::fsck))
+        .route("/vulndb", get(vulndb::status).post(vulndb::import))
         .route("/scans", get(scans::get))
         .route("/scans/release", post(scans::release))
         .route("/scans/rescan", post(scans::rescan))

@@ -26,6 +26,7 @@ mod scans;
 mod signatures;
 mod throttle;
 mod uploads;
+mod vulndb;
 mod webhooks;
 
 use std::path::Path;

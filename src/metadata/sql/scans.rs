@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{db_err, digest, mark_image_content, repo_name, verdict, SqlMetadata};
-use crate::metadata::scans::{GiveUp, ScanJob, ScanRecord, ScanState, ScanStore, Verdict};
+use crate::metadata::scans::{GiveUp, NewVerdict, ScanJob, ScanRecord, ScanState, ScanStore, Verdict};
 use crate::metadata::ManifestKind;
 use crate::model::metrics::{self as m, Timer};
 use crate::model::{Digest, Error, RepoName, Result};
@@ -173,21 +173,17 @@ impl ScanStore for SqlMetadata {
         .await
     }
 
-    async fn finish_scan(
-        &self,
-        job: &ScanJob,
-        state: ScanState,
-        findings: &str,
-        summary: &str,
-        now: i64,
-    ) -> Result<()> {
+    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<()> {
         let update = format!(
             "UPDATE scans SET findings = $1, summary = $2, lease_until = NULL, rescan = 0, attempts = 0, updated_at = $3,
-                 state = CASE WHEN state = 'released' AND $4 != 'passed' THEN 'released' ELSE $5 END
+                 state = CASE WHEN state = 'released' AND $4 != 'passed' THEN 'released' ELSE $5 END,
+                 inventory = $6, matched_version = $7, matched_at = $8
              WHERE {}",
-            where_job(6)
+            where_job(9)
         );
-        let (job, findings, summary) = (job.clone(), findings.to_owned(), summary.to_owned());
+        let (job, findings, summary) = (job.clone(), verdict.findings.to_owned(), verdict.summary.to_owned());
+        let (state, inventory, version) =
+            (verdict.state, verdict.inventory.map(str::to_owned), verdict.matched_version);
         self.writing_relaxed(move |conn| {
             Box::pin(async move {
                 sqlx::query(&update)
@@ -196,6 +192,9 @@ impl ScanStore for SqlMetadata {
                     .bind(now)
                     .bind(state.as_str())
                     .bind(state.as_str())
+                    .bind(inventory)
+                    .bind(version)
+                    .bind(now)
                     .bind(job.repo.as_str())
                     .bind(job.digest.as_str())
                     .execute(&mut *conn)
