@@ -151,6 +151,8 @@ impl App {
             access_log: config.server.access_log,
             webhooks_allow_private: config.webhooks.allow_private_targets,
             vulndb_max_bytes: config.scan.vulndb_max_bytes,
+            spool_dir: Arc::from(config.data_dir.as_path()),
+            vulndb_imports: Arc::new(tokio::sync::Semaphore::new(1)),
             dev_ca: config.dev_ca_certificate().map(Arc::from),
         });
         let instance = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
@@ -287,17 +289,29 @@ impl App {
             // The configured directory is imported first (unchanged records change nothing), so
             // the first verdicts already use it.
             if let Some(dir) = osv_dir {
-                match import_vulndb(&registry, vec![dir.clone()], max_bytes, "system:config").await {
-                    Ok(report) => tracing::info!(
-                        dir = %dir.display(),
-                        version = report.count.state.version,
-                        added = report.count.added,
-                        changed = report.count.changed,
-                        skipped = report.skipped,
-                        "scan.osv_dir imported"
-                    ),
+                let export = domain::vulndb::Export::lenient();
+                match import_vulndb(&registry, export, vec![dir.clone()], max_bytes, "system:config").await {
+                    Ok((report, unreadable)) => {
+                        tracing::info!(
+                            dir = %dir.display(),
+                            version = report.count.state.version,
+                            added = report.count.added,
+                            changed = report.count.changed,
+                            skipped = report.skipped,
+                            unreadable = unreadable.len(),
+                            "scan.osv_dir imported"
+                        );
+                        for why in unreadable {
+                            tracing::warn!(file = %why, "scan.osv_dir: a file that is not an OSV record was skipped");
+                        }
+                    }
                     Err(e) => tracing::error!(dir = %dir.display(), error = %e, "cannot import scan.osv_dir"),
                 }
+            }
+            // No verdict before the stored data is loaded: a scan with none would pass everything.
+            while let Err(e) = settings.vulndb.reload_if_changed(&registry).await {
+                tracing::error!(error = %e, "cannot load the vulnerability data; scans wait for it");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
             // The workers and the rescanner share the loaded vulnerability data (`settings.vulndb`).
             let rescans = scan::rescan::run(registry.clone(), settings.clone());
@@ -320,21 +334,23 @@ impl App {
 
 /// Imports OSV exports (zip files, JSON files, or directories of them) as `portcullis vulndb
 /// import` and `scan.osv_dir` do: read off the async threads, then one transaction.
+/// Also returns why files were skipped, when `export` reads leniently.
 pub async fn import_vulndb(
     registry: &domain::Registry,
+    mut export: domain::vulndb::Export,
     paths: Vec<std::path::PathBuf>,
     max_bytes: u64,
     actor: &str,
-) -> anyhow::Result<domain::vulndb::ImportReport> {
+) -> anyhow::Result<(domain::vulndb::ImportReport, Vec<String>)> {
     let export = tokio::task::spawn_blocking(move || {
-        let mut export = domain::vulndb::Export::default();
         for path in &paths {
             export.add_path(path, max_bytes)?;
         }
         Ok::<_, domain::Error>(export)
     })
     .await??;
-    Ok(registry.import_vulnerabilities(export, actor).await?)
+    let unreadable = export.unreadable_names.clone();
+    Ok((registry.import_vulnerabilities(export, actor).await?, unreadable))
 }
 
 /// Creates the data directory readable by this user only, and makes an existing one so: it holds

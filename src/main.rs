@@ -273,13 +273,15 @@ async fn vulndb(config: Config, task: VulndbTask) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let result = match task {
         VulndbTask::Import { files } => {
-            portcullis::import_vulndb(&app.registry, files, max_bytes, "system:cli").await.map(|r| {
+            let export = portcullis::domain::vulndb::Export::default();
+            portcullis::import_vulndb(&app.registry, export, files, max_bytes, "system:cli").await.map(|(r, _)| {
                 serde_json::json!({
                     "version": r.count.state.version,
                     "records": r.count.state.records,
                     "added": r.count.added,
                     "changed": r.count.changed,
                     "unchanged": r.count.unchanged,
+                    "removed": r.count.removed,
                     "skipped": r.skipped,
                 })
             })

@@ -48,7 +48,7 @@ fn pkg(ecosystem: Ecosystem, name: &str, source: Option<&str>, version: &str) ->
 
 #[test]
 fn matches_versions_severities_threshold_and_allowlist() {
-    let db = OsvDb::new(fixtures().iter().map(|r| Record::from_value(r.clone()).unwrap()), 1);
+    let db = OsvDb::new(fixtures().iter().map(|r| Record::from_value(r).unwrap()), 1);
     assert_eq!(db.records, 3);
     let packages = [
         pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1"),
@@ -76,21 +76,65 @@ fn matches_versions_severities_threshold_and_allowlist() {
     assert_eq!(db.scan(&packages[..1], None, Severity::High, &allow, 100).len(), 1);
 }
 
+/// Two records for openssl: one for Debian 11 only, one with an entry per release (11 fixed in
+/// 1.1, 12 fixed in 3.0.11-1~deb12u2); and one for Alpine v3.19.
+fn release_records() -> OsvDb {
+    let range = |fixed: &str| json!([{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]);
+    let records = [
+        json!({"id": "DSA-11-ONLY", "affected": [{"package": {"ecosystem": "Debian:11", "name": "openssl"}, "ranges": range("9")}]}),
+        json!({"id": "DEBIAN-CVE-2099-1", "affected": [
+            {"package": {"ecosystem": "Debian:11", "name": "openssl"}, "ranges": range("1.1")},
+            {"package": {"ecosystem": "Debian:12", "name": "openssl"}, "ranges": range("3.0.11-1~deb12u2")}]}),
+        json!({"id": "ALPINE-319", "affected": [{"package": {"ecosystem": "Alpine:v3.19", "name": "openssl"}, "ranges": range("3.1.4-r5")}]}),
+    ];
+    OsvDb::new(records.iter().map(|r| Record::from_value(r).unwrap()), 1)
+}
+
 #[test]
-fn release_specific_records_apply_to_their_release_only() {
-    let db = OsvDb::new(fixtures().iter().map(|r| Record::from_value(r.clone()).unwrap()), 1);
-    let debian = [pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1")];
-    let alpine = [pkg(Ecosystem::Alpine, "libcrypto3", Some("openssl"), "3.1.4-r4")];
-    let found = |packages: &[Package], os: Option<&str>| {
+fn release_specific_records_apply_to_their_release_only_when_the_image_proves_it() {
+    let db = release_records();
+    let ids = |packages: &[Package], os: Option<&str>| {
         let distro = os.and_then(os_release);
-        db.scan(packages, distro.as_ref(), Severity::High, &[], 0).len()
+        let found = db.scan(packages, distro.as_ref(), Severity::High, &[], 0);
+        let mut ids: Vec<String> = found.iter().map(|f| f.message.split(' ').next().unwrap().to_owned()).collect();
+        ids.sort();
+        ids
     };
-    assert_eq!(found(&debian, Some("ID=debian\nVERSION_ID=\"12\"\n")), 1);
-    assert_eq!(found(&debian, Some("ID=debian\nVERSION_ID=\"11\"\n")), 0, "a Debian:12 record is not Debian 11's");
-    assert_eq!(found(&debian, None), 1, "an image that does not say its release is judged by every release's records");
-    assert_eq!(found(&debian, Some("ID=debian\n")), 1, "testing/sid has no VERSION_ID: every release");
-    assert_eq!(found(&alpine, Some("ID=alpine\nVERSION_ID=3.19.1\n")), 1);
-    assert_eq!(found(&alpine, Some("ID=alpine\nVERSION_ID=3.18.4\n")), 0);
+    let ssl = pkg(Ecosystem::Debian, "libssl3", Some("openssl"), "3.0.11-1~deb12u1");
+    let bookworm = [pkg(Ecosystem::Debian, "base-files", None, "12.4+deb12u2"), ssl.clone()];
+    let debian = |version: &str| format!("ID=debian\nVERSION_ID=\"{version}\"\n");
+    // Proven Debian 12 (os-release, base-files, and the data knows Debian:12): only 12's entries.
+    assert_eq!(ids(&bookworm, Some(&debian("12"))), ["DEBIAN-CVE-2099-1"]);
+    // Every other case falls back to every release's entries, never to fewer records.
+    let all = ["DEBIAN-CVE-2099-1", "DSA-11-ONLY"];
+    assert_eq!(ids(&bookworm, None), all, "no os-release");
+    assert_eq!(ids(&bookworm, Some("ID=debian\n")), all, "testing/sid: no VERSION_ID");
+    assert_eq!(ids(&bookworm, Some(&debian("99"))), all, "a release the data does not know");
+    assert_eq!(ids(&bookworm, Some(&debian("11"))), all, "os-release says 11, base-files says 12");
+    assert_eq!(ids(std::slice::from_ref(&ssl), Some(&debian("12"))), all, "no base-files to confirm the release");
+    assert_eq!(ids(&bookworm, Some("ID=ubuntu\nVERSION_ID=\"22.04\"\n")), all, "another distribution");
+    // A record with an entry per release is judged by each entry until one matches: the Debian 11
+    // entry (fixed in 1.1) does not hide the Debian 12 one.
+    assert_eq!(ids(&[ssl], None), all);
+    // Proven Debian 11: its own entries.
+    let bullseye = [
+        pkg(Ecosystem::Debian, "base-files", None, "11.1+deb11u9"),
+        pkg(Ecosystem::Debian, "libssl1.1", Some("openssl"), "1.1.1w-0+deb11u1"),
+    ];
+    assert_eq!(
+        ids(&bullseye, Some(&debian("11"))),
+        ["DSA-11-ONLY"],
+        "1.1.1w is past 11's fix (1.1) in DEBIAN-CVE-2099-1"
+    );
+    // Alpine: alpine-release confirms v3.19; a v3.18 image is not affected by a v3.19 record.
+    let crypto = pkg(Ecosystem::Alpine, "libcrypto3", Some("openssl"), "3.1.4-r4");
+    let alpine = |v: &str| [pkg(Ecosystem::Alpine, "alpine-release", None, v), crypto.clone()];
+    assert_eq!(ids(&alpine("3.19.1-r0"), Some("ID=alpine\nVERSION_ID=3.19.1\n")), ["ALPINE-319"]);
+    assert_eq!(
+        ids(&alpine("3.18.4-r0"), Some("ID=alpine\nVERSION_ID=3.18.4\n")),
+        ["ALPINE-319"],
+        "v3.18 is a release the data does not know: every release's records apply"
+    );
 }
 
 fn dpkg_layer(version: &str) -> Vec<u8> {

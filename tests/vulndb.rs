@@ -78,17 +78,22 @@ async fn imported_data_quarantines_a_passed_image_of_that_release_only() {
     let bookworm = push(&r, "team/app", "bookworm", debian("12", "3.0.11-1~deb12u1")).await;
     let bullseye = push(&r, "team/app", "bullseye", debian("11", "3.0.11-1~deb12u1")).await;
     let fixed = push(&r, "team/app", "fixed", debian("12", "3.0.11-1~deb12u2")).await;
-    for d in [&bookworm, &bullseye, &fixed] {
+    let made_up = push(&r, "team/app", "made-up", debian("99", "3.0.11-1~deb12u1")).await;
+    for d in [&bookworm, &bullseye, &fixed, &made_up] {
         assert_eq!(r.wait_scan("team/app", d).await, "passed");
     }
     let empty = r.admin_api("GET", "/api/v1/vulndb", json!(null)).await;
     empty.expect(200, None);
     assert_eq!((empty.json()["version"].as_i64(), empty.json()["imported_at"].is_null()), (Some(0), true));
 
-    // A record for Debian 11 only: the Debian 12 image with the same version is not affected.
-    let first = r.admin_api("POST", "/api/v1/vulndb", json!([record("DSA-9001-1", "Debian:11")])).await;
+    // A record for Debian 11 only (with one for Debian 12's zlib, so that the data covers Debian
+    // 12, as OSV's Debian export does): the Debian 12 image with the same version is not
+    // affected; an image claiming a release the data does not know is judged by every release.
+    let zlib = json!({"id": "DSA-9000-1", "affected": [{"package": {"ecosystem": "Debian:12", "name": "zlib"},
+        "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1"}]}]}]});
+    let first = r.admin_api("POST", "/api/v1/vulndb", json!([zlib, record("DSA-9001-1", "Debian:11")])).await;
     first.expect(200, None);
-    assert_eq!((first.json()["version"].as_i64(), first.json()["added"].as_i64()), (Some(1), Some(1)));
+    assert_eq!((first.json()["version"].as_i64(), first.json()["added"].as_i64()), (Some(1), Some(2)));
     settled(&r).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while state(&r, "team/app", &bullseye).await != "quarantined" {
@@ -96,6 +101,7 @@ async fn imported_data_quarantines_a_passed_image_of_that_release_only() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(state(&r, "team/app", &bookworm).await, "passed", "a Debian:11 record does not apply to Debian 12");
+    assert_eq!(state(&r, "team/app", &made_up).await, "quarantined", "a release the data does not know: all apply");
     r.v2_as(&token, "GET", "/v2/team/app/manifests/bookworm", Body::empty()).await.expect(200, None);
 
     // The same import again changes nothing.
@@ -115,14 +121,20 @@ async fn imported_data_quarantines_a_passed_image_of_that_release_only() {
     blocked.expect(403, Some("QUARANTINED"));
     assert!(blocked.json()["errors"][0]["message"].as_str().unwrap().contains("DSA-9002-1"), "{:?}", blocked.json());
     // Not one byte of it: its layer is refused too.
-    let manifest =
-        r.admin_api("GET", &format!("/api/v1/scans?repository=team/app&digest={bookworm}"), json!(null)).await;
-    assert_eq!(manifest.json()["findings"][0]["rule"], "vulnerability");
+    let report = r.admin_api("GET", &format!("/api/v1/scans?repository=team/app&digest={bookworm}"), json!(null)).await;
+    assert_eq!(report.json()["findings"][0]["rule"], "vulnerability");
+    let (repo, reference) = ("team/app".parse().unwrap(), portcullis::model::Reference::Digest(bookworm.clone()));
+    let manifest = r.app.registry.read_manifest(portcullis::domain::Reader::Unrestricted, &repo, &reference);
+    let manifest: Value = serde_json::from_slice(&manifest.await.unwrap().content).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    r.v2_as(&token, "GET", &format!("/v2/team/app/blobs/{layer}"), Body::empty())
+        .await
+        .expect(403, Some("QUARANTINED"));
     // The fixed version still passes and is served.
     assert_eq!(state(&r, "team/app", &fixed).await, "passed");
     r.v2_as(&token, "GET", "/v2/team/app/manifests/fixed", Body::empty()).await.expect(200, None);
     let doc = settled(&r).await;
-    assert_eq!((doc["version"].as_i64(), doc["records"].as_i64()), (Some(2), Some(2)));
+    assert_eq!((doc["version"].as_i64(), doc["records"].as_i64()), (Some(2), Some(3)));
 
     // The audit log says why, naming the vulnerability (webhooks send it as scan.quarantined).
     let audit = r.admin_api("GET", "/api/v1/audit?action=scan.verdict", json!(null)).await;
@@ -244,4 +256,21 @@ async fn the_cli_imports_into_a_running_registry_without_a_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.json") && err.contains("not JSON"), "{err}");
     assert_eq!(server.api(reqwest::Method::GET, "/api/v1/vulndb", json!(null)).await["version"], 1);
+}
+
+/// An image scanned before inventories were kept (as an older registry left it) is scanned again
+/// in full when new data arrives, and quarantined if the data names one of its packages.
+#[tokio::test]
+async fn images_scanned_before_inventories_are_rescanned_in_full() {
+    let r = TestRegistry::new().await;
+    let old = push(&r, "team/app", "old", debian("12", "3.0.11-1~deb12u1")).await;
+    assert_eq!(r.wait_scan("team/app", &old).await, "passed");
+    let cleared = r.app.metadata().execute_for_tests("UPDATE scans SET inventory = NULL, matched_version = 0").await;
+    assert!(cleared.unwrap() >= 1);
+    r.admin_api("POST", "/api/v1/vulndb", record("DSA-9401-1", "Debian:12")).await.expect(200, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&r, "team/app", &old).await != "quarantined" {
+        assert!(Instant::now() < deadline, "the image without an inventory was not rescanned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

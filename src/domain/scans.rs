@@ -162,10 +162,15 @@ impl super::Registry {
         self.meta.record_kind(repo, digest, kind).await
     }
 
-    pub async fn finish_scan(&self, job: &ScanJob, verdict: &crate::metadata::scans::NewVerdict<'_>) -> Result<()> {
-        self.meta.finish_scan(job, verdict, self.clock.now()).await?;
-        self.scan_signals.verdict.notify_waiters();
-        Ok(())
+    /// Records a verdict; `false` when it was not (see `ScanStore::finish_scan`) and the job is queued again.
+    pub async fn finish_scan(&self, job: &ScanJob, verdict: &crate::metadata::scans::NewVerdict<'_>) -> Result<bool> {
+        let recorded = self.meta.finish_scan(job, verdict, self.clock.now()).await?;
+        if recorded {
+            self.scan_signals.verdict.notify_waiters();
+        } else {
+            self.scan_queued();
+        }
+        Ok(recorded)
     }
 
     pub async fn fail_scan(&self, job: &ScanJob, retry_at: Option<i64>, give_up: GiveUp, summary: &str) -> Result<()> {

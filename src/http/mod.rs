@@ -45,6 +45,10 @@ pub struct AppState {
     pub webhooks_allow_private: bool,
     /// `scan.vulndb_max_bytes`: the largest vulnerability data import accepted.
     pub vulndb_max_bytes: u64,
+    /// Where uploads are spooled (the private data directory; the files are unnamed).
+    pub spool_dir: Arc<std::path::Path>,
+    /// One vulnerability data import at a time (each may hold a large export in memory).
+    pub vulndb_imports: Arc<tokio::sync::Semaphore>,
     /// The development CA certificate served at `/ca.crt`, when the registry uses its own CA.
     pub dev_ca: Option<Arc<std::path::Path>>,
 }

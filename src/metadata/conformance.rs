@@ -377,15 +377,20 @@ async fn vulnerability_data(meta: &dyn Metadata) {
     let rec =
         |id: &str, body: &str| ImportedRecord { id: id.into(), body: body.into(), fingerprint: format!("f-{body}") };
     assert_eq!(meta.vulndb_state().await.unwrap().version, 0);
-    let first = meta.import_vulnerabilities(vec![rec("A-1", "a1"), rec("B-1", "b1")], 7_000).await.unwrap();
-    assert_eq!((first.added, first.changed, first.state.version, first.state.records), (2, 0, 1, 2));
+    // More rows than one INSERT statement carries.
+    let many: Vec<ImportedRecord> = (0..1_203).map(|i| rec(&format!("M-{i:04}"), &format!("m{i}"))).collect();
+    let first = meta.import_vulnerabilities(many, vec!["never-stored".into()], 7_000).await.unwrap();
+    assert_eq!((first.added, first.removed, first.state.version, first.state.records), (1_203, 0, 1, 1_203));
     assert_eq!(first.state.imported_at, Some(7_000));
-    let same = meta.import_vulnerabilities(vec![rec("A-1", "a1")], 7_001).await.unwrap();
-    assert_eq!((same.unchanged, same.state.version, same.state.imported_at), (1, 1, Some(7_000)));
-    let changed = meta.import_vulnerabilities(vec![rec("A-1", "a2"), rec("C-1", "c1")], 7_002).await.unwrap();
-    assert_eq!((changed.added, changed.changed, changed.state.version, changed.state.records), (1, 1, 2, 3));
+    let gone: Vec<String> = (0..1_203).map(|i| format!("M-{i:04}")).collect();
+    let cleared = meta.import_vulnerabilities(vec![rec("A-1", "a1"), rec("B-1", "b1")], gone, 7_001).await.unwrap();
+    assert_eq!((cleared.added, cleared.removed, cleared.state.version, cleared.state.records), (2, 1_203, 2, 2));
+    let same = meta.import_vulnerabilities(vec![rec("A-1", "a1")], vec!["M-0001".into()], 7_002).await.unwrap();
+    assert_eq!((same.unchanged, same.state.version, same.state.imported_at), (1, 2, Some(7_001)));
+    let changed = meta.import_vulnerabilities(vec![rec("A-1", "a2"), rec("C-1", "c1")], vec![], 7_003).await.unwrap();
+    assert_eq!((changed.added, changed.changed, changed.state.version, changed.state.records), (1, 1, 3, 3));
     let (state, bodies) = meta.vulnerability_records().await.unwrap();
-    assert_eq!((state.version, bodies), (2, vec!["a2".to_owned(), "b1".to_owned(), "c1".to_owned()]));
+    assert_eq!((state.version, bodies), (3, vec!["a2".to_owned(), "b1".to_owned(), "c1".to_owned()]));
 
     for body in ["v-one", "v-two", "v-old"] {
         meta.put_manifest(&manifest("vuln/app", body, vec![], None, None)).await.unwrap().unwrap();
@@ -398,19 +403,20 @@ async fn vulnerability_data(meta: &dyn Metadata) {
             findings: "[]",
             summary: "ok",
             inventory,
-            matched_version: 1,
+            matched_version: 2,
         };
         meta.finish_scan(&job, &verdict, 7_010).await.unwrap();
     }
-    assert!(meta.rematch_behind(2).await.unwrap());
-    assert!(!meta.rematch_behind(1).await.unwrap());
-    assert_eq!(meta.count_rematch_due(2, i64::MIN).await.unwrap(), 2, "the image without an inventory is not due");
-    assert_eq!(meta.count_rematch_due(1, 7_011).await.unwrap(), 2, "matched before the cut-off: due again");
-    assert_eq!(meta.count_rematch_due(1, 7_010).await.unwrap(), 0);
-    let page = meta.rematch_due(2, i64::MIN, None, 1).await.unwrap();
+    assert!(meta.rematch_pending(3, i64::MIN).await.unwrap());
+    assert!(!meta.rematch_pending(2, i64::MIN).await.unwrap());
+    assert!(meta.rematch_pending(2, 7_011).await.unwrap(), "matched before the cut-off");
+    assert_eq!(meta.count_rematch_due(3, i64::MIN).await.unwrap(), 2, "the image without an inventory is not due");
+    assert_eq!(meta.count_rematch_due(2, 7_011).await.unwrap(), 2, "matched before the cut-off: due again");
+    assert_eq!(meta.count_rematch_due(2, 7_010).await.unwrap(), 0);
+    let page = meta.rematch_due(3, i64::MIN, None, 1).await.unwrap();
     assert_eq!(page.len(), 1);
     let cursor = (page[0].created_at, page[0].repository_id, page[0].digest.to_string());
-    let next = meta.rematch_due(2, i64::MIN, Some(&cursor), 10).await.unwrap();
+    let next = meta.rematch_due(3, i64::MIN, Some(&cursor), 10).await.unwrap();
     assert_eq!(next.len(), 1);
     assert_ne!(page[0].digest, next[0].digest);
     assert!(meta
@@ -419,15 +425,15 @@ async fn vulnerability_data(meta: &dyn Metadata) {
         .unwrap()
         .is_empty());
     // The first is quarantined; a second write from the same read changes nothing.
-    assert!(meta.record_rematch(&page[0], ScanState::Quarantined, "[1]", "DSA-1", 2, 7_020).await.unwrap());
-    assert!(!meta.record_rematch(&page[0], ScanState::Passed, "[]", "ok", 2, 7_021).await.unwrap());
+    assert!(meta.record_rematch(&page[0], ScanState::Quarantined, "[1]", "DSA-1", 3, 7_020).await.unwrap());
+    assert!(!meta.record_rematch(&page[0], ScanState::Passed, "[]", "ok", 3, 7_021).await.unwrap());
     let stored = meta.scan(&page[0].repo, &page[0].digest).await.unwrap().unwrap();
     assert_eq!((stored.state, stored.summary.as_deref()), (ScanState::Quarantined, Some("DSA-1")));
     // Something else wrote the second row after it was read: the rematch loses.
     meta.release_scan(&next[0].repo, &next[0].digest, "admin", "x", None, 7_030).await.unwrap();
-    assert!(!meta.record_rematch(&next[0], ScanState::Quarantined, "[1]", "DSA-1", 2, 7_031).await.unwrap());
+    assert!(!meta.record_rematch(&next[0], ScanState::Quarantined, "[1]", "DSA-1", 3, 7_031).await.unwrap());
     assert_eq!(meta.scan(&next[0].repo, &next[0].digest).await.unwrap().unwrap().state, ScanState::Released);
-    assert_eq!(meta.count_rematch_due(2, i64::MIN).await.unwrap(), 0);
+    assert_eq!(meta.count_rematch_due(3, i64::MIN).await.unwrap(), 0);
     // The image scanned before inventories were kept gets one full rescan.
     // (Every passed image of the suite so far was stored without one.)
     assert!(meta.queue_uninventoried(7_040).await.unwrap() >= 1);

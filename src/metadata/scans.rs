@@ -52,8 +52,10 @@ pub trait ScanStore: Send + Sync {
     async fn record_kind(&self, repo: &RepoName, digest: &Digest, kind: super::ManifestKind) -> Result<()>;
     /// Records a verdict; a released image stays released unless the new verdict passes. An
     /// image's `inventory` (packages and distribution, JSON) is kept for rescans, with the
-    /// vulnerability data `version` its findings were matched against.
-    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<()>;
+    /// vulnerability data `version` its findings were matched against. A passing verdict matched
+    /// against older data than the quarantine it would replace (a rescan's, which landed while
+    /// this scan ran) is not recorded: the job is queued again and `false` returned.
+    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<bool>;
     /// A failed attempt: retried at `retry_at`, or given up as `give_up` says.
     async fn fail_scan(
         &self,

@@ -31,6 +31,8 @@ pub struct ImportCount {
     pub added: u64,
     pub changed: u64,
     pub unchanged: u64,
+    /// Stored records removed (they arrived withdrawn).
+    pub removed: u64,
     pub state: VulnDbState,
 }
 
@@ -41,6 +43,7 @@ pub struct Rematch {
     pub repo: RepoName,
     pub digest: Digest,
     pub findings: Option<String>,
+    pub summary: Option<String>,
     pub inventory: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -53,9 +56,14 @@ pub type RematchCursor = (i64, i64, String);
 pub trait VulnStore: Send + Sync {
     /// The version of the imported data.
     async fn vulndb_state(&self) -> Result<VulnDbState>;
-    /// Adds or replaces `records` by id in one transaction; the version goes up by one if any was
-    /// new or different.
-    async fn import_vulnerabilities(&self, records: Vec<ImportedRecord>, now: i64) -> Result<ImportCount>;
+    /// Adds or replaces `records` by id and removes the `removed` ids, in one transaction; the
+    /// version goes up by one if anything changed.
+    async fn import_vulnerabilities(
+        &self,
+        records: Vec<ImportedRecord>,
+        removed: Vec<String>,
+        now: i64,
+    ) -> Result<ImportCount>;
     /// Every record body, with the version they are (read in one snapshot).
     async fn vulnerability_records(&self) -> Result<(VulnDbState, Vec<String>)>;
     /// Passed images with an inventory whose findings were matched against a version before
@@ -69,8 +77,9 @@ pub trait VulnStore: Send + Sync {
     ) -> Result<Vec<Rematch>>;
     /// How many images [`rematch_due`](Self::rematch_due) would return without a limit.
     async fn count_rematch_due(&self, version: i64, stale_before: i64) -> Result<u64>;
-    /// Whether any passed image was matched against a version before `version` (an index lookup).
-    async fn rematch_behind(&self, version: i64) -> Result<bool>;
+    /// Whether any passed image was matched against a version before `version`, or before
+    /// `stale_before` (two index lookups).
+    async fn rematch_pending(&self, version: i64, stale_before: i64) -> Result<bool>;
     /// Writes a rematch's verdict if the row is still the one read (passed, same `updated_at` and findings);
     /// false if something else changed it first.
     #[allow(clippy::too_many_arguments)]

@@ -78,12 +78,13 @@ impl Record {
         if bytes.len() > MAX_RECORD_BYTES {
             return Err(format!("the record has {} bytes, more than {MAX_RECORD_BYTES}", bytes.len()));
         }
-        Self::from_value(serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?)
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        Self::from_value(&value)
     }
 
     /// Reads one record from parsed JSON.
-    pub fn from_value(value: serde_json::Value) -> Result<Record, String> {
-        let record: Record = serde_json::from_value(value).map_err(|e| format!("not an OSV record: {e}"))?;
+    pub fn from_value(value: &serde_json::Value) -> Result<Record, String> {
+        let record = Record::deserialize(value).map_err(|e| format!("not an OSV record: {e}"))?;
         let valid_id = !record.id.is_empty()
             && record.id.len() <= 128
             && record.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));

@@ -1,11 +1,16 @@
-//! Offline vulnerability matching against a directory of OSV records.
+//! Offline vulnerability matching against the imported OSV records.
 //!
-//! Rules: a record matches a package when its `affected` entry names the package's ecosystem and
-//! name (Debian and Alpine advisories name the source package) and the version is in `versions`
-//! or inside an `ECOSYSTEM` range (`introduced` ≤ v < `fixed`, or ≤ `last_affected`), compared
-//! with the ecosystem's own ordering. Severity comes from a CVSS v3 vector (scored here) or the
-//! record's severity label. Findings at or above the threshold block; allowlisted ids are skipped
-//! until their entry expires.
+//! Rules: a record matches a package when one of its `affected` entries names the package's
+//! ecosystem and name (Debian and Alpine advisories name the source package) and the version is
+//! in `versions` or inside an `ECOSYSTEM` range (`introduced` ≤ v < `fixed`, or ≤
+//! `last_affected`), compared with the ecosystem's own ordering. Severity comes from a CVSS v3 or
+//! v4 vector (scored here) or the record's severity label. Findings at or above the threshold
+//! block; allowlisted ids are skipped until their entry expires.
+//!
+//! Invariant: what an image says of itself can only add records, never remove them. Entries for
+//! one release (`Debian:12`) are left out only when the release is confirmed three ways (its
+//! `os-release`, the release package among its packages, and records for that release in the
+//! data); otherwise every release's entries apply.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -27,6 +32,8 @@ pub struct OsvDb {
     pub records: usize,
     /// The version of the imported data this was built from (0: none imported).
     pub version: i64,
+    /// The releases the records name (`(Debian, "12")`, `(Alpine, "v3.19")`).
+    releases: std::collections::HashSet<(Ecosystem, String)>,
 }
 
 fn compare(eco: Ecosystem, a: &str, b: &str) -> Ordering {
@@ -85,16 +92,33 @@ pub fn is_cve(alias: &str) -> bool {
 }
 
 /// Whether an `affected` entry for `ecosystem` (`Debian:12`, `Alpine:v3.19`, `PyPI`) applies to a
-/// package of `eco` in an image of `distro`. A release-specific entry applies only to that
-/// release of the distribution; when the image does not say which distribution and release it is
-/// (no `/etc/os-release`, or one the scanner does not know), every release's entries apply, so an
-/// unknown image is judged by more records, never by fewer.
-fn applies(distro: Option<&Distro>, eco: Ecosystem, ecosystem: &str) -> bool {
-    let (_, release) = split_ecosystem(ecosystem);
-    match (release, distro.and_then(|d| d.osv_release(eco))) {
+/// package in an image of confirmed `release` (see [`OsvDb::confirmed_release`]): a
+/// release-specific entry applies only to that release; without a confirmed release, every
+/// release's entries apply.
+fn applies(release: Option<&str>, ecosystem: &str) -> bool {
+    match (split_ecosystem(ecosystem).1, release) {
         (Some(wanted), Some(image)) => wanted == image,
         _ => true,
     }
+}
+
+/// The package whose version names the distribution release (`base-files` 12.4+deb12u2 is Debian
+/// 12; `alpine-release` 3.19.1-r0 is Alpine v3.19).
+fn release_of_packages(eco: Ecosystem, packages: &[Package]) -> Option<String> {
+    let (name, digits) = match eco {
+        Ecosystem::Debian => ("base-files", 1),
+        Ecosystem::Alpine => ("alpine-release", 2),
+        Ecosystem::PyPI => return None,
+    };
+    let version = &packages.iter().find(|p| p.ecosystem == eco && p.name == name)?.version;
+    let numeric: Vec<&str> = version.split(['.', '-', '+', '~']).take(digits).collect();
+    if numeric.len() < digits || numeric.iter().any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    Some(match eco {
+        Ecosystem::Alpine => format!("v{}", numeric.join(".")),
+        _ => numeric.join("."),
+    })
 }
 
 impl OsvDb {
@@ -107,9 +131,27 @@ impl OsvDb {
         db
     }
 
+    /// The release whose records alone apply to the image's packages of `eco`: the one its
+    /// `os-release` names, when the image's own packages say the same (`base-files`,
+    /// `alpine-release`) and the data has records for that release. Otherwise `None`, and every
+    /// release's records apply: an image cannot turn records off by claiming a release that does
+    /// not exist, a neighbouring one, or one the data does not cover yet.
+    pub fn confirmed_release(&self, eco: Ecosystem, distro: Option<&Distro>, packages: &[Package]) -> Option<String> {
+        let claimed = distro?.osv_release(eco)?;
+        let known = self.releases.contains(&(eco, claimed.clone()));
+        (known && release_of_packages(eco, packages).as_deref() == Some(claimed.as_str())).then_some(claimed)
+    }
+
     fn add(&mut self, record: Record) {
         self.records += 1;
         let record = Arc::new(record);
+        for a in &record.affected {
+            if let (Some(eco), (_, Some(release))) =
+                (Ecosystem::from_osv(&a.package.ecosystem), split_ecosystem(&a.package.ecosystem))
+            {
+                self.releases.insert((eco, release.to_owned()));
+            }
+        }
         for (i, a) in record.affected.iter().enumerate() {
             if let Some(eco) = Ecosystem::from_osv(&a.package.ecosystem) {
                 let name = if eco == Ecosystem::PyPI {
@@ -155,8 +197,8 @@ impl OsvDb {
         None
     }
 
-    /// Vulnerability findings for `packages` of an image whose distribution is `distro` (from its
-    /// `/etc/os-release`). At or above `threshold` they are `Vulnerability` (blocking by default);
+    /// Vulnerability findings for `packages` of an image whose `os-release` names `distro` (see
+    /// [`confirmed_release`](Self::confirmed_release) for when that narrows the records). At or above `threshold` they are `Vulnerability` (blocking by default);
     /// below it `VulnerabilityLow` (a warning). Allowlisted ids are skipped.
     pub fn scan(
         &self,
@@ -170,19 +212,25 @@ impl OsvDb {
         let allowed = |r: &Record| {
             allow.iter().any(|a| a.until.is_none_or(|u| u > now) && (a.id == r.id || r.aliases.contains(&a.id)))
         };
+        let mut releases: HashMap<Ecosystem, Option<String>> = HashMap::new();
         for p in packages {
+            let release =
+                releases.entry(p.ecosystem).or_insert_with(|| self.confirmed_release(p.ecosystem, distro, packages));
             let name = p.source.clone().unwrap_or_else(|| p.name.clone());
-            let mut seen = std::collections::HashSet::new();
+            // Records already reported for this package: a record is one finding, but each of
+            // its entries (one per release, say) is looked at until one matches.
+            let mut found = std::collections::HashSet::new();
             for key in [(p.ecosystem, name), (p.ecosystem, p.name.clone())] {
                 for (record, i) in self.index.get(&key).into_iter().flatten() {
                     let affected = &record.affected[*i];
-                    if !applies(distro, p.ecosystem, &affected.package.ecosystem)
-                        || !seen.insert(record.id.clone())
+                    if !applies(release.as_deref(), &affected.package.ecosystem)
+                        || found.contains(&record.id)
                         || allowed(record)
                     {
                         continue;
                     }
                     if let Some(fixed) = Self::affected(p.ecosystem, affected, &p.version) {
+                        found.insert(record.id.clone());
                         let severity = severity_of(record, affected);
                         let fix = fixed.map(|f| format!(", fixed in {f}")).unwrap_or_else(|| ", no fix yet".into());
                         let summary = record.summary.as_deref().map(|s| format!(": {s}")).unwrap_or_default();

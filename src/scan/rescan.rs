@@ -11,12 +11,15 @@
 //!   its blobs are served. There is no cache of verdicts to go stale.
 //! - The write lands only on the row that was read (still passed, same findings and time), so a
 //!   verdict, release or rescan that landed meanwhile wins; the image is matched again later.
+//!   The other way round, a full scan's passing verdict matched against older data than a
+//!   rescan's quarantine is not recorded (`ScanStore::finish_scan`): the image is scanned again.
 //! - Non-vulnerability findings are kept as the full scan found them; vulnerability findings are
 //!   replaced by the new match, and the namespace's policy in force now decides.
 //! - A quarantine by a rescan writes the audit record `scan.verdict` (outcome `quarantined`,
 //!   which webhooks send as `scan.quarantined`) naming the vulnerabilities, and a new signed
 //!   verdict. A rescan that still passes writes neither.
-//! - Images scanned before inventories were kept get one full rescan (the layers read again).
+//! - Images scanned before inventories were kept get one full rescan (the layers read again)
+//!   each time this replica loads a newer version.
 //! - Work is bounded: one sweep at a time per replica, [`BATCH`] rows per query, oldest push
 //!   first, at most `scan.rescan_workers` images matched and written at once. Replicas may sweep
 //!   at once; the conditional write makes one of them win per image.
@@ -45,22 +48,22 @@ pub struct Sweep {
     pub superseded: u64,
 }
 
-/// Matches every due image once; returns what it did.
-pub async fn sweep(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<Sweep> {
-    if settings.vulndb.reload_if_changed(registry).await? {
-        let queued = registry.queue_uninventoried().await?;
-        if queued > 0 {
-            tracing::info!(images = queued, "full rescans queued for images scanned before inventories were kept");
-        }
+/// Before which time a passed image is matched again even without new data.
+fn stale_before(registry: &Registry, settings: &ScanSettings) -> i64 {
+    match settings.rescan_interval.as_secs() {
+        0 => i64::MIN,
+        every => registry.clock().now().saturating_sub(every as i64),
     }
+}
+
+/// Matches every due image once (against the data loaded now); returns what it did. An image
+/// whose match failed (the database, say) is counted and left due for the next sweep.
+pub async fn sweep(registry: &Registry, settings: &ScanSettings) -> crate::domain::Result<Sweep> {
     let osv = settings.vulndb.current();
     metrics::gauge!(m::VULNDB_VERSION).set(osv.version as f64);
-    let now = registry.clock().now();
-    let stale_before = match settings.rescan_interval.as_secs() {
-        0 => i64::MIN,
-        every => now.saturating_sub(every as i64),
-    };
+    let stale_before = stale_before(registry, settings);
     let mut done = Sweep::default();
+    let mut failed = 0u64;
     let mut policies: HashMap<String, Policy> = HashMap::new();
     let mut cursor: Option<RematchCursor> = None;
     loop {
@@ -81,12 +84,21 @@ pub async fn sweep(registry: &Registry, settings: &ScanSettings) -> crate::domai
             futures::stream::iter(pending).buffer_unordered(settings.rescan_workers.max(1)).collect().await;
         for outcome in outcomes {
             done.matched += 1;
-            match outcome? {
-                Outcome::Passed => {}
-                Outcome::Quarantined => done.quarantined += 1,
-                Outcome::Superseded => done.superseded += 1,
+            match outcome {
+                Ok(Outcome::Passed) => {}
+                Ok(Outcome::Quarantined) => done.quarantined += 1,
+                Ok(Outcome::Superseded) => done.superseded += 1,
+                Err(e) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        tracing::warn!(error = %e, "matching an image again failed; it stays due");
+                    }
+                }
             }
         }
+    }
+    if failed > 0 {
+        return Err(crate::domain::Error::Unavailable(format!("{failed} images could not be matched again")));
     }
     if done.matched > 0 {
         tracing::info!(
@@ -119,9 +131,12 @@ async fn rematch(
     let inventory: Inventory = match serde_json::from_str(&row.inventory) {
         Ok(i) => i,
         Err(e) => {
-            // Written by this code; unreadable only if the database was edited. A full rescan rebuilds it.
+            // Written by this code; unreadable only if the database was edited. A full rescan
+            // rebuilds it; meanwhile the row is marked matched, so sweeps do not ask again.
             tracing::warn!(repository = %row.repo, digest = %row.digest, error = %e, "unreadable inventory; rescanning in full");
             registry.request_rescan(&row.repo, &row.digest).await?;
+            let (findings, summary) = (row.findings.as_deref().unwrap_or("[]"), row.summary.as_deref().unwrap_or(""));
+            registry.record_rematch(row, ScanState::Passed, findings, summary, osv.version).await?;
             return Ok(Outcome::Superseded);
         }
     };
@@ -164,39 +179,47 @@ async fn rematch(
             .detail("vulnerabilities", ids)
             .detail("cves", cves);
         registry.audit(record).await;
-        let mut in_force = settings.clone();
-        in_force.policy = policy.clone();
-        registry.attest_logged(&row.repo, &row.digest, &attestation_context(&in_force)).await;
+        registry.attest_logged(&row.repo, &row.digest, &attestation_context(policy, osv)).await;
     }
     Ok(Outcome::Quarantined)
 }
 
-/// How often images matched long ago are looked for (when `scan.rescan_interval` is on).
-const STALE_CHECK: Duration = Duration::from_secs(60);
-
 /// Reloads and sweeps whenever data is imported on this replica, and otherwise looks every
-/// `scan.poll` (reading the version another replica imported, and whether a scan recorded a
-/// verdict against older data: one index lookup), until the task is dropped.
+/// `scan.poll`: at the version another replica imported, and whether an image is due (one
+/// verdict matched against older data, or matched longer ago than `scan.rescan_interval`; two
+/// index lookups). Runs until the task is dropped.
 pub async fn run(registry: Registry, settings: ScanSettings) {
     let poll = settings.poll.max(Duration::from_millis(10));
-    let mut last_full: Option<std::time::Instant> = None;
+    // The version whose arrival queued full rescans of images without an inventory.
+    let mut queued_for = 0i64;
+    let mut failures = 0u32;
     loop {
-        let due = async {
-            let reloaded = settings.vulndb.reload_if_changed(&registry).await?;
-            let stale_check = !settings.rescan_interval.is_zero()
-                && last_full.is_none_or(|t| t.elapsed() >= STALE_CHECK.min(settings.rescan_interval));
+        let round = async {
+            settings.vulndb.reload_if_changed(&registry).await?;
             let version = settings.vulndb.current().version;
-            Ok::<_, crate::domain::Error>(
-                reloaded || last_full.is_none() || stale_check || registry.rematch_behind(version).await?,
-            )
+            if version > queued_for {
+                let queued = registry.queue_uninventoried().await?;
+                if queued > 0 {
+                    tracing::info!(
+                        images = queued,
+                        "full rescans queued for images scanned before inventories were kept"
+                    );
+                }
+                queued_for = version;
+            }
+            if registry.rematch_pending(version, stale_before(&registry, &settings)).await? {
+                sweep(&registry, &settings).await?;
+            }
+            Ok::<_, crate::domain::Error>(())
         };
-        match due.await {
-            Ok(true) => match sweep(&registry, &settings).await {
-                Ok(_) => last_full = Some(std::time::Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "rescan sweep"),
-            },
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the vulnerability data's version"),
+        match round.await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "rescan round");
+                // Back off while the database is in trouble, up to a minute.
+                tokio::time::sleep(Duration::from_secs(1u64 << failures.min(6))).await;
+            }
         }
         registry.wait_for_vulndb(poll).await;
     }

@@ -110,7 +110,7 @@ fn storage(e: Error) -> Failure {
 struct Scanned {
     findings: Vec<Finding>,
     inventory: Option<Inventory>,
-    matched_version: i64,
+    osv: std::sync::Arc<super::osv::OsvDb>,
 }
 
 /// Scans one manifest; `Ok(None)` when it was deleted meanwhile.
@@ -119,7 +119,9 @@ async fn scan_manifest(
     job: &ScanJob,
     settings: &ScanSettings,
 ) -> Result<Option<Scanned>, Failure> {
-    // One version of the data for the whole scan, recorded with the verdict.
+    // The newest data (another replica may have imported it: one small read), and one version
+    // of it for the whole scan, recorded with the verdict.
+    settings.vulndb.reload_if_changed(registry).await.map_err(storage)?;
     let osv = settings.vulndb.current();
     let reference = Reference::Digest(job.digest.clone());
     let manifest = match registry.read_manifest(Reader::Unrestricted, &job.repo, &reference).await {
@@ -229,7 +231,7 @@ async fn scan_manifest(
     }
     let inventory =
         (kind == ManifestKind::Image).then_some(Inventory { packages: outcome.packages, distro: outcome.distro });
-    Ok(Some(Scanned { findings, inventory, matched_version: osv.version }))
+    Ok(Some(Scanned { findings, inventory, osv }))
 }
 
 /// Attaches the SBOM of an image the scan read (logged on failure; the verdict stands).
@@ -296,13 +298,12 @@ pub(super) fn verdict_audit(repo: &RepoName, digest: &Digest, verdict: &str, sum
 
 /// What a signed verdict says of the scan besides its record: the rules in force (and their
 /// digest, to compare policies at a glance) and the vulnerability data's version and size.
-pub(super) fn attestation_context(settings: &ScanSettings) -> crate::domain::attestations::ScanContext {
-    let policy = serde_json::to_value(&settings.policy).unwrap_or_default();
+pub(super) fn attestation_context(policy: &Policy, db: &super::osv::OsvDb) -> crate::domain::attestations::ScanContext {
+    let policy = serde_json::to_value(policy).unwrap_or_default();
     let digest = crate::model::Digest::of(crate::model::Algorithm::Sha256, policy.to_string().as_bytes());
     crate::domain::attestations::ScanContext {
         policy: Some(serde_json::json!({"rules": policy, "digest": digest.to_string()})),
         vulnerability_database: Some({
-            let db = settings.vulndb.current();
             match db.records {
                 0 => serde_json::json!({"version": db.version, "records": 0, "note": "no vulnerability data imported"}),
                 n => serde_json::json!({"version": db.version, "records": n}),
@@ -325,7 +326,7 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
     };
     match scan_manifest(registry, &job, settings).await {
         Ok(None) => {}
-        Ok(Some(Scanned { findings, inventory, matched_version })) => {
+        Ok(Some(Scanned { findings, inventory, osv })) => {
             let assessment = settings.policy.assess(findings.clone());
             let state = if assessment.passed() { ScanState::Passed } else { ScanState::Quarantined };
             let summary = summary(&assessment);
@@ -338,11 +339,14 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
                 findings: &findings,
                 summary: &summary,
                 inventory: stored.as_deref(),
-                matched_version,
+                matched_version: osv.version,
             };
-            registry.finish_scan(&job, &verdict).await?;
+            if !registry.finish_scan(&job, &verdict).await? {
+                tracing::info!(repository = %job.repo, digest = %job.digest, "the verdict was matched against older vulnerability data than the image's; scanning again");
+                return Ok(true);
+            }
             verdict_record(registry, &job.repo, &job.digest, state.as_str(), &summary).await;
-            registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
+            registry.attest_logged(&job.repo, &job.digest, &attestation_context(&settings.policy, &osv)).await;
             if let Some(inventory) = inventory.filter(|_| settings.sbom) {
                 attach_sbom(registry, &job, &inventory).await;
             }
@@ -352,7 +356,8 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
             tracing::warn!(repository = %job.repo, digest = %job.digest, reason = ?reason, "scan failed closed");
             registry.fail_scan(&job, None, GiveUp::Fail, &format!("the scan failed closed: {reason}")).await?;
             verdict_record(registry, &job.repo, &job.digest, "error", "the scan failed closed").await;
-            registry.attest_logged(&job.repo, &job.digest, &attestation_context(settings)).await;
+            let context = attestation_context(&settings.policy, &settings.vulndb.current());
+            registry.attest_logged(&job.repo, &job.digest, &context).await;
         }
         Err(Failure::Retry(reason, give_up)) => {
             finished("retry");

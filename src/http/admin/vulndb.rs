@@ -3,8 +3,10 @@
 //! the data's version (`GET`). The import is `domain::vulndb`; the rescans it starts are
 //! `scan::rescan`.
 //!
-//! Rule: the body is spooled to a private temporary file, at most `scan.vulndb_max_bytes` of it
-//! (a larger one is refused with 413 naming the key), and read off the async threads.
+//! Rules: one import at a time (another is refused with 409); the body is spooled to an unnamed
+//! file in the private data directory, at most `scan.vulndb_max_bytes` of it (a larger one is
+//! refused with 413 naming the key), and read off the async threads, a JSON array one record at
+//! a time.
 
 use std::io::Write;
 
@@ -46,7 +48,14 @@ pub async fn import(State(state): State<AppState>, Caller(who): Caller, headers:
     require_admin(&who)?;
     let kind = kind(&headers)?;
     let max = state.vulndb_max_bytes;
-    let mut file = tempfile::tempfile()
+    let Ok(_running) = state.vulndb_imports.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "another vulnerability data import is running; retry when it has finished",
+        ));
+    };
+    let mut file = tempfile::tempfile_in(&state.spool_dir)
         .map_err(|e| ApiError::from(crate::domain::Error::Internal(format!("spooling the upload: {e}"))))?;
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
@@ -66,17 +75,13 @@ pub async fn import(State(state): State<AppState>, Caller(who): Caller, headers:
             .map_err(|e| ApiError::from(crate::domain::Error::Internal(format!("spooling the upload: {e}"))))?;
     }
     let export = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek};
+        use std::io::Seek;
         let io = |e: std::io::Error| crate::domain::Error::Internal(format!("reading the spooled upload: {e}"));
         file.rewind().map_err(io)?;
         let mut export = Export::default();
         match kind {
             Kind::Zip => export.add_zip(file, "the zip archive", max)?,
-            Kind::Json => {
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map_err(io)?;
-                export.add_json(&bytes, "the body")?;
-            }
+            Kind::Json => export.add_json_reader(file, "the body")?,
         }
         Ok::<_, crate::domain::Error>(export)
     })
@@ -93,6 +98,7 @@ pub async fn import(State(state): State<AppState>, Caller(who): Caller, headers:
             "added": c.added,
             "changed": c.changed,
             "unchanged": c.unchanged,
+            "removed": c.removed,
             "skipped": report.skipped,
         }),
     )

@@ -249,6 +249,13 @@ impl SqlMetadata {
         tx.rollback().await.map_err(db_err)
     }
 
+    /// Runs one statement as it is: for tests that need a state no API can make (a row as an
+    /// older version of the registry wrote it). Only with the `test-util` feature.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn execute_for_tests(&self, sql: &str) -> Result<u64> {
+        Ok(sqlx::query(sql).execute(&self.write).await.map_err(db_err)?.rows_affected())
+    }
+
     /// Closes the pools (flushing SQLite's WAL).
     pub async fn close(&self) {
         self.read.close().await;

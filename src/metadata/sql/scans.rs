@@ -173,20 +173,24 @@ impl ScanStore for SqlMetadata {
         .await
     }
 
-    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<()> {
+    async fn finish_scan(&self, job: &ScanJob, verdict: &NewVerdict<'_>, now: i64) -> Result<bool> {
         let update = format!(
             "UPDATE scans SET findings = $1, summary = $2, lease_until = NULL, rescan = 0, attempts = 0, updated_at = $3,
                  state = CASE WHEN state = 'released' AND $4 != 'passed' THEN 'released' ELSE $5 END,
                  inventory = $6, matched_version = $7, matched_at = $8
-             WHERE {}",
+             WHERE {} AND NOT (state = 'quarantined' AND matched_version > $11 AND $12 = 'passed')",
             where_job(9)
+        );
+        let requeue = format!(
+            "UPDATE scans SET lease_until = NULL, rescan = 1, next_attempt_at = $1, updated_at = $2 WHERE {}",
+            where_job(3)
         );
         let (job, findings, summary) = (job.clone(), verdict.findings.to_owned(), verdict.summary.to_owned());
         let (state, inventory, version) =
             (verdict.state, verdict.inventory.map(str::to_owned), verdict.matched_version);
         self.writing_relaxed(move |conn| {
             Box::pin(async move {
-                sqlx::query(&update)
+                let done = sqlx::query(&update)
                     .bind(findings)
                     .bind(summary)
                     .bind(now)
@@ -197,10 +201,23 @@ impl ScanStore for SqlMetadata {
                     .bind(now)
                     .bind(job.repo.as_str())
                     .bind(job.digest.as_str())
+                    .bind(version)
+                    .bind(state.as_str())
                     .execute(&mut *conn)
                     .await
                     .map_err(db_err)?;
-                Ok(())
+                if done.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                sqlx::query(&requeue)
+                    .bind(now)
+                    .bind(now)
+                    .bind(job.repo.as_str())
+                    .bind(job.digest.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                Ok(false)
             })
         })
         .await

@@ -10,6 +10,9 @@ use super::{db_err, digest, repo_name, SqlMetadata};
 use crate::metadata::vulndb::{ImportCount, ImportedRecord, Rematch, RematchCursor, VulnDbState, VulnStore};
 use crate::model::{Result, ScanState};
 
+/// Records per INSERT (four parameters each, well under SQLite's and PostgreSQL's limits).
+const INSERT_ROWS: usize = 500;
+
 const STATE: &str = "SELECT version, imported_at, records FROM vulnerability_data WHERE singleton = 1";
 
 fn state(row: Option<AnyRow>) -> VulnDbState {
@@ -30,7 +33,12 @@ impl VulnStore for SqlMetadata {
         Ok(state(sqlx::query(STATE).fetch_optional(&self.read).await.map_err(db_err)?))
     }
 
-    async fn import_vulnerabilities(&self, records: Vec<ImportedRecord>, now: i64) -> Result<ImportCount> {
+    async fn import_vulnerabilities(
+        &self,
+        records: Vec<ImportedRecord>,
+        removed: Vec<String>,
+        now: i64,
+    ) -> Result<ImportCount> {
         self.writing(move |write| async move {
             let mut tx = write.begin().await.map_err(db_err)?;
             let known: HashMap<String, String> =
@@ -40,30 +48,47 @@ impl VulnStore for SqlMetadata {
                     .map_err(db_err)?
                     .into_iter()
                     .collect();
-            let (mut added, mut changed, mut unchanged) = (0u64, 0u64, 0u64);
+            let (mut added, mut changed, mut unchanged, mut gone) = (0u64, 0u64, 0u64, 0u64);
+            let mut writes = Vec::new();
             for r in &records {
                 match known.get(&r.id) {
-                    Some(f) if *f == r.fingerprint => {
-                        unchanged += 1;
-                        continue;
+                    Some(f) if *f == r.fingerprint => unchanged += 1,
+                    Some(_) => {
+                        changed += 1;
+                        writes.push(r);
                     }
-                    Some(_) => changed += 1,
-                    None => added += 1,
+                    None => {
+                        added += 1;
+                        writes.push(r);
+                    }
                 }
-                sqlx::query(
-                    "INSERT INTO vulnerability_records (id, body, fingerprint, imported_at) VALUES ($1, $2, $3, $4)
+            }
+            // Many rows per statement: a full export is a hundred thousand records.
+            for chunk in writes.chunks(INSERT_ROWS) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO vulnerability_records (id, body, fingerprint, imported_at) VALUES {}
                      ON CONFLICT (id) DO UPDATE SET body = excluded.body, fingerprint = excluded.fingerprint,
                          imported_at = excluded.imported_at",
-                )
-                .bind(&r.id)
-                .bind(&r.body)
-                .bind(&r.fingerprint)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+                    rows.join(", ")
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    query = query.bind(&r.id).bind(&r.body).bind(&r.fingerprint).bind(now);
+                }
+                query.execute(&mut *tx).await.map_err(db_err)?;
             }
-            if added + changed > 0 {
+            for id in removed.iter().filter(|id| known.contains_key(*id)) {
+                let done = sqlx::query("DELETE FROM vulnerability_records WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                gone += done.rows_affected();
+            }
+            if added + changed + gone > 0 {
                 sqlx::query(
                     "INSERT INTO vulnerability_data (singleton, version, imported_at, records)
                      VALUES (1, 1, $1, (SELECT COUNT(*) FROM vulnerability_records))
@@ -77,14 +102,18 @@ impl VulnStore for SqlMetadata {
             }
             let state = state(sqlx::query(STATE).fetch_optional(&mut *tx).await.map_err(db_err)?);
             tx.commit().await.map_err(db_err)?;
-            Ok(ImportCount { added, changed, unchanged, state })
+            Ok(ImportCount { added, changed, unchanged, removed: gone, state })
         })
         .await
     }
 
     async fn vulnerability_records(&self) -> Result<(VulnDbState, Vec<String>)> {
-        // One transaction, so the bodies are the version read with them.
+        // One snapshot, so the bodies are the version read with them (PostgreSQL's default gives
+        // each statement its own; SQLite's read transaction is one snapshot already).
         let mut tx = self.read.begin().await.map_err(db_err)?;
+        if self.engine == crate::model::Engine::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await.map_err(db_err)?;
+        }
         let current = state(sqlx::query(STATE).fetch_optional(&mut *tx).await.map_err(db_err)?);
         let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM vulnerability_records ORDER BY id")
             .fetch_all(&mut *tx)
@@ -103,17 +132,15 @@ impl VulnStore for SqlMetadata {
     ) -> Result<Vec<Rematch>> {
         let (created, repo, d) = after.cloned().unwrap_or((i64::MIN, i64::MIN, String::new()));
         let rows = sqlx::query(&format!(
-            "SELECT r.name, s.repository_id, s.manifest_digest, s.findings, s.inventory, s.created_at, s.updated_at
+            "SELECT r.name, s.repository_id, s.manifest_digest, s.findings, s.summary, s.inventory, s.created_at,
+                 s.updated_at
              FROM scans s JOIN repositories r ON r.id = s.repository_id
-             WHERE {DUE} AND (s.created_at > $3 OR (s.created_at = $4 AND (s.repository_id > $5
-                 OR (s.repository_id = $6 AND s.manifest_digest > $7))))
-             ORDER BY s.created_at, s.repository_id, s.manifest_digest LIMIT $8"
+             WHERE {DUE} AND (s.created_at, s.repository_id, s.manifest_digest) > ($3, $4, $5)
+             ORDER BY s.created_at, s.repository_id, s.manifest_digest LIMIT $6"
         ))
         .bind(version)
         .bind(stale_before)
         .bind(created)
-        .bind(created)
-        .bind(repo)
         .bind(repo)
         .bind(&d)
         .bind(i64::from(limit))
@@ -127,6 +154,7 @@ impl VulnStore for SqlMetadata {
                     repo: repo_name(r.get("name"))?,
                     digest: digest(r.get("manifest_digest"))?,
                     findings: r.get("findings"),
+                    summary: r.get("summary"),
                     inventory: r.get("inventory"),
                     created_at: r.get("created_at"),
                     updated_at: r.get("updated_at"),
@@ -145,15 +173,21 @@ impl VulnStore for SqlMetadata {
         Ok(n.max(0) as u64)
     }
 
-    async fn rematch_behind(&self, version: i64) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM scans WHERE state = 'passed' AND inventory IS NOT NULL AND matched_version < $1 LIMIT 1",
-        )
-        .bind(version)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db_err)?;
-        Ok(found.is_some())
+    async fn rematch_pending(&self, version: i64, stale_before: i64) -> Result<bool> {
+        // Two probes, one per index (an OR of the two would read every passed image).
+        for (column, bound) in [("matched_version", version), ("matched_at", stale_before)] {
+            let found: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT 1 FROM scans WHERE state = 'passed' AND inventory IS NOT NULL AND {column} < $1 LIMIT 1"
+            ))
+            .bind(bound)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db_err)?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn record_rematch(
