@@ -211,3 +211,44 @@ async fn the_readme_openssl_example_verifies_an_attestation() {
     assert!(!run_for(&script, &other).status.success(), "an envelope about another image passed");
     assert!(run(&script).status.success());
 }
+
+/// What the registry attached cannot be deleted through the registry API, not even by a
+/// maintainer or an admin's token (a deleted quarantine verdict would leave an older pass as the
+/// newest); an admin rejects it. A referrer a client pushed, or one copying the seal, stays
+/// deletable.
+#[tokio::test]
+async fn registry_attachments_cannot_be_deleted_through_the_registry_api() {
+    let reg = TestRegistry::attaching().await;
+    let password = reg.user_with_role("keeper", "team", "maintainer").await;
+    let digest = push(&reg, "team/app", Some("10001")).await;
+    assert_eq!(reg.wait_scan("team/app", &digest).await, "passed");
+    attestations(&reg, "team/app", &digest, 1).await;
+    let uri = format!("/v2/team/app/referrers/{digest}?artifactType=application/vnd.in-toto%2Bjson");
+    let attestation = reg.get(&uri).await.json()["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let token = reg.login("keeper", &password, &["repository:team/app:pull,push,delete"]).await;
+    let refused = reg.v2_as(&token, "DELETE", &format!("/v2/team/app/manifests/{attestation}"), Body::empty()).await;
+    refused.expect(403, Some("DENIED"));
+    assert!(refused.json()["errors"][0]["message"].as_str().unwrap().contains("attached by the registry"));
+    let admin = reg.login("admin", common::ADMIN_PASSWORD, &["repository:team/app:pull,push,delete"]).await;
+    let uri_delete = format!("/v2/team/app/manifests/{attestation}");
+    reg.v2_as(&admin, "DELETE", &uri_delete, Body::empty()).await.expect(403, Some("DENIED"));
+
+    // A copy with the seal but another layer is the pusher's own: deletable.
+    let original = reg.get(&format!("/v2/team/app/manifests/{attestation}")).await.json();
+    let mut forged = original.clone();
+    let other = reg.push_blob("team/app", b"not the envelope").await;
+    forged["layers"][0]["digest"] = json!(other.to_string());
+    forged["layers"][0]["size"] = json!(16);
+    let forged = serde_json::to_vec(&forged).unwrap();
+    let forged_digest = sha256(&forged);
+    reg.put_manifest("team/app", forged_digest.as_str(), "application/vnd.oci.image.manifest.v1+json", &forged)
+        .await
+        .expect(201, None);
+    let uri_forged = format!("/v2/team/app/manifests/{forged_digest}");
+    reg.v2_as(&token, "DELETE", &uri_forged, Body::empty()).await.expect(202, None);
+
+    // The admin rejects the attestation: gone.
+    let reject = json!({"repository": "team/app", "digest": attestation, "reason": "re-signed with a new key"});
+    reg.admin_api("POST", "/api/v1/scans/reject", reject).await.expect(200, None);
+    reg.get(&uri_delete).await.expect(404, Some("MANIFEST_UNKNOWN"));
+}

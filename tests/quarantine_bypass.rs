@@ -426,6 +426,7 @@ async fn a_sandbox_that_keeps_dying_ends_in_error_after_max_attempts() {
     let r = TestRegistry::with_config(dir, |c| {
         c.scan.sandbox_program = Some(script.clone());
         c.scan.max_attempts = 2;
+        c.scan.attest = true;
     })
     .await;
     let (d, ..) = r.push_layers("team/crash", "v1", &config(Some("1000")), &[&gzip(&tar(&[]))]).await;
@@ -440,6 +441,23 @@ async fn a_sandbox_that_keeps_dying_ends_in_error_after_max_attempts() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert!(record.summary.unwrap().contains("sandbox"), "the reason names the sandbox");
+    // Giving up is a verdict like any other: signed and attached.
+    let uri = format!("/v2/team/crash/referrers/{d}?artifactType=application/vnd.in-toto%2Bjson");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listed = r.get(&uri).await.json();
+        let verdicts: Vec<&str> = listed["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["annotations"]["dev.portcullis.verdict"].as_str())
+            .collect();
+        if verdicts.contains(&"error") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no attestation of the error: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Manifests are read as Go reads them, layers as containerd and docker would both unpack them,

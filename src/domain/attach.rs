@@ -3,9 +3,14 @@
 //! blob upload, then the manifest `PUT`), so it is stored, counted, scanned and gated like any
 //! artifact.
 //!
-//! Rule: what is attached is an artifact (an empty config, one layer of its own type), never
+//! Rules: what is attached is an artifact (an empty config, one layer of its own type), never
 //! something a runtime would run; it names its subject, so the referrers API lists it and the
-//! collector keeps it as long as the image.
+//! collector keeps it as long as the image. Each carries a seal (an HMAC under the registry key
+//! of the repository, the subject and the layer), and a sealed attachment cannot be deleted
+//! through the registry API by anyone, so a newer verdict (a quarantine) cannot be removed to
+//! leave an older one (a pass) as the newest an admission controller finds. Admins remove one
+//! by rejecting it (`POST /api/v1/scans/reject`); deleting the image leaves its referrers, as
+//! for any subject.
 
 use serde_json::{json, Value};
 
@@ -17,6 +22,14 @@ use crate::model::Algorithm;
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 /// Who pushes what the registry attaches (upload sessions and audit records name it).
 const PUSHER: &str = "system:registry";
+/// The annotation that proves the registry attached a referrer (see the module's rules).
+const ATTACHMENT_SEAL: &str = "dev.portcullis.attachment";
+
+/// The seal of an attachment of `layer` to `subject` in `repo`.
+fn seal(key: &[u8], repo: &RepoName, subject: &str, layer: &str) -> String {
+    let text = format!("portcullis-attachment-v1\n{repo}\n{subject}\n{layer}");
+    crate::model::webhook::hmac_hex(key, &[text.as_bytes()])
+}
 
 /// One document to attach to an image.
 pub struct Attachment<'a> {
@@ -44,21 +57,39 @@ impl super::Registry {
                 Box::pin(futures::stream::once(futures::future::ready(Ok(bytes::Bytes::from(blob.clone())))));
             self.upload_monolithic(repo, PUSHER, &d, body).await?;
         }
+        let layer = Digest::of(Algorithm::Sha256, &attachment.bytes).to_string();
+        let mut annotations = attachment.annotations;
+        annotations[ATTACHMENT_SEAL] = json!(seal(&self.registry_key, repo, subject.digest.as_str(), &layer));
         let manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "artifactType": attachment.artifact_type,
             "config": {"mediaType": EMPTY_MEDIA_TYPE, "digest": Digest::of(Algorithm::Sha256, &empty).to_string(), "size": 2},
-            "layers": [{"mediaType": attachment.media_type,
-                "digest": Digest::of(Algorithm::Sha256, &attachment.bytes).to_string(),
+            "layers": [{"mediaType": attachment.media_type, "digest": layer,
                 "size": attachment.bytes.len(), "annotations": attachment.layer_annotations}],
             "subject": {"mediaType": subject.media_type, "digest": subject.digest.to_string(), "size": subject.content.len()},
-            "annotations": attachment.annotations,
+            "annotations": annotations,
         });
         let bytes = serde_json::to_vec(&manifest).map_err(Error::internal)?;
         let digest = Digest::of(Algorithm::Sha256, &bytes);
         self.put_manifest(repo, &Reference::Digest(digest.clone()), Some(OCI_MANIFEST), bytes).await?;
         Ok(digest)
+    }
+}
+
+impl super::Registry {
+    /// Whether `content` (a manifest in `repo`) is one the registry attached: its seal verifies.
+    pub(super) fn is_registry_attachment(&self, repo: &RepoName, content: &[u8]) -> bool {
+        let Ok(manifest) = serde_json::from_slice::<Value>(content) else { return false };
+        let (Some(theirs), Some(subject), Some(layer)) = (
+            manifest["annotations"][ATTACHMENT_SEAL].as_str(),
+            manifest["subject"]["digest"].as_str(),
+            manifest["layers"][0]["digest"].as_str(),
+        ) else {
+            return false;
+        };
+        let ours = seal(&self.registry_key, repo, subject, layer);
+        bool::from(subtle::ConstantTimeEq::ct_eq(theirs.as_bytes(), ours.as_bytes()))
     }
 }
 

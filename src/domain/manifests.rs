@@ -152,7 +152,19 @@ impl super::Registry {
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let deleted = match reference {
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Digest(d) => {
+                // What the registry attached (signed verdicts, SBOMs) is not deleted through the
+                // registry API; an admin rejects it (POST /api/v1/scans/reject).
+                if let Some(m) = self.meta.manifest_by_digest(repo, d).await? {
+                    if self.is_registry_attachment(repo, &m.content) {
+                        return Err(Error::Denied(format!(
+                            "{repo}@{d} was attached by the registry (a signed scan verdict or an SBOM) and cannot \
+                             be deleted through the registry API; an admin removes it with POST /api/v1/scans/reject"
+                        )));
+                    }
+                }
+                self.meta.delete_manifest(repo, d).await?
+            }
         };
         if deleted {
             Ok(())

@@ -365,6 +365,16 @@ pub async fn run_once(registry: &Registry, settings: &ScanSettings) -> crate::do
                 (job.attempts < settings.max_attempts).then(|| registry.clock().now() + (1i64 << job.attempts.min(10)));
             tracing::warn!(repository = %job.repo, digest = %job.digest, attempt = job.attempts, reason = ?reason, "scan attempt failed");
             registry.fail_scan(&job, retry, give_up, &format!("scan failed: {reason}")).await?;
+            // Attempts ran out and the image is now in `error`: that verdict is recorded and
+            // signed like any other (a rescan that keeps its verdict changes nothing to attest).
+            if retry.is_none() {
+                let record = registry.scan_record(&job.repo, &job.digest).await?;
+                if record.is_some_and(|r| r.state == ScanState::Error) {
+                    verdict_record(registry, &job.repo, &job.digest, "error", "the scan gave up").await;
+                    let context = attestation_context(&settings.policy, &settings.vulndb.current());
+                    registry.attest_logged(&job.repo, &job.digest, &context).await;
+                }
+            }
         }
     }
     Ok(true)
