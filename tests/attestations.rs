@@ -225,6 +225,10 @@ async fn registry_attachments_cannot_be_deleted_through_the_registry_api() {
     attestations(&reg, "team/app", &digest, 1).await;
     let uri = format!("/v2/team/app/referrers/{digest}?artifactType=application/vnd.in-toto%2Bjson");
     let attestation = reg.get(&uri).await.json()["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    // The registry pushed it, and the audit log says so.
+    let audit_uri = format!("/api/v1/audit?action=push&object=team/app@{attestation}");
+    let pushed = reg.admin_api("GET", &audit_uri, json!(null)).await.json();
+    assert_eq!(pushed["items"][0]["actor"], "system:registry", "{pushed}");
     let token = reg.login("keeper", &password, &["repository:team/app:pull,push,delete"]).await;
     let refused = reg.v2_as(&token, "DELETE", &format!("/v2/team/app/manifests/{attestation}"), Body::empty()).await;
     refused.expect(403, Some("DENIED"));

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::manifest::OCI_MANIFEST;
 use super::{Digest, Error, Reference, RepoName, Result};
 use crate::metadata::StoredManifest;
+use crate::model::audit::RequestContext;
 use crate::model::Algorithm;
 
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -45,6 +46,23 @@ pub struct Attachment<'a> {
 impl super::Registry {
     /// Pushes `attachment` into `repo` as a referrer of `subject`; the new manifest's digest.
     pub async fn attach(
+        &self,
+        repo: &RepoName,
+        subject: &StoredManifest,
+        attachment: Attachment<'_>,
+    ) -> Result<Digest> {
+        // The registry pushes it, whoever's request caused it (an admin's release, a worker):
+        // the audit records of the push name `system:registry`, with the request's id if any.
+        let current = RequestContext::current();
+        let context = RequestContext::new(
+            current.as_ref().map_or_else(|| std::sync::Arc::from("-"), |c| c.id.clone()),
+            current.as_ref().map_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |c| c.client),
+        );
+        context.set_actor(PUSHER);
+        RequestContext::scope(context, self.attach_as_registry(repo, subject, attachment)).await
+    }
+
+    async fn attach_as_registry(
         &self,
         repo: &RepoName,
         subject: &StoredManifest,
