@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use common::{images, sha256, Reply, TestRegistry, ADMIN_PASSWORD};
+use common::{images, Reply, TestRegistry, ADMIN_PASSWORD};
 
 fn text(reply: &Reply) -> String {
     String::from_utf8_lossy(&reply.body).into_owned()
@@ -37,12 +37,7 @@ fn record(id: &str, ecosystem: &str) -> Value {
 async fn push(r: &TestRegistry, repo: &str, tag: &str, layer: Vec<u8>) -> portcullis::model::Digest {
     let config =
         serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {"User": "10001"}})).unwrap();
-    let config = images::with_diff_ids(&config, &[&layer]);
-    let config_digest = r.push_blob(repo, &config).await;
-    let layer_digest = r.push_blob(repo, &layer).await;
-    let manifest = images::oci_manifest(&config_digest, config.len(), &[(layer_digest, layer.len())], None);
-    r.put_manifest(repo, tag, images::OCI_MANIFEST, &manifest).await.expect(201, None);
-    sha256(&manifest)
+    r.push_layers(repo, tag, &config, &[&layer]).await.0
 }
 
 async fn upload(r: &TestRegistry, content_type: &str, body: impl Into<Body>) -> Reply {

@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::packages::{Distro, Ecosystem, Package};
+use super::packages::{osv_release_from, Distro, Ecosystem, Package};
 use super::{versions, Finding, Rule, Severity};
 use crate::model::osv::{split_ecosystem, Affected, Record};
 
@@ -105,20 +105,13 @@ fn applies(release: Option<&str>, ecosystem: &str) -> bool {
 /// The package whose version names the distribution release (`base-files` 12.4+deb12u2 is Debian
 /// 12; `alpine-release` 3.19.1-r0 is Alpine v3.19).
 fn release_of_packages(eco: Ecosystem, packages: &[Package]) -> Option<String> {
-    let (name, digits) = match eco {
-        Ecosystem::Debian => ("base-files", 1),
-        Ecosystem::Alpine => ("alpine-release", 2),
+    let name = match eco {
+        Ecosystem::Debian => "base-files",
+        Ecosystem::Alpine => "alpine-release",
         Ecosystem::PyPI => return None,
     };
     let version = &packages.iter().find(|p| p.ecosystem == eco && p.name == name)?.version;
-    let numeric: Vec<&str> = version.split(['.', '-', '+', '~']).take(digits).collect();
-    if numeric.len() < digits || numeric.iter().any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
-        return None;
-    }
-    Some(match eco {
-        Ecosystem::Alpine => format!("v{}", numeric.join(".")),
-        _ => numeric.join("."),
-    })
+    osv_release_from(eco, version.split(['.', '-', '+', '~']))
 }
 
 impl OsvDb {

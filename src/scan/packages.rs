@@ -38,16 +38,9 @@ impl Distro {
     /// distribution's packages of `eco`; `None` when the scanner cannot tell (another
     /// distribution, no version, or an ecosystem without releases).
     pub fn osv_release(&self, eco: Ecosystem) -> Option<String> {
-        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         match (eco, self.id.as_str()) {
-            (Ecosystem::Debian, "debian") => {
-                let major = self.version_id.split('.').next()?;
-                numeric(major).then(|| major.to_owned())
-            }
-            (Ecosystem::Alpine, "alpine") => {
-                let mut parts = self.version_id.split('.');
-                let (major, minor) = (parts.next()?, parts.next()?);
-                (numeric(major) && numeric(minor)).then(|| format!("v{major}.{minor}"))
+            (Ecosystem::Debian, "debian") | (Ecosystem::Alpine, "alpine") => {
+                osv_release_from(eco, self.version_id.split('.'))
             }
             _ => None,
         }
@@ -58,6 +51,25 @@ impl Distro {
         let safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         (safe(&self.id) && safe(&self.version_id)).then(|| format!("{}-{}", self.id, self.version_id))
     }
+}
+
+/// The release, as OSV names it after the ecosystem (`12` for Debian, `v3.19` for Alpine), that a
+/// version's leading components name (`12`, `3.19`; each all digits); `None` for PyPI or when
+/// they are not numbers. Used for `os-release`'s `VERSION_ID` and for the release packages.
+pub fn osv_release_from<'a>(eco: Ecosystem, parts: impl Iterator<Item = &'a str>) -> Option<String> {
+    let digits = match eco {
+        Ecosystem::Debian => 1,
+        Ecosystem::Alpine => 2,
+        Ecosystem::PyPI => return None,
+    };
+    let taken: Vec<&str> = parts.take(digits).collect();
+    if taken.len() < digits || taken.iter().any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    Some(match eco {
+        Ecosystem::Alpine => format!("v{}", taken.join(".")),
+        _ => taken.join("."),
+    })
 }
 
 /// `os-release(5)`: `ID` and `VERSION_ID`, unquoted; `None` without an `ID`.
