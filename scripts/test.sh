@@ -57,6 +57,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The README's attestation example (tests/attestations.rs runs it) uses jq; oras-py gets a venv.
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The web console's browser tests (tests/console_browser.rs) drive Debian's chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   as_root apt-get update -qq
@@ -92,7 +95,7 @@ elif [ "$(garage_version)" != "$GARAGE_VERSION" ]; then
     log "warning: Garage '$(garage_version)' is installed, the tests are made for $GARAGE_VERSION (CI=true installs it)"
   fi
 fi
-for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3 haproxy curl jq; do
+for tool in dockerd docker skopeo cargo garage psql docker-compose openssl python3 haproxy curl jq chromium chromedriver; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is required but not installed" >&2; exit 1; }
 done
 # shellcheck source=scripts/services.sh

@@ -309,6 +309,12 @@ pub struct AuthConfig {
     /// Longest lifetime of a robot account.
     #[serde(with = "humantime_serde")]
     pub max_robot_lifetime: Duration,
+    /// A web console session ends after this long without a request.
+    #[serde(with = "humantime_serde")]
+    pub console_idle_timeout: Duration,
+    /// A web console session ends this long after its login, however busy.
+    #[serde(with = "humantime_serde")]
+    pub console_max_age: Duration,
     /// ES256 token signing key (PEM); defaults to `<data_dir>/keys/token-signing.pem`, created on
     /// first start. Replicas must share it.
     pub signing_key: Option<PathBuf>,
@@ -330,6 +336,8 @@ impl Default for AuthConfig {
             password_cache: Duration::from_secs(300),
             max_token_lifetime: Duration::from_secs(365 * 86_400),
             max_robot_lifetime: Duration::from_secs(365 * 86_400),
+            console_idle_timeout: Duration::from_secs(30 * 60),
+            console_max_age: Duration::from_secs(12 * 3600),
             signing_key: None,
             verify_keys: Vec::new(),
         }
@@ -739,6 +747,12 @@ impl Config {
         if self.auth.service.is_empty() || self.auth.token_lifetime.is_zero() || self.auth.refresh_lifetime.is_zero() {
             anyhow::bail!(
                 "invalid configuration: auth.service, auth.token_lifetime and auth.refresh_lifetime must be set"
+            );
+        }
+        let a = &self.auth;
+        if a.console_idle_timeout.is_zero() || a.console_max_age < a.console_idle_timeout {
+            anyhow::bail!(
+                "invalid configuration: auth.console_idle_timeout must be positive, and auth.console_max_age at least auth.console_idle_timeout"
             );
         }
         if self.scan.hook.as_ref().is_some_and(|h| h.is_empty() || h[0].is_empty()) {

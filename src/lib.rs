@@ -119,6 +119,8 @@ impl App {
             password_cache: config.auth.password_cache,
             max_token_lifetime: config.auth.max_token_lifetime,
             max_robot_lifetime: config.auth.max_robot_lifetime,
+            console_idle: config.auth.console_idle_timeout,
+            console_max_age: config.auth.console_max_age,
         };
         let auth = Arc::new(
             AuthService::new(meta.clone(), &config.signing_key_path(), &config.auth.verify_keys, settings)

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod secrets;
 pub mod service;
+pub mod sessions;
 
 pub use actions::{Action, ActionSet, Scope};
 pub use service::{AuthError, AuthService};

@@ -59,6 +59,10 @@ pub struct AuthSettings {
     /// Longest lifetime of a personal access token and of a robot.
     pub max_token_lifetime: Duration,
     pub max_robot_lifetime: Duration,
+    /// A web console session ends after this long without a request...
+    pub console_idle: Duration,
+    /// ...and this long after its login, however busy.
+    pub console_max_age: Duration,
 }
 
 /// A principal, its immutable id (`u:<id>`, `r:<id>`; none for anonymous), and the personal
@@ -78,7 +82,7 @@ impl Authenticated {
 
 pub use crate::model::now_ms;
 
-fn user_principal(u: &crate::metadata::auth::UserRecord, pat: Option<String>) -> Authenticated {
+pub(super) fn user_principal(u: &crate::metadata::auth::UserRecord, pat: Option<String>) -> Authenticated {
     Authenticated {
         principal: Principal::User { name: u.username.clone(), admin: u.admin },
         uid: Some(format!("u:{}", u.id)),

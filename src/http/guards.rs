@@ -41,7 +41,7 @@ pub async fn limit_addresses(State(state): State<AppState>, req: Request<Body>, 
 }
 
 /// The origin (`scheme://host[:port]`) of a URL, the default port left out.
-fn origin_of(url: &str) -> Option<String> {
+pub(super) fn origin_of(url: &str) -> Option<String> {
     let u = url::Url::parse(url).ok()?;
     Some(u.origin().ascii_serialization())
 }

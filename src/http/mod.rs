@@ -12,6 +12,7 @@ pub mod observe;
 pub mod oci_error;
 pub mod rate;
 pub mod token;
+mod ui;
 pub mod v2;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             admin::router().layer(axum::middleware::from_fn_with_state(state.clone(), guards::same_origin_json)),
         )
+        .merge(ui::router(state.clone()))
         .fallback(|| async { OciError::new(Code::NotFound, "no such endpoint").into_response() })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guards::limit_addresses))
         // A handler bug must cost one request, never the connection task or a stack trace to the

@@ -135,4 +135,24 @@ pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
     /// Revokes the token and every token created with it (at any depth). False if it was not the user's.
     async fn revoke_token(&self, username: &str, id: &str) -> Result<bool>;
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
+
+    /// Stores a web console session under the SHA-256 of its secret (the secret itself is never
+    /// stored), begun at `created_ms` (wall clock, compared with `valid_after_ms`) and last seen at
+    /// `seen_ms` (the app's clock, which decides idling).
+    async fn create_console_session(&self, id_hash: &str, user_id: i64, created_ms: i64, seen_ms: i64) -> Result<()>;
+    /// A console session and its account, in one read.
+    async fn console_session(&self, id_hash: &str) -> Result<Option<(ConsoleSessionRecord, UserRecord)>>;
+    /// Moves a session's idle clock.
+    async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<()>;
+    /// Ends one session (logout); false if there was none.
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool>;
+    /// Deletes the sessions last seen before `before_ms` (idle past any use); how many.
+    async fn purge_console_sessions(&self, before_ms: i64) -> Result<u64>;
+}
+
+/// A web console session as stored: when it began and when it was last used (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRecord {
+    pub created_ms: i64,
+    pub last_seen_ms: i64,
 }

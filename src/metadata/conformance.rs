@@ -368,10 +368,34 @@ pub async fn run(meta: &dyn Metadata) {
 
     signatures(meta).await;
     vulnerability_data(meta).await;
+    console_sessions(meta).await;
 }
 
 /// Imports raise the version only when something changed; rematches are read in push order with
 /// a cursor and written only onto the row that was read.
+/// Console sessions: found by hash with their account, touched forward only, ended by logout, by
+/// idling and with their account.
+async fn console_sessions(meta: &dyn Metadata) {
+    assert!(meta.create_user("sess-user", "x", false, 1).await.unwrap());
+    let id = meta.user("sess-user").await.unwrap().unwrap().id;
+    meta.create_console_session("h1", id, 1_000, 1_000).await.unwrap();
+    meta.create_console_session("h2", id, 1_000, 1_000).await.unwrap();
+    let (s, u) = meta.console_session("h1").await.unwrap().unwrap();
+    assert_eq!((s.created_ms, s.last_seen_ms, u.username.as_str(), u.id), (1_000, 1_000, "sess-user", id));
+    assert!(meta.console_session("nope").await.unwrap().is_none());
+    meta.touch_console_session("h1", 5_000).await.unwrap();
+    meta.touch_console_session("h1", 4_000).await.unwrap();
+    assert_eq!(meta.console_session("h1").await.unwrap().unwrap().0.last_seen_ms, 5_000);
+    assert!(meta.delete_console_session("h1").await.unwrap());
+    assert!(!meta.delete_console_session("h1").await.unwrap());
+    assert!(meta.console_session("h1").await.unwrap().is_none());
+    meta.create_console_session("h3", id, 9_000, 9_000).await.unwrap();
+    assert_eq!(meta.purge_console_sessions(2_000).await.unwrap(), 1, "only h2 idled");
+    assert!(meta.console_session("h3").await.unwrap().is_some());
+    assert!(meta.delete_user("sess-user").await.unwrap());
+    assert!(meta.console_session("h3").await.unwrap().is_none(), "a deleted account's sessions end with it");
+}
+
 async fn vulnerability_data(meta: &dyn Metadata) {
     use super::vulndb::ImportedRecord;
     let rec =

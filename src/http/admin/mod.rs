@@ -12,8 +12,8 @@ mod gc;
 mod lifecycle;
 mod namespaces;
 mod repositories;
-mod robots;
-mod scans;
+pub(super) mod robots;
+pub(super) mod scans;
 mod signatures;
 mod tokens;
 mod users;
@@ -116,6 +116,10 @@ impl ApiError {
     /// A refusal by the policy, naming what was needed (`policy::Deny`'s text).
     pub fn forbidden(deny: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", deny.to_string())
+    }
+    /// The status and the message (for the console, which shows them as a page).
+    pub fn parts(self) -> (StatusCode, String) {
+        (self.status, self.message)
     }
 }
 

@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::json as j;
 
-use super::{audit, future_time, json, parse, require_owner, ApiResult, Caller, Path};
+use super::{audit, future_time, json, parse, require_owner, ApiError, ApiResult, Caller, Path};
+use crate::auth::accounts::{NewSecret, RobotRecord};
+use crate::auth::service::Authenticated;
 use crate::http::AppState;
 
 #[derive(Deserialize)]
@@ -43,24 +45,43 @@ pub async fn create(
     Path(ns): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
     let new: NewRobot = parse(&body)?;
-    let expires_at = future_time(&new.expires_at, "expires_at", state.registry.clock())?;
     let patterns = new.repositories.map(|p| match p {
         Patterns::One(p) => vec![p],
         Patterns::Many(list) => list,
     });
-    let created = state.auth.create_robot(&ns, &new.name, &new.actions, patterns, expires_at).await?;
-    audit(&state, &who, "robot.create", &created.record.username, Some(&ns)).await;
+    let created = create_robot(&state, &who, &ns, &new.name, &new.actions, patterns, &new.expires_at).await?;
     let mut body = present(&created.record)?;
     body["secret"] = created.secret.into();
     json(StatusCode::CREATED, body)
 }
 
+/// Creates a robot in `ns` (its owners, admins); audited. The secret is in the answer only.
+pub async fn create_robot(
+    state: &AppState,
+    who: &Authenticated,
+    ns: &str,
+    name: &str,
+    actions: &[String],
+    patterns: Option<Vec<String>>,
+    expires_at: &serde_json::Value,
+) -> Result<NewSecret<RobotRecord>, ApiError> {
+    require_owner(state, who, ns).await?;
+    let expires_at = future_time(expires_at, "expires_at", state.registry.clock())?;
+    let created = state.auth.create_robot(ns, name, actions, patterns, expires_at).await?;
+    audit(state, who, "robot.create", &created.record.username, Some(ns)).await;
+    Ok(created)
+}
+
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
-    let items = state.auth.list_robots(&ns).await?.iter().map(present).collect::<Result<Vec<_>, _>>()?;
+    let items = list_robots(&state, &who, &ns).await?.iter().map(present).collect::<Result<Vec<_>, _>>()?;
     json(StatusCode::OK, j!({"items": items, "next": null}))
+}
+
+/// The robots of `ns` (its owners, admins).
+pub async fn list_robots(state: &AppState, who: &Authenticated, ns: &str) -> Result<Vec<RobotRecord>, ApiError> {
+    require_owner(state, who, ns).await?;
+    Ok(state.auth.list_robots(ns).await?)
 }
 
 pub async fn rotate(
@@ -68,12 +89,23 @@ pub async fn rotate(
     Caller(who): Caller,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
-    let rotated = state.auth.rotate_robot(&ns, &name).await?;
-    audit(&state, &who, "robot.rotate", &rotated.record.username, Some(&ns)).await;
+    let rotated = rotate_robot(&state, &who, &ns, &name).await?;
     let mut body = present(&rotated.record)?;
     body["secret"] = rotated.secret.into();
     json(StatusCode::OK, body)
+}
+
+/// Gives a robot a new secret (its namespace's owners, admins); the old one stops at once.
+pub async fn rotate_robot(
+    state: &AppState,
+    who: &Authenticated,
+    ns: &str,
+    name: &str,
+) -> Result<NewSecret<RobotRecord>, ApiError> {
+    require_owner(state, who, ns).await?;
+    let rotated = state.auth.rotate_robot(ns, name).await?;
+    audit(state, who, "robot.rotate", &rotated.record.username, Some(ns)).await;
+    Ok(rotated)
 }
 
 pub async fn revoke(

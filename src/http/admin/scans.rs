@@ -11,6 +11,7 @@ use serde_json::json as j;
 
 use super::{audit, audit_with, json, parse, require_admin, ApiError, ApiResult, Caller, Query};
 use crate::auth::policy::Need;
+use crate::auth::service::Authenticated;
 use crate::auth::{Action, ActionSet};
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
@@ -88,21 +89,32 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
 }
 
 pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
-    require_admin(&who)?;
     let t: Target = parse(&body)?;
-    let reason = t
-        .reason
-        .filter(|r| !r.trim().is_empty())
-        .ok_or_else(|| ApiError::invalid("a reason is required to release"))?;
-    let (repo, digest) = target(&t.repository, &t.digest)?;
-    let until =
-        t.expires_at.as_ref().map(|v| super::future_time(v, "expires_at", state.registry.clock())).transpose()?;
+    let record = release_image(&state, &who, &t.repository, &t.digest, t.reason, t.expires_at).await?;
+    json(StatusCode::OK, report(&record, state.registry.clock().now()))
+}
+
+/// Releases a quarantined image (admins), with a reason and an optional expiry: audited and
+/// attested. The one implementation behind the API and the console.
+pub async fn release_image(
+    state: &AppState,
+    who: &Authenticated,
+    repository: &str,
+    digest: &str,
+    reason: Option<String>,
+    expires_at: Option<serde_json::Value>,
+) -> Result<ScanRecord, ApiError> {
+    require_admin(who)?;
+    let reason =
+        reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| ApiError::invalid("a reason is required to release"))?;
+    let (repo, digest) = target(repository, digest)?;
+    let until = expires_at.as_ref().map(|v| super::future_time(v, "expires_at", state.registry.clock())).transpose()?;
     if !state.registry.release_scan(&repo, &digest, who.principal.subject(), &reason, until).await? {
         return Err(ApiError::not_found("scan"));
     }
     audit_with(
-        &state,
-        &who,
+        state,
+        who,
         "scan.release",
         &format!("{repo}@{digest}"),
         Some(repo.namespace()),
@@ -111,20 +123,29 @@ pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: B
     .await;
     // A release is a verdict too: signed, with who released it, why and until when.
     state.registry.attest_logged(&repo, &digest, &Default::default()).await;
-    let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
-    json(StatusCode::OK, report(&record, state.registry.clock().now()))
+    state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))
 }
 
 pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
-    require_admin(&who)?;
     let t: Target = parse(&body)?;
-    let (repo, digest) = target(&t.repository, &t.digest)?;
+    let record = rescan_image(&state, &who, &t.repository, &t.digest).await?;
+    json(StatusCode::ACCEPTED, report(&record, state.registry.clock().now()))
+}
+
+/// Asks for a new scan of an image (admins); audited.
+pub async fn rescan_image(
+    state: &AppState,
+    who: &Authenticated,
+    repository: &str,
+    digest: &str,
+) -> Result<ScanRecord, ApiError> {
+    require_admin(who)?;
+    let (repo, digest) = target(repository, digest)?;
     if !state.registry.request_rescan(&repo, &digest).await? {
         return Err(ApiError::not_found("scan"));
     }
-    audit(&state, &who, "scan.rescan", &format!("{repo}@{digest}"), Some(repo.namespace())).await;
-    let record = state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))?;
-    json(StatusCode::ACCEPTED, report(&record, state.registry.clock().now()))
+    audit(state, who, "scan.rescan", &format!("{repo}@{digest}"), Some(repo.namespace())).await;
+    state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))
 }
 
 /// `GET /api/v1/namespaces/{ns}/scan-policy`: the namespace's overrides and the rules in effect.
@@ -184,27 +205,39 @@ pub async fn set_policy(
 /// `POST /api/v1/scans/reject` `{"repository","digest","reason"}` (admins): deletes the image from the
 /// repository (its tags too, immutable ones included); the verdict goes with it.
 pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
-    require_admin(&who)?;
     let t: Target = parse(&body)?;
+    let (repo, digest, reason) = reject_image(&state, &who, &t.repository, &t.digest, t.reason).await?;
+    json(
+        StatusCode::OK,
+        j!({"repository": repo.as_str(), "digest": digest.to_string(), "state": "rejected", "reason": reason}),
+    )
+}
+
+/// Deletes a blocked image (admins), with a reason; audited.
+pub async fn reject_image(
+    state: &AppState,
+    who: &Authenticated,
+    repository: &str,
+    digest: &str,
+    reason: Option<String>,
+) -> Result<(RepoName, Digest, String), ApiError> {
+    require_admin(who)?;
     let reason =
-        t.reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| ApiError::invalid("a reason is required to reject"))?;
-    let (repo, digest) = target(&t.repository, &t.digest)?;
+        reason.filter(|r| !r.trim().is_empty()).ok_or_else(|| ApiError::invalid("a reason is required to reject"))?;
+    let (repo, digest) = target(repository, digest)?;
     match state.registry.reject_manifest(&repo, &digest).await {
         Ok(()) => {}
         Err(crate::domain::Error::ManifestUnknown) => return Err(ApiError::not_found("manifest")),
         Err(e) => return Err(e.into()),
     }
     audit_with(
-        &state,
-        &who,
+        state,
+        who,
         "scan.reject",
         &format!("{repo}@{digest}"),
         Some(repo.namespace()),
         &[("reason", reason.as_str())],
     )
     .await;
-    json(
-        StatusCode::OK,
-        j!({"repository": repo.as_str(), "digest": digest.to_string(), "state": "rejected", "reason": reason}),
-    )
+    Ok((repo, digest, reason))
 }

@@ -5,7 +5,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{db_err, SqlMetadata};
-use crate::metadata::auth::{AuthStore, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate};
+use crate::metadata::auth::{
+    AuthStore, ConsoleSessionRecord, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate,
+};
 use crate::model::Role;
 use crate::model::{Error, Result};
 
@@ -401,5 +403,65 @@ impl AuthStore for SqlMetadata {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn create_console_session(&self, id_hash: &str, user_id: i64, created_ms: i64, seen_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO console_sessions (id_hash, user_id, created_ms, last_seen_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(user_id)
+        .bind(created_ms)
+        .bind(seen_ms)
+        .execute(&self.write)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn console_session(&self, id_hash: &str) -> Result<Option<(ConsoleSessionRecord, UserRecord)>> {
+        let row = sqlx::query(
+            "SELECT s.created_ms AS session_created_ms, s.last_seen_ms AS session_last_seen_ms, u.* \
+             FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(row.map(|row| {
+            let session = ConsoleSessionRecord {
+                created_ms: row.get("session_created_ms"),
+                last_seen_ms: row.get("session_last_seen_ms"),
+            };
+            (session, user(row))
+        }))
+    }
+
+    async fn touch_console_session(&self, id_hash: &str, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE console_sessions SET last_seen_ms = $1 WHERE id_hash = $2 AND last_seen_ms < $1")
+            .bind(now_ms)
+            .bind(id_hash)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn delete_console_session(&self, id_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn purge_console_sessions(&self, before_ms: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM console_sessions WHERE last_seen_ms < $1")
+            .bind(before_ms)
+            .execute(&self.write)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
     }
 }

@@ -1,0 +1,180 @@
+//! Browsing: the repositories a viewer may read (`/ui/`), a repository's tags
+//! (`/ui/repository?name=`), and how to push (`/ui/push`). What is listed is filtered by the pull
+//! right, decided as `/v2/_catalog` decides it.
+
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::Response;
+use maud::html;
+use serde::Deserialize;
+
+use super::layout::{bytes, domain_problem, page, problem, render, state_badge, time};
+use super::{q, Viewer};
+use crate::auth::policy::Need;
+use crate::auth::{Action, ActionSet};
+use crate::domain::{Reference, RepoName};
+use crate::http::AppState;
+
+/// Repositories on one page.
+const PAGE: usize = 50;
+
+#[derive(Deserialize)]
+pub struct After {
+    after: Option<String>,
+}
+
+/// Whether the viewer may pull from `repo` (the policy's decision, as for `/v2`).
+pub async fn may_pull(state: &AppState, viewer: &Viewer, repo: &RepoName) -> Result<bool, crate::domain::Error> {
+    let need = Need::Repository(repo, ActionSet::of(&[Action::Pull]));
+    Ok(state.auth.authorize(&viewer.who, &[], need).await?.is_ok())
+}
+
+/// `GET /ui/`: the login form for an anonymous visitor; otherwise the repositories the viewer may
+/// read, with their tag and image counts, size and quarantined images.
+pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Query<After>) -> Response {
+    let viewer = match Viewer::from_request_parts(&mut parts, &state).await {
+        Ok(v) => v,
+        Err(_) => return render(StatusCode::OK, super::login::form(None, "")),
+    };
+    let mut visible = Vec::new();
+    let mut cursor = a.after.clone();
+    let mut more = true;
+    while visible.len() < PAGE && more {
+        let batch = match state.registry.repository_summaries(None, cursor.as_deref(), 200).await {
+            Ok(b) => b,
+            Err(e) => return domain_problem(e),
+        };
+        more = batch.len() == 200;
+        for summary in batch {
+            cursor = Some(summary.name.clone());
+            let Ok(repo) = summary.name.parse::<RepoName>() else { continue };
+            match may_pull(&state, &viewer, &repo).await {
+                Ok(true) => visible.push(summary),
+                Ok(false) => {}
+                Err(e) => return domain_problem(e),
+            }
+            if visible.len() == PAGE {
+                break;
+            }
+        }
+    }
+    let next = (visible.len() == PAGE).then(|| visible.last().map(|r| r.name.clone())).flatten();
+    let body = html! {
+        @if visible.is_empty() {
+            p.empty { "No repositories you may read yet. " a href="/ui/push" { "How to push an image" } }
+        } @else {
+            table.list {
+                thead { tr { th { "Repository" } th.num { "Tags" } th.num { "Images" } th.num { "Size" } th.num { "Quarantined" } th { "Created" } } }
+                tbody {
+                    @for r in &visible {
+                        tr {
+                            td { a href={ "/ui/repository?name=" (q(&r.name)) } { (r.name) } }
+                            td.num { (r.tags) }
+                            td.num { (r.manifests) }
+                            td.num { (bytes(r.bytes)) }
+                            td.num { @if r.quarantined > 0 { span.badge.state-quarantined { (r.quarantined) } } @else { "0" } }
+                            td { (time(r.created_at)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(n) = next { p { a.more href={ "/ui/?after=" (q(&n)) } { "More repositories →" } } }
+    };
+    render(StatusCode::OK, page("Repositories", Some(&viewer), body))
+}
+
+#[derive(Deserialize)]
+pub struct RepoQuery {
+    name: String,
+    after: Option<String>,
+}
+
+/// `GET /ui/repository?name=`: a page of tags with the digest they name and its scan state.
+pub async fn repository(State(state): State<AppState>, viewer: Viewer, Query(rq): Query<RepoQuery>) -> Response {
+    let hidden = || problem(StatusCode::NOT_FOUND, "No such repository, or not one you may read.");
+    let Ok(repo) = rq.name.parse::<RepoName>() else { return hidden() };
+    match may_pull(&state, &viewer, &repo).await {
+        Ok(true) => {}
+        Ok(false) => return hidden(),
+        Err(e) => return domain_problem(e),
+    }
+    let tags = match state.registry.list_tags(&repo, Some(PAGE as u32), rq.after.as_deref()).await {
+        Ok(t) => t,
+        Err(crate::domain::Error::NameUnknown) => return hidden(),
+        Err(e) => return domain_problem(e),
+    };
+    let now = state.registry.clock().now();
+    let mut rows = Vec::new();
+    for tag in &tags.items {
+        let Ok(reference) = tag.parse::<Reference>() else { continue };
+        let head = match state.registry.head_manifest(&repo, &reference).await {
+            Ok(h) => h,
+            Err(crate::domain::Error::ManifestUnknown) => continue,
+            Err(e) => return domain_problem(e),
+        };
+        let scan = match state.registry.scan_record(&repo, &head.digest).await {
+            Ok(s) => s,
+            Err(e) => return domain_problem(e),
+        };
+        let st = scan.map(|s| s.effective_state(now).as_str().to_owned()).unwrap_or_else(|| "unscanned".into());
+        rows.push((tag.clone(), head.digest.to_string(), head.size, st));
+    }
+    let body = html! {
+        p.crumbs { a href="/ui/" { "Repositories" } " / " (repo.as_str()) }
+        @if rows.is_empty() { p.empty { "No tags." } } @else {
+            table.list {
+                thead { tr { th { "Tag" } th { "Digest" } th.num { "Manifest" } th { "Scan" } } }
+                tbody {
+                    @for (tag, digest, size, st) in &rows {
+                        tr {
+                            td { a href={ "/ui/image?repository=" (q(repo.as_str())) "&digest=" (q(digest)) } { (tag) } }
+                            td.mono { (short(digest)) }
+                            td.num { (bytes(*size as u64)) }
+                            td { (state_badge(st)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(n) = &tags.next {
+            p { a.more href={ "/ui/repository?name=" (q(repo.as_str())) "&after=" (q(n)) } { "More tags →" } }
+        }
+    };
+    render(StatusCode::OK, page(repo.as_str(), Some(&viewer), body))
+}
+
+/// `sha256:0123456789ab…`: enough of a digest to tell images apart.
+pub fn short(digest: &str) -> String {
+    match digest.char_indices().nth(19) {
+        Some((i, _)) => format!("{}…", &digest[..i]),
+        None => digest.to_owned(),
+    }
+}
+
+/// `GET /ui/push`: how to sign in with docker and push, with this registry's host filled in.
+pub async fn how_to_push(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let host = super::registry_host(state.public_url.as_str());
+    let user = viewer.name().to_owned();
+    let body = html! {
+        @if state.dev_ca.is_some() {
+            section {
+                h2 { "1. Trust this registry's certificate" }
+                p { "This registry uses its own development CA. Download " a href="/ca.crt" { "ca.crt" } " and install it for docker:" }
+                pre.copyable { "sudo mkdir -p /etc/docker/certs.d/" (host) "\nsudo cp ca.crt /etc/docker/certs.d/" (host) "/ca.crt" }
+            }
+        }
+        section {
+            h2 { "Sign in" }
+            pre.copyable { "docker login " (host) " -u " (user) }
+            p { "CI systems sign in with a " a href="/ui/robots" { "robot" } " instead of a person's password." }
+        }
+        section {
+            h2 { "Push an image" }
+            pre.copyable { "docker tag myimage:latest " (host) "/NAMESPACE/myimage:1.0\ndocker push " (host) "/NAMESPACE/myimage:1.0" }
+            p { "Every image is scanned when it is pushed. An image that fails is quarantined: it cannot be pulled until an admin releases it, and its page here says why." }
+        }
+    };
+    render(StatusCode::OK, page("How to push", Some(&viewer), body))
+}
