@@ -348,3 +348,50 @@ async fn a_robot_created_in_the_console_shows_its_secret_once_and_works() {
     assert_eq!(r.status, 400);
     assert!(text(&r).contains("expires_at"), "{}", text(&r));
 }
+
+#[tokio::test]
+async fn the_image_page_shows_the_config_the_runtime_will_read() {
+    let reg = TestRegistry::new().await;
+    // Go (docker, containerd) matches keys in any case and the last one wins: the decoys first.
+    let config = r#"{"architecture":"amd64","os":"linux","config":{"User":"app","Cmd":["/bin/decoy"],
+        "Labels":{"team":"decoy"},"user":"0","cmd":["/bin/real"],"labels":{"team":"real"}},
+        "rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = images::layer_tar_gz("app/x.txt", b"x", 0o644);
+    let (digest, ..) = reg.push_layers("team/app", "v1", config.as_bytes(), &[&layer]).await;
+    assert_eq!(reg.wait_scan("team/app", &digest).await, "quarantined", "user 0 runs as root");
+    let cookie = sign_in(&reg, "admin", ADMIN_PASSWORD).await;
+    let s = text(&page(&reg, &format!("/ui/image?repository=team/app&digest={digest}"), &cookie).await);
+    assert!(s.contains("/bin/real") && !s.contains("/bin/decoy"), "{s}");
+    assert!(s.contains(">real<") && !s.contains(">decoy<"), "{s}");
+    // A config the runtime would read ambiguously is not shown at all.
+    let config = r#"{"architecture":"amd64","os":"linux","config":{"User":"app","user":7},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let (digest, ..) = reg.push_layers("team/app", "v2", config.as_bytes(), &[&layer]).await;
+    reg.wait_scan("team/app", &digest).await;
+    let s = text(&page(&reg, &format!("/ui/image?repository=team/app&digest={digest}"), &cookie).await);
+    assert!(s.contains("The config cannot be shown") && !s.contains(">app<"), "{s}");
+}
+
+#[tokio::test]
+async fn signing_in_again_ends_the_session_the_browser_held() {
+    let reg = TestRegistry::new().await;
+    let first = sign_in(&reg, "admin", ADMIN_PASSWORD).await;
+    let body = format!("username=admin&password={}", enc(ADMIN_PASSWORD));
+    let r = reg.send_raw("POST", "/ui/login", &[FORM, ("cookie", &first)], body).await;
+    assert_eq!(r.status, 303);
+    let second = r.header("set-cookie").split(';').next().unwrap().to_owned();
+    assert_ne!(first, second);
+    assert!(text(&page(&reg, "/ui/", &second).await).contains("Sign out"));
+    assert!(!text(&page(&reg, "/ui/", &first).await).contains("Sign out"), "the replaced session still works");
+}
+
+#[tokio::test]
+async fn readers_of_a_public_namespace_see_names_not_figures() {
+    let reg = TestRegistry::new().await;
+    reg.push_image("pub/app", "v1", "p").await;
+    api(&reg, "POST", "/api/v1/namespaces", json!({"name": "pub", "public": true})).await.expect(201, None);
+    api(&reg, "POST", "/api/v1/users", json!({"username": "outsider", "password": "outsider-password-1"})).await;
+    let cookie = sign_in(&reg, "outsider", "outsider-password-1").await;
+    let s = text(&page(&reg, "/ui/", &cookie).await);
+    assert!(s.contains("pub/app") && s.contains("public"), "{s}");
+    assert!(!s.contains(" KiB") && !s.contains(" B<"), "sizes are members' business: {s}");
+}

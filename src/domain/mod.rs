@@ -6,6 +6,7 @@
 mod attach;
 pub mod attestations;
 pub mod audit;
+pub mod config_view;
 mod gate;
 pub mod gc;
 pub mod gojson;

@@ -34,6 +34,13 @@ pub async fn root(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /api/v1`: the sections of the admin API.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "where the sections are", body = Object))
+)]
 pub async fn api_index(State(state): State<AppState>) -> Response {
     let base = format!("{}/api/v1", state.public_url);
     let sections = ["users", "namespaces", "repositories", "scans", "tokens", "webhooks", "audit", "gc", "fsck"];

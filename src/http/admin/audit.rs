@@ -49,6 +49,13 @@ fn item(r: AuditRecord) -> serde_json::Value {
 /// `GET /api/v1/audit?actor=&action=&object=&namespace=&since=&until=&limit=&after=`: newest
 /// first, `{"items": [...], "next": <id>}`. Administrators read every record; anyone else must
 /// name a namespace they own and reads that namespace's records.
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = "audit",
+    params(("actor" = Option<String>, Query), ("action" = Option<String>, Query), ("object" = Option<String>, Query, description = "a prefix"), ("namespace" = Option<String>, Query, description = "owners must give their namespace"), ("since" = Option<String>, Query, description = "RFC 3339 or Unix seconds"), ("until" = Option<String>, Query), ("limit" = Option<u32>, Query), ("after" = Option<i64>, Query, description = "the `next` of the page before")),
+    responses((status = 200, description = "ok", body = super::schema::AuditPage))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<AuditQuery>) -> ApiResult {
     match &q.namespace {
         Some(ns) => require_owner(&state, &who, ns).await?,
@@ -72,6 +79,12 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(q): 
 
 /// `GET /api/v1/audit/verify`: `{"ok": true, "records": N, ...}` or `{"ok": false,
 /// "first_broken": <id>, "reason": "...", ...}`.
+#[utoipa::path(
+    get,
+    path = "/audit/verify",
+    tag = "audit",
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn verify(State(state): State<AppState>, Caller(who): Caller) -> ApiResult {
     require_admin(&who)?;
     json(StatusCode::OK, state.registry.verify_audit().await?)

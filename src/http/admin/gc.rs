@@ -31,6 +31,13 @@ fn flag(value: Option<&str>, name: &str) -> Result<bool, ApiError> {
 
 /// `POST /api/v1/gc[?dry_run=true]`: runs one collection (503 with Retry-After while another
 /// replica's runs) and answers with what it removed, or would remove.
+#[utoipa::path(
+    post,
+    path = "/gc",
+    tag = "operations",
+    params(("dry_run" = Option<bool>, Query, description = "report without deleting")),
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn collect(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<GcQuery>) -> ApiResult {
     require_admin(&who)?;
     let dry_run = flag(q.dry_run.as_deref(), "dry_run")?;
@@ -45,6 +52,13 @@ pub async fn collect(State(state): State<AppState>, Caller(who): Caller, Query(q
 
 /// `GET /api/v1/fsck[?verify=true]`: the database against the blob store; `verify` re-hashes
 /// every stored blob.
+#[utoipa::path(
+    get,
+    path = "/fsck",
+    tag = "operations",
+    params(("verify" = Option<bool>, Query, description = "re-hash every blob")),
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn fsck(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<FsckQuery>) -> ApiResult {
     require_admin(&who)?;
     let verify = flag(q.verify.as_deref(), "verify")?;

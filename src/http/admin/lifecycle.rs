@@ -24,6 +24,13 @@ fn quota_json(q: &Quota) -> Value {
 }
 
 /// `GET /api/v1/namespaces/{ns}/quota` (members).
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/quota",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::QuotaAnswer))
+)]
 pub async fn get_quota(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_member(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -33,6 +40,14 @@ pub async fn get_quota(State(state): State<AppState>, Caller(who): Caller, Path(
 
 /// `PUT /api/v1/namespaces/{ns}/quota` with `{"bytes": N, "repositories": N, "tags": N}` (admins):
 /// a field set to `null` removes that limit, an absent field keeps it.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/quota",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "ok", body = super::schema::QuotaAnswer))
+)]
 pub async fn set_quota(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -69,6 +84,13 @@ pub async fn set_quota(
 
 /// `GET /api/v1/namespaces/{ns}/usage` (members): bytes and blobs (each blob once), repositories,
 /// tags, manifests and quarantined images, with the quota.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/usage",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn usage(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_member(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -91,6 +113,13 @@ pub async fn usage(State(state): State<AppState>, Caller(who): Caller, Path(ns):
 }
 
 /// `GET /api/v1/namespaces/{ns}/immutable-tags` (owners).
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/immutable-tags",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::ImmutableTags))
+)]
 pub async fn get_immutable(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -106,6 +135,14 @@ struct Patterns {
 
 /// `PUT /api/v1/namespaces/{ns}/immutable-tags` with `{"patterns": ["v*", "release-*"]}` (owners):
 /// `["*"]` makes every tag immutable, `[]` none.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/immutable-tags",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "ok", body = super::schema::ImmutableTags))
+)]
 pub async fn set_immutable(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -128,6 +165,13 @@ fn retention_body(body: &[u8]) -> Result<Retention, ApiError> {
 }
 
 /// `GET /api/v1/namespaces/{ns}/retention` (owners): the rules, or `null`.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/retention",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::RetentionAnswer))
+)]
 pub async fn get_retention(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -137,6 +181,14 @@ pub async fn get_retention(State(state): State<AppState>, Caller(who): Caller, P
 
 /// `PUT /api/v1/namespaces/{ns}/retention` with the rules (owners). The collector applies them on
 /// each run; `POST …/retention/dry-run` shows what they remove first.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/retention",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "ok", body = super::schema::RetentionAnswer))
+)]
 pub async fn set_retention(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -160,6 +212,13 @@ pub async fn set_retention(
 }
 
 /// `DELETE /api/v1/namespaces/{ns}/retention` (owners): 204; nothing is removed by rule any more.
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{ns}/retention",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn delete_retention(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     if !state.registry.set_retention(&ns, None).await? {
@@ -171,6 +230,13 @@ pub async fn delete_retention(State(state): State<AppState>, Caller(who): Caller
 
 /// `POST /api/v1/namespaces/{ns}/retention/dry-run` (owners), with rules to try or an empty body
 /// (or `null`) for the stored ones: every tag and manifest they would remove, with the reason. Nothing changes.
+#[utoipa::path(
+    post,
+    path = "/namespaces/{ns}/retention/dry-run",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn dry_run(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -187,6 +253,13 @@ pub async fn dry_run(
 
 /// `POST /api/v1/namespaces/{ns}/retention/run` (owners): applies the stored rules now (the
 /// collector frees the bytes after the grace period).
+#[utoipa::path(
+    post,
+    path = "/namespaces/{ns}/retention/run",
+    tag = "lifecycle",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "the report", body = Object))
+)]
 pub async fn run(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;

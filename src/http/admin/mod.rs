@@ -11,9 +11,11 @@ mod audit;
 mod gc;
 mod lifecycle;
 mod namespaces;
+mod openapi;
 mod repositories;
 pub(super) mod robots;
 pub(super) mod scans;
+mod schema;
 mod signatures;
 mod tokens;
 mod users;
@@ -24,10 +26,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::credentials::{self, ClientAddr};
 use super::observe::RequestFacts;
@@ -41,46 +44,45 @@ use crate::domain::{Clock, Error};
 use crate::model::audit::NewAudit;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(super::discovery::api_index))
-        .route("/users", post(users::create).get(users::list))
-        .route("/users/{username}", get(users::show).patch(users::update).delete(users::remove))
-        .route("/namespaces", post(namespaces::create).get(namespaces::list))
-        .route("/namespaces/{ns}", get(namespaces::show).patch(namespaces::update).delete(namespaces::remove))
-        .route("/namespaces/{ns}/members", get(namespaces::members))
-        .route("/namespaces/{ns}/members/{username}", put(namespaces::set_member).delete(namespaces::remove_member))
-        .route("/namespaces/{ns}/robots", post(robots::create).get(robots::list))
-        .route("/namespaces/{ns}/scan-policy", get(scans::get_policy).put(scans::set_policy))
-        .route("/namespaces/{ns}/signature-policy", get(signatures::get_policy).put(signatures::set_policy))
-        .route("/namespaces/{ns}/robots/{name}", axum::routing::delete(robots::revoke))
-        .route("/namespaces/{ns}/quota", get(lifecycle::get_quota).put(lifecycle::set_quota))
-        .route("/namespaces/{ns}/usage", get(lifecycle::usage))
-        .route("/namespaces/{ns}/immutable-tags", get(lifecycle::get_immutable).put(lifecycle::set_immutable))
-        .route(
-            "/namespaces/{ns}/retention",
-            get(lifecycle::get_retention).put(lifecycle::set_retention).delete(lifecycle::delete_retention),
-        )
-        .route("/namespaces/{ns}/retention/dry-run", post(lifecycle::dry_run))
-        .route("/namespaces/{ns}/retention/run", post(lifecycle::run))
-        .route("/namespaces/{ns}/robots/{name}/rotate", post(robots::rotate))
-        .route("/repositories", get(repositories::list))
-        .route("/repositories/{*name}", axum::routing::delete(repositories::remove))
-        .route("/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/webhooks/{id}", get(webhooks::show).delete(webhooks::remove))
-        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
-        .route("/webhooks/{id}/test", post(webhooks::test))
-        .route("/namespaces/{ns}/webhooks", post(webhooks::create_in).get(webhooks::list_in))
-        .route("/audit", get(audit::list))
-        .route("/audit/verify", get(audit::verify))
-        .route("/gc", post(gc::collect))
-        .route("/fsck", get(gc::fsck))
-        .route("/vulndb", get(vulndb::status).post(vulndb::import))
-        .route("/scans", get(scans::get))
-        .route("/scans/release", post(scans::release))
-        .route("/scans/rescan", post(scans::rescan))
-        .route("/scans/reject", post(scans::reject))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+    let routes = OpenApiRouter::new()
+        .routes(routes!(super::discovery::api_index))
+        .routes(routes!(openapi::document))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::show, users::update, users::remove))
+        .routes(routes!(namespaces::create, namespaces::list))
+        .routes(routes!(namespaces::show, namespaces::update, namespaces::remove))
+        .routes(routes!(namespaces::members))
+        .routes(routes!(namespaces::set_member, namespaces::remove_member))
+        .routes(routes!(robots::create, robots::list))
+        .routes(routes!(robots::revoke))
+        .routes(routes!(robots::rotate))
+        .routes(routes!(scans::get_policy, scans::set_policy))
+        .routes(routes!(signatures::get_policy, signatures::set_policy))
+        .routes(routes!(lifecycle::get_quota, lifecycle::set_quota))
+        .routes(routes!(lifecycle::usage))
+        .routes(routes!(lifecycle::get_immutable, lifecycle::set_immutable))
+        .routes(routes!(lifecycle::get_retention, lifecycle::set_retention, lifecycle::delete_retention))
+        .routes(routes!(lifecycle::dry_run))
+        .routes(routes!(lifecycle::run))
+        .routes(routes!(repositories::list))
+        .routes(routes!(repositories::remove))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::show, webhooks::remove))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::create_in, webhooks::list_in))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .routes(routes!(gc::collect))
+        .routes(routes!(gc::fsck))
+        .routes(routes!(vulndb::status, vulndb::import))
+        .routes(routes!(scans::get))
+        .routes(routes!(scans::release))
+        .routes(routes!(scans::rescan))
+        .routes(routes!(scans::reject))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke));
+    openapi::router(routes)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -12,7 +12,7 @@ use crate::auth::policy::Need;
 use crate::auth::Role;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewNamespace {
     name: String,
@@ -20,18 +20,26 @@ struct NewNamespace {
     public: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NamespacePatch {
     public: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Membership {
     role: String,
 }
 
+/// Creates a namespace (admins).
+#[utoipa::path(
+    post,
+    path = "/namespaces",
+    tag = "namespaces",
+    request_body = NewNamespace,
+    responses((status = 201, description = "ok", body = super::schema::Namespace))
+)]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     let new: NewNamespace = parse(&body)?;
@@ -40,17 +48,42 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     json(StatusCode::CREATED, ns)
 }
 
+/// Lists namespaces by name (admins).
+#[utoipa::path(
+    get,
+    path = "/namespaces",
+    tag = "namespaces",
+    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before")),
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Namespace>))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
     require_admin(&who)?;
     let items = state.auth.list_namespaces(paging.after.as_deref(), paging.limit()).await?;
     page(items, paging.limit(), |n| n.name.clone())
 }
 
+/// A namespace (its members and admins).
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::Namespace))
+)]
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     state.auth.authorize(&who, &[], Need::Member(&ns)).await?.map_err(ApiError::forbidden)?;
     json(StatusCode::OK, state.auth.namespace(&ns).await?)
 }
 
+/// Makes a namespace public or private (admins).
+#[utoipa::path(
+    patch,
+    path = "/namespaces/{ns}",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body = NamespacePatch,
+    responses((status = 200, description = "ok", body = super::schema::Namespace))
+)]
 pub async fn update(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -65,6 +98,14 @@ pub async fn update(
     json(StatusCode::OK, record)
 }
 
+/// The members and their roles (owners and admins).
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/members",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Member>))
+)]
 pub async fn members(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let items: Vec<_> =
@@ -72,6 +113,15 @@ pub async fn members(State(state): State<AppState>, Caller(who): Caller, Path(ns
     json(StatusCode::OK, j!({"items": items, "next": null}))
 }
 
+/// Gives a user a role in the namespace (owners and admins).
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/members/{username}",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace"), ("username" = String, Path, description = "the user")),
+    request_body = Membership,
+    responses((status = 200, description = "ok", body = super::schema::Membership))
+)]
 pub async fn set_member(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -87,6 +137,14 @@ pub async fn set_member(
     json(StatusCode::OK, j!({"namespace": ns, "username": username, "role": role}))
 }
 
+/// Removes a member (owners and admins).
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{ns}/members/{username}",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace"), ("username" = String, Path, description = "the user")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -98,6 +156,14 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Deletes a namespace (admins).
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{ns}",
+    tag = "namespaces",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_namespace(&ns).await?;

@@ -13,7 +13,7 @@ use crate::auth::accounts::{NewSecret, RobotRecord};
 use crate::auth::service::Authenticated;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRobot {
     name: String,
@@ -23,7 +23,7 @@ struct NewRobot {
 }
 
 /// `"apps/*"` or `["apps/*", "base"]`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum Patterns {
     One(String),
@@ -39,6 +39,15 @@ fn present(record: &impl serde::Serialize) -> Result<serde_json::Value, super::A
     Ok(body)
 }
 
+/// Creates a robot; its secret is in this answer only (owners and admins).
+#[utoipa::path(
+    post,
+    path = "/namespaces/{ns}/robots",
+    tag = "robots",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body = NewRobot,
+    responses((status = 201, description = "ok", body = super::schema::RobotWithSecret))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -73,6 +82,14 @@ pub async fn create_robot(
     Ok(created)
 }
 
+/// The namespace's robots (owners and admins).
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/robots",
+    tag = "robots",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Robot>))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     let items = list_robots(&state, &who, &ns).await?.iter().map(present).collect::<Result<Vec<_>, _>>()?;
     json(StatusCode::OK, j!({"items": items, "next": null}))
@@ -84,6 +101,14 @@ pub async fn list_robots(state: &AppState, who: &Authenticated, ns: &str) -> Res
     Ok(state.auth.list_robots(ns).await?)
 }
 
+/// A new secret; the old one stops at once (owners and admins).
+#[utoipa::path(
+    post,
+    path = "/namespaces/{ns}/robots/{name}/rotate",
+    tag = "robots",
+    params(("ns" = String, Path, description = "the namespace"), ("name" = String, Path, description = "the robot's name")),
+    responses((status = 200, description = "ok", body = super::schema::RobotWithSecret))
+)]
 pub async fn rotate(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -108,6 +133,14 @@ pub async fn rotate_robot(
     Ok(rotated)
 }
 
+/// Revokes a robot (owners and admins).
+#[utoipa::path(
+    delete,
+    path = "/namespaces/{ns}/robots/{name}",
+    tag = "robots",
+    params(("ns" = String, Path, description = "the namespace"), ("name" = String, Path, description = "the robot's name")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -29,7 +29,7 @@ pub struct ScanQuery {
     limit: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     repository: String,
@@ -55,6 +55,14 @@ fn report(r: &ScanRecord, now: i64) -> serde_json::Value {
     v
 }
 
+/// One image's scan report, or (admins) scans by state.
+#[utoipa::path(
+    get,
+    path = "/scans",
+    tag = "scans",
+    params(("repository" = Option<String>, Query, description = "with `digest`: one image's report (pull right needed)"), ("digest" = Option<String>, Query, description = "the image's digest"), ("wait" = Option<String>, Query, description = "long-poll until a verdict, up to this long (60s; at most 2m)"), ("state" = Option<String>, Query, description = "without `repository`: list scans in this state (admins)"), ("limit" = Option<u32>, Query, description = "at most this many")),
+    responses((status = 200, description = "a report, or a page of them", body = super::schema::ScanOrPage))
+)]
 pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<ScanQuery>) -> ApiResult {
     let now = state.registry.clock().now();
     let (Some(repository), Some(digest)) = (q.repository.as_deref(), q.digest.as_deref()) else {
@@ -88,6 +96,14 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
     json(StatusCode::OK, report(&record.ok_or_else(|| ApiError::not_found("scan"))?, state.registry.clock().now()))
 }
 
+/// Releases a blocked image with a reason and an optional expiry (admins); audited and attested.
+#[utoipa::path(
+    post,
+    path = "/scans/release",
+    tag = "scans",
+    request_body = Target,
+    responses((status = 200, description = "ok", body = super::schema::ScanReport))
+)]
 pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     let t: Target = parse(&body)?;
     let record = release_image(&state, &who, &t.repository, &t.digest, t.reason, t.expires_at).await?;
@@ -126,6 +142,14 @@ pub async fn release_image(
     state.registry.scan_record(&repo, &digest).await?.ok_or_else(|| ApiError::not_found("scan"))
 }
 
+/// Scans an image again (admins).
+#[utoipa::path(
+    post,
+    path = "/scans/rescan",
+    tag = "scans",
+    request_body = Target,
+    responses((status = 202, description = "ok", body = super::schema::ScanReport))
+)]
 pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     let t: Target = parse(&body)?;
     let record = rescan_image(&state, &who, &t.repository, &t.digest).await?;
@@ -149,6 +173,13 @@ pub async fn rescan_image(
 }
 
 /// `GET /api/v1/namespaces/{ns}/scan-policy`: the namespace's overrides and the rules in effect.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/scan-policy",
+    tag = "policies",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::ScanPolicy))
+)]
 pub async fn get_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -168,6 +199,14 @@ pub async fn get_policy(
 
 /// `PUT /api/v1/namespaces/{ns}/scan-policy` with `{"root_user": "warn", ...}` (admins): overrides of
 /// the global rules for images pushed to the namespace from now on (and rescans).
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/scan-policy",
+    tag = "policies",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "ok", body = super::schema::ScanPolicy))
+)]
 pub async fn set_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -204,6 +243,13 @@ pub async fn set_policy(
 
 /// `POST /api/v1/scans/reject` `{"repository","digest","reason"}` (admins): deletes the image from the
 /// repository (its tags too, immutable ones included); the verdict goes with it.
+#[utoipa::path(
+    post,
+    path = "/scans/reject",
+    tag = "scans",
+    request_body = Target,
+    responses((status = 200, description = "ok", body = super::schema::Rejected))
+)]
 pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     let t: Target = parse(&body)?;
     let (repo, digest, reason) = reject_image(&state, &who, &t.repository, &t.digest, t.reason).await?;

@@ -36,6 +36,13 @@ fn describe(ns: &str, policy: &SignaturePolicy) -> serde_json::Value {
 
 /// `GET /api/v1/namespaces/{ns}/signature-policy`: `{"mode", "keys": [{"name", "pem",
 /// "algorithm", "fingerprint"}], "updated_at"}`; `off` with no keys when none was set.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/signature-policy",
+    tag = "policies",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::SignaturePolicy))
+)]
 pub async fn get_policy(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;
@@ -45,6 +52,14 @@ pub async fn get_policy(State(state): State<AppState>, Caller(who): Caller, Path
 
 /// `PUT /api/v1/namespaces/{ns}/signature-policy` with `{"mode": "off"|"warn"|"require", "keys":
 /// [{"name", "pem"}]}`: replaces the policy; pulls follow it at once, on every replica.
+#[utoipa::path(
+    put,
+    path = "/namespaces/{ns}/signature-policy",
+    tag = "policies",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "ok", body = super::schema::SignaturePolicy))
+)]
 pub async fn set_policy(
     State(state): State<AppState>,
     Caller(who): Caller,

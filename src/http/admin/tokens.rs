@@ -13,7 +13,7 @@ use crate::auth::policy::Need;
 use crate::auth::service::Authenticated;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
@@ -25,6 +25,14 @@ fn user(who: &Authenticated) -> Result<&str, ApiError> {
     Ok(who.principal.subject())
 }
 
+/// Creates a personal access token of the calling user; shown once.
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = NewToken,
+    responses((status = 201, description = "ok", body = super::schema::TokenWithSecret))
+)]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     let username = user(&who)?;
     let new: NewToken = parse(&body)?;
@@ -36,11 +44,26 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     json(StatusCode::CREATED, body)
 }
 
+/// The calling user's personal access tokens.
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Token>))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResult {
     let username = user(&who)?;
     json(StatusCode::OK, j!({"items": state.auth.list_tokens(username).await?, "next": null}))
 }
 
+/// Revokes a token and those created with it.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn revoke(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let username = user(&who)?;
     state.auth.revoke_token(username, &id).await?;

@@ -13,7 +13,7 @@ use super::{audit, json, page, parse, require, require_admin, ApiError, ApiResul
 use crate::auth::policy::Need;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     username: String,
@@ -22,7 +22,7 @@ struct NewUser {
     admin: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UserPatch {
     password: Option<String>,
@@ -31,6 +31,14 @@ struct UserPatch {
     disabled: Option<bool>,
 }
 
+/// Creates a user (admins).
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = NewUser,
+    responses((status = 201, description = "ok", body = super::schema::User))
+)]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     let new: NewUser = parse(&body)?;
@@ -39,17 +47,42 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     json(StatusCode::CREATED, user)
 }
 
+/// Lists users by name (admins).
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before")),
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::User>))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
     require_admin(&who)?;
     let items = state.auth.list_users(paging.after.as_deref(), paging.limit()).await?;
     page(items, paging.limit(), |u| u.username.clone())
 }
 
+/// A user (admins, or the user itself).
+#[utoipa::path(
+    get,
+    path = "/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "the user")),
+    responses((status = 200, description = "ok", body = super::schema::User))
+)]
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
     require(&who, &Need::Account(&username))?;
     json(StatusCode::OK, state.auth.user(&username).await?)
 }
 
+/// Changes a user: password (one's own needs `current_password`), admin, disabled.
+#[utoipa::path(
+    patch,
+    path = "/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "the user")),
+    request_body = UserPatch,
+    responses((status = 200, description = "ok", body = super::schema::User))
+)]
 pub async fn update(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -86,6 +119,14 @@ pub async fn update(
     json(StatusCode::OK, user)
 }
 
+/// Deletes a user (admins).
+#[utoipa::path(
+    delete,
+    path = "/users/{username}",
+    tag = "users",
+    params(("username" = String, Path, description = "the user")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(username): Path<String>) -> ApiResult {
     require_admin(&who)?;
     state.auth.delete_user(&username).await?;

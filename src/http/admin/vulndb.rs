@@ -44,6 +44,13 @@ fn kind(headers: &HeaderMap) -> Result<Kind, ApiError> {
 /// `POST /api/v1/vulndb` (admin): imports the export in the body and reloads; every replica
 /// matches its passed images against the new data. Answers `{"version", "imported_at",
 /// "records", "added", "changed", "unchanged", "skipped"}`.
+#[utoipa::path(
+    post,
+    path = "/vulndb",
+    tag = "vulnerabilities",
+    request_body(content((Vec<u8> = "application/zip"), (Object = "application/json")), description = "an OSV export (all.zip), one OSV record or an array of them"),
+    responses((status = 200, description = "ok", body = super::schema::VulnDbImport))
+)]
 pub async fn import(State(state): State<AppState>, Caller(who): Caller, headers: HeaderMap, body: Body) -> ApiResult {
     require_admin(&who)?;
     let kind = kind(&headers)?;
@@ -107,6 +114,12 @@ pub async fn import(State(state): State<AppState>, Caller(who): Caller, headers:
 /// `GET /api/v1/vulndb` (admin): `{"version", "imported_at", "records", "rescans_due"}`; the
 /// version is 0 and `imported_at` null before the first import. `rescans_due` counts the passed
 /// images not yet matched against this version.
+#[utoipa::path(
+    get,
+    path = "/vulndb",
+    tag = "vulnerabilities",
+    responses((status = 200, description = "ok", body = super::schema::VulnDbStatus))
+)]
 pub async fn status(State(state): State<AppState>, Caller(who): Caller) -> ApiResult {
     require_admin(&who)?;
     let s = state.registry.vulndb_state().await?;

@@ -12,7 +12,7 @@ use crate::auth::service::Authenticated;
 use crate::http::AppState;
 use crate::model::webhook::Webhook;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewWebhook {
     url: String,
@@ -38,12 +38,27 @@ fn origin(url: &str) -> String {
 }
 
 /// `POST /api/v1/webhooks` `{"url": "https://...", "events": [...]}` → 201 `{"id", "secret", ...}`.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    request_body = NewWebhook,
+    responses((status = 201, description = "ok", body = super::schema::WebhookWithSecret))
+)]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
     require_admin(&who)?;
     register(&state, &who, None, &body).await
 }
 
 /// `POST /api/v1/namespaces/{ns}/webhooks`: the namespace's events only.
+#[utoipa::path(
+    post,
+    path = "/namespaces/{ns}/webhooks",
+    tag = "webhooks",
+    params(("ns" = String, Path, description = "the namespace")),
+    request_body = NewWebhook,
+    responses((status = 201, description = "ok", body = super::schema::WebhookWithSecret))
+)]
 pub async fn create_in(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -55,12 +70,25 @@ pub async fn create_in(
 }
 
 /// `GET /api/v1/webhooks`: every webhook (administrators).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Webhook>))
+)]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> ApiResult {
     require_admin(&who)?;
     json(StatusCode::OK, serde_json::json!({"items": state.registry.list_webhooks(None).await?, "next": null}))
 }
 
 /// `GET /api/v1/namespaces/{ns}/webhooks`.
+#[utoipa::path(
+    get,
+    path = "/namespaces/{ns}/webhooks",
+    tag = "webhooks",
+    params(("ns" = String, Path, description = "the namespace")),
+    responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Webhook>))
+)]
 pub async fn list_in(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     json(StatusCode::OK, serde_json::json!({"items": state.registry.list_webhooks(Some(&ns)).await?, "next": null}))
@@ -76,10 +104,26 @@ async fn managed(state: &AppState, who: &Authenticated, id: &str) -> Result<Webh
     hook.ok_or_else(|| ApiError::not_found("webhook"))
 }
 
+/// A webhook (who may manage it).
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "the webhook's id")),
+    responses((status = 200, description = "ok", body = super::schema::Webhook))
+)]
 pub async fn show(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     json(StatusCode::OK, managed(&state, &who, &id).await?)
 }
 
+/// Deletes a webhook.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "the webhook's id")),
+    responses((status = 204, description = "done"))
+)]
 pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let hook = managed(&state, &who, &id).await?;
     state.registry.delete_webhook(&hook.id).await?;
@@ -89,6 +133,13 @@ pub async fn remove(State(state): State<AppState>, Caller(who): Caller, Path(id)
 }
 
 /// `GET /api/v1/webhooks/{id}/deliveries`: the newest 100, with attempts, status and error.
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "the webhook's id")),
+    responses((status = 200, description = "ok", body = super::schema::DeliveryPage))
+)]
 pub async fn deliveries(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let hook = managed(&state, &who, &id).await?;
     json(
@@ -98,6 +149,13 @@ pub async fn deliveries(State(state): State<AppState>, Caller(who): Caller, Path
 }
 
 /// `POST /api/v1/webhooks/{id}/test`: queues a `test` event → 202 `{"delivery": id}`.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/test",
+    tag = "webhooks",
+    params(("id" = String, Path, description = "the webhook's id")),
+    responses((status = 202, description = "ok", body = super::schema::TestDelivery))
+)]
 pub async fn test(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult {
     let hook = managed(&state, &who, &id).await?;
     let delivery = state.registry.send_test_event(&hook, &state.public_url, who.principal.subject()).await?;

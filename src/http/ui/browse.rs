@@ -19,6 +19,9 @@ use crate::http::AppState;
 /// Repositories on one page.
 const PAGE: usize = 50;
 
+/// The most repositories one page of the listing looks at.
+const SCAN_LIMIT: usize = 2000;
+
 #[derive(Deserialize)]
 pub struct After {
     after: Option<String>,
@@ -37,16 +40,21 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
         Ok(v) => v,
         Err(_) => return render(StatusCode::OK, super::login::form(None, "")),
     };
+    // Filled as `/v2/_catalog` is, but looking at no more than SCAN_LIMIT repositories per page,
+    // so that a viewer who may read few repositories of many cannot make one request scan them all.
+    let batch_size = 200u32.min(state.registry.limits().max_page).max(1);
     let mut visible = Vec::new();
     let mut cursor = a.after.clone();
     let mut more = true;
-    while visible.len() < PAGE && more {
-        let batch = match state.registry.repository_summaries(None, cursor.as_deref(), 200).await {
+    let mut looked = 0;
+    while visible.len() < PAGE && more && looked < SCAN_LIMIT {
+        let batch = match state.registry.repository_summaries(None, cursor.as_deref(), batch_size).await {
             Ok(b) => b,
             Err(e) => return domain_problem(e),
         };
-        more = batch.len() == 200;
+        more = batch.len() as u32 == batch_size;
         for summary in batch {
+            looked += 1;
             cursor = Some(summary.name.clone());
             let Ok(repo) = summary.name.parse::<RepoName>() else { continue };
             match may_pull(&state, &viewer, &repo).await {
@@ -59,7 +67,21 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
             }
         }
     }
-    let next = (visible.len() == PAGE).then(|| visible.last().map(|r| r.name.clone())).flatten();
+    let next = (visible.len() == PAGE || more).then_some(cursor).flatten();
+    // Counts and sizes are members' business (as in the admin API); others of a public
+    // namespace see the name.
+    let mut members: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for r in &visible {
+        let ns = r.name.split('/').next().unwrap_or("").to_owned();
+        if let std::collections::hash_map::Entry::Vacant(slot) = members.entry(ns) {
+            let member = match state.auth.authorize(&viewer.who, &[], Need::Member(slot.key())).await {
+                Ok(decision) => decision.is_ok(),
+                Err(e) => return domain_problem(e),
+            };
+            slot.insert(member);
+        }
+    }
+    let member = |name: &str| members.get(name.split('/').next().unwrap_or("")).copied().unwrap_or(false);
     let body = html! {
         @if visible.is_empty() {
             p.empty { "No repositories you may read yet. " a href="/ui/push" { "How to push an image" } }
@@ -70,11 +92,15 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
                     @for r in &visible {
                         tr {
                             td { a href={ "/ui/repository?name=" (q(&r.name)) } { (r.name) } }
-                            td.num { (r.tags) }
-                            td.num { (r.manifests) }
-                            td.num { (bytes(r.bytes)) }
-                            td.num { @if r.quarantined > 0 { span.badge.state-quarantined { (r.quarantined) } } @else { "0" } }
-                            td { (time(r.created_at)) }
+                            @if member(&r.name) {
+                                td.num { (r.tags) }
+                                td.num { (r.manifests) }
+                                td.num { (bytes(r.bytes)) }
+                                td.num { @if r.quarantined > 0 { span.badge.state-quarantined { (r.quarantined) } } @else { "0" } }
+                                td { (time(r.created_at)) }
+                            } @else {
+                                td.num { "–" } td.num { "–" } td.num { "–" } td.num { "–" } td { "public" }
+                            }
                         }
                     }
                 }

@@ -20,6 +20,7 @@ use super::browse::may_pull;
 use super::layout::{api_problem, bytes, domain_problem, page, problem, render, state_badge, time};
 use super::{form_fields, q, see_other, Viewer};
 use crate::auth::policy::{self, NamespaceFacts, Need};
+use crate::domain::config_view::{self, ConfigView};
 use crate::domain::{Digest, Error, Reader, Reference, RepoName};
 use crate::http::admin::scans::{reject_image, release_image, rescan_image};
 use crate::http::AppState;
@@ -59,6 +60,8 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer, Query(iq): Quer
         Err(Error::ManifestUnknown) => return hidden(),
         Err(e @ (Error::Blocked(_) | Error::Unsigned(_))) if reader(&viewer) == Reader::Unrestricted => {
             let why = crate::http::oci_error::OciError::from(e).message;
+            tracing::info!(target: "audit", subject = viewer.name(), repository = %repo, "quarantine bypassed by an admin in the console");
+            metrics::counter!(crate::model::metrics::GATE_BYPASSES).increment(1);
             let record = NewAudit::new("gate.bypass", format!("{repo}@{digest}"))
                 .actor(viewer.name())
                 .namespace(repo.namespace())
@@ -87,12 +90,14 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer, Query(iq): Quer
         .and_then(|f| serde_json::from_str(f).ok())
         .unwrap_or_default();
     let manifest: Option<Value> = content.as_ref().and_then(|m| serde_json::from_slice(&m.content).ok());
-    let config = match (&manifest, content.is_some()) {
-        (Some(m), true) => read_config(&state, &viewer, &repo, m).await,
-        _ => None,
+    let config = match &manifest {
+        Some(m) => read_config(&state, &viewer, &repo, m).await,
+        None => Ok(None),
     };
+    // Referrers past the gate only where the image itself was (and that look was audited).
+    let referrer_reader = if withheld.is_some() { reader(&viewer) } else { Reader::Ordinary };
     let referrers = if content.is_some() {
-        state.registry.referrers(reader(&viewer), &repo, &digest, None).await.unwrap_or_default()
+        state.registry.referrers(referrer_reader, &repo, &digest, None).await.unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -122,7 +127,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer, Query(iq): Quer
             (findings_table(&findings))
         }
         @if viewer.is_admin() && scan.is_some() { (admin_actions(&viewer, &repo, &digest, &effective)) }
-        @if let Some(m) = &manifest { (manifest_section(m, config.as_ref())) }
+        @if let Some(m) = &manifest { (manifest_section(m, &config)) }
         @if content.is_none() { p.hint { "The image's content is not shown while the gate refuses it to you." } }
         @if !referrers.is_empty() {
             section {
@@ -199,47 +204,38 @@ pub fn admin_actions(viewer: &Viewer, repo: &RepoName, digest: &Digest, state: &
 }
 
 /// Platform, config (user, entrypoint, command, environment masked, labels) and layers.
-fn manifest_section(m: &Value, config: Option<&Value>) -> Markup {
+fn manifest_section(m: &Value, config: &Result<Option<ConfigView>, String>) -> Markup {
     let layers = m.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
     let children = m.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
     let total: u64 = layers.iter().filter_map(|l| l.get("size").and_then(Value::as_u64)).sum();
-    let run = config.and_then(|c| c.get("config"));
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_default()
-    };
-    let labels: Vec<(String, String)> = run
-        .and_then(|r| r.get("Labels"))
-        .and_then(Value::as_object)
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
-        .unwrap_or_default();
+    let c = config.as_ref().ok().and_then(Option::as_ref);
     html! {
         section {
             h2 { "Content" }
+            @if let Err(why) = config { p.problem { "The config cannot be shown: " (why) } }
             dl.facts {
                 dt { "Media type" } dd.mono { (m.get("mediaType").and_then(Value::as_str).unwrap_or("")) }
-                @if let Some(c) = config {
-                    dt { "Platform" } dd { (c.get("os").and_then(Value::as_str).unwrap_or("?")) "/" (c.get("architecture").and_then(Value::as_str).unwrap_or("?")) }
-                    @if let Some(created) = c.get("created").and_then(Value::as_str) { dt { "Created" } dd { (created) } }
+                @if let Some(c) = c {
+                    dt { "Platform" } dd { (c.os.as_deref().unwrap_or("?")) "/" (c.architecture.as_deref().unwrap_or("?")) }
+                    @if let Some(created) = &c.created { dt { "Created" } dd { (created) } }
                 }
                 @if !layers.is_empty() { dt { "Size (layers)" } dd { (bytes(total)) } }
-                @if let Some(r) = run {
-                    dt { "User" } dd.mono { (r.get("User").and_then(Value::as_str).filter(|u| !u.is_empty()).unwrap_or("(root)")) }
-                    dt { "Entrypoint" } dd.mono { (strings(r.get("Entrypoint")).join(" ")) }
-                    dt { "Command" } dd.mono { (strings(r.get("Cmd")).join(" ")) }
+                @if let Some(c) = c {
+                    dt { "User" } dd.mono { (c.user.as_deref().filter(|u| !u.is_empty()).unwrap_or("(root)")) }
+                    dt { "Entrypoint" } dd.mono { (c.entrypoint.join(" ")) }
+                    dt { "Command" } dd.mono { (c.cmd.join(" ")) }
+                    @if let Some(w) = &c.working_dir { dt { "Working directory" } dd.mono { (w) } }
                 }
             }
-            @if let Some(r) = run {
-                @let env = strings(r.get("Env"));
-                @if !env.is_empty() {
+            @if let Some(c) = c {
+                @if !c.env.is_empty() {
                     h3 { "Environment" }
-                    ul.env { @for e in &env { li.mono { (mask_env(e)) } } }
+                    ul.env { @for e in &c.env { li.mono { (mask_env(e)) } } }
                 }
-            }
-            @if !labels.is_empty() {
-                h3 { "Labels" }
-                table.list.labels { tbody { @for (k, v) in &labels { tr { td.mono { (k) } td { (v) } } } } }
+                @if !c.labels.is_empty() {
+                    h3 { "Labels" }
+                    table.list.labels { tbody { @for (k, v) in &c.labels { tr { td.mono { (k) } td { (v) } } } } }
+                }
             }
             @if !layers.is_empty() {
                 h3 { "Layers" }
@@ -269,41 +265,73 @@ fn manifest_section(m: &Value, config: Option<&Value>) -> Markup {
     }
 }
 
-/// Reads the image config through the gate, as the viewer may.
-async fn read_config(state: &AppState, viewer: &Viewer, repo: &RepoName, manifest: &Value) -> Option<Value> {
-    let digest: Digest = manifest.get("config")?.get("digest")?.as_str()?.parse().ok()?;
-    let read = state.registry.read_blob(reader(viewer), repo, &digest, None).await.ok()?;
+/// Reads the image config through the gate, as the viewer may, with the runtime's rules
+/// (`domain::config_view`). `Ok(None)` when there is none to read; `Err` when it cannot be shown.
+async fn read_config(
+    state: &AppState,
+    viewer: &Viewer,
+    repo: &RepoName,
+    manifest: &Value,
+) -> Result<Option<ConfigView>, String> {
+    let Some(digest) = manifest.get("config").and_then(|c| c.get("digest")).and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let digest: Digest = digest.parse().map_err(|_| "its digest is not valid".to_owned())?;
+    let Ok(read) = state.registry.read_blob(reader(viewer), repo, &digest, None).await else { return Ok(None) };
     if read.size as usize > MAX_CONFIG {
-        return None;
+        return Err(format!("it is larger than {} KiB", MAX_CONFIG / 1024));
     }
     let mut body = read.body;
     let mut buf = Vec::with_capacity(read.size as usize);
     while let Some(chunk) = body.next().await {
-        buf.extend_from_slice(&chunk.ok()?);
+        buf.extend_from_slice(&chunk.map_err(|_| "it could not be read".to_owned())?);
         if buf.len() > MAX_CONFIG {
-            return None;
+            return Err(format!("it is larger than {} KiB", MAX_CONFIG / 1024));
         }
     }
-    serde_json::from_slice(&buf).ok()
+    config_view::read(&buf).map(Some)
 }
 
 /// Key words in a variable's name that say its value is a secret.
-const SECRET_NAMES: &[&str] =
-    &["PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "SESSION", "COOKIE", "SIGNATURE", "DSN"];
+const SECRET_NAMES: &[&str] = &[
+    "PASS",
+    "PWD",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "CRED",
+    "AUTH",
+    "PRIVATE",
+    "SESSION",
+    "COOKIE",
+    "SIGNATURE",
+    "DSN",
+    "JWT",
+    "CONN",
+    "CERT",
+    "SALT",
+    "API",
+];
 
-/// `NAME=value`, the value masked when the name or the value looks like a secret.
+/// `NAME=value`, the value masked when the name or the value looks like a secret. (Masking keeps
+/// a secret off screens and screenshots; whoever may pull the image can read its config anyway.)
 pub fn mask_env(entry: &str) -> String {
     let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
     let upper = name.to_ascii_uppercase();
     let named = SECRET_NAMES.iter().any(|w| upper.contains(w));
-    // Credentials in a URL (`scheme://user:pass@host`), and long unbroken random-looking strings.
+    // Credentials in a URL (`scheme://user:pass@host`) or its query, key material, connection
+    // strings, and long unbroken random-looking strings.
+    let lower = value.to_ascii_lowercase();
     let in_url = value.contains("://")
         && value.split("://").nth(1).is_some_and(|rest| rest.split('/').next().is_some_and(|h| h.contains('@')));
-    let random = value.len() >= 24
-        && !value.contains([' ', '/', ':', ','])
+    let marked =
+        ["-----begin", "password=", "pwd=", "secret=", "token=", "key=", "sig="].iter().any(|m| lower.contains(m));
+    let random = value.len() >= 20
+        && !value.contains([' ', ':', ','])
         && value.bytes().any(|b| b.is_ascii_digit())
-        && value.bytes().any(|b| b.is_ascii_alphabetic());
-    if !value.is_empty() && (named || in_url || random) {
+        && value.bytes().any(|b| b.is_ascii_alphabetic())
+        && !value.starts_with('/');
+    if !value.is_empty() && (named || in_url || marked || random) {
         format!("{name}=•••••• (masked)")
     } else {
         entry.to_owned()
@@ -366,6 +394,11 @@ mod tests {
             "GITHUB_TOKEN=ghp_abc",
             "DATABASE_URL=postgres://app:s3cret@db/app",
             "RANDOM=Zx81kq0Pq9vX2mN4bT7yL5wR",
+            "TLS=-----BEGIN PRIVATE KEY----- MIIE",
+            "DB_CONN=Server=x;Password=y",
+            "MYSQL_PWD=short",
+            "HOOK=https://example.com/x?token=abc",
+            "B64=aGVsbG8vd29ybGQ/Zm9vYmFyMTIz/",
         ] {
             assert!(mask_env(secret).ends_with("(masked)"), "{secret}");
             assert!(!mask_env(secret).contains(secret.split_once('=').unwrap().1), "{secret}");

@@ -48,6 +48,12 @@ pub async fn login(State(state): State<AppState>, parts: Parts, body: Bytes) -> 
     let refused = |status: StatusCode, message: &str| render(status, form(Some(message), username));
     match state.auth.console_login(username, password, client).await {
         Ok(opened) => {
+            // The session this browser held before ends: a copy of its cookie opens nothing.
+            if let Some(old) = session_cookie(&parts.headers) {
+                if let Err(e) = state.auth.console_logout(old).await {
+                    return super::layout::domain_problem(e);
+                }
+            }
             let mut response = see_other("/ui/");
             // No `Max-Age`: the cookie goes with the browser session; the server ends it sooner.
             let cookie = format!("{COOKIE}={}; Path=/; Secure; HttpOnly; SameSite=Strict", opened.secret);

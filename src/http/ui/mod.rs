@@ -122,6 +122,15 @@ impl FromRequestParts<AppState> for Viewer {
                 if let Some(facts) = super::observe::RequestFacts::of(&parts.extensions) {
                     facts.set_principal(s.who.principal.subject());
                 }
+                // The per-principal rate limit, as on /v2, /token and the admin API.
+                if let Err(limited) = state.limits.check_principal(s.who.principal.subject()) {
+                    let mut r = layout::problem(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!("Too many {}; retry in {} s.", limited.what, limited.retry_after_secs()),
+                    );
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_secs()));
+                    return Err(r);
+                }
                 Ok(Viewer { who: s.who, csrf: s.csrf })
             }
             Ok(None) => Err(not_signed_in(&parts.method)),

@@ -98,14 +98,15 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer, Query(nq): Quer
 /// The secret, shown once, with the line that uses it.
 fn secret_shown(state: &AppState, created: &NewSecret<RobotRecord>, verb: &str) -> Markup {
     let host = super::registry_host(&state.public_url);
-    let login =
-        format!("echo '{}' | docker login {host} -u '{}' --password-stdin", created.secret, created.record.username);
+    // Pasted at the prompt (or piped from a secret store), never typed into a command line that
+    // shell history would keep.
+    let login = format!("docker login {host} -u '{}' --password-stdin", created.record.username);
     html! {
         section.secret role="status" {
             h2 { "Robot " (verb) ": " span.mono { (created.record.username) } }
             p { strong { "Copy the secret now: it is shown only once." } }
             p { code.mono #robot-secret { (created.secret) } " " button.copy type="button" data-copy="robot-secret" { "Copy" } }
-            p { "Sign in with it:" }
+            p { "Sign in with it (paste the secret, then Ctrl-D; in CI, pipe it from the secret store):" }
             p { code.mono #robot-login { (login) } " " button.copy type="button" data-copy="robot-login" { "Copy" } }
         }
     }
