@@ -395,3 +395,114 @@ async fn readers_of_a_public_namespace_see_names_not_figures() {
     assert!(s.contains("pub/app") && s.contains("public"), "{s}");
     assert!(!s.contains(" KiB") && !s.contains(" B<"), "sizes are members' business: {s}");
 }
+
+#[tokio::test]
+async fn people_are_managed_by_those_the_api_lets_manage_them() {
+    let reg = TestRegistry::new().await;
+    let admin = sign_in(&reg, "admin", ADMIN_PASSWORD).await;
+    let csrf = csrf_of(&page(&reg, "/ui/users", &admin).await);
+    // Admins: users and namespaces through the console's forms.
+    let r = post(&reg, "/ui/users", &admin, &[], format!("csrf={csrf}&username=olga&password=olga-password-123")).await;
+    assert_eq!((r.status.as_u16(), r.header("location")), (303, "/ui/users?done=created"), "{}", text(&r));
+    let r = post(&reg, "/ui/users", &admin, &[], format!("csrf={csrf}&username=olga&password=olga-password-123")).await;
+    assert_eq!(r.status, 409, "a second olga is refused with the API's answer");
+    let r = post(&reg, "/ui/users", &admin, &[], format!("csrf={csrf}&username=weak&password=x")).await;
+    assert_eq!(r.status, 400);
+    let r = post(&reg, "/ui/namespaces", &admin, &[], format!("csrf={csrf}&name=team")).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let r =
+        post(&reg, "/ui/namespace/member", &admin, &[], format!("csrf={csrf}&namespace=team&username=olga&role=owner"))
+            .await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let r =
+        post(&reg, "/ui/namespace/member", &admin, &[], format!("csrf={csrf}&namespace=team&username=olga&role=king"))
+            .await;
+    assert_eq!(r.status, 400);
+    assert!(text(&r).contains("role must be"));
+    assert!(text(&page(&reg, "/ui/users", &admin).await).contains("olga"));
+    // An owner manages the namespace's members, and nothing of the registry's.
+    let olga = sign_in(&reg, "olga", "olga-password-123").await;
+    let ns = page(&reg, "/ui/namespace?name=team", &olga).await;
+    assert_eq!(ns.status, 200);
+    assert!(text(&ns).contains("olga") && text(&ns).contains("owner"));
+    let olga_csrf = csrf_of(&ns);
+    api(&reg, "POST", "/api/v1/users", json!({"username": "pete", "password": "pete-password-123"})).await;
+    let r = post(
+        &reg,
+        "/ui/namespace/member",
+        &olga,
+        &[],
+        format!("csrf={olga_csrf}&namespace=team&username=pete&role=reader"),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    for path in ["/ui/users", "/ui/namespaces", "/ui/quarantine"] {
+        assert_eq!(page(&reg, path, &olga).await.status, 403, "{path}");
+    }
+    api(&reg, "POST", "/api/v1/namespaces", json!({"name": "other"})).await;
+    assert_eq!(page(&reg, "/ui/namespace?name=other", &olga).await.status, 403);
+    for (path, body) in [
+        ("/ui/users", "username=x&password=xxxxxxxxxxxx12".to_owned()),
+        ("/ui/users/update", "username=pete&disabled=true".to_owned()),
+        ("/ui/namespaces", "name=mine".to_owned()),
+        ("/ui/namespace/member", "namespace=other&username=olga&role=owner".to_owned()),
+    ] {
+        let r = post(&reg, path, &olga, &[], format!("csrf={olga_csrf}&{body}")).await;
+        assert_eq!(r.status, 403, "{path}: {}", text(&r));
+    }
+    // A reader sees no member list.
+    let pete = sign_in(&reg, "pete", "pete-password-123").await;
+    assert_eq!(page(&reg, "/ui/namespace?name=team", &pete).await.status, 403);
+    // Disabling an account (admins) ends its session and its sign-in.
+    let r = post(&reg, "/ui/users/update", &admin, &[], format!("csrf={csrf}&username=pete&disabled=true")).await;
+    assert_eq!(r.status, 303);
+    assert!(!text(&page(&reg, "/ui/", &pete).await).contains("Sign out"));
+    let r = reg.send_raw("POST", "/ui/login", &[FORM], "username=pete&password=pete-password-123").await;
+    assert_eq!(r.status, 401);
+    let r = post(&reg, "/ui/users/update", &admin, &[], format!("csrf={csrf}&username=admin&disabled=true")).await;
+    assert_eq!(r.status, 400, "an admin cannot disable itself");
+    // Removing a member.
+    let r =
+        post(&reg, "/ui/namespace/member/remove", &olga, &[], format!("csrf={olga_csrf}&namespace=team&username=pete"))
+            .await;
+    assert_eq!(r.status, 303);
+    assert!(!text(&page(&reg, "/ui/namespace?name=team", &olga).await).contains("pete"));
+}
+
+#[tokio::test]
+async fn ones_own_tokens_and_password() {
+    let reg = TestRegistry::new().await;
+    api(&reg, "POST", "/api/v1/users", json!({"username": "ann", "password": "ann-password-123"})).await;
+    let ann = sign_in(&reg, "ann", "ann-password-123").await;
+    let other = sign_in(&reg, "ann", "ann-password-123").await;
+    let account = page(&reg, "/ui/account", &ann).await;
+    let csrf = csrf_of(&account);
+    let r = post(&reg, "/ui/account/tokens", &ann, &[], format!("csrf={csrf}&name=laptop&expires_at=30d")).await;
+    let s = text(&r);
+    assert_eq!(r.status, 200, "{s}");
+    let at = s.find("pcp_").expect("the token is shown");
+    let token: String = s[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    assert_eq!(reg.token_reply("ann", &token, &[]).await.status, 200, "the token signs ann in");
+    assert!(!text(&page(&reg, "/ui/account", &ann).await).contains(&token), "shown once");
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let r = post(&reg, "/ui/account/tokens/revoke", &ann, &[], format!("csrf={csrf}&id={id}")).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(reg.token_reply("ann", &token, &[]).await.status, 401, "revoked");
+    // The password: the current one is needed, and the change ends every session.
+    let r = post(
+        &reg,
+        "/ui/account/password",
+        &ann,
+        &[],
+        format!("csrf={csrf}&current_password=wrong&password=ann-password-456"),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(text(&page(&reg, "/ui/", &other).await).contains("Sign out"), "nothing changed");
+    let body = format!("csrf={csrf}&current_password=ann-password-123&password=ann-password-456");
+    let r = post(&reg, "/ui/account/password", &ann, &[], body).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    assert!(!text(&page(&reg, "/ui/", &ann).await).contains("Sign out"));
+    assert!(!text(&page(&reg, "/ui/", &other).await).contains("Sign out"));
+    sign_in(&reg, "ann", "ann-password-456").await;
+}

@@ -199,6 +199,13 @@ async fn the_console_in_a_real_browser() {
     shot(&admin, "phone-image.png").await;
     admin.set_window_size(1280, 900).await.unwrap();
 
+    // The people pages.
+    admin.goto(&server.url("/ui/namespace?name=team")).await.unwrap();
+    assert!(body_text(&admin).await.contains("rita"), "the reader is listed as a member");
+    shot(&admin, "namespace.png").await;
+    admin.goto(&server.url("/ui/users")).await.unwrap();
+    shot(&admin, "users.png").await;
+
     // A robot, created here, pushes with the secret shown once.
     admin.goto(&server.url("/ui/robots?namespace=team")).await.unwrap();
     admin.find(Locator::Css("form.create input[name=name]")).await.unwrap().send_keys("ci").await.unwrap();

@@ -8,9 +8,9 @@
 
 use super::service::{now_ms, AuthService, ROBOT_PREFIX, ROBOT_SECRET_PREFIX, TOKEN_PREFIX};
 use super::{password, secrets, ActionSet, Role};
+use crate::metadata::auth::UserUpdate;
 /// The accounts' records, as this service hands them out.
-pub use crate::metadata::auth::RobotRecord;
-use crate::metadata::auth::{NamespaceRecord, TokenRecord, UserRecord, UserUpdate};
+pub use crate::metadata::auth::{NamespaceRecord, RobotRecord, TokenRecord, UserRecord};
 use crate::model::Error;
 
 #[derive(Debug, thiserror::Error)]

@@ -10,15 +10,15 @@
 mod audit;
 mod gc;
 mod lifecycle;
-mod namespaces;
+pub(super) mod namespaces;
 mod openapi;
 mod repositories;
 pub(super) mod robots;
 pub(super) mod scans;
 mod schema;
 mod signatures;
-mod tokens;
-mod users;
+pub(super) mod tokens;
+pub(super) mod users;
 mod vulndb;
 mod webhooks;
 

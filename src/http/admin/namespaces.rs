@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::{audit, json, page, parse, require_admin, require_owner, ApiError, ApiResult, Caller, Paging, Path, Query};
+use crate::auth::accounts::NamespaceRecord;
 use crate::auth::policy::Need;
+use crate::auth::service::Authenticated;
 use crate::auth::Role;
 use crate::http::AppState;
 
@@ -41,11 +43,62 @@ struct Membership {
     responses((status = 201, description = "ok", body = super::schema::Namespace))
 )]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
-    require_admin(&who)?;
     let new: NewNamespace = parse(&body)?;
-    let ns = state.auth.create_namespace(&new.name, new.public).await?;
-    audit(&state, &who, "namespace.create", &new.name, Some(&new.name)).await;
-    json(StatusCode::CREATED, ns)
+    json(StatusCode::CREATED, create_namespace(&state, &who, &new.name, new.public).await?)
+}
+
+/// Creates a namespace (admins); audited. The one implementation behind the API and the console.
+pub async fn create_namespace(
+    state: &AppState,
+    who: &Authenticated,
+    name: &str,
+    public: bool,
+) -> Result<NamespaceRecord, ApiError> {
+    require_admin(who)?;
+    let ns = state.auth.create_namespace(name, public).await?;
+    audit(state, who, "namespace.create", name, Some(name)).await;
+    Ok(ns)
+}
+
+/// A page of namespaces (admins).
+pub async fn list_namespaces(
+    state: &AppState,
+    who: &Authenticated,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<NamespaceRecord>, ApiError> {
+    require_admin(who)?;
+    Ok(state.auth.list_namespaces(after, limit).await?)
+}
+
+/// The members of `ns` with their roles (owners and admins).
+pub async fn list_members(state: &AppState, who: &Authenticated, ns: &str) -> Result<Vec<(String, Role)>, ApiError> {
+    require_owner(state, who, ns).await?;
+    Ok(state.auth.members(ns).await?)
+}
+
+/// Gives `username` `role` in `ns` (owners and admins); audited.
+pub async fn set_member_role(
+    state: &AppState,
+    who: &Authenticated,
+    ns: &str,
+    username: &str,
+    role: &str,
+) -> Result<Role, ApiError> {
+    require_owner(state, who, ns).await?;
+    let role =
+        Role::parse(role).ok_or_else(|| ApiError::invalid("role must be owner, maintainer, developer or reader"))?;
+    state.auth.set_member(ns, username, role).await?;
+    audit(state, who, "member.set", &format!("{ns}/{username}={}", role.as_str()), Some(ns)).await;
+    Ok(role)
+}
+
+/// Removes `username` from `ns` (owners and admins); audited.
+pub async fn remove_member_of(state: &AppState, who: &Authenticated, ns: &str, username: &str) -> Result<(), ApiError> {
+    require_owner(state, who, ns).await?;
+    state.auth.remove_member(ns, username).await?;
+    audit(state, who, "member.remove", &format!("{ns}/{username}"), Some(ns)).await;
+    Ok(())
 }
 
 /// Lists namespaces by name (admins).
@@ -57,8 +110,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Namespace>))
 )]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
-    require_admin(&who)?;
-    let items = state.auth.list_namespaces(paging.after.as_deref(), paging.limit()).await?;
+    let items = list_namespaces(&state, &who, paging.after.as_deref(), paging.limit()).await?;
     page(items, paging.limit(), |n| n.name.clone())
 }
 
@@ -107,9 +159,8 @@ pub async fn update(
     responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Member>))
 )]
 pub async fn members(State(state): State<AppState>, Caller(who): Caller, Path(ns): Path<String>) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
     let items: Vec<_> =
-        state.auth.members(&ns).await?.into_iter().map(|(u, r)| j!({"username": u, "role": r})).collect();
+        list_members(&state, &who, &ns).await?.into_iter().map(|(u, r)| j!({"username": u, "role": r})).collect();
     json(StatusCode::OK, j!({"items": items, "next": null}))
 }
 
@@ -128,12 +179,8 @@ pub async fn set_member(
     Path((ns, username)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
     let m: Membership = parse(&body)?;
-    let role =
-        Role::parse(&m.role).ok_or_else(|| ApiError::invalid("role must be owner, maintainer, developer or reader"))?;
-    state.auth.set_member(&ns, &username, role).await?;
-    audit(&state, &who, "member.set", &format!("{ns}/{username}={}", role.as_str()), Some(&ns)).await;
+    let role = set_member_role(&state, &who, &ns, &username, &m.role).await?;
     json(StatusCode::OK, j!({"namespace": ns, "username": username, "role": role}))
 }
 
@@ -150,9 +197,7 @@ pub async fn remove_member(
     Caller(who): Caller,
     Path((ns, username)): Path<(String, String)>,
 ) -> ApiResult {
-    require_owner(&state, &who, &ns).await?;
-    state.auth.remove_member(&ns, &username).await?;
-    audit(&state, &who, "member.remove", &format!("{ns}/{username}"), Some(&ns)).await;
+    remove_member_of(&state, &who, &ns, &username).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -10,7 +10,9 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::{audit, json, page, parse, require, require_admin, ApiError, ApiResult, Caller, Paging, Path, Query};
+use crate::auth::accounts::UserRecord;
 use crate::auth::policy::Need;
+use crate::auth::service::Authenticated;
 use crate::http::AppState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -22,13 +24,13 @@ struct NewUser {
     admin: bool,
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UserPatch {
-    password: Option<String>,
-    current_password: Option<String>,
-    admin: Option<bool>,
-    disabled: Option<bool>,
+pub struct UserPatch {
+    pub password: Option<String>,
+    pub current_password: Option<String>,
+    pub admin: Option<bool>,
+    pub disabled: Option<bool>,
 }
 
 /// Creates a user (admins).
@@ -40,11 +42,33 @@ struct UserPatch {
     responses((status = 201, description = "ok", body = super::schema::User))
 )]
 pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
-    require_admin(&who)?;
     let new: NewUser = parse(&body)?;
-    let user = state.auth.create_user(&new.username, &new.password, new.admin).await?;
-    audit(&state, &who, "user.create", &new.username, None).await;
-    json(StatusCode::CREATED, user)
+    json(StatusCode::CREATED, create_user(&state, &who, &new.username, &new.password, new.admin).await?)
+}
+
+/// Creates a user (admins); audited. The one implementation behind the API and the console.
+pub async fn create_user(
+    state: &AppState,
+    who: &Authenticated,
+    username: &str,
+    password: &str,
+    admin: bool,
+) -> Result<UserRecord, ApiError> {
+    require_admin(who)?;
+    let user = state.auth.create_user(username, password, admin).await?;
+    audit(state, who, "user.create", username, None).await;
+    Ok(user)
+}
+
+/// A page of users (admins).
+pub async fn list_users(
+    state: &AppState,
+    who: &Authenticated,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<UserRecord>, ApiError> {
+    require_admin(who)?;
+    Ok(state.auth.list_users(after, limit).await?)
 }
 
 /// Lists users by name (admins).
@@ -56,8 +80,7 @@ pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: By
     responses((status = 200, description = "ok", body = super::schema::Page<super::schema::User>))
 )]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
-    require_admin(&who)?;
-    let items = state.auth.list_users(paging.after.as_deref(), paging.limit()).await?;
+    let items = list_users(&state, &who, paging.after.as_deref(), paging.limit()).await?;
     page(items, paging.limit(), |u| u.username.clone())
 }
 
@@ -91,9 +114,21 @@ pub async fn update(
     body: Bytes,
 ) -> ApiResult {
     let patch: UserPatch = parse(&body)?;
-    // A password is the account's own business; the admin flag and disabling are an administrator's.
+    json(StatusCode::OK, update_user(&state, &who, client.0, &username, &patch).await?)
+}
+
+/// Changes a user (the API's PATCH and the console's forms): a password is the account's own
+/// business (one's own change needs the current password, checked and throttled like a login),
+/// the admin flag and disabling an administrator's; audited.
+pub async fn update_user(
+    state: &AppState,
+    who: &Authenticated,
+    client: std::net::IpAddr,
+    username: &str,
+    patch: &UserPatch,
+) -> Result<UserRecord, ApiError> {
     let only_password = patch.admin.is_none() && patch.disabled.is_none();
-    require(&who, &if only_password { Need::Account(&username) } else { Need::Admin })?;
+    require(who, &if only_password { Need::Account(username) } else { Need::Admin })?;
     let own = who.principal.subject() == username;
     if own && patch.password.is_some() {
         let current = patch.current_password.as_deref().filter(|c| !c.starts_with(crate::auth::service::TOKEN_PREFIX));
@@ -102,7 +137,7 @@ pub async fn update(
                 "changing your own password needs current_password (the password, not a token)",
             ));
         };
-        match state.auth.login(&username, current, client.0).await {
+        match state.auth.login(username, current, client).await {
             Ok(_) => {}
             Err(crate::auth::AuthError::Internal(e)) => return Err(e.into()),
             Err(crate::auth::AuthError::Throttled(_)) => {
@@ -111,12 +146,12 @@ pub async fn update(
             Err(_) => return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "current_password is not right")),
         }
     }
-    if who.principal.subject() == username && patch.disabled == Some(true) {
+    if own && patch.disabled == Some(true) {
         return Err(ApiError::invalid("you cannot disable yourself"));
     }
-    let user = state.auth.update_user(&username, patch.password.as_deref(), patch.admin, patch.disabled).await?;
-    audit(&state, &who, "user.update", &username, None).await;
-    json(StatusCode::OK, user)
+    let user = state.auth.update_user(username, patch.password.as_deref(), patch.admin, patch.disabled).await?;
+    audit(state, who, "user.update", username, None).await;
+    Ok(user)
 }
 
 /// Deletes a user (admins).

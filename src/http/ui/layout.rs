@@ -26,8 +26,13 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                     @if let Some(v) = viewer {
                         nav {
                             a href="/ui/" { "Repositories" }
-                            @if v.is_admin() { a href="/ui/quarantine" { "Quarantine" } }
+                            @if v.is_admin() {
+                                a href="/ui/quarantine" { "Quarantine" }
+                                a href="/ui/namespaces" { "Namespaces" }
+                                a href="/ui/users" { "Users" }
+                            }
                             a href="/ui/robots" { "Robots" }
+                            a href="/ui/account" { "Account" }
                             a href="/ui/push" { "How to push" }
                         }
                         form.signout method="post" action="/ui/logout" {

@@ -19,6 +19,7 @@
 //! Invariant: no request changes state unless it carries the CSRF token of the session it is
 //! authenticated by, and that session is one a user's password opened and may still act.
 
+mod accounts;
 mod assets;
 mod browse;
 mod image;
@@ -67,6 +68,16 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/robots", get(robots::show).post(robots::create))
         .route("/ui/robots/rotate", post(robots::rotate))
         .route("/ui/push", get(browse::how_to_push))
+        .route("/ui/users", get(accounts::users).post(accounts::create_user_form))
+        .route("/ui/users/update", post(accounts::update_user_form))
+        .route("/ui/namespaces", get(accounts::namespaces).post(accounts::create_namespace_form))
+        .route("/ui/namespace", get(accounts::namespace))
+        .route("/ui/namespace/member", post(accounts::set_member_form))
+        .route("/ui/namespace/member/remove", post(accounts::remove_member_form))
+        .route("/ui/account", get(accounts::account))
+        .route("/ui/account/password", post(accounts::change_password))
+        .route("/ui/account/tokens", post(accounts::create_token_form))
+        .route("/ui/account/tokens/revoke", post(accounts::revoke_token_form))
         .route("/ui/assets/{name}", get(assets::get))
         .route("/ui/{*rest}", any(|| async { layout::problem(StatusCode::NOT_FOUND, "There is no such page.") }))
         .layer(axum::middleware::from_fn_with_state(state, guard))
