@@ -187,11 +187,15 @@ impl SqlMetadata {
         Ok(SqlMetadata { read: pool.clone(), write: pool, engine: Engine::Postgres, writer: None })
     }
 
-    /// Runs a write on the writer's thread (SQLite) or in place (PostgreSQL, where many connections
-    /// write at once and a round trip is a network one anyway). `write` gets the write pool.
+    /// Runs a write on the writer's thread (SQLite) or in a task of its own (PostgreSQL, where many
+    /// connections write at once). `write` gets the write pool.
     ///
-    /// The write runs to its end even if the caller stops waiting (a client that hung up): a
-    /// transaction is committed or rolled back as a whole either way.
+    /// The write runs to its end even if the caller stops waiting (a client that hung up, an
+    /// aborted collection): a transaction is committed or rolled back as a whole either way. A
+    /// write cancelled in place could stop between sending `BEGIN` and learning that it began,
+    /// and go back to the pool still inside that transaction, its row locks held and every later
+    /// statement on it never committed (seen: a collection aborted a few milliseconds in left the
+    /// `leases` row locked, and every replica waited on it).
     pub(crate) async fn writing<T, F, Fut>(&self, write: F) -> Result<T>
     where
         F: FnOnce(AnyPool) -> Fut,
@@ -203,7 +207,7 @@ impl SqlMetadata {
             Some(thread) => {
                 thread.handle.spawn(work).await.map_err(|e| Error::Internal(format!("database writer task: {e}")))?
             }
-            None => work.await,
+            None => tokio::spawn(work).await.map_err(|e| Error::Internal(format!("database write task: {e}")))?,
         }
     }
 

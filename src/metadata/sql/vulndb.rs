@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::{db_err, digest, repo_name, SqlMetadata};
 use crate::metadata::vulndb::{ImportCount, ImportedRecord, Rematch, RematchCursor, VulnDbState, VulnStore};
-use crate::model::{Result, ScanState};
+use crate::model::{Error, Result, ScanState};
 
 /// Records per INSERT (four parameters each, well under SQLite's and PostgreSQL's limits).
 const INSERT_ROWS: usize = 500;
@@ -108,19 +108,12 @@ impl VulnStore for SqlMetadata {
     }
 
     async fn vulnerability_records(&self) -> Result<(VulnDbState, Vec<String>)> {
-        // One snapshot, so the bodies are the version read with them (PostgreSQL's default gives
-        // each statement its own; SQLite's read transaction is one snapshot already).
-        let mut tx = self.read.begin().await.map_err(db_err)?;
-        if self.engine == crate::model::Engine::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await.map_err(db_err)?;
-        }
-        let current = state(sqlx::query(STATE).fetch_optional(&mut *tx).await.map_err(db_err)?);
-        let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM vulnerability_records ORDER BY id")
-            .fetch_all(&mut *tx)
+        // In a task of its own, so that no caller's cancelling can leave the connection inside
+        // the transaction (see `SqlMetadata::writing`).
+        let (read, engine) = (self.read.clone(), self.engine);
+        tokio::spawn(async move { records_snapshot(read, engine).await })
             .await
-            .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        Ok((current, bodies))
+            .map_err(|e| Error::Internal(format!("database read task: {e}")))?
     }
 
     async fn rematch_due(
@@ -235,4 +228,21 @@ impl VulnStore for SqlMetadata {
         .map_err(db_err)?;
         Ok(done.rows_affected())
     }
+}
+
+/// The vulnerability data in one snapshot, so the bodies are the version read with them
+/// (PostgreSQL's default gives each statement its own; SQLite's read transaction is one snapshot
+/// already).
+async fn records_snapshot(read: sqlx::AnyPool, engine: crate::model::Engine) -> Result<(VulnDbState, Vec<String>)> {
+    let mut tx = read.begin().await.map_err(db_err)?;
+    if engine == crate::model::Engine::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await.map_err(db_err)?;
+    }
+    let current = state(sqlx::query(STATE).fetch_optional(&mut *tx).await.map_err(db_err)?);
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM vulnerability_records ORDER BY id")
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    Ok((current, bodies))
 }
