@@ -231,6 +231,15 @@ async fn a_reader_sees_what_it_may_read_and_cannot_decide() {
         assert!(text(&r).contains("admin"), "the refusal names what was needed: {}", text(&r));
     }
     assert_eq!(reg.verdict("team/app", &digest).await["state"], "quarantined");
+    // The API's reading of the image, which the page renders, withholds the content alike.
+    let rita = basic("rita", "reader-password-1");
+    let uri = format!("/api/v1/images?repository=team/app&digest={digest}");
+    let detail = reg.send_raw("GET", &uri, &[("authorization", &rita)], Body::empty()).await.json();
+    assert_eq!((detail["content_shown"].as_bool(), detail["config"].is_null()), (Some(false), true), "{detail}");
+    assert!(detail["layers"].as_array().unwrap().is_empty() && detail["pulls_refused"].is_string());
+    assert_eq!(detail["scan"]["state"], "quarantined");
+    let uri = "/api/v1/images?repository=other/secret&digest=sha256:".to_owned() + &"0".repeat(64);
+    assert_eq!(reg.send_raw("GET", &uri, &[("authorization", &rita)], Body::empty()).await.status, 404);
     let q = page(&reg, "/ui/quarantine", &cookie).await;
     assert_eq!(q.status, 403);
     // Robots of a namespace it does not own: refused.
@@ -436,6 +445,14 @@ async fn people_are_managed_by_those_the_api_lets_manage_them() {
     )
     .await;
     assert_eq!(r.status, 303);
+    // Adding someone and removing them again signs no one out (rights are read on every request).
+    for (path, body) in [
+        ("/ui/namespace/member", "namespace=team&username=admin&role=reader"),
+        ("/ui/namespace/member/remove", "namespace=team&username=admin"),
+    ] {
+        assert_eq!(post(&reg, path, &olga, &[], format!("csrf={olga_csrf}&{body}")).await.status, 303);
+    }
+    assert!(text(&page(&reg, "/ui/", &admin).await).contains("Sign out"), "an owner signed the admin out");
     for path in ["/ui/users", "/ui/namespaces", "/ui/quarantine"] {
         assert_eq!(page(&reg, path, &olga).await.status, 403, "{path}");
     }
@@ -450,6 +467,13 @@ async fn people_are_managed_by_those_the_api_lets_manage_them() {
         let r = post(&reg, path, &olga, &[], format!("csrf={olga_csrf}&{body}")).await;
         assert_eq!(r.status, 403, "{path}: {}", text(&r));
     }
+    // The namespace's rules, as the lifecycle API reads them.
+    api(&reg, "PUT", "/api/v1/namespaces/team/quota", json!({"repositories": 7})).await.expect(200, None);
+    api(&reg, "PUT", "/api/v1/namespaces/team/immutable-tags", json!({"patterns": ["release-*"]}))
+        .await
+        .expect(200, None);
+    let rules = text(&page(&reg, "/ui/namespace?name=team", &olga).await);
+    assert!(rules.contains("Quota and usage") && rules.contains(">7<") && rules.contains("release-*"), "{rules}");
     // A reader sees no member list.
     let pete = sign_in(&reg, "pete", "pete-password-123").await;
     assert_eq!(page(&reg, "/ui/namespace?name=team", &pete).await.status, 403);
@@ -505,4 +529,30 @@ async fn ones_own_tokens_and_password() {
     assert!(!text(&page(&reg, "/ui/", &ann).await).contains("Sign out"));
     assert!(!text(&page(&reg, "/ui/", &other).await).contains("Sign out"));
     sign_in(&reg, "ann", "ann-password-456").await;
+}
+
+#[tokio::test]
+async fn the_audit_log_is_read_by_those_the_api_lets_read_it() {
+    let reg = TestRegistry::new().await;
+    let digest = hostile_image(&reg, "team/app").await;
+    api(&reg, "POST", "/api/v1/namespaces", json!({"name": "team"})).await;
+    api(&reg, "POST", "/api/v1/namespaces", json!({"name": "other"})).await;
+    api(&reg, "POST", "/api/v1/users", json!({"username": "olga", "password": "olga-password-123"})).await;
+    api(&reg, "PUT", "/api/v1/namespaces/team/members/olga", json!({"role": "owner"})).await;
+    let release = json!({"repository": "team/app", "digest": digest.to_string(), "reason": "<b>reviewed</b>"});
+    api(&reg, "POST", "/api/v1/scans/release", release).await.expect(200, None);
+    let admin = sign_in(&reg, "admin", ADMIN_PASSWORD).await;
+    let r = page(&reg, "/ui/audit?action=scan.release", &admin).await;
+    let s = text(&r);
+    assert_eq!(r.status, 200, "{s}");
+    assert!(s.contains("scan.release") && s.contains("team/app@"), "{s}");
+    assert!(s.contains("&lt;b&gt;reviewed&lt;/b&gt;") && !s.contains("<b>reviewed"), "details escaped: {s}");
+    assert!(!s.contains(">user.create<"), "the filter applies");
+    // An owner reads its namespace's records only.
+    let olga = sign_in(&reg, "olga", "olga-password-123").await;
+    assert_eq!(page(&reg, "/ui/audit", &olga).await.status, 403);
+    assert_eq!(page(&reg, "/ui/audit?namespace=other", &olga).await.status, 403);
+    let own = page(&reg, "/ui/audit?namespace=team", &olga).await;
+    assert_eq!(own.status, 200);
+    assert!(text(&own).contains("scan.release"));
 }

@@ -205,6 +205,9 @@ async fn the_console_in_a_real_browser() {
     shot(&admin, "namespace.png").await;
     admin.goto(&server.url("/ui/users")).await.unwrap();
     shot(&admin, "users.png").await;
+    admin.goto(&server.url("/ui/audit?action=scan.release")).await.unwrap();
+    assert!(body_text(&admin).await.contains("reviewed: test fixture"), "the release is in the audit log");
+    shot(&admin, "audit.png").await;
 
     // A robot, created here, pushes with the secret shown once.
     admin.goto(&server.url("/ui/robots?namespace=team")).await.unwrap();

@@ -3,6 +3,7 @@
 CREATE TABLE console_sessions (
     id_hash      TEXT   PRIMARY KEY,
     user_id      BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    password_tag TEXT   NOT NULL,
     created_ms   BIGINT NOT NULL,
     last_seen_ms BIGINT NOT NULL
 );

@@ -79,8 +79,8 @@ impl AuthService {
         self.store().user(username).await?.ok_or(AccountError::NotFound("user"))
     }
 
-    pub async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
-        Ok(self.store().list_users(after, limit).await?)
+    pub async fn list_users(&self, after: Option<&str>, limit: u32, search: Option<&str>) -> Result<Vec<UserRecord>> {
+        Ok(self.store().list_users(after, limit, search).await?)
     }
 
     pub async fn update_user(
@@ -140,8 +140,13 @@ impl AuthService {
         self.store().namespace(name).await?.ok_or(AccountError::NotFound("namespace"))
     }
 
-    pub async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>> {
-        Ok(self.store().list_namespaces(after, limit).await?)
+    pub async fn list_namespaces(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        search: Option<&str>,
+    ) -> Result<Vec<NamespaceRecord>> {
+        Ok(self.store().list_namespaces(after, limit, search).await?)
     }
 
     pub async fn set_public(&self, name: &str, public: bool) -> Result<NamespaceRecord> {
@@ -164,11 +169,17 @@ impl AuthService {
         Ok(self.store().members(ns).await?)
     }
 
+    /// Gives `username` `role` in `ns`. Tokens issued before are ended only when the role takes
+    /// away repository actions (their claims were granted under the old one): adding a member or
+    /// raising a role ends nobody's sessions, so an owner cannot sign anyone out by it.
     pub async fn set_member(&self, ns: &str, username: &str, role: Role) -> Result<()> {
         self.namespace(ns).await?;
         self.user(username).await?;
+        let before = self.store().role(ns, username).await?;
         self.store().set_member(ns, username, role).await?;
-        self.store().bump_user(username, now_ms()).await?;
+        if before.is_some_and(|old| !role.actions().contains_all(old.actions())) {
+            self.store().bump_user(username, now_ms()).await?;
+        }
         Ok(())
     }
 

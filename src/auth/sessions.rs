@@ -8,8 +8,9 @@
 //!   of the database holds no usable session.
 //! - Every use re-reads the session and its account in one query. It ends when it idles past
 //!   `console_idle` or is older than `console_max_age`, on logout (its row is deleted), and when
-//!   its account is deleted, disabled, or has its password changed (the account's `valid_after_ms`
-//!   moves past the session's start, as for tokens).
+//!   its account is deleted, disabled, or has its password changed (the session keeps a tag of
+//!   the password hash it signed in under). Membership changes do not end it: rights are decided
+//!   anew on every request, so no one can sign another out by adding or removing them.
 //! - The CSRF token is derived from the session secret (`SHA-256("csrf\n" ‖ secret)`): it cannot be
 //!   computed without the cookie, which scripts cannot read, and is compared in constant time.
 //!
@@ -24,7 +25,7 @@ use subtle::ConstantTimeEq;
 use super::service::{user_principal, AuthError, Authenticated};
 use super::{secrets, AuthService, Principal};
 use crate::model::credential::{ROBOT_PREFIX, TOKEN_PREFIX};
-use crate::model::{now_ms, Error};
+use crate::model::Error;
 
 /// A session that may act: who it is, and the token its forms must carry.
 #[derive(Debug, Clone)]
@@ -37,6 +38,12 @@ pub struct ConsoleSession {
 pub struct OpenedSession {
     pub secret: String,
     pub session: ConsoleSession,
+}
+
+/// What a session keeps of the password it signed in under: enough to notice a change, nothing to
+/// guess the password with (a hash of the argon2 hash, itself salted).
+fn password_tag(password_hash: &str) -> String {
+    hex::encode(&Sha256::digest([b"console-password\n".as_slice(), password_hash.as_bytes()].concat())[..16])
 }
 
 fn id_hash(secret: &str) -> String {
@@ -85,8 +92,9 @@ impl AuthService {
         let idle_ms = self.settings().console_idle.as_millis() as i64;
         self.store().purge_console_sessions(now - idle_ms).await?;
         let secret = secrets::random_string(SECRET_LEN);
-        // Started on the wall clock, as tokens are issued: compared with `valid_after_ms`.
-        self.store().create_console_session(&id_hash(&secret), user.id, now_ms(), now).await?;
+        self.store()
+            .create_console_session(&id_hash(&secret), user.id, &password_tag(&user.password_hash), now)
+            .await?;
         let session = ConsoleSession { who: user_principal(&user, None), csrf: csrf_token(&secret) };
         Ok(OpenedSession { secret, session })
     }
@@ -104,7 +112,9 @@ impl AuthService {
         let settings = self.settings();
         let idle = now - session.last_seen_ms >= settings.console_idle.as_millis() as i64;
         let old = now - session.created_ms >= settings.console_max_age.as_millis() as i64;
-        if idle || old || user.disabled || session.created_ms <= user.valid_after_ms {
+        let same_password: bool =
+            password_tag(&user.password_hash).as_bytes().ct_eq(session.password_tag.as_bytes()).into();
+        if idle || old || user.disabled || !same_password {
             self.store().delete_console_session(&hash).await?;
             return Ok(None);
         }

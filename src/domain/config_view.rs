@@ -8,7 +8,7 @@
 use super::gojson::{self, GoValue};
 
 /// What an admin reviewing an image needs to see of its config.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct ConfigView {
     pub os: Option<String>,
     pub architecture: Option<String>,

@@ -24,6 +24,8 @@ pub mod vulndb;
 pub mod webhooks;
 
 // The vocabulary lives in the leaf `model`; re-exported for the layers above the domain.
+/// What the listings hand to the layers above.
+pub use crate::metadata::{RepositorySummary, TagDetail};
 pub use crate::model::{digest, names};
 pub use crate::model::{now, Blocked, Clock, Digest, Error, Reference, RepoName, Result, Tag, Target};
 pub use crate::model::{DEFAULT_GC_GRACE, DEFAULT_MAX_INDEX_REACH, DEFAULT_MAX_REFERENCES, DEFAULT_SCAN_POLL};

@@ -198,14 +198,18 @@ impl Registry {
         }
     }
 
-    /// Repositories with their counts, those of `namespace` only if given.
+    /// Repositories with their counts, those of `namespace` only if given, those whose name
+    /// contains `search` only if given.
     pub async fn repository_summaries(
         &self,
         namespace: Option<&str>,
         after: Option<&str>,
         limit: u32,
+        search: Option<&str>,
     ) -> Result<Vec<crate::metadata::RepositorySummary>> {
-        self.meta.repository_summaries(namespace, after, limit.min(self.limits.max_page)).await
+        self.meta
+            .repository_summaries(namespace, after, limit.min(self.limits.max_page), self.clock.now(), search)
+            .await
     }
 
     /// Deletes a repository: its manifests, tags and links at once, its bytes at the next
@@ -239,6 +243,22 @@ impl Registry {
         let limit = self.page_size(n);
         let items = self.meta.list_tags(repo, last, limit).await?;
         Ok(page(items, limit))
+    }
+
+    /// A page of tags with the manifest each names, its size and scan state, in lexical order.
+    pub async fn tag_details(
+        &self,
+        repo: &RepoName,
+        n: Option<u32>,
+        last: Option<&str>,
+    ) -> Result<(Vec<crate::metadata::TagDetail>, Option<String>)> {
+        if !self.meta.repository_exists(repo).await? {
+            return Err(Error::NameUnknown);
+        }
+        let limit = self.page_size(n);
+        let items = self.meta.tag_details(repo, last, limit, self.clock.now()).await?;
+        let next = (items.len() as u32 == limit).then(|| items.last().map(|t| t.name.clone())).flatten();
+        Ok((items, next))
     }
 
     /// A page of repository names in lexical order.

@@ -92,7 +92,8 @@ pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
     async fn create_user(&self, username: &str, password_hash: &str, admin: bool, now: i64) -> Result<bool>;
     async fn user(&self, username: &str) -> Result<Option<UserRecord>>;
     /// Users in name order after `after`.
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>>;
+    /// Users by name after `after`, whose name contains `search` (any case) if given.
+    async fn list_users(&self, after: Option<&str>, limit: u32, search: Option<&str>) -> Result<Vec<UserRecord>>;
     /// False if the user does not exist.
     async fn update_user(&self, username: &str, update: &UserUpdate) -> Result<bool>;
     /// Refuses every token issued to the user until `now_ms`. False if the user does not exist.
@@ -108,7 +109,13 @@ pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
     /// Creates a namespace; false if it exists.
     async fn create_namespace(&self, name: &str, public: bool, now: i64) -> Result<bool>;
     async fn namespace(&self, name: &str) -> Result<Option<NamespaceRecord>>;
-    async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>>;
+    /// Namespaces by name after `after`, whose name contains `search` (any case) if given.
+    async fn list_namespaces(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        search: Option<&str>,
+    ) -> Result<Vec<NamespaceRecord>>;
     async fn set_namespace_public(&self, name: &str, public: bool) -> Result<bool>;
     /// Deletes a namespace with its memberships and robots (its repositories stay, reachable by
     /// admins only). False if it did not exist.
@@ -137,9 +144,9 @@ pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
     async fn touch_token(&self, id: &str, now: i64) -> Result<()>;
 
     /// Stores a web console session under the SHA-256 of its secret (the secret itself is never
-    /// stored), begun at `created_ms` (wall clock, compared with `valid_after_ms`) and last seen at
-    /// `seen_ms` (the app's clock, which decides idling).
-    async fn create_console_session(&self, id_hash: &str, user_id: i64, created_ms: i64, seen_ms: i64) -> Result<()>;
+    /// stored), with a tag of the account's password at sign-in, begun at `now_ms` (the app's
+    /// clock, which decides idling and age).
+    async fn create_console_session(&self, id_hash: &str, user_id: i64, password_tag: &str, now_ms: i64) -> Result<()>;
     /// A console session and its account, in one read.
     async fn console_session(&self, id_hash: &str) -> Result<Option<(ConsoleSessionRecord, UserRecord)>>;
     /// Moves a session's idle clock.
@@ -153,6 +160,8 @@ pub trait AuthStore: ThrottleStore + super::audit::AuditStore + Send + Sync {
 /// A web console session as stored: when it began and when it was last used (ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSessionRecord {
+    /// A tag of the account's password hash at sign-in: another password ends the session.
+    pub password_tag: String,
     pub created_ms: i64,
     pub last_seen_ms: i64,
 }

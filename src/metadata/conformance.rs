@@ -369,19 +369,71 @@ pub async fn run(meta: &dyn Metadata) {
     signatures(meta).await;
     vulnerability_data(meta).await;
     console_sessions(meta).await;
+    repository_listing(meta).await;
 }
 
 /// Imports raise the version only when something changed; rematches are read in push order with
 /// a cursor and written only onto the row that was read.
+/// Repository summaries (last push, worst state in effect) and tag details, each one query.
+async fn repository_listing(meta: &dyn Metadata) {
+    drain(meta, 9_000).await;
+    for (body, t, at) in [("l1", "v1", 9_100), ("l2", "v2", 9_200)] {
+        let m = NewManifest { pushed_at: at, ..manifest("listing/app", body, Vec::new(), None, Some(t)) };
+        meta.put_manifest(&m).await.unwrap().unwrap();
+    }
+    let app = repo("listing/app");
+    let summary = |now| async move { meta.repository_summaries(Some("listing"), None, 10, now, None).await.unwrap() };
+    let s = summary(9_300).await;
+    assert_eq!((s.len(), s[0].last_pushed_at, s[0].worst_state), (1, Some(9_200), Some(ScanState::Pending)));
+    while let Some(job) = meta.claim_scan(9_300, 9_400, 5).await.unwrap() {
+        let state = if job.digest == d("l1") { ScanState::Quarantined } else { ScanState::Passed };
+        meta.finish_scan(&job, &verdict(state, "x"), 9_300).await.unwrap();
+    }
+    assert_eq!(summary(9_300).await[0].worst_state, Some(ScanState::Quarantined));
+    assert!(meta.release_scan(&app, &d("l1"), "admin", "ok", Some(9_600), 9_400).await.unwrap());
+    assert_eq!(summary(9_500).await[0].worst_state, Some(ScanState::Released));
+    assert_eq!(summary(9_600).await[0].worst_state, Some(ScanState::Quarantined), "a lapsed release");
+    let tags = meta.tag_details(&app, None, 10, 9_500).await.unwrap();
+    let seen: Vec<_> = tags.iter().map(|t| (t.name.as_str(), t.size, t.pushed_at, t.state)).collect();
+    assert_eq!(seen, vec![("v1", 2, 9_100, Some(ScanState::Released)), ("v2", 2, 9_200, Some(ScanState::Passed))]);
+    assert_eq!(tags[0].digest, d("l1").to_string());
+    assert_eq!(meta.tag_details(&app, None, 10, 9_600).await.unwrap()[0].state, Some(ScanState::Quarantined));
+    let page = meta.tag_details(&app, Some("v1"), 1, 9_500).await.unwrap();
+    assert_eq!(page.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["v2"]);
+    assert!(meta.tag_details(&repo("listing/none"), None, 10, 0).await.unwrap().is_empty());
+    // Searches: any case, anywhere in the name, `_` and `%` meaning themselves.
+    let found = |q: &'static str| async move {
+        let list = meta.repository_summaries(None, None, 100, 9_500, Some(q)).await.unwrap();
+        list.into_iter().map(|r| r.name).collect::<Vec<_>>()
+    };
+    assert_eq!(found("STING/AP").await, vec!["listing/app"]);
+    assert!(found("zzz").await.is_empty());
+    assert!(found("listing_app").await.is_empty(), "_ is no wildcard");
+    for name in ["s_a", "sxa", "s%b"] {
+        assert!(meta.create_user(name, "x", false, 1).await.unwrap());
+    }
+    let users = |q: &'static str| async move {
+        meta.list_users(None, 100, Some(q)).await.unwrap().into_iter().map(|u| u.username).collect::<Vec<_>>()
+    };
+    assert_eq!(users("S_A").await, vec!["s_a"]);
+    assert_eq!(users("s%").await, vec!["s%b"]);
+    assert!(meta.list_users(None, 100, None).await.unwrap().len() >= 3);
+    assert!(meta.create_namespace("search-ns", false, 1).await.unwrap());
+    let names: Vec<_> =
+        meta.list_namespaces(None, 100, Some("H-N")).await.unwrap().into_iter().map(|n| n.name).collect();
+    assert_eq!(names, vec!["search-ns"]);
+}
+
 /// Console sessions: found by hash with their account, touched forward only, ended by logout, by
 /// idling and with their account.
 async fn console_sessions(meta: &dyn Metadata) {
     assert!(meta.create_user("sess-user", "x", false, 1).await.unwrap());
     let id = meta.user("sess-user").await.unwrap().unwrap().id;
-    meta.create_console_session("h1", id, 1_000, 1_000).await.unwrap();
-    meta.create_console_session("h2", id, 1_000, 1_000).await.unwrap();
+    meta.create_console_session("h1", id, "t", 1_000).await.unwrap();
+    meta.create_console_session("h2", id, "t", 1_000).await.unwrap();
     let (s, u) = meta.console_session("h1").await.unwrap().unwrap();
     assert_eq!((s.created_ms, s.last_seen_ms, u.username.as_str(), u.id), (1_000, 1_000, "sess-user", id));
+    assert_eq!(s.password_tag, "t");
     assert!(meta.console_session("nope").await.unwrap().is_none());
     meta.touch_console_session("h1", 5_000).await.unwrap();
     meta.touch_console_session("h1", 4_000).await.unwrap();
@@ -389,7 +441,7 @@ async fn console_sessions(meta: &dyn Metadata) {
     assert!(meta.delete_console_session("h1").await.unwrap());
     assert!(!meta.delete_console_session("h1").await.unwrap());
     assert!(meta.console_session("h1").await.unwrap().is_none());
-    meta.create_console_session("h3", id, 9_000, 9_000).await.unwrap();
+    meta.create_console_session("h3", id, "t", 9_000).await.unwrap();
     assert_eq!(meta.purge_console_sessions(2_000).await.unwrap(), 1, "only h2 idled");
     assert!(meta.console_session("h3").await.unwrap().is_some());
     assert!(meta.delete_user("sess-user").await.unwrap());

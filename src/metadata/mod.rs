@@ -116,6 +116,26 @@ pub struct RepositorySummary {
     /// Images whose verdict is `quarantined`.
     pub quarantined: u64,
     pub created_at: i64,
+    /// When its newest manifest was pushed (none without manifests).
+    pub last_pushed_at: Option<i64>,
+    /// The worst scan state in effect among its manifests (a lapsed release counts as
+    /// quarantined): `quarantined`, `error`, `scanning`/`pending`, `released`, `passed`.
+    pub worst_state: Option<scans::ScanState>,
+}
+
+/// A tag with what it names (the admin API's and the console's tag lists).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TagDetail {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    /// When the tag last moved to this manifest.
+    pub pushed_at: i64,
+    /// The manifest's scan state in effect (a lapsed release reads `quarantined`); none without
+    /// a scan record.
+    pub state: Option<scans::ScanState>,
 }
 
 #[async_trait]
@@ -126,13 +146,20 @@ pub trait RepositoryStore: Send + Sync {
     async fn ping(&self) -> Result<()>;
     /// Whether the repository exists.
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
-    /// Up to `limit` repositories after `after` in name order, those of `namespace` only if given.
+    /// Up to `limit` repositories after `after` in name order, those of `namespace` only if given
+    /// and those whose name contains `search` (any case) if given; releases lapsed at `now` count
+    /// as quarantined.
     async fn repository_summaries(
         &self,
         namespace: Option<&str>,
         after: Option<&str>,
         limit: u32,
+        now: i64,
+        search: Option<&str>,
     ) -> Result<Vec<RepositorySummary>>;
+    /// Tags after `last` in lexical order with the manifest each names, at most `limit`, in one
+    /// query; releases lapsed at `now` read `quarantined`.
+    async fn tag_details(&self, repo: &RepoName, last: Option<&str>, limit: u32, now: i64) -> Result<Vec<TagDetail>>;
     /// Deletes the repository with its manifests, tags, links and verdicts (the bytes stay for
     /// the collector). False if there was none.
     async fn delete_repository(&self, repo: &RepoName) -> Result<bool>;

@@ -186,3 +186,30 @@ mod tests {
         assert!(matches!("sha256:zz".parse::<Reference>(), Err(Error::DigestInvalid(_))));
     }
 }
+
+/// The SQL `LIKE` pattern (with `ESCAPE '\'`) that finds `search` anywhere in a lower-cased
+/// name: the wildcards `%` and `_` in it match themselves. No search: every name.
+pub fn contains_pattern(search: Option<&str>) -> String {
+    let mut pattern = String::from("%");
+    for c in search.unwrap_or("").to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    if pattern.len() > 1 {
+        pattern.push('%');
+    }
+    pattern
+}
+
+#[cfg(test)]
+mod search_tests {
+    #[test]
+    fn searches_match_literally() {
+        assert_eq!(super::contains_pattern(None), "%");
+        assert_eq!(super::contains_pattern(Some("")), "%");
+        assert_eq!(super::contains_pattern(Some("App")), "%app%");
+        assert_eq!(super::contains_pattern(Some("a_b%c\\")), "%a\\_b\\%c\\\\%");
+    }
+}

@@ -6,22 +6,23 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::{json, require_admin, require_owner, ApiError, ApiResult, Caller, Query};
+use crate::auth::service::Authenticated;
 use crate::http::AppState;
 use crate::model::audit::{AuditFilter, AuditRecord};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    actor: Option<String>,
-    action: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
     /// A prefix: `team/app` finds `team/app@sha256:...` and `team/app:v1`.
-    object: Option<String>,
-    namespace: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    limit: Option<u32>,
+    pub object: Option<String>,
+    pub namespace: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<u32>,
     /// The `next` of the page before: records older than it.
-    after: Option<i64>,
+    pub after: Option<i64>,
 }
 
 /// Unix milliseconds from an RFC 3339 time or Unix seconds.
@@ -57,24 +58,36 @@ fn item(r: AuditRecord) -> serde_json::Value {
     responses((status = 200, description = "ok", body = super::schema::AuditPage))
 )]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(q): Query<AuditQuery>) -> ApiResult {
-    match &q.namespace {
-        Some(ns) => require_owner(&state, &who, ns).await?,
-        None => require_admin(&who)?,
+    let (records, next) = list_records(&state, &who, q).await?;
+    let items: Vec<serde_json::Value> = records.into_iter().map(item).collect();
+    json(StatusCode::OK, serde_json::json!({"items": items, "next": next}))
+}
+
+/// Audit records newest first, and the `after` of the next page: every record for admins, a
+/// namespace's for its owners (who must name it). The API's and the console's one reading.
+pub async fn list_records(
+    state: &AppState,
+    who: &Authenticated,
+    q: AuditQuery,
+) -> Result<(Vec<AuditRecord>, Option<i64>), ApiError> {
+    match q.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => require_owner(state, who, ns).await?,
+        None => require_admin(who)?,
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let some = |v: Option<String>| v.filter(|v| !v.is_empty());
     let filter = AuditFilter {
-        actor: q.actor,
-        action: q.action,
-        object: q.object,
-        namespace: q.namespace,
+        actor: some(q.actor),
+        action: some(q.action),
+        object: some(q.object),
+        namespace: some(q.namespace),
         since_ms: time_ms(q.since.as_deref(), "since")?,
         until_ms: time_ms(q.until.as_deref(), "until")?,
         before: q.after,
     };
     let records = state.registry.list_audit(&filter, limit).await?;
     let next = (records.len() as u32 == limit).then(|| records.last().map(|r| r.id)).flatten();
-    let items: Vec<serde_json::Value> = records.into_iter().map(item).collect();
-    json(StatusCode::OK, serde_json::json!({"items": items, "next": next}))
+    Ok((records, next))
 }
 
 /// `GET /api/v1/audit/verify`: `{"ok": true, "records": N, ...}` or `{"ok": false,

@@ -4,7 +4,7 @@
 //! members, as is the usage; immutable tags and retention rules are read and set by owners and
 //! admins. The rules themselves are enforced by the domain and the metadata, never here.
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -52,7 +52,7 @@ pub async fn set_quota(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_admin(&who)?;
     let body: serde_json::Map<String, Value> = parse(&body)?;
@@ -147,7 +147,7 @@ pub async fn set_immutable(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let Patterns { patterns } = parse(&body)?;
@@ -193,7 +193,7 @@ pub async fn set_retention(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let rules = retention_body(&body)?;
@@ -241,7 +241,7 @@ pub async fn dry_run(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     state.auth.namespace(&ns).await?;

@@ -7,12 +7,13 @@
 //!   a robot secret. Registry tokens (bearer) are refused, so a pull token cannot change a password.
 //! - A `401` carries no `Basic` challenge, so a browser never caches credentials for it.
 
-mod audit;
+pub(super) mod audit;
 mod gc;
+pub(super) mod images;
 mod lifecycle;
 pub(super) mod namespaces;
 mod openapi;
-mod repositories;
+pub(super) mod repositories;
 pub(super) mod robots;
 pub(super) mod scans;
 mod schema;
@@ -65,6 +66,8 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(lifecycle::dry_run))
         .routes(routes!(lifecycle::run))
         .routes(routes!(repositories::list))
+        .routes(routes!(repositories::tags))
+        .routes(routes!(images::show))
         .routes(routes!(repositories::remove))
         .routes(routes!(webhooks::create, webhooks::list))
         .routes(routes!(webhooks::show, webhooks::remove))
@@ -150,6 +153,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(q) => Ok(Query(q.0)),
             Err(e) => Err(ApiError::invalid(format!("invalid query: {}", e.body_text()))),
+        }
+    }
+}
+
+/// The request body, refused in the API's error shape: `413 too_large` past [`MAX_BODY`],
+/// `400` when it cannot be read. (axum's own rejection is plain text.)
+pub struct Body(pub axum::body::Bytes);
+
+/// The largest JSON body the admin API reads (axum's default limit, which this names).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = ApiError;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is larger than {} MiB", MAX_BODY / (1024 * 1024)),
+            )),
+            Err(e) => Err(ApiError::invalid(format!("the request body could not be read: {}", e.body_text()))),
         }
     }
 }
@@ -341,16 +366,31 @@ pub async fn require_owner(state: &AppState, who: &Authenticated, ns: &str) -> R
     state.auth.authorize(who, &[], Need::Owner(ns)).await?.map_err(ApiError::forbidden)
 }
 
-/// `limit` and `after` query parameters.
+/// `limit`, `after` and `q` query parameters.
 #[derive(serde::Deserialize)]
 pub struct Paging {
     pub limit: Option<u32>,
     pub after: Option<String>,
+    /// Only names that contain this (any case).
+    pub q: Option<String>,
 }
 
 impl Paging {
     pub fn limit(&self) -> u32 {
         self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+/// The longest `q` a list takes.
+pub const MAX_SEARCH: usize = 128;
+
+/// A list's `q`: empty is none; longer than [`MAX_SEARCH`] characters is refused.
+pub fn search(q: Option<&str>) -> Result<Option<&str>, ApiError> {
+    match q.map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) if q.chars().count() > MAX_SEARCH => {
+            Err(ApiError::invalid(format!("q is longer than {MAX_SEARCH} characters")))
+        }
+        other => Ok(other),
     }
 }
 

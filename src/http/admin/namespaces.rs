@@ -1,6 +1,6 @@
 //! `/api/v1/namespaces`: create (admins), show, make public (admins), members (admins and owners).
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -42,7 +42,7 @@ struct Membership {
     request_body = NewNamespace,
     responses((status = 201, description = "ok", body = super::schema::Namespace))
 )]
-pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn create(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let new: NewNamespace = parse(&body)?;
     json(StatusCode::CREATED, create_namespace(&state, &who, &new.name, new.public).await?)
 }
@@ -66,9 +66,10 @@ pub async fn list_namespaces(
     who: &Authenticated,
     after: Option<&str>,
     limit: u32,
+    search: Option<&str>,
 ) -> Result<Vec<NamespaceRecord>, ApiError> {
     require_admin(who)?;
-    Ok(state.auth.list_namespaces(after, limit).await?)
+    Ok(state.auth.list_namespaces(after, limit, super::search(search)?).await?)
 }
 
 /// The members of `ns` with their roles (owners and admins).
@@ -106,11 +107,11 @@ pub async fn remove_member_of(state: &AppState, who: &Authenticated, ns: &str, u
     get,
     path = "/namespaces",
     tag = "namespaces",
-    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before")),
+    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("q" = Option<String>, Query, description = "only names that contain this, in any case (at most 128 characters)")),
     responses((status = 200, description = "ok", body = super::schema::Page<super::schema::Namespace>))
 )]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
-    let items = list_namespaces(&state, &who, paging.after.as_deref(), paging.limit()).await?;
+    let items = list_namespaces(&state, &who, paging.after.as_deref(), paging.limit(), paging.q.as_deref()).await?;
     page(items, paging.limit(), |n| n.name.clone())
 }
 
@@ -140,7 +141,7 @@ pub async fn update(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_admin(&who)?;
     let patch: NamespacePatch = parse(&body)?;
@@ -177,7 +178,7 @@ pub async fn set_member(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path((ns, username)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let m: Membership = parse(&body)?;
     let role = set_member_role(&state, &who, &ns, &username, &m.role).await?;

@@ -27,7 +27,9 @@ const ERRORS: &[(&str, &str)] = &[
     ("409", "conflict: it exists already, or another operation holds it"),
     ("413", "too_large: over a configured limit"),
     ("415", "unsupported_media_type: bodies are application/json"),
+    ("405", "unsupported: the method is not one this path takes"),
     ("429", "too_many_requests: a rate limit or the login throttle; see Retry-After"),
+    ("500", "internal: a fault of the registry's, logged with the request id; the answer says no more"),
     ("503", "unavailable: the database or storage did not answer, or another replica holds the work; see Retry-After"),
 ];
 
@@ -72,7 +74,11 @@ fn finish(doc: &mut OpenApi) {
         let ops: [&mut Option<Operation>; 5] =
             [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete];
         for op in ops.into_iter().flatten() {
+            let public = op.security.as_ref().is_some_and(|s| s.iter().all(|r| *r == Default::default()));
             for (status, description) in ERRORS {
+                if public && matches!(*status, "401" | "403") {
+                    continue;
+                }
                 op.responses.responses.entry(status.to_string()).or_insert_with(|| {
                     ResponseBuilder::new().description(*description).content("application/json", error()).build().into()
                 });

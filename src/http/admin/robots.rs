@@ -1,7 +1,7 @@
 //! `/api/v1/namespaces/{ns}/robots`: create (secret shown once), list, rotate, revoke. Admins and
 //! owners of the namespace.
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -52,7 +52,7 @@ pub async fn create(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let new: NewRobot = parse(&body)?;
     let patterns = new.repositories.map(|p| match p {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -47,7 +47,7 @@ fn target(repository: &str, digest: &str) -> Result<(RepoName, Digest), ApiError
 
 /// A report as the API shows it: `state` is the state in effect now (a lapsed release reads
 /// `quarantined`, as the gate treats it), `stored_state` what the record holds.
-fn report(r: &ScanRecord, now: i64) -> serde_json::Value {
+pub(super) fn report(r: &ScanRecord, now: i64) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["stored_state"] = v["state"].clone();
     v["state"] = r.effective_state(now).as_str().into();
@@ -104,7 +104,7 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
     request_body = Target,
     responses((status = 200, description = "ok", body = super::schema::ScanReport))
 )]
-pub async fn release(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn release(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let t: Target = parse(&body)?;
     let record = release_image(&state, &who, &t.repository, &t.digest, t.reason, t.expires_at).await?;
     json(StatusCode::OK, report(&record, state.registry.clock().now()))
@@ -150,7 +150,7 @@ pub async fn release_image(
     request_body = Target,
     responses((status = 202, description = "ok", body = super::schema::ScanReport))
 )]
-pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn rescan(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let t: Target = parse(&body)?;
     let record = rescan_image(&state, &who, &t.repository, &t.digest).await?;
     json(StatusCode::ACCEPTED, report(&record, state.registry.clock().now()))
@@ -211,7 +211,7 @@ pub async fn set_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
     super::Path(ns): super::Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_admin(&who)?;
     // `sync_timeout` ("30s"; at most 10 min) turns on scanning inside the PUT; the rest are rules.
@@ -250,7 +250,7 @@ pub async fn set_policy(
     request_body = Target,
     responses((status = 200, description = "ok", body = super::schema::Rejected))
 )]
-pub async fn reject(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn reject(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let t: Target = parse(&body)?;
     let (repo, digest, reason) = reject_image(&state, &who, &t.repository, &t.digest, t.reason).await?;
     json(

@@ -125,6 +125,25 @@ pub struct Repository {
     pub quarantined: u64,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// When its newest manifest was pushed; null without manifests.
+    #[schema(format = DateTime)]
+    pub last_pushed_at: Option<String>,
+    /// The worst scan state in effect among its manifests (a lapsed release counts as
+    /// quarantined): `quarantined`, `error`, `pending`, `released` or `passed`; null without any.
+    pub worst_state: Option<String>,
+}
+
+#[derive(ToSchema)]
+pub struct TagItem {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    #[schema(format = DateTime)]
+    pub pushed_at: String,
+    /// The scan state in effect of the manifest it names; null without a scan record.
+    pub state: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -271,6 +290,64 @@ pub struct VulnDbImport {
     pub unchanged: u64,
     pub removed: u64,
     pub skipped: u64,
+}
+
+#[derive(ToSchema)]
+pub struct ImageLayer {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+#[derive(ToSchema)]
+pub struct ImagePlatform {
+    pub os: String,
+    pub architecture: String,
+    pub digest: String,
+}
+
+#[derive(ToSchema)]
+pub struct ImageReferrer {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub size: u64,
+}
+
+/// An image config as the runtime reads it.
+#[derive(ToSchema)]
+pub struct ImageConfig {
+    pub os: Option<String>,
+    pub architecture: Option<String>,
+    pub created: Option<String>,
+    /// Empty or null: root.
+    pub user: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `NAME=value`, values that look secret replaced by `•••••• (masked)`.
+    pub env: Vec<String>,
+    /// `[name, value]` pairs in order.
+    pub labels: Vec<Vec<String>>,
+}
+
+#[derive(ToSchema)]
+pub struct Image {
+    pub repository: String,
+    pub digest: String,
+    /// Why pulls are refused (the gate's message); null when they are not.
+    pub pulls_refused: Option<String>,
+    /// Whether the content (media type, layers, platforms, config, referrers) could be read by
+    /// the caller: not when the gate refuses it to them.
+    pub content_shown: bool,
+    pub media_type: Option<String>,
+    pub layers: Vec<ImageLayer>,
+    pub platforms: Vec<ImagePlatform>,
+    pub config: Option<ImageConfig>,
+    /// Why the config is not shown (too large, or read differently by different clients).
+    pub config_error: Option<String>,
+    pub referrers: Vec<ImageReferrer>,
+    pub scan: Option<ScanReport>,
 }
 
 /// `GET /scans` answers one report (with `repository` and `digest`) or a page of them.

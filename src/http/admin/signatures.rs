@@ -2,7 +2,7 @@
 //! Owners of the namespace and admins read and set it; the gate that applies it is
 //! `domain::signatures`.
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -64,7 +64,7 @@ pub async fn set_policy(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     let body: PolicyBody = parse(&body)?;

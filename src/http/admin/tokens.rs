@@ -1,7 +1,7 @@
 //! `/api/v1/tokens`: the calling user's personal access tokens (for `docker login` instead of the
 //! password). The token is shown once.
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -34,7 +34,7 @@ fn user(who: &Authenticated) -> Result<&str, ApiError> {
     request_body = NewToken,
     responses((status = 201, description = "ok", body = super::schema::TokenWithSecret))
 )]
-pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn create(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let new: NewToken = parse(&body)?;
     let created = create_token(&state, &who, &new.name, &new.expires_at).await?;
     let mut body = serde_json::to_value(&created.record).map_err(anyhow::Error::from)?;

@@ -3,7 +3,7 @@
 //! (admins too) needs the current one (`current_password`), checked and throttled like a login:
 //! a stolen personal token alone cannot take over the account.
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -41,7 +41,7 @@ pub struct UserPatch {
     request_body = NewUser,
     responses((status = 201, description = "ok", body = super::schema::User))
 )]
-pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn create(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     let new: NewUser = parse(&body)?;
     json(StatusCode::CREATED, create_user(&state, &who, &new.username, &new.password, new.admin).await?)
 }
@@ -66,9 +66,10 @@ pub async fn list_users(
     who: &Authenticated,
     after: Option<&str>,
     limit: u32,
+    search: Option<&str>,
 ) -> Result<Vec<UserRecord>, ApiError> {
     require_admin(who)?;
-    Ok(state.auth.list_users(after, limit).await?)
+    Ok(state.auth.list_users(after, limit, super::search(search)?).await?)
 }
 
 /// Lists users by name (admins).
@@ -76,11 +77,11 @@ pub async fn list_users(
     get,
     path = "/users",
     tag = "users",
-    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before")),
+    params(("limit" = Option<u32>, Query, description = "at most this many (1-1000, default 100)"), ("after" = Option<String>, Query, description = "the `next` of the page before"), ("q" = Option<String>, Query, description = "only names that contain this, in any case (at most 128 characters)")),
     responses((status = 200, description = "ok", body = super::schema::Page<super::schema::User>))
 )]
 pub async fn list(State(state): State<AppState>, Caller(who): Caller, Query(paging): Query<Paging>) -> ApiResult {
-    let items = list_users(&state, &who, paging.after.as_deref(), paging.limit()).await?;
+    let items = list_users(&state, &who, paging.after.as_deref(), paging.limit(), paging.q.as_deref()).await?;
     page(items, paging.limit(), |u| u.username.clone())
 }
 
@@ -111,7 +112,7 @@ pub async fn update(
     Caller(who): Caller,
     client: crate::http::credentials::Client,
     Path(username): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     let patch: UserPatch = parse(&body)?;
     json(StatusCode::OK, update_user(&state, &who, client.0, &username, &patch).await?)
@@ -127,6 +128,10 @@ pub async fn update_user(
     username: &str,
     patch: &UserPatch,
 ) -> Result<UserRecord, ApiError> {
+    if patch.password.is_none() && patch.admin.is_none() && patch.disabled.is_none() {
+        // (A change of nothing would still end the account's sessions and tokens.)
+        return Err(ApiError::invalid("nothing to change: give password, admin or disabled"));
+    }
     let only_password = patch.admin.is_none() && patch.disabled.is_none();
     require(who, &if only_password { Need::Account(username) } else { Need::Admin })?;
     let own = who.principal.subject() == username;

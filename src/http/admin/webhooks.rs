@@ -2,7 +2,7 @@
 //! `/api/v1/namespaces/{ns}/webhooks` (owners: their namespace's): register (the secret shown
 //! once), list, delete, delivery history and a test event (`domain::webhooks`).
 
-use axum::body::Bytes;
+use super::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -45,7 +45,7 @@ fn origin(url: &str) -> String {
     request_body = NewWebhook,
     responses((status = 201, description = "ok", body = super::schema::WebhookWithSecret))
 )]
-pub async fn create(State(state): State<AppState>, Caller(who): Caller, body: Bytes) -> ApiResult {
+pub async fn create(State(state): State<AppState>, Caller(who): Caller, Body(body): Body) -> ApiResult {
     require_admin(&who)?;
     register(&state, &who, None, &body).await
 }
@@ -63,7 +63,7 @@ pub async fn create_in(
     State(state): State<AppState>,
     Caller(who): Caller,
     Path(ns): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult {
     require_owner(&state, &who, &ns).await?;
     register(&state, &who, Some(&ns), &body).await

@@ -28,6 +28,17 @@ const PAGE: u32 = 100;
 pub struct After {
     after: Option<String>,
     done: Option<String>,
+    q: Option<String>,
+}
+
+/// A search form for a list page.
+fn search_form(action: &str, q: &str, what: &str) -> Markup {
+    html! {
+        form.search method="get" action=(action) {
+            label { (what) input name="q" type="search" value=(q) maxlength="128"; }
+            button type="submit" { "Search" }
+        }
+    }
 }
 
 fn notice(done: Option<&str>) -> Option<&'static str> {
@@ -36,7 +47,6 @@ fn notice(done: Option<&str>) -> Option<&'static str> {
         "updated" => Some("Saved."),
         "removed" => Some("Removed."),
         "revoked" => Some("Revoked."),
-        "password" => Some("Password changed. Your other console sessions and tokens issued before now have ended."),
         _ => None,
     }
 }
@@ -47,13 +57,15 @@ fn hidden(csrf: &str) -> Markup {
 
 /// `GET /ui/users` (admins).
 pub async fn users(State(state): State<AppState>, viewer: Viewer, Query(a): Query<After>) -> Response {
-    let list = match list_users(&state, &viewer.who, a.after.as_deref(), PAGE).await {
+    let text = a.q.clone().unwrap_or_default();
+    let list = match list_users(&state, &viewer.who, a.after.as_deref(), PAGE, a.q.as_deref()).await {
         Ok(l) => l,
         Err(e) => return api_problem(e),
     };
     let next = (list.len() as u32 == PAGE).then(|| list.last().map(|u| u.username.clone())).flatten();
     let body = html! {
         @if let Some(n) = notice(a.done.as_deref()) { p.notice role="status" { (n) } }
+        (search_form("/ui/users", &text, "Users whose name contains"))
         table.list.users {
             thead { tr { th { "User" } th { "Role" } th { "State" } th { "Created" } th {} } }
             tbody { @for u in &list {
@@ -78,7 +90,7 @@ pub async fn users(State(state): State<AppState>, viewer: Viewer, Query(a): Quer
                 }
             } }
         }
-        @if let Some(n) = next { p { a.more href={ "/ui/users?after=" (q(&n)) } { "More users →" } } }
+        @if let Some(n) = next { p { a.more href={ "/ui/users?after=" (q(&n)) "&q=" (q(&text)) } { "More users →" } } }
         h2 { "New user" }
         form.create method="post" action="/ui/users" {
             (hidden(&viewer.csrf))
@@ -114,13 +126,15 @@ pub async fn update_user_form(State(state): State<AppState>, viewer: Viewer, par
 
 /// `GET /ui/namespaces` (admins): every namespace, and a form to create one.
 pub async fn namespaces(State(state): State<AppState>, viewer: Viewer, Query(a): Query<After>) -> Response {
-    let list = match list_namespaces(&state, &viewer.who, a.after.as_deref(), PAGE).await {
+    let text = a.q.clone().unwrap_or_default();
+    let list = match list_namespaces(&state, &viewer.who, a.after.as_deref(), PAGE, a.q.as_deref()).await {
         Ok(l) => l,
         Err(e) => return api_problem(e),
     };
     let next = (list.len() as u32 == PAGE).then(|| list.last().map(|n| n.name.clone())).flatten();
     let body = html! {
         @if let Some(n) = notice(a.done.as_deref()) { p.notice role="status" { (n) } }
+        (search_form("/ui/namespaces", &text, "Namespaces whose name contains"))
         table.list.namespaces {
             thead { tr { th { "Namespace" } th { "Visibility" } th { "Created" } } }
             tbody { @for n in &list {
@@ -131,7 +145,7 @@ pub async fn namespaces(State(state): State<AppState>, viewer: Viewer, Query(a):
                 }
             } }
         }
-        @if let Some(n) = next { p { a.more href={ "/ui/namespaces?after=" (q(&n)) } { "More namespaces →" } } }
+        @if let Some(n) = next { p { a.more href={ "/ui/namespaces?after=" (q(&n)) "&q=" (q(&text)) } { "More namespaces →" } } }
         h2 { "New namespace" }
         form.create method="post" action="/ui/namespaces" {
             (hidden(&viewer.csrf))
@@ -170,13 +184,28 @@ pub async fn namespace(State(state): State<AppState>, viewer: Viewer, Query(nq):
         Ok(r) => r.unwrap_or_else(|| "{}".into()),
         Err(e) => return super::layout::domain_problem(e),
     };
+    // Read after the owner check above, from what the lifecycle, signature and webhook APIs read.
+    let (rules, usage, signatures, hooks) = match tokio::try_join!(
+        state.registry.namespace_rules(ns),
+        state.registry.usage(ns),
+        state.registry.signature_policy(ns),
+        state.registry.list_webhooks(Some(ns)),
+    ) {
+        Ok(all) => all,
+        Err(e) => return super::layout::domain_problem(e),
+    };
+    let limit = |l: Option<u64>| l.map(|l| l.to_string()).unwrap_or_else(|| "no limit".into());
+    let retention = rules.retention.as_ref().and_then(|r| serde_json::to_string(r).ok());
     let overrides: Vec<(String, String)> =
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&overrides)
             .map(|m| m.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or("").to_owned())).collect())
             .unwrap_or_default();
     let body = html! {
         @if let Some(n) = notice(nq.done.as_deref()) { p.notice role="status" { (n) } }
-        p.crumbs { a href={ "/ui/robots?namespace=" (q(ns)) } { "Robots of " (ns) } }
+        p.crumbs {
+            a href={ "/ui/robots?namespace=" (q(ns)) } { "Robots of " (ns) } " · "
+            a href={ "/ui/audit?namespace=" (q(ns)) } { "Audit log of " (ns) }
+        }
         h2 { "Members" }
         @if members.is_empty() { p.empty { "No members yet." } } @else {
             table.list.members {
@@ -215,6 +244,37 @@ pub async fn namespace(State(state): State<AppState>, viewer: Viewer, Query(nq):
                 tbody { @for (rule, action) in &overrides { tr { td.mono { (rule) } td { (action) } } } } }
         }
         p.hint { "Admins change the overrides with PUT /api/v1/namespaces/" (ns) "/scan-policy." }
+        h2 { "Signatures" }
+        p { "Mode: " strong { (format!("{:?}", signatures.mode).to_lowercase()) } ", " (signatures.keys.len()) " trusted key(s)." }
+        h2 { "Quota and usage" }
+        table.list.quota {
+            thead { tr { th { "" } th.num { "Used" } th.num { "Limit" } } }
+            tbody {
+                tr { td { "Bytes" } td.num { (crate::model::human_bytes(usage.bytes)) } td.num { (rules.quota.bytes.map(crate::model::human_bytes).unwrap_or_else(|| "no limit".into())) } }
+                tr { td { "Repositories" } td.num { (usage.repositories) } td.num { (limit(rules.quota.repositories)) } }
+                tr { td { "Tags" } td.num { (usage.tags) } td.num { (limit(rules.quota.tags)) } }
+                tr { td { "Images quarantined" } td.num { (usage.quarantined) } td.num { "" } }
+            }
+        }
+        h2 { "Tags and retention" }
+        p { "Immutable tags: "
+            @if rules.immutable.patterns().is_empty() { "none" } @else { span.mono { (rules.immutable.patterns().join(", ")) } } }
+        p { "Retention: " @if let Some(r) = &retention { span.mono { (r) } } @else { "none (nothing is removed)" } }
+        h2 { "Webhooks" }
+        @if hooks.is_empty() { p.empty { "None." } } @else {
+            table.list.webhooks {
+                thead { tr { th { "Target" } th { "Events" } th { "By" } } }
+                tbody { @for h in &hooks {
+                    // The origin only: a receiver's token may sit in the path or query.
+                    tr {
+                        td.mono { (url::Url::parse(&h.url).map(|u| u.origin().ascii_serialization()).unwrap_or_default()) }
+                        td { (h.events.join(", ")) }
+                        td.mono { (h.created_by) }
+                    }
+                } }
+            }
+        }
+        p.hint { "Quotas, immutable tags, retention, signatures and webhooks are set through the admin API (see /api/v1/openapi.json)." }
     };
     render(StatusCode::OK, page(&format!("Namespace {ns}"), Some(&viewer), body))
 }
@@ -300,7 +360,9 @@ async fn account_page(state: &AppState, viewer: &Viewer, done: Option<&str>, sho
 }
 
 /// `POST /ui/account/password`: one's own password, with the current one (as the API asks). The
-/// change ends every session of the account, this one too: the browser signs in again.
+/// change ends every console session of the account and the registry tokens issued before it,
+/// this session too: the browser signs in again. (Personal access tokens are credentials of their
+/// own and stay; revoke them below.)
 pub async fn change_password(State(state): State<AppState>, viewer: Viewer, parts: Parts, body: Bytes) -> Response {
     let f = form_fields(&body);
     let patch = UserPatch {
@@ -328,7 +390,7 @@ pub async fn create_token_form(State(state): State<AppState>, viewer: Viewer, bo
                     h2 { "Token created: " (created.record.name) }
                     p { strong { "Copy the token now: it is shown only once." } }
                     p { code.mono #token-secret { (created.secret) } " " button.copy type="button" data-copy="token-secret" { "Copy" } }
-                    p { "Sign docker in with it (paste the token at the prompt):" }
+                    p { "Sign docker in with it (paste the token, then Ctrl-D; in CI, pipe it from the secret store):" }
                     p { code.mono #token-login { "docker login " (host) " -u " (viewer.name()) " --password-stdin" } }
                 }
             };

@@ -13,7 +13,8 @@ use super::layout::{bytes, domain_problem, page, problem, render, state_badge, t
 use super::{q, Viewer};
 use crate::auth::policy::Need;
 use crate::auth::{Action, ActionSet};
-use crate::domain::{Reference, RepoName};
+use crate::domain::RepoName;
+use crate::http::admin::repositories::list_tags;
 use crate::http::AppState;
 
 /// Repositories on one page.
@@ -25,6 +26,7 @@ const SCAN_LIMIT: usize = 2000;
 #[derive(Deserialize)]
 pub struct After {
     after: Option<String>,
+    q: Option<String>,
 }
 
 /// Whether the viewer may pull from `repo` (the policy's decision, as for `/v2`).
@@ -43,12 +45,17 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
     // Filled as `/v2/_catalog` is, but looking at no more than SCAN_LIMIT repositories per page,
     // so that a viewer who may read few repositories of many cannot make one request scan them all.
     let batch_size = 200u32.min(state.registry.limits().max_page).max(1);
+    let search = match crate::http::admin::search(a.q.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return super::layout::api_problem(e),
+    };
+    let shown_q = search.unwrap_or("").to_owned();
     let mut visible = Vec::new();
     let mut cursor = a.after.clone();
     let mut more = true;
     let mut looked = 0;
     while visible.len() < PAGE && more && looked < SCAN_LIMIT {
-        let batch = match state.registry.repository_summaries(None, cursor.as_deref(), batch_size).await {
+        let batch = match state.registry.repository_summaries(None, cursor.as_deref(), batch_size, search).await {
             Ok(b) => b,
             Err(e) => return domain_problem(e),
         };
@@ -83,11 +90,15 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
     }
     let member = |name: &str| members.get(name.split('/').next().unwrap_or("")).copied().unwrap_or(false);
     let body = html! {
+        form.search method="get" action="/ui/" {
+            label { "Repositories whose name contains" input name="q" type="search" value=(shown_q) maxlength="128"; }
+            button type="submit" { "Search" }
+        }
         @if visible.is_empty() {
             p.empty { "No repositories you may read yet. " a href="/ui/push" { "How to push an image" } }
         } @else {
             table.list {
-                thead { tr { th { "Repository" } th.num { "Tags" } th.num { "Images" } th.num { "Size" } th.num { "Quarantined" } th { "Created" } } }
+                thead { tr { th { "Repository" } th.num { "Tags" } th.num { "Images" } th.num { "Size" } th { "Worst scan" } th { "Last push" } } }
                 tbody {
                     @for r in &visible {
                         tr {
@@ -96,8 +107,8 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
                                 td.num { (r.tags) }
                                 td.num { (r.manifests) }
                                 td.num { (bytes(r.bytes)) }
-                                td.num { @if r.quarantined > 0 { span.badge.state-quarantined { (r.quarantined) } } @else { "0" } }
-                                td { (time(r.created_at)) }
+                                td { @if let Some(w) = r.worst_state { (state_badge(w.as_str())) } }
+                                td { (r.last_pushed_at.map(time).unwrap_or_default()) }
                             } @else {
                                 td.num { "–" } td.num { "–" } td.num { "–" } td.num { "–" } td { "public" }
                             }
@@ -106,7 +117,7 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
                 }
             }
         }
-        @if let Some(n) = next { p { a.more href={ "/ui/?after=" (q(&n)) } { "More repositories →" } } }
+        @if let Some(n) = next { p { a.more href={ "/ui/?after=" (q(&n)) "&q=" (q(&shown_q)) } { "More repositories →" } } }
     };
     render(StatusCode::OK, page("Repositories", Some(&viewer), body))
 }
@@ -117,58 +128,43 @@ pub struct RepoQuery {
     after: Option<String>,
 }
 
-/// `GET /ui/repository?name=`: a page of tags with the digest they name and its scan state.
+/// `GET /ui/repository?name=`: a page of tags with the digest each names, its size, when it was
+/// pushed and its scan state (the admin API's tag listing, so the same rights).
 pub async fn repository(State(state): State<AppState>, viewer: Viewer, Query(rq): Query<RepoQuery>) -> Response {
-    let hidden = || problem(StatusCode::NOT_FOUND, "No such repository, or not one you may read.");
-    let Ok(repo) = rq.name.parse::<RepoName>() else { return hidden() };
-    match may_pull(&state, &viewer, &repo).await {
-        Ok(true) => {}
-        Ok(false) => return hidden(),
-        Err(e) => return domain_problem(e),
-    }
-    let tags = match state.registry.list_tags(&repo, Some(PAGE as u32), rq.after.as_deref()).await {
+    let (tags, next) = match list_tags(&state, &viewer.who, &rq.name, PAGE as u32, rq.after.as_deref()).await {
         Ok(t) => t,
-        Err(crate::domain::Error::NameUnknown) => return hidden(),
-        Err(e) => return domain_problem(e),
+        Err(e) => {
+            let (status, _) = e.parts();
+            if status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND {
+                return problem(StatusCode::NOT_FOUND, "No such repository, or not one you may read.");
+            }
+            return problem(status, "The tags could not be listed; retry shortly.");
+        }
     };
-    let now = state.registry.clock().now();
-    let mut rows = Vec::new();
-    for tag in &tags.items {
-        let Ok(reference) = tag.parse::<Reference>() else { continue };
-        let head = match state.registry.head_manifest(&repo, &reference).await {
-            Ok(h) => h,
-            Err(crate::domain::Error::ManifestUnknown) => continue,
-            Err(e) => return domain_problem(e),
-        };
-        let scan = match state.registry.scan_record(&repo, &head.digest).await {
-            Ok(s) => s,
-            Err(e) => return domain_problem(e),
-        };
-        let st = scan.map(|s| s.effective_state(now).as_str().to_owned()).unwrap_or_else(|| "unscanned".into());
-        rows.push((tag.clone(), head.digest.to_string(), head.size, st));
-    }
+    let name = rq.name.as_str();
     let body = html! {
-        p.crumbs { a href="/ui/" { "Repositories" } " / " (repo.as_str()) }
-        @if rows.is_empty() { p.empty { "No tags." } } @else {
+        p.crumbs { a href="/ui/" { "Repositories" } " / " (name) }
+        @if tags.is_empty() { p.empty { "No tags." } } @else {
             table.list {
-                thead { tr { th { "Tag" } th { "Digest" } th.num { "Manifest" } th { "Scan" } } }
+                thead { tr { th { "Tag" } th { "Digest" } th.num { "Manifest" } th { "Pushed" } th { "Scan" } } }
                 tbody {
-                    @for (tag, digest, size, st) in &rows {
+                    @for t in &tags {
                         tr {
-                            td { a href={ "/ui/image?repository=" (q(repo.as_str())) "&digest=" (q(digest)) } { (tag) } }
-                            td.mono { (short(digest)) }
-                            td.num { (bytes(*size as u64)) }
-                            td { (state_badge(st)) }
+                            td { a href={ "/ui/image?repository=" (q(name)) "&digest=" (q(&t.digest)) } { (t.name) } }
+                            td.mono { (short(&t.digest)) }
+                            td.num { (bytes(t.size)) }
+                            td { (time(t.pushed_at)) }
+                            td { (state_badge(t.state.map(|s| s.as_str()).unwrap_or("unscanned"))) }
                         }
                     }
                 }
             }
         }
-        @if let Some(n) = &tags.next {
-            p { a.more href={ "/ui/repository?name=" (q(repo.as_str())) "&after=" (q(n)) } { "More tags →" } }
+        @if let Some(n) = &next {
+            p { a.more href={ "/ui/repository?name=" (q(name)) "&after=" (q(n)) } { "More tags →" } }
         }
     };
-    render(StatusCode::OK, page(repo.as_str(), Some(&viewer), body))
+    render(StatusCode::OK, page(name, Some(&viewer), body))
 }
 
 /// `sha256:0123456789ab…`: enough of a digest to tell images apart.

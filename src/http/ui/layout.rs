@@ -30,6 +30,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                                 a href="/ui/quarantine" { "Quarantine" }
                                 a href="/ui/namespaces" { "Namespaces" }
                                 a href="/ui/users" { "Users" }
+                                a href="/ui/audit" { "Audit" }
                             }
                             a href="/ui/robots" { "Robots" }
                             a href="/ui/account" { "Account" }

@@ -21,6 +21,7 @@
 
 mod accounts;
 mod assets;
+mod audit;
 mod browse;
 mod image;
 mod layout;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/namespace", get(accounts::namespace))
         .route("/ui/namespace/member", post(accounts::set_member_form))
         .route("/ui/namespace/member/remove", post(accounts::remove_member_form))
+        .route("/ui/audit", get(audit::show))
         .route("/ui/account", get(accounts::account))
         .route("/ui/account/password", post(accounts::change_password))
         .route("/ui/account/tokens", post(accounts::create_token_form))

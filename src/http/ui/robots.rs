@@ -25,7 +25,7 @@ pub async fn page_for(state: &AppState, viewer: &Viewer, ns: Option<&str>, shown
     let namespaces = if viewer.is_admin() {
         state
             .auth
-            .list_namespaces(None, 1000)
+            .list_namespaces(None, 1000, None)
             .await
             .map(|n| n.into_iter().map(|n| n.name).collect())
             .unwrap_or_default()
@@ -50,6 +50,7 @@ pub async fn page_for(state: &AppState, viewer: &Viewer, ns: Option<&str>, shown
             p.namespaces { @for n in &namespaces { a href={ "/ui/robots?namespace=" (q(n)) } { (n) } " " } }
         }
         @if let (Some(ns), Some(robots)) = (ns, &robots) {
+            p { a href={ "/ui/namespace?name=" (q(ns)) } { "Members and rules of " (ns) } }
             h2 { "Robots of " (ns) }
             @if robots.is_empty() { p.empty { "No robots yet." } } @else {
                 table.list.robots {

@@ -8,6 +8,7 @@ use super::{db_err, SqlMetadata};
 use crate::metadata::auth::{
     AuthStore, ConsoleSessionRecord, NamespaceRecord, RobotRecord, TokenRecord, UserRecord, UserUpdate,
 };
+use crate::model::names::contains_pattern;
 use crate::model::Role;
 use crate::model::{Error, Result};
 
@@ -100,10 +101,13 @@ impl AuthStore for SqlMetadata {
         Ok(row.map_err(db_err)?.map(user))
     }
 
-    async fn list_users(&self, after: Option<&str>, limit: u32) -> Result<Vec<UserRecord>> {
-        let rows = sqlx::query("SELECT * FROM users WHERE username > $1 ORDER BY username LIMIT $2")
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64)
+    async fn list_users(&self, after: Option<&str>, limit: u32, search: Option<&str>) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM users WHERE username > $1 AND lower(username) LIKE $3 ESCAPE '\\' ORDER BY username LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .bind(contains_pattern(search))
             .fetch_all(&self.read)
             .await
             .map_err(db_err)?;
@@ -202,13 +206,21 @@ impl AuthStore for SqlMetadata {
         Ok(row.map_err(db_err)?.map(namespace))
     }
 
-    async fn list_namespaces(&self, after: Option<&str>, limit: u32) -> Result<Vec<NamespaceRecord>> {
-        let rows = sqlx::query("SELECT * FROM namespaces WHERE name > $1 ORDER BY name LIMIT $2")
-            .bind(after.unwrap_or(""))
-            .bind(limit as i64)
-            .fetch_all(&self.read)
-            .await
-            .map_err(db_err)?;
+    async fn list_namespaces(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+        search: Option<&str>,
+    ) -> Result<Vec<NamespaceRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM namespaces WHERE name > $1 AND lower(name) LIKE $3 ESCAPE '\\' ORDER BY name LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .bind(contains_pattern(search))
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
         Ok(rows.into_iter().map(namespace).collect())
     }
 
@@ -405,14 +417,14 @@ impl AuthStore for SqlMetadata {
         Ok(())
     }
 
-    async fn create_console_session(&self, id_hash: &str, user_id: i64, created_ms: i64, seen_ms: i64) -> Result<()> {
+    async fn create_console_session(&self, id_hash: &str, user_id: i64, password_tag: &str, now_ms: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, user_id, created_ms, last_seen_ms) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO console_sessions (id_hash, user_id, password_tag, created_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $4)",
         )
         .bind(id_hash)
         .bind(user_id)
-        .bind(created_ms)
-        .bind(seen_ms)
+        .bind(password_tag)
+        .bind(now_ms)
         .execute(&self.write)
         .await
         .map_err(db_err)?;
@@ -421,7 +433,8 @@ impl AuthStore for SqlMetadata {
 
     async fn console_session(&self, id_hash: &str) -> Result<Option<(ConsoleSessionRecord, UserRecord)>> {
         let row = sqlx::query(
-            "SELECT s.created_ms AS session_created_ms, s.last_seen_ms AS session_last_seen_ms, u.* \
+            "SELECT s.password_tag AS session_password_tag, s.created_ms AS session_created_ms, \
+             s.last_seen_ms AS session_last_seen_ms, u.* \
              FROM console_sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
         )
         .bind(id_hash)
@@ -430,6 +443,7 @@ impl AuthStore for SqlMetadata {
         .map_err(db_err)?;
         Ok(row.map(|row| {
             let session = ConsoleSessionRecord {
+                password_tag: row.get("session_password_tag"),
                 created_ms: row.get("session_created_ms"),
                 last_seen_ms: row.get("session_last_seen_ms"),
             };

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{db_err, ensure_repo, lifecycle, repo_id, split_page, SqlMetadata, PAGE_SEPARATOR};
-use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore, RepositorySummary};
+use crate::metadata::{BlobAccess, BlobIndex, Linked, RepositoryStore, RepositorySummary, TagDetail};
 use crate::model::metrics::{self as m, Timer};
 use crate::model::{Digest, Engine, RepoName, Result};
 
@@ -44,35 +44,76 @@ impl RepositoryStore for SqlMetadata {
         namespace: Option<&str>,
         after: Option<&str>,
         limit: u32,
+        now: i64,
+        search: Option<&str>,
     ) -> Result<Vec<RepositorySummary>> {
-        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        type Row = (String, i64, i64, i64, i64, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT r.name,
                  (SELECT COUNT(*) FROM tags t WHERE t.repository_id = r.id),
                  (SELECT COUNT(*) FROM manifests m WHERE m.repository_id = r.id),
                  (SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest
                   WHERE rb.repository_id = r.id),
                  (SELECT COUNT(*) FROM scans s WHERE s.repository_id = r.id AND s.state = 'quarantined'),
-                 r.created_at
+                 r.created_at,
+                 (SELECT CAST(MAX(m.created_at) AS BIGINT) FROM manifests m WHERE m.repository_id = r.id),
+                 (SELECT CAST(MAX({STATE_RANK}) AS BIGINT) FROM scans s WHERE s.repository_id = r.id)
              FROM repositories r
              WHERE r.name > $1 AND (CAST($2 AS TEXT) = ''
                   OR substr(r.name, 1, length(CAST($2 AS TEXT)) + 1) = CAST($2 AS TEXT) || '/')
-             ORDER BY r.name LIMIT $3",
-        )
+                 AND lower(r.name) LIKE $5 ESCAPE '\\'
+             ORDER BY r.name LIMIT $3"
+        ))
         .bind(after.unwrap_or(""))
         .bind(namespace.unwrap_or(""))
         .bind(limit as i64)
+        .bind(now)
+        .bind(crate::model::names::contains_pattern(search))
         .fetch_all(&self.read)
         .await
         .map_err(db_err)?;
         Ok(rows
             .into_iter()
-            .map(|(name, tags, manifests, bytes, quarantined, created_at)| RepositorySummary {
+            .map(|(name, tags, manifests, bytes, quarantined, created_at, last_pushed_at, worst)| RepositorySummary {
                 name,
                 tags: tags as u64,
                 manifests: manifests as u64,
                 bytes: bytes as u64,
                 quarantined: quarantined as u64,
                 created_at,
+                last_pushed_at,
+                worst_state: worst.and_then(state_of_rank),
+            })
+            .collect())
+    }
+
+    async fn tag_details(&self, repo: &RepoName, last: Option<&str>, limit: u32, now: i64) -> Result<Vec<TagDetail>> {
+        type Row = (String, String, String, i64, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT t.name, t.manifest_digest, m.media_type, CAST(m.size AS BIGINT), CAST(t.updated_at AS BIGINT), CAST({rank} AS BIGINT)
+             FROM tags t JOIN repositories r ON r.id = t.repository_id
+             JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+             LEFT JOIN scans s ON s.repository_id = t.repository_id AND s.manifest_digest = t.manifest_digest
+             WHERE r.name = $1 AND t.name > $2 ORDER BY t.name LIMIT $3",
+            rank = STATE_RANK,
+        ))
+        .bind(repo.as_str())
+        .bind(last.unwrap_or(""))
+        .bind(limit as i64)
+        .bind(now)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, digest, media_type, size, pushed_at, rank)| TagDetail {
+                name,
+                digest,
+                media_type,
+                size: size as u64,
+                pushed_at,
+                // A scan row in `scanning` reads as such here: the rank merges it with pending.
+                state: rank.and_then(state_of_rank),
             })
             .collect())
     }
@@ -229,4 +270,24 @@ pub(crate) async fn link(
     .await
     .map_err(db_err)?;
     Ok(true)
+}
+
+/// A scan row's state in effect at `$4` as a rank, worst highest (for `MAX`): a release lapsed at
+/// `$4` ranks as quarantined.
+pub(super) const STATE_RANK: &str = "CASE s.state WHEN 'quarantined' THEN 5 WHEN 'error' THEN 4 \
+    WHEN 'scanning' THEN 3 WHEN 'pending' THEN 3 \
+    WHEN 'released' THEN (CASE WHEN s.release_until IS NOT NULL AND s.release_until <= $4 THEN 5 ELSE 2 END) \
+    WHEN 'passed' THEN 1 ELSE 0 END";
+
+/// The state a [`STATE_RANK`] stands for (`scanning` and `pending` share one: `pending`).
+pub(super) fn state_of_rank(rank: i64) -> Option<crate::model::ScanState> {
+    use crate::model::ScanState;
+    Some(match rank {
+        5 => ScanState::Quarantined,
+        4 => ScanState::Error,
+        3 => ScanState::Pending,
+        2 => ScanState::Released,
+        1 => ScanState::Passed,
+        _ => return None,
+    })
 }
