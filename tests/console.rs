@@ -474,6 +474,37 @@ async fn people_are_managed_by_those_the_api_lets_manage_them() {
         .expect(200, None);
     let rules = text(&page(&reg, "/ui/namespace?name=team", &olga).await);
     assert!(rules.contains("Quota and usage") && rules.contains(">7<") && rules.contains("release-*"), "{rules}");
+    // Admins set the scan policy in the console, through the API's operation and its checks.
+    let ns_page = page(&reg, "/ui/namespace?name=team", &admin).await;
+    assert!(text(&ns_page).contains("Save scan policy"));
+    assert!(!rules.contains("Save scan policy"), "an owner gets no policy form");
+    let body = format!("csrf={csrf}&namespace=team&rule.root_user=warn&rule.secret_in_env=&sync_timeout=30s");
+    let r = post(&reg, "/ui/namespace/scan-policy", &admin, &[], body).await;
+    assert_eq!(r.status, 303, "{}", text(&r));
+    let policy = api(&reg, "GET", "/api/v1/namespaces/team/scan-policy", json!(null)).await.json();
+    assert_eq!(
+        (&policy["overrides"], &policy["sync_timeout"]),
+        (&json!({"root_user": "warn"}), &json!("30s")),
+        "{policy}"
+    );
+    let r = post(
+        &reg,
+        "/ui/namespace/scan-policy",
+        &admin,
+        &[],
+        format!("csrf={csrf}&namespace=team&rule.root_user=maybe"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", text(&r));
+    let r = post(
+        &reg,
+        "/ui/namespace/scan-policy",
+        &olga,
+        &[],
+        format!("csrf={olga_csrf}&namespace=team&rule.root_user=off"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "an owner cannot loosen its own policy");
     // A reader sees no member list.
     let pete = sign_in(&reg, "pete", "pete-password-123").await;
     assert_eq!(page(&reg, "/ui/namespace?name=team", &pete).await.status, 403);

@@ -213,9 +213,22 @@ pub async fn set_policy(
     super::Path(ns): super::Path<String>,
     Body(body): Body,
 ) -> ApiResult {
-    require_admin(&who)?;
+    let body: serde_json::Map<String, serde_json::Value> = parse(&body)?;
+    let (rules, sync) = set_scan_policy(&state, &who, &ns, body).await?;
+    let sync = sync.map(|d| humantime::format_duration(d).to_string());
+    json(StatusCode::OK, j!({"namespace": ns, "overrides": rules, "sync_timeout": sync}))
+}
+
+/// Sets a namespace's rule overrides (admins) from the API's body, `{"root_user": "warn", ...,
+/// "sync_timeout": "30s"}`; audited. The one implementation behind the API and the console.
+pub async fn set_scan_policy(
+    state: &AppState,
+    who: &Authenticated,
+    ns: &str,
+    mut body: serde_json::Map<String, serde_json::Value>,
+) -> Result<(std::collections::BTreeMap<crate::model::Rule, crate::model::RuleAction>, Option<Duration>), ApiError> {
+    require_admin(who)?;
     // `sync_timeout` ("30s"; at most 10 min) turns on scanning inside the PUT; the rest are rules.
-    let mut body: serde_json::Map<String, serde_json::Value> = parse(&body)?;
     let sync = match body.remove("sync_timeout") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(
@@ -233,12 +246,11 @@ pub async fn set_policy(
         return Err(ApiError::invalid("the hook's verdict cannot be overridden"));
     }
     let text = serde_json::to_string(&rules).map_err(anyhow::Error::from)?;
-    if !state.registry.set_namespace_scan_rules(&ns, &text, sync).await? {
+    if !state.registry.set_namespace_scan_rules(ns, &text, sync).await? {
         return Err(ApiError::not_found("namespace"));
     }
-    audit(&state, &who, "scan.policy", &format!("{ns}: {text}"), Some(&ns)).await;
-    let sync = sync.map(|d| humantime::format_duration(d).to_string());
-    json(StatusCode::OK, j!({"namespace": ns, "overrides": rules, "sync_timeout": sync}))
+    audit(state, who, "scan.policy", &format!("{ns}: {text}"), Some(ns)).await;
+    Ok((rules, sync))
 }
 
 /// `POST /api/v1/scans/reject` `{"repository","digest","reason"}` (admins): deletes the image from the

@@ -16,6 +16,7 @@ use super::{form_fields, q, see_other, Viewer};
 use crate::http::admin::namespaces::{
     create_namespace, list_members, list_namespaces, remove_member_of, set_member_role,
 };
+use crate::http::admin::scans::set_scan_policy;
 use crate::http::admin::tokens::{create_token, list_tokens, revoke_token};
 use crate::http::admin::users::{create_user, list_users, update_user, UserPatch};
 use crate::http::credentials::ClientAddr;
@@ -243,7 +244,7 @@ pub async fn namespace(State(state): State<AppState>, viewer: Viewer, Query(nq):
             table.list { thead { tr { th { "Rule" } th { "Action here" } } }
                 tbody { @for (rule, action) in &overrides { tr { td.mono { (rule) } td { (action) } } } } }
         }
-        p.hint { "Admins change the overrides with PUT /api/v1/namespaces/" (ns) "/scan-policy." }
+        @if viewer.is_admin() { (policy_form(&viewer.csrf, ns, &overrides)) }
         h2 { "Signatures" }
         p { "Mode: " strong { (format!("{:?}", signatures.mode).to_lowercase()) } ", " (signatures.keys.len()) " trusted key(s)." }
         h2 { "Quota and usage" }
@@ -277,6 +278,54 @@ pub async fn namespace(State(state): State<AppState>, viewer: Viewer, Query(nq):
         p.hint { "Quotas, immutable tags, retention, signatures and webhooks are set through the admin API (see /api/v1/openapi.json)." }
     };
     render(StatusCode::OK, page(&format!("Namespace {ns}"), Some(&viewer), body))
+}
+
+/// The overrides form (admins): one choice per rule; "registry" keeps the registry's action.
+fn policy_form(csrf: &str, ns: &str, overrides: &[(String, String)]) -> Markup {
+    let rules: Vec<String> = crate::model::DEFAULT_RULES
+        .iter()
+        .filter_map(|(r, _)| serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_owned)))
+        .collect();
+    let current = |rule: &str| overrides.iter().find(|(r, _)| r == rule).map(|(_, a)| a.as_str()).unwrap_or("");
+    html! {
+        form.policy method="post" action="/ui/namespace/scan-policy" {
+            (hidden(csrf))
+            input type="hidden" name="namespace" value=(ns);
+            table.list { thead { tr { th { "Rule" } th { "Action in " (ns) } } } tbody {
+                @for rule in &rules {
+                    tr { td.mono { (rule) } td {
+                        select name={ "rule." (rule) } {
+                            @for (value, label) in [("", "the registry's"), ("block", "block"), ("warn", "warn"), ("off", "off")] {
+                                @if current(rule) == value { option value=(value) selected { (label) } }
+                                @else { option value=(value) { (label) } }
+                            }
+                        }
+                    } }
+                }
+            } }
+            label { "Scan inside the push, up to (optional, such as 30s; at most 10m)" input name="sync_timeout" maxlength="16"; }
+            button type="submit" { "Save scan policy" }
+        }
+    }
+}
+
+/// `POST /ui/namespace/scan-policy` (admins): the form as the API's body, through its operation.
+pub async fn set_policy_form(State(state): State<AppState>, viewer: Viewer, body: Bytes) -> Response {
+    let f = form_fields(&body);
+    let ns = f.get("namespace").cloned().unwrap_or_default();
+    let mut policy = serde_json::Map::new();
+    for (key, value) in &f {
+        if let (Some(rule), false) = (key.strip_prefix("rule."), value.is_empty()) {
+            policy.insert(rule.to_owned(), serde_json::Value::String(value.clone()));
+        }
+    }
+    if let Some(sync) = f.get("sync_timeout").map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        policy.insert("sync_timeout".into(), serde_json::Value::String(sync.to_owned()));
+    }
+    match set_scan_policy(&state, &viewer.who, &ns, policy).await {
+        Ok(_) => see_other(&format!("/ui/namespace?name={}&done=updated", q(&ns))),
+        Err(e) => api_problem(e),
+    }
 }
 
 /// `POST /ui/namespace/member` (owners and admins).

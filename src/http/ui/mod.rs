@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/ui/namespaces", get(accounts::namespaces).post(accounts::create_namespace_form))
         .route("/ui/namespace", get(accounts::namespace))
         .route("/ui/namespace/member", post(accounts::set_member_form))
+        .route("/ui/namespace/scan-policy", post(accounts::set_policy_form))
         .route("/ui/namespace/member/remove", post(accounts::remove_member_form))
         .route("/ui/audit", get(audit::show))
         .route("/ui/account", get(accounts::account))
