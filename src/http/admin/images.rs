@@ -20,7 +20,6 @@ use serde_json::Value;
 use super::{json, ApiError, ApiResult, Caller, Query};
 use crate::auth::policy::{self, NamespaceFacts, Need};
 use crate::auth::service::Authenticated;
-use crate::auth::{Action, ActionSet};
 use crate::domain::config_view::{self, ConfigView};
 use crate::domain::{Digest, Error, Reader, Reference, RepoName};
 use crate::http::AppState;
@@ -96,8 +95,7 @@ pub async fn image_detail(
     let repo: RepoName =
         repository.parse().map_err(|_| ApiError::invalid("repository is not a valid repository name"))?;
     let digest: Digest = digest.parse().map_err(|_| ApiError::invalid("digest is not a valid digest"))?;
-    let need = Need::Repository(&repo, ActionSet::of(&[Action::Pull]));
-    if state.auth.authorize(who, &[], need).await?.is_err() {
+    if !super::may_pull(state, who, &repo).await? {
         return Err(hidden());
     }
     let reference = Reference::Digest(digest.clone());

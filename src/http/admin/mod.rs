@@ -361,6 +361,13 @@ pub fn require(who: &Authenticated, need: &Need<'_>) -> Result<(), ApiError> {
     policy::decide(&who.principal, &[], need, &NamespaceFacts::default()).map_err(ApiError::forbidden)
 }
 
+/// Whether `who` may pull from `repo` (the policy's decision, as for `/v2`). Reads answer a
+/// repository the caller may not pull from as one that does not exist.
+pub async fn may_pull(state: &AppState, who: &Authenticated, repo: &crate::domain::RepoName) -> Result<bool, Error> {
+    let need = Need::Repository(repo, crate::auth::ActionSet::of(&[crate::auth::Action::Pull]));
+    Ok(state.auth.authorize(who, &[], need).await?.is_ok())
+}
+
 /// Admins, and owners of the namespace.
 pub async fn require_owner(state: &AppState, who: &Authenticated, ns: &str) -> Result<(), ApiError> {
     state.auth.authorize(who, &[], Need::Owner(ns)).await?.map_err(ApiError::forbidden)

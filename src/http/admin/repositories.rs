@@ -9,7 +9,6 @@ use serde::Deserialize;
 use super::{audit, page, require_admin, require_owner, ApiError, ApiResult, Caller, Path, Query};
 use crate::auth::policy::Need;
 use crate::auth::service::Authenticated;
-use crate::auth::{Action, ActionSet};
 use crate::domain::RepoName;
 use crate::domain::TagDetail;
 use crate::http::AppState;
@@ -98,8 +97,7 @@ pub async fn list_tags(
     let hidden = || ApiError::not_found("repository");
     let repo: RepoName =
         repository.parse().map_err(|_| ApiError::invalid("repository is not a valid repository name"))?;
-    let need = Need::Repository(&repo, ActionSet::of(&[Action::Pull]));
-    if state.auth.authorize(who, &[], need).await?.is_err() {
+    if !super::may_pull(state, who, &repo).await? {
         return Err(hidden());
     }
     match state.registry.tag_details(&repo, Some(limit), after).await {

@@ -10,9 +10,7 @@ use serde::Deserialize;
 use serde_json::json as j;
 
 use super::{audit, audit_with, json, parse, require_admin, ApiError, ApiResult, Caller, Query};
-use crate::auth::policy::Need;
 use crate::auth::service::Authenticated;
-use crate::auth::{Action, ActionSet};
 use crate::domain::{Digest, RepoName};
 use crate::http::AppState;
 use crate::model::{ScanRecord, ScanState};
@@ -81,8 +79,7 @@ pub async fn get(State(state): State<AppState>, Caller(who): Caller, Query(q): Q
         return json(StatusCode::OK, j!({"items": items, "next": null}));
     };
     let (repo, digest) = target(repository, digest)?;
-    let need = Need::Repository(&repo, ActionSet::of(&[Action::Pull]));
-    if state.auth.authorize(&who, &[], need).await?.is_err() {
+    if !super::may_pull(&state, &who, &repo).await? {
         return Err(ApiError::not_found("scan"));
     }
     let wait = match q.wait.as_deref() {

@@ -433,7 +433,7 @@ pub async fn create_token_form(State(state): State<AppState>, viewer: Viewer, bo
     let expires = serde_json::Value::String(get("expires_at"));
     match create_token(&state, &viewer.who, &get("name"), &expires).await {
         Ok(created) => {
-            let host = super::registry_host(&state.public_url);
+            let host = crate::model::authority_of(&state.public_url);
             let shown = html! {
                 section.secret role="status" {
                     h2 { "Token created: " (created.record.name) }

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::layout::{bytes, domain_problem, page, problem, render, state_badge, time};
 use super::{q, Viewer};
 use crate::auth::policy::Need;
-use crate::auth::{Action, ActionSet};
 use crate::domain::RepoName;
+use crate::http::admin::may_pull;
 use crate::http::admin::repositories::list_tags;
 use crate::http::AppState;
 
@@ -27,12 +27,6 @@ const SCAN_LIMIT: usize = 2000;
 pub struct After {
     after: Option<String>,
     q: Option<String>,
-}
-
-/// Whether the viewer may pull from `repo` (the policy's decision, as for `/v2`).
-pub async fn may_pull(state: &AppState, viewer: &Viewer, repo: &RepoName) -> Result<bool, crate::domain::Error> {
-    let need = Need::Repository(repo, ActionSet::of(&[Action::Pull]));
-    Ok(state.auth.authorize(&viewer.who, &[], need).await?.is_ok())
 }
 
 /// `GET /ui/`: the login form for an anonymous visitor; otherwise the repositories the viewer may
@@ -64,7 +58,7 @@ pub async fn home(State(state): State<AppState>, mut parts: Parts, Query(a): Que
             looked += 1;
             cursor = Some(summary.name.clone());
             let Ok(repo) = summary.name.parse::<RepoName>() else { continue };
-            match may_pull(&state, &viewer, &repo).await {
+            match may_pull(&state, &viewer.who, &repo).await {
                 Ok(true) => visible.push(summary),
                 Ok(false) => {}
                 Err(e) => return domain_problem(e),
@@ -177,7 +171,7 @@ pub fn short(digest: &str) -> String {
 
 /// `GET /ui/push`: how to sign in with docker and push, with this registry's host filled in.
 pub async fn how_to_push(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let host = super::registry_host(state.public_url.as_str());
+    let host = crate::model::authority_of(&state.public_url);
     let user = viewer.name().to_owned();
     let body = html! {
         @if state.dev_ca.is_some() {

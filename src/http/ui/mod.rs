@@ -238,16 +238,3 @@ pub fn form_fields(body: &[u8]) -> std::collections::HashMap<String, String> {
 pub fn q(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
-
-/// The registry's `host[:port]` as docker names it, from the public URL.
-pub fn registry_host(public_url: &str) -> String {
-    url::Url::parse(public_url)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-        })
-        .unwrap_or_else(|| public_url.to_owned())
-}

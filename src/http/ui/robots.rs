@@ -98,7 +98,7 @@ pub async fn show(State(state): State<AppState>, viewer: Viewer, Query(nq): Quer
 
 /// The secret, shown once, with the line that uses it.
 fn secret_shown(state: &AppState, created: &NewSecret<RobotRecord>, verb: &str) -> Markup {
-    let host = super::registry_host(&state.public_url);
+    let host = crate::model::authority_of(&state.public_url);
     // Pasted at the prompt (or piped from a secret store), never typed into a command line that
     // shell history would keep.
     let login = format!("docker login {host} -u '{}' --password-stdin", created.record.username);
